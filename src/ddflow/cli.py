@@ -1,0 +1,137 @@
+"""`python -m ddflow <stage> ...`: the only entry point the Snakemake rules call. Rules hold no logic."""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+
+from .errors import DdflowError
+
+log = logging.getLogger("ddflow")
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", default="auto")
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--hparams-dir", default=None)
+
+
+def cmd_data(a) -> None:
+    from .data import prepare
+    prepare(a.dataset, a.out, npz=a.npz, root=a.root, download=not a.no_download)
+
+
+def cmd_featnet(a) -> None:
+    from .data import get_info, load_real
+    from .featnet import train_feature_net
+    from .runtime import resolve_device
+    device = resolve_device(a.device)
+    data = load_real(a.data, get_info(a.dataset), device)
+    train_feature_net(data, a.net, json.loads(a.settings), device, a.out)
+
+
+def cmd_distill(a) -> None:
+    from .distill import run
+    from .runtime import resolve_device
+    inputs = dict(kv.split("=", 1) for kv in a.input)
+    run(a.method, a.dataset, a.ipc, a.seed, a.preset, resolve_device(a.device), a.data, a.out, resume=a.resume,
+        inputs=inputs, hp_dir=a.hparams_dir, save_every=a.save_every)
+
+
+def cmd_evaluate(a) -> None:
+    from .data import get_info, load_real
+    from .distill import load_distilled
+    from .evaluate import evaluate_cell, protocol_settings
+    from .io import write_json
+    from .runtime import resolve_device
+    device = resolve_device(a.device)
+    distilled = load_distilled(a.distilled)
+    settings = protocol_settings(distilled["method"], distilled["dataset"], distilled["ipc"], a.preset,
+                                 a.protocol, a.hparams_dir)
+    data = load_real(a.data, get_info(distilled["dataset"]), device)
+    write_json(evaluate_cell(distilled, a.protocol, settings, data, device), a.out)
+
+
+def cmd_table(a) -> None:
+    from .tables import build_table, write_table
+    table = build_table(a.spec, a.cells, datasets=a.datasets, ipcs=a.ipcs)
+    write_table(table, a.out_prefix)
+
+
+def cmd_grid(a) -> None:
+    from .figures import distilled_grid
+    distilled_grid(a.distilled, a.out)
+
+
+def cmd_acc_vs_ipc(a) -> None:
+    from .figures import accuracy_vs_ipc
+    accuracy_vs_ipc(a.cells, a.dataset, a.out)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="ddflow", description=__doc__)
+    sub = parser.add_subparsers(dest="cmd", required=True)
+
+    p = sub.add_parser("data", help="prepare results/data/{dataset}.npz")
+    p.add_argument("--dataset", required=True)
+    p.add_argument("--out", required=True)
+    p.add_argument("--npz", default=None)
+    p.add_argument("--root", default=None)
+    p.add_argument("--no-download", action="store_true")
+    p.set_defaults(fn=cmd_data)
+
+    p = sub.add_parser("featnet", help="train a ConvNet on the full training split (herding's features)")
+    _common(p)
+    p.add_argument("--dataset", required=True)
+    p.add_argument("--data", required=True)
+    p.add_argument("--net", default="ConvNet")
+    p.add_argument("--settings", required=True, help="JSON: epochs, lr, momentum, weight_decay, batch")
+    p.add_argument("--out", required=True)
+    p.set_defaults(fn=cmd_featnet)
+
+    p = sub.add_parser("distill", help="one distillation cell")
+    _common(p)
+    for k in ("method", "dataset", "data", "out", "preset"):
+        p.add_argument(f"--{k}", required=True)
+    p.add_argument("--ipc", type=int, required=True)
+    p.add_argument("--seed", type=int, required=True)
+    p.add_argument("--resume", default=None)
+    p.add_argument("--save-every", type=int, default=100)
+    p.add_argument("--input", action="append", default=[], help="NAME=PATH extra input (e.g. feature_net=...)")
+    p.set_defaults(fn=cmd_distill)
+
+    p = sub.add_parser("evaluate", help="evaluate one distilled set under one protocol")
+    _common(p)
+    for k in ("distilled", "data", "protocol", "preset", "out"):
+        p.add_argument(f"--{k}", required=True)
+    p.set_defaults(fn=cmd_evaluate)
+
+    p = sub.add_parser("table", help="a paper table from evaluation cells")
+    p.add_argument("--spec", required=True)
+    p.add_argument("--datasets", nargs="+", required=True)
+    p.add_argument("--ipcs", nargs="+", type=int, required=True)
+    p.add_argument("--out-prefix", required=True)
+    p.add_argument("cells", nargs="*")
+    p.set_defaults(fn=cmd_table)
+
+    p = sub.add_parser("grid", help="image grid of a distilled set")
+    p.add_argument("--distilled", required=True)
+    p.add_argument("--out", required=True)
+    p.set_defaults(fn=cmd_grid)
+
+    p = sub.add_parser("acc-vs-ipc", help="accuracy vs IPC figure for one dataset")
+    p.add_argument("--dataset", required=True)
+    p.add_argument("--out", required=True)
+    p.add_argument("cells", nargs="*")
+    p.set_defaults(fn=cmd_acc_vs_ipc)
+
+    a = parser.parse_args(argv)
+    from .runtime import setup
+    setup(getattr(a, "threads", None))
+    try:
+        a.fn(a)
+    except DdflowError as e:
+        print(f"ddflow error: {e}", file=sys.stderr)
+        return 2
+    return 0

@@ -1,0 +1,84 @@
+"""Checks of the workflow config that need the library (names, IPC against class sizes), run at parse time so a
+bad config fails before any job starts. The JSON schema (workflow/schemas) has already checked types and keys."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .data import DATASETS, class_counts, get_info
+from .errors import DdflowError
+from .hparams import PRESETS, load_file
+from .methods import REGISTRY
+
+GRID_KEYS = ("datasets", "methods", "ipcs", "seeds", "tables")
+
+
+def effective_grid(config: dict[str, Any]) -> dict[str, list]:
+    """Top-level datasets/methods/ipcs/seeds/tables when set, else the preset's grid from config['grid']."""
+    preset = config.get("preset")
+    if preset not in PRESETS:
+        raise DdflowError(f"config key 'preset' = {preset!r}; allowed: {', '.join(PRESETS)}")
+    base = (config.get("grid") or {}).get(preset) or {}
+    grid = {}
+    for key in GRID_KEYS:
+        value = config.get(key)
+        grid[key] = list(value) if value is not None else list(base.get(key) or [])
+    return grid
+
+
+def table_rows(spec_path: str | Path) -> list[tuple[str, str]]:
+    """(method, protocol) of every table row that names a method."""
+    from .tables import load_spec
+
+    return [(r["method"], r.get("protocol", "dc")) for r in load_spec(spec_path)["rows"] if r.get("method")]
+
+
+def _min_class_count(dataset: str, config: dict[str, Any]) -> tuple[int | None, str]:
+    src = (config.get("data") or {}).get(dataset) or {}
+    if src.get("npz"):
+        path = Path(src["npz"]).expanduser()
+        if not path.exists():
+            raise DdflowError(f"config data.{dataset}.npz: {path} does not exist")
+        try:
+            with np.load(path) as z:
+                y = z["y_train"]
+        except Exception as e:
+            raise DdflowError(f"config data.{dataset}.npz: cannot read y_train from {path} ({e})") from None
+        counts = class_counts(y, get_info(dataset).classes)
+        return int(counts.min()), str(path)
+    return get_info(dataset).min_train_per_class, f"the standard {dataset} training split"
+
+
+def check(config: dict[str, Any], hparams_dir: str | Path, papers_dir: str | Path) -> dict[str, list]:
+    grid = effective_grid(config)
+    for key in ("datasets", "methods", "ipcs", "seeds"):
+        if not grid[key]:
+            raise DdflowError(f"config key {key!r} is empty (and the {config['preset']} grid gives none)")
+    for d in grid["datasets"]:
+        if d not in DATASETS:
+            raise DdflowError(f"config key 'datasets': unknown dataset {d!r}; known: {', '.join(DATASETS)}")
+    for d in (config.get("data") or {}):
+        if d not in DATASETS:
+            raise DdflowError(f"config key 'data': unknown dataset {d!r}; known: {', '.join(DATASETS)}")
+    for m in grid["methods"]:
+        if m not in REGISTRY:
+            raise DdflowError(f"config key 'methods': unknown method {m!r}; implemented: {', '.join(sorted(REGISTRY))}")
+        load_file(m, hparams_dir)
+    for t in grid["tables"]:
+        path = Path(papers_dir) / f"{t}.yaml"
+        if not path.exists():
+            known = sorted(p.stem for p in Path(papers_dir).glob("*.yaml"))
+            raise DdflowError(f"config key 'tables': unknown table {t!r}; known: {', '.join(known)}")
+        for method, protocol in table_rows(path):
+            if method in grid["methods"] and protocol not in REGISTRY[method].protocols:
+                raise DdflowError(f"table {t}: protocol {protocol!r} does not fit method {method!r} "
+                                  f"(fits: {', '.join(REGISTRY[method].protocols)})")
+    for d in grid["datasets"]:
+        smallest, where = _min_class_count(d, config)
+        too_big = [i for i in grid["ipcs"] if smallest is not None and i > smallest]
+        if too_big:
+            raise DdflowError(f"config key 'ipcs': IPC {too_big} larger than the smallest class of {d} "
+                              f"({smallest} images in {where})")
+    return grid

@@ -1,0 +1,96 @@
+"""The distillation runner: one cell = method x dataset x IPC x seed -> results/distilled/.../s{seed}.pt.
+
+Owns seeding, the iteration loop with progress, the resume file (saved every `save_every` iterations, not a
+declared output, deleted on success) and the atomic output. A rerun of an interrupted job resumes from the resume
+file and gives the same result as an uninterrupted run on the CPU.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from . import hparams as hparams_mod
+from .data import check_ipc, get_info, load_real
+from .errors import DdflowError
+from .io import load_pt, save_pt
+from .methods import get_method
+from .progress import Progress
+from .runtime import peak_memory_mb, reset_peak
+from .seeding import generator
+
+log = logging.getLogger(__name__)
+FORMAT = "ddflow.distilled/1"
+
+
+def run(method_id: str, dataset: str, ipc: int, seed: int, preset: str, device: torch.device,
+        data_path: str | Path, out: str | Path, resume: str | Path | None = None,
+        inputs: dict[str, str] | None = None, hp_dir: str | Path | None = None, save_every: int = 100,
+        stop_after: int | None = None) -> dict[str, Any] | None:
+    """Run (or resume) one distillation. `stop_after` ends the loop early without an output, leaving only
+    the resume file: it is how tests simulate a killed job."""
+    cls = get_method(method_id)
+    info = get_info(dataset)
+    hp = hparams_mod.resolve(method_id, dataset, ipc, preset, hp_dir)
+    data = load_real(data_path, info, device)
+    check_ipc(data.y_train.cpu().numpy(), info.classes, ipc, where=f"{dataset} ({data_path})")
+    missing = [r for r in cls.requires if r not in (inputs or {})]
+    if missing:
+        raise DdflowError(f"method {method_id} needs inputs {missing}")
+    identity = {"method": method_id, "dataset": dataset, "ipc": ipc, "seed": seed, "preset": preset, "hparams": hp}
+    gen = generator("distill", method_id, dataset, ipc, seed)
+    method = cls(hp, data, ipc, gen, device, inputs)
+    reset_peak(device)
+
+    start, elapsed = 0, 0.0
+    resume = Path(resume) if resume else None
+    if resume is not None and resume.exists():
+        state = load_pt(resume, "resume file")
+        if state.get("identity") != identity:
+            log.warning("%s belongs to another configuration; starting afresh", resume)
+        else:
+            method.init()
+            method.load_state_dict(state["method"])
+            gen.set_state(state["generator"])
+            start, elapsed = state["iteration"], state["seconds"]
+            log.info("resuming %s from iteration %d (%s)", method_id, start, resume)
+    if start == 0:
+        method.init()
+
+    t0 = time.time() - elapsed
+    total = method.iterations
+    progress = Progress(total, f"distill {method_id}/{dataset}/ipc{ipc}/s{seed}", start=start)
+    stats: dict[str, float] = {}
+    for it in range(start, total):
+        stats = method.step(it)
+        done = it + 1
+        progress.update(done, **stats)
+        if resume is not None and done < total and done % save_every == 0:
+            save_pt({"identity": identity, "iteration": done, "seconds": time.time() - t0,
+                     "generator": gen.get_state(), "method": method.state_dict()}, resume)
+        if stop_after is not None and done >= stop_after:
+            progress.close()
+            return None
+    progress.close()
+
+    result = method.result()
+    result.update({
+        "format": FORMAT, "method": method_id, "dataset": dataset, "ipc": ipc, "seed": seed, "preset": preset,
+        "space": "normalized", "mean": list(info.mean), "std": list(info.std), "hparams": hp,
+        "iterations": total, "seconds": time.time() - t0, "final_stats": stats, **peak_memory_mb(device),
+    })
+    save_pt(result, out)
+    if resume is not None and resume.exists():
+        resume.unlink()
+    log.info("wrote %s (%d images, %.1f s)", out, len(result["images"]), result["seconds"])
+    return result
+
+
+def load_distilled(path: str | Path) -> dict[str, Any]:
+    obj = load_pt(path, "distilled set")
+    if not isinstance(obj, dict) or obj.get("format") != FORMAT:
+        raise DdflowError(f"{path}: not a ddflow distilled set (format {FORMAT})")
+    return obj

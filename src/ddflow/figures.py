@@ -1,0 +1,79 @@
+"""Figures: a grid of every distilled set, and accuracy vs IPC per dataset (matplotlib, Agg backend)."""
+from __future__ import annotations
+
+from collections import defaultdict
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import torch  # noqa: E402
+
+from .data import get_info  # noqa: E402
+from .distill import load_distilled  # noqa: E402
+from .io import atomic_path  # noqa: E402
+from .tables import pool_cells  # noqa: E402
+
+MAX_PER_CLASS = 10
+MAX_CLASSES = 20
+
+
+def to_pixels(d: dict) -> torch.Tensor:
+    """Distilled images back to [0, 1] pixels for display."""
+    x = d["images"].float()
+    if d.get("space") == "normalized":
+        mean = torch.tensor(d["mean"]).view(1, -1, 1, 1)
+        std = torch.tensor(d["std"]).view(1, -1, 1, 1)
+        x = x * std + mean
+    return x.clamp(0, 1)
+
+
+def _save(fig, out: str | Path) -> None:
+    with atomic_path(out) as tmp:
+        fig.savefig(tmp, format="png", dpi=100, bbox_inches="tight")
+    plt.close(fig)
+
+
+def distilled_grid(distilled_path: str | Path, out: str | Path) -> None:
+    d = load_distilled(distilled_path)
+    x = to_pixels(d)
+    labels = d["labels"] if d["labels"].dim() == 1 else d["labels"].argmax(1)
+    classes = sorted(set(labels.tolist()))[:MAX_CLASSES]
+    per = min(MAX_PER_CLASS, max(int((labels == c).sum()) for c in classes))
+    fig, axes = plt.subplots(len(classes), per, figsize=(per * 0.8 + 0.5, len(classes) * 0.8 + 0.6), squeeze=False)
+    for r, c in enumerate(classes):
+        imgs = x[labels == c][:per]
+        for j in range(per):
+            ax = axes[r][j]
+            ax.axis("off")
+            if j < len(imgs):
+                im = imgs[j].permute(1, 2, 0).numpy()
+                ax.imshow(im[..., 0] if im.shape[2] == 1 else im, cmap="gray" if im.shape[2] == 1 else None,
+                          vmin=0, vmax=1)
+    fig.suptitle(f"{d['method']} · {get_info(d['dataset']).paper_name} · IPC {d['ipc']} · seed {d['seed']}",
+                 fontsize=9)
+    _save(fig, out)
+
+
+def accuracy_vs_ipc(cell_paths: list[str | Path], dataset: str, out: str | Path) -> None:
+    pooled = pool_cells(cell_paths)
+    series: dict[tuple[str, str], list[tuple[int, float, float]]] = defaultdict(list)
+    for (protocol, method, ds, ipc), v in pooled.items():
+        if ds == dataset:
+            series[(method, protocol)].append((ipc, v["mean"], v["std"]))
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    for (method, protocol), pts in sorted(series.items()):
+        pts.sort()
+        ax.errorbar([p[0] for p in pts], [p[1] for p in pts], yerr=[p[2] for p in pts], marker="o", capsize=3,
+                    label=f"{method} ({protocol})")
+    ax.set_xscale("log")
+    ipcs = sorted({p[0] for pts in series.values() for p in pts})
+    ax.set_xticks(ipcs, [str(i) for i in ipcs])
+    ax.set_xlabel("images per class")
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_title(f"{get_info(dataset).paper_name}: accuracy vs IPC")
+    ax.grid(alpha=0.3)
+    if series:
+        ax.legend(fontsize=8)
+    _save(fig, out)

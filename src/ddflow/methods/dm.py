@@ -1,0 +1,77 @@
+"""DM: distribution matching (Zhao & Bilen, WACV 2023; official main_DM.py).
+
+Each iteration draws a fresh randomly initialised ConvNet (frozen), and for every class c minimises
+    || mean embed(DSA_c(real_c)) - mean embed(DSA_c(syn_c)) ||^2
+with one Siamese DSA draw per class shared by the real and the synthetic batch. One SGD step (momentum 0.5) on
+the synthetic images per iteration; no network training. The instance-norm ConvNet treats every image
+independently, so all classes go through one batched forward instead of the official per-class loop (same loss).
+"""
+from __future__ import annotations
+
+import torch
+
+from ..augment import DSA
+from ..errors import DdflowError
+from ..nets import build_net, has_batchnorm
+from . import register
+from .base import Method
+
+
+@register("dm")
+class DM(Method):
+    def init(self) -> None:
+        hp, info = self.hp, self.data.info
+        if hp["init"] == "real":
+            images = self.data.x_train[self.random_real_indices(self.ipc)]
+        else:  # 'noise': N(0, 1) in the normalised space, as the official torch.randn init
+            images = torch.randn((self.classes * self.ipc, info.channels, info.size, info.size),
+                                 generator=self.generator)
+        self.images = images.detach().clone().to(self.device).requires_grad_(True)
+        self.opt = torch.optim.SGD([self.images], lr=hp["lr_img"], momentum=hp["momentum"])
+        strategy = hp["dsa_strategy"] if hp["dsa_strategy"] != "auto" else info.dsa_strategy
+        self.dsa = DSA(strategy)
+        if has_batchnorm(build_net(hp["net"], info.channels, info.classes, info.size)):
+            raise DdflowError(f"dm: net {hp['net']!r} has BatchNorm; DM's BatchNorm branch is not implemented")
+
+    def loss(self, net: torch.nn.Module, real: list[torch.Tensor], syn: list[torch.Tensor]) -> torch.Tensor:
+        """Sum over classes of the squared distance between mean embeddings of real and synthetic images.
+        `real[c]`, `syn[c]` are class c's (already augmented) batches."""
+        with torch.no_grad():
+            emb_real = net.embed(torch.cat(real))
+        emb_syn = net.embed(torch.cat(syn))
+        n_real = [len(r) for r in real]
+        n_syn = [len(s) for s in syn]
+        loss = emb_syn.new_zeros(())
+        for er, es in zip(emb_real.split(n_real), emb_syn.split(n_syn)):
+            loss = loss + ((er.mean(0) - es.mean(0)) ** 2).sum()
+        return loss
+
+    def step(self, it: int) -> dict[str, float]:
+        info = self.data.info
+        net = build_net(self.hp["net"], info.channels, info.classes, info.size, self.generator, self.device)
+        net.train()
+        for p in net.parameters():
+            p.requires_grad_(False)
+        real_idx = self.random_real_indices(self.hp["batch_real"]).view(self.classes, -1)
+        syn = self.images.view(self.classes, self.ipc, *self.images.shape[1:])
+        real_aug, syn_aug = [], []
+        for c in range(self.classes):
+            draw = self.dsa.siamese(self.generator)
+            real_aug.append(self.dsa.apply(self.data.x_train[real_idx[c]].to(self.device), draw))
+            syn_aug.append(self.dsa.apply(syn[c], draw))
+        loss = self.loss(net, real_aug, syn_aug)
+        self.opt.zero_grad()
+        loss.backward()
+        self.opt.step()
+        return {"loss": float(loss)}
+
+    def state_dict(self) -> dict:
+        return {"images": self.images.detach().cpu(), "opt": self.opt.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        with torch.no_grad():
+            self.images.copy_(state["images"].to(self.device))
+        self.opt.load_state_dict(state["opt"])
+
+    def result(self) -> dict:
+        return {"images": self.images.detach().cpu(), "labels": self.class_labels()}

@@ -1,0 +1,161 @@
+"""Paper tables as pandas views over evaluation cells: ours (mean ± std over all models of all seeds) beside the
+paper's value and the difference, written as CSV (long, one row per cell), Markdown and LaTeX (paper layout)."""
+from __future__ import annotations
+
+import math
+import re
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import yaml
+
+from .data import get_info
+from .errors import DdflowError
+from .io import atomic_path, read_json
+
+DASH = "—"
+_PM = re.compile(r"^\s*([-+]?\d+(?:\.\d+)?)\s*(?:±\s*(\d+(?:\.\d+)?))?\s*$")
+
+
+def load_spec(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.exists():
+        raise DdflowError(f"{path}: no such table spec")
+    spec = yaml.safe_load(path.read_text())
+    for key in ("name", "title", "rows", "paper_datasets", "paper_ipcs"):
+        if key not in spec:
+            raise DdflowError(f"{path}: table spec lacks {key!r}")
+    return spec
+
+
+def parse_paper_value(v: Any) -> tuple[float | None, float | None]:
+    """'46.8±0.7' -> (46.8, 0.7); 91.7 -> (91.7, None); '-' or None -> (None, None)."""
+    if v is None or (isinstance(v, str) and v.strip() in ("-", "", DASH)):
+        return None, None
+    if isinstance(v, (int, float)):
+        return float(v), None
+    m = _PM.match(str(v))
+    if not m:
+        raise DdflowError(f"paper value {v!r} is not 'mean' or 'mean±std'")
+    return float(m.group(1)), (float(m.group(2)) if m.group(2) else None)
+
+
+def pool_cells(cell_paths: list[str | Path]) -> dict[tuple[str, str, str, int], dict[str, Any]]:
+    """Group evaluation cells by (protocol, method, dataset, ipc) and pool every model of every seed."""
+    groups: dict[tuple, list[dict]] = defaultdict(list)
+    for p in cell_paths:
+        c = read_json(p, "evaluation cell")
+        for key in ("protocol", "method", "dataset", "ipc", "accuracies"):
+            if key not in c:
+                raise DdflowError(f"{p}: evaluation cell lacks {key!r}")
+        groups[(c["protocol"], c["method"], c["dataset"], int(c["ipc"]))].append(c)
+    pooled = {}
+    for key, cells in groups.items():
+        accs = [a for c in cells for a in c["accuracies"]]
+        mean = sum(accs) / len(accs)
+        std = math.sqrt(sum((a - mean) ** 2 for a in accs) / len(accs))
+        pooled[key] = {"mean": mean, "std": std, "n_models": len(accs), "n_seeds": len(cells),
+                       "seeds": sorted(c["seed"] for c in cells)}
+    return pooled
+
+
+def build_table(spec_path: str | Path, cell_paths: list[str | Path], datasets: list[str],
+                ipcs: list[int]) -> dict[str, Any]:
+    spec = load_spec(spec_path)
+    pooled = pool_cells(cell_paths)
+    compare_as = spec.get("compare_as", {})
+    records = []
+    for row in spec["rows"]:
+        for ds in datasets:
+            paper_ds = compare_as.get(ds, ds)
+            for ipc in ipcs:
+                pv = (row.get("paper") or {}).get(paper_ds, {}) or {}
+                p_mean, p_std = parse_paper_value(pv.get(ipc))
+                ours = pooled.get((row.get("protocol", "dc"), row.get("method"), ds, ipc)) if row.get("method") else None
+                records.append({
+                    "row": row["label"], "method": row.get("method") or "", "protocol": row.get("protocol", ""),
+                    "dataset": ds, "paper_dataset": paper_ds,
+                    "ipc": ipc,
+                    "ours_mean": ours["mean"] if ours else None, "ours_std": ours["std"] if ours else None,
+                    "n_models": ours["n_models"] if ours else 0, "n_seeds": ours["n_seeds"] if ours else 0,
+                    "paper_mean": p_mean, "paper_std": p_std,
+                    "diff": (ours["mean"] - p_mean) if ours and p_mean is not None else None,
+                    "paper_source": row.get("source", spec.get("source", "")),
+                    "paper_note": row.get("note", ""),
+                })
+    df = pd.DataFrame.from_records(records)
+    return {"spec": spec, "df": df, "datasets": datasets, "ipcs": ipcs}
+
+
+def _fmt(mean, std, digits=1) -> str:
+    if mean is None or (isinstance(mean, float) and math.isnan(mean)):
+        return DASH
+    if std is None or (isinstance(std, float) and math.isnan(std)):
+        return f"{mean:.{digits}f}"
+    return f"{mean:.{digits}f} ± {std:.{digits}f}"
+
+
+def wide(table: dict[str, Any]) -> pd.DataFrame:
+    """The paper's layout: one row per method, for every dataset x IPC the columns ours, paper, Δ."""
+    df, spec = table["df"], table["spec"]
+    cols = []
+    for ds in table["datasets"]:
+        paper_ds = spec.get("compare_as", {}).get(ds, ds)
+        name = get_info(ds).paper_name
+        head = name if paper_ds == ds else f"{name} (paper: {get_info(paper_ds).paper_name})"
+        for ipc in table["ipcs"]:
+            cols.append((ds, ipc, head))
+    out = pd.DataFrame(index=pd.Index([r["label"] for r in spec["rows"]], name="Method"),
+                       columns=pd.MultiIndex.from_tuples(
+                           [(f"{h} IPC {ipc}", sub) for ds, ipc, h in cols for sub in ("ours", "paper", "Δ")]),
+                       dtype=object)
+    for r in df.itertuples():
+        head = next(h for ds, ipc, h in cols if ds == r.dataset and ipc == r.ipc)
+        key = f"{head} IPC {r.ipc}"
+        out.loc[r.row, (key, "ours")] = _fmt(r.ours_mean, r.ours_std)
+        out.loc[r.row, (key, "paper")] = _fmt(r.paper_mean, r.paper_std)
+        out.loc[r.row, (key, "Δ")] = DASH if pd.isna(r.diff) else f"{r.diff:+.1f}"
+    return out
+
+
+def notes(table: dict[str, Any]) -> list[str]:
+    spec, df = table["spec"], table["df"]
+    lines = [f"Source of paper values: {spec.get('source', '')}."]
+    for ds in table["datasets"]:
+        paper_ds = spec.get("compare_as", {}).get(ds, ds)
+        if paper_ds != ds:
+            lines.append(f"{get_info(ds).paper_name} is compared with the paper's {get_info(paper_ds).paper_name} "
+                         f"column: a smaller training set, so the values are not expected to match.")
+    for r in spec["rows"]:
+        if r.get("source") and r.get("source") != spec.get("source"):
+            lines.append(f"{r['label']}: paper values from {r['source']}.")
+        if r.get("note"):
+            lines.append(f"{r['label']}: {r['note']}")
+    ran = df[df.n_models > 0]
+    if len(ran):
+        models = sorted(set(ran.n_models)); seeds = sorted(set(ran.n_seeds))
+        lines.append(f"Ours: final-epoch test accuracy (%), mean ± std (population) over all evaluation models of all "
+                     f"distillation seeds ({'/'.join(map(str, models))} models from {'/'.join(map(str, seeds))} "
+                     f"seed(s) per cell); {DASH} = not run or not reported.")
+    for line in spec.get("notes", []):
+        lines.append(line)
+    return lines
+
+
+def write_table(table: dict[str, Any], out_prefix: str | Path) -> None:
+    out_prefix = Path(out_prefix)
+    spec = table["spec"]
+    with atomic_path(out_prefix.with_suffix(".csv")) as tmp:
+        table["df"].to_csv(tmp, index=False, float_format="%.4f")
+    w = wide(table)
+    flat = w.copy()
+    flat.columns = [f"{a} {b}" for a, b in w.columns]
+    md = [f"# {spec['title']}", "", flat.to_markdown(), ""] + [f"- {n}" for n in notes(table)]
+    with atomic_path(out_prefix.with_suffix(".md")) as tmp:
+        tmp.write_text("\n".join(md) + "\n")
+    tex = w.to_latex(multicolumn=True, multicolumn_format="c", escape=True,
+                     caption=spec["title"], label=f"tab:{spec['name']}")
+    with atomic_path(out_prefix.with_suffix(".tex")) as tmp:
+        tmp.write_text(tex.replace("±", r"$\pm$").replace("Δ", r"$\Delta$"))

@@ -1,0 +1,158 @@
+"""Training K networks of one architecture together: stacked parameters, torch.func.functional_call + vmap.
+
+Each model k has its own torch.Generator, from which it draws, in this order, its initialisation, then per epoch
+its data order and per minibatch its augmentation. The K models trained together therefore follow exactly the
+random streams they would follow trained one by one (tests pin this), and the cost of K models is one batched
+computation instead of K Python loops.
+"""
+from __future__ import annotations
+
+import copy
+import logging
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.func import functional_call, stack_module_state
+
+from .nets import has_batchnorm, init_params_
+from .progress import Progress
+
+log = logging.getLogger(__name__)
+
+
+class NetStack:
+    """K copies of `template` with independent parameters, evaluated with vmap over the stacked parameters."""
+
+    def __init__(self, template: nn.Module, generators: list[torch.Generator], device: torch.device | str,
+                 batching: str = "auto"):
+        nets = []
+        for g in generators:
+            net = copy.deepcopy(template)
+            init_params_(net, g)
+            nets.append(net.to(device))
+        # 'vmap': one batched computation (the GPU path: K models cost little more than one). 'loop': the same
+        # stacked parameters and optimiser, one functional_call per model; faster on a CPU, where vmap's grouped
+        # convolutions are slower than K plain ones, and needed for BatchNorm, whose in-place running
+        # statistics vmap cannot batch. 'auto' picks vmap on CUDA unless the net has BatchNorm.
+        if batching == "auto":
+            batching = "vmap" if torch.device(device).type == "cuda" and not has_batchnorm(template) else "loop"
+        if batching not in ("vmap", "loop"):
+            raise ValueError(f"batching {batching!r} not in ('auto', 'vmap', 'loop')")
+        if batching == "vmap" and has_batchnorm(template):
+            raise ValueError("vmap batching cannot train BatchNorm nets (in-place running statistics); use 'loop'")
+        self.batching = batching
+        self.template = nets[0]
+        params, buffers = stack_module_state(nets)
+        self.params = {k: v.detach().clone().requires_grad_(True) for k, v in params.items()}
+        self.buffers = buffers
+        self.k = len(nets)
+
+    def parameters(self) -> list[torch.Tensor]:
+        return list(self.params.values())
+
+    def train(self, mode: bool = True) -> "NetStack":
+        self.template.train(mode)
+        return self
+
+    def _one(self, p, b, x, embed: bool):
+        return functional_call(self.template, (p, b), (x,), {"embed": embed})
+
+    def forward(self, x: torch.Tensor, embed: bool = False) -> torch.Tensor:
+        """x: (K, B, ...) -> (K, B, classes), or the features before the classifier with embed=True."""
+        if self.batching == "loop":
+            return torch.stack([self._one({n: v[i] for n, v in self.params.items()},
+                                          {n: v[i] for n, v in self.buffers.items()}, x[i], embed)
+                                for i in range(self.k)])
+        return torch.vmap(lambda p, b, xx: self._one(p, b, xx, embed), randomness="different")(
+            self.params, self.buffers, x)
+
+
+class StackedSGD:
+    """torch.optim.SGD's update (momentum, weight decay, no dampening, no Nesterov) on stacked tensors."""
+
+    def __init__(self, params: list[torch.Tensor], lr: float, momentum: float = 0.0, weight_decay: float = 0.0):
+        self.params, self.lr, self.momentum, self.weight_decay = params, lr, momentum, weight_decay
+        self.buf: list[torch.Tensor | None] = [None] * len(params)
+
+    @torch.no_grad()
+    def step(self) -> None:
+        for i, p in enumerate(self.params):
+            d = p.grad if self.weight_decay == 0 else p.grad.add(p, alpha=self.weight_decay)
+            if self.momentum:
+                if self.buf[i] is None:
+                    self.buf[i] = d.clone()
+                else:
+                    self.buf[i].mul_(self.momentum).add_(d)
+                d = self.buf[i]
+            p.sub_(d, alpha=self.lr)
+            p.grad = None
+
+    def reset_momentum(self) -> None:
+        self.buf = [None] * len(self.params)
+
+
+def hard_ce(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy per model: logits (K, B, C), y (K, B) -> (K,)."""
+    return F.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="none").view(y.shape).mean(1)
+
+
+@dataclass
+class TrainSettings:
+    epochs: int
+    lr: float = 0.01
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    batch: int = 256
+    decay_epochs: tuple[int, ...] = ()   # after these epoch indices the lr is multiplied by decay_factor
+    decay_factor: float = 0.1
+    reset_momentum_on_decay: bool = True  # DC's evaluate_synset recreates the optimiser at the decay
+
+
+def train_stack(stack: NetStack, x: torch.Tensor, y: torch.Tensor, generators: list[torch.Generator],
+                settings: TrainSettings, augment=None,
+                loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = hard_ce,
+                desc: str = "train") -> list[float]:
+    """Train every model of `stack` on (x, y) (shared by all models; y may be hard (N,) or soft (N, C)).
+    Per epoch each model draws its own permutation; per minibatch its own augmentation. Returns the mean
+    training loss of the last epoch per model."""
+    n, k = len(x), stack.k
+    opt = StackedSGD(stack.parameters(), settings.lr, settings.momentum, settings.weight_decay)
+    progress = Progress(settings.epochs, desc)
+    last = torch.zeros(k)
+    for ep in range(settings.epochs):
+        perms = torch.stack([torch.randperm(n, generator=g) for g in generators]).to(x.device)
+        total = torch.zeros(k, device=x.device)
+        for start in range(0, n, settings.batch):
+            idx = perms[:, start:start + settings.batch]
+            b = idx.shape[1]
+            xb = x[idx.flatten()]
+            if augment is not None:
+                xb = augment.augment_many(xb, [b] * k, generators)
+            xb = xb.view(k, b, *x.shape[1:])
+            yb = y[idx]
+            losses = loss_fn(stack.forward(xb), yb)
+            losses.sum().backward()
+            opt.step()
+            total += losses.detach() * b
+        last = (total / n).cpu()
+        if ep in settings.decay_epochs:
+            opt.lr *= settings.decay_factor
+            if settings.reset_momentum_on_decay:
+                opt.reset_momentum()
+        progress.update(ep + 1, loss=float(last.mean()))
+    progress.close()
+    return last.tolist()
+
+
+@torch.no_grad()
+def accuracy(stack: NetStack, x: torch.Tensor, y: torch.Tensor, chunk: int = 1000) -> list[float]:
+    """Test accuracy (percent) of each model on (x, y)."""
+    correct = torch.zeros(stack.k, device=x.device)
+    for start in range(0, len(x), chunk):
+        xb = x[start:start + chunk]
+        logits = stack.forward(xb.unsqueeze(0).expand(stack.k, *xb.shape))
+        correct += (logits.argmax(-1) == y[start:start + chunk]).sum(1)
+    return (100.0 * correct / len(x)).cpu().tolist()

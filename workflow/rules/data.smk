@@ -1,0 +1,17 @@
+# Stage 1: a dataset as results/data/{dataset}.npz (uint8 NHWC, fixed train/test split).
+# A localrule: it may download through torchvision, and cluster compute nodes often have no internet.
+
+
+localrules:
+    data,
+
+
+rule data:
+    output:
+        "results/data/{dataset}.npz",
+    params:
+        args=data_args,
+    log:
+        "results/logs/data/{dataset}.log",
+    shell:
+        "python -m ddflow data --dataset {wildcards.dataset} --out {output} {params.args} > {log} 2>&1"

@@ -1,0 +1,21 @@
+# Stage 5: K networks trained from scratch on a distilled set under one protocol -> one JSON cell.
+
+
+rule evaluate:
+    input:
+        distilled="results/distilled/{method}/{dataset}/ipc{ipc}/s{seed}.pt",
+        data="results/data/{dataset}.npz",
+    output:
+        "results/eval/{protocol}/{method}/{dataset}/ipc{ipc}/s{seed}.json",
+    params:
+        settings=eval_settings,
+        device=config["device"],
+        preset=config["preset"],
+    resources:
+        gpu=GPU,
+    threads: 1
+    log:
+        "results/logs/eval/{protocol}/{method}/{dataset}/ipc{ipc}/s{seed}.log",
+    shell:
+        "python -m ddflow evaluate --distilled {input.distilled} --data {input.data} --protocol {wildcards.protocol}"
+        " --preset {params.preset} --device {params.device} --threads {threads} --out {output} > {log} 2>&1"
