@@ -15,6 +15,27 @@ from .methods import REGISTRY
 GRID_KEYS = ("datasets", "methods", "ipcs", "seeds", "tables")
 
 
+def coerce_cli_types(config: dict[str, Any]) -> dict[str, Any]:
+    """`--config 'ipcs=[1,10]'` arrives as strings (Snakemake parses lists with YAML's BaseLoader): turn integer
+    strings in ipcs/seeds into ints and 'null' into None, in place, before the schema sees them."""
+    def ints(v):
+        if isinstance(v, list):
+            return [int(x) if isinstance(x, str) and x.lstrip("-").isdigit() else x for x in v]
+        return v
+
+    for key in GRID_KEYS + ("hparams_dir",):
+        if config.get(key) in ("null", "None", "~"):
+            config[key] = None
+    for key in ("ipcs", "seeds"):
+        config[key] = ints(config.get(key))
+    for grid in (config.get("grid") or {}).values():
+        if isinstance(grid, dict):
+            for key in ("ipcs", "seeds"):
+                if key in grid:
+                    grid[key] = ints(grid[key])
+    return config
+
+
 def effective_grid(config: dict[str, Any]) -> dict[str, list]:
     """Top-level datasets/methods/ipcs/seeds/tables when set, else the preset's grid from config['grid']."""
     preset = config.get("preset")

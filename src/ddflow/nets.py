@@ -90,6 +90,8 @@ class ConvNet(nn.Module):
             if spec.pool != "none":
                 layers.append(nn.AvgPool2d(2, 2) if spec.pool == "avgpooling" else nn.MaxPool2d(2, 2))
                 h, w = h // 2, w // 2
+        if h < 1 or w < 1:
+            raise DdflowError(f"ConvNet depth {spec.depth} pools a {im_size}x{im_size} input to nothing")
         self.features = nn.Sequential(*layers)
         self.feature_dim = c * h * w
         self.classifier = nn.Linear(self.feature_dim, classes)

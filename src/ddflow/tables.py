@@ -81,7 +81,7 @@ def build_table(spec_path: str | Path, cell_paths: list[str | Path], datasets: l
                     "ours_mean": ours["mean"] if ours else None, "ours_std": ours["std"] if ours else None,
                     "n_models": ours["n_models"] if ours else 0, "n_seeds": ours["n_seeds"] if ours else 0,
                     "paper_mean": p_mean, "paper_std": p_std,
-                    "diff": (ours["mean"] - p_mean) if ours and p_mean is not None else None,
+                    "difference": (ours["mean"] - p_mean) if ours and p_mean is not None else None,
                     "paper_source": row.get("source", spec.get("source", "")),
                     "paper_note": row.get("note", ""),
                 })
@@ -116,7 +116,7 @@ def wide(table: dict[str, Any]) -> pd.DataFrame:
         key = f"{head} IPC {r.ipc}"
         out.loc[r.row, (key, "ours")] = _fmt(r.ours_mean, r.ours_std)
         out.loc[r.row, (key, "paper")] = _fmt(r.paper_mean, r.paper_std)
-        out.loc[r.row, (key, "Δ")] = DASH if pd.isna(r.diff) else f"{r.diff:+.1f}"
+        out.loc[r.row, (key, "Δ")] = DASH if pd.isna(r.difference) else f"{r.difference:+.1f}"
     return out
 
 

@@ -10,8 +10,9 @@ from ddflow import config as ddconfig  # noqa: E402
 from ddflow import hparams as ddhparams  # noqa: E402
 from ddflow.methods import get_method  # noqa: E402
 
+ddconfig.coerce_cli_types(config)
 validate(config, Path(workflow.basedir) / "workflow" / "schemas" / "config.schema.yaml")
-HPARAMS = Path(workflow.basedir) / "workflow" / "hparams"
+HPARAMS = Path(config.get("hparams_dir") or Path(workflow.basedir) / "workflow" / "hparams").resolve()
 PAPERS = Path(workflow.basedir) / "workflow" / "papers"
 GRID = ddconfig.check(config, hparams_dir=HPARAMS, papers_dir=PAPERS)  # clear errors before any job
 PRESET = config["preset"]

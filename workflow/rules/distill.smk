@@ -10,6 +10,7 @@ rule featnet:
     params:
         settings=featnet_settings,
         device=config["device"],
+        hparams_dir=HPARAMS,
     resources:
         gpu=GPU,
     threads: 1
@@ -17,7 +18,7 @@ rule featnet:
         "results/logs/featnet/{dataset}/{net}.log",
     shell:
         "python -m ddflow featnet --dataset {wildcards.dataset} --data {input.data} --net {wildcards.net}"
-        " --settings '{params.settings}' --device {params.device} --threads {threads} --out {output} > {log} 2>&1"
+        " --settings '{params.settings}' --device {params.device} --threads {threads} --hparams-dir {params.hparams_dir} --out {output} > {log} 2>&1"
 
 
 rule distill:
@@ -30,6 +31,7 @@ rule distill:
         extra=distill_extra_args,
         resume="results/resume/{method}/{dataset}/ipc{ipc}/s{seed}.pt",
         device=config["device"],
+        hparams_dir=HPARAMS,
         preset=config["preset"],
         save_every=config.get("save_every", 100),
     resources:
@@ -40,5 +42,5 @@ rule distill:
     shell:
         "python -m ddflow distill --method {wildcards.method} --dataset {wildcards.dataset}"
         " --ipc {wildcards.ipc} --seed {wildcards.seed} --preset {params.preset} --data {input.data}"
-        " --device {params.device} --threads {threads} --resume {params.resume} --save-every {params.save_every}"
+        " --device {params.device} --threads {threads} --hparams-dir {params.hparams_dir} --resume {params.resume} --save-every {params.save_every}"
         " {params.extra} --out {output} > {log} 2>&1"

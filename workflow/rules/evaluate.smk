@@ -10,6 +10,7 @@ rule evaluate:
     params:
         settings=eval_settings,
         device=config["device"],
+        hparams_dir=HPARAMS,
         preset=config["preset"],
     resources:
         gpu=GPU,
@@ -18,4 +19,4 @@ rule evaluate:
         "results/logs/eval/{protocol}/{method}/{dataset}/ipc{ipc}/s{seed}.log",
     shell:
         "python -m ddflow evaluate --distilled {input.distilled} --data {input.data} --protocol {wildcards.protocol}"
-        " --preset {params.preset} --device {params.device} --threads {threads} --out {output} > {log} 2>&1"
+        " --preset {params.preset} --device {params.device} --threads {threads} --hparams-dir {params.hparams_dir} --out {output} > {log} 2>&1"

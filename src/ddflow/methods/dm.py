@@ -63,7 +63,7 @@ class DM(Method):
         self.opt.zero_grad()
         loss.backward()
         self.opt.step()
-        return {"loss": float(loss)}
+        return {"loss": loss.item()}
 
     def state_dict(self) -> dict:
         return {"images": self.images.detach().cpu(), "opt": self.opt.state_dict()}

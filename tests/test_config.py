@@ -1,0 +1,66 @@
+"""Bad input fails clearly, before any job runs."""
+import copy
+
+import pytest
+import yaml
+
+from ddflow.config import check, effective_grid
+from ddflow.errors import DdflowError
+
+from test_distill import ROOT
+
+HP = ROOT / "workflow" / "hparams"
+PAPERS = ROOT / "workflow" / "papers"
+DEFAULT = yaml.safe_load((ROOT / "config.yaml").read_text())
+
+
+def _cfg(**kw):
+    c = copy.deepcopy(DEFAULT)
+    c.update(kw)
+    return c
+
+
+def test_default_config_runs_random_herding_dm_on_mnist5k_at_ipc_1_and_10():
+    grid = check(_cfg(), HP, PAPERS)
+    assert grid == {"datasets": ["mnist5k"], "methods": ["random", "herding", "dm"], "ipcs": [1, 10],
+                    "seeds": [0], "tables": ["dream_t1"]}
+
+
+def test_paper_preset_grid_is_the_p1_grid_and_top_level_keys_override_it():
+    grid = effective_grid(_cfg(preset="paper"))
+    assert grid["datasets"] == ["mnist", "svhn", "cifar10", "cifar100"] and grid["ipcs"] == [1, 10, 50]
+    assert len(grid["seeds"]) == 5
+    assert effective_grid(_cfg(preset="paper", methods=["dm"]))["methods"] == ["dm"]
+
+
+@pytest.mark.parametrize("override,message", [
+    ({"datasets": ["imagenet"]}, "unknown dataset 'imagenet'"),
+    ({"methods": ["dsa9"]}, "unknown method 'dsa9'; implemented: dm, herding, random"),
+    ({"tables": ["nope_t9"]}, "unknown table 'nope_t9'; known: dream_t1"),
+    ({"ipcs": [1, 500]}, r"IPC \[500\] larger than the smallest class of mnist5k \(400"),
+    ({"preset": "fast"}, "preset"),
+    ({"data": {"mnist": {"npz": "/nonexistent/mnist.npz"}}, "datasets": ["mnist"]}, "/nonexistent/mnist.npz does not exist"),
+    ({"data": {"mnistx": {"npz": "a.npz"}}}, "unknown dataset 'mnistx'"),
+])
+def test_bad_config_values_are_clear_errors(override, message):
+    with pytest.raises(DdflowError, match=message):
+        check(_cfg(**override), HP, PAPERS)
+
+
+def test_ipc_check_reads_class_counts_of_a_configured_npz(tmp_path):
+    import numpy as np
+
+    p = tmp_path / "small.npz"
+    y = np.repeat(np.arange(10), 3)
+    np.savez(p, x_train=np.zeros((30, 28, 28, 1), np.uint8), y_train=y, x_test=np.zeros((10, 28, 28, 1), np.uint8),
+             y_test=np.arange(10))
+    check(_cfg(datasets=["mnist"], ipcs=[3], data={"mnist": {"npz": str(p)}}), HP, PAPERS)
+    with pytest.raises(DdflowError, match="smallest class of mnist \\(3 images"):
+        check(_cfg(datasets=["mnist"], ipcs=[4], data={"mnist": {"npz": str(p)}}), HP, PAPERS)
+
+
+def test_command_line_lists_arrive_as_strings_and_are_coerced():
+    from ddflow.config import coerce_cli_types
+
+    c = coerce_cli_types(_cfg(ipcs=["1", "10"], seeds=["0"], methods=["dm"], datasets="null"))
+    assert c["ipcs"] == [1, 10] and c["seeds"] == [0] and c["methods"] == ["dm"] and c["datasets"] is None

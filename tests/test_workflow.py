@@ -1,0 +1,87 @@
+"""End to end through Snakemake on a tiny config: data -> featnet -> distill -> evaluate -> table and figures."""
+import json
+import re
+import shutil
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from test_distill import ROOT
+
+pytestmark = pytest.mark.workflow
+
+TINY = {  # hparams shrunk to seconds per job; the code paths are those of the quick preset
+    "dm.yaml": {"iterations: 100": "iterations: 3", "batch_real: 16": "batch_real: 4"},
+    "featnet.yaml": {"epochs: 3 ": "epochs: 1 "},
+}
+
+
+def _snakemake(workdir, *args, check=True):
+    cmd = [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "--directory", str(workdir),
+           "--configfile", str(workdir / "config.yaml"), "--cores", "2", *args]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"snakemake failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}")
+    return proc
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    work = tmp_path_factory.mktemp("wf")
+    hp = work / "hparams"
+    shutil.copytree(ROOT / "workflow" / "hparams", hp)
+    for name, edits in TINY.items():
+        text = (hp / name).read_text()
+        for old, new in edits.items():
+            assert old in text, (name, old)
+            text = text.replace(old, new)
+        (hp / name).write_text(text)
+    for name in ("random.yaml", "herding.yaml", "dm.yaml"):
+        text = (hp / name).read_text()
+        text = re.sub(r"epochs: \d+, (batch: \d+, )?models: \d+", "epochs: 4, models: 2", text)
+        (hp / name).write_text(text)
+    config = yaml.safe_load((ROOT / "config.yaml").read_text())
+    config.update({"ipcs": [1, 2], "hparams_dir": str(hp), "device": "cpu", "save_every": 1})
+    (work / "config.yaml").write_text(yaml.safe_dump(config))
+    _snakemake(work)
+    return work
+
+
+def test_workflow_produces_cells_table_and_figures(tiny_run):
+    for method in ("random", "herding", "dm"):
+        for ipc in (1, 2):
+            cell = json.loads((tiny_run / f"results/eval/dc/{method}/mnist5k/ipc{ipc}/s0.json").read_text())
+            assert cell["n_models"] == 2 and len(cell["accuracies"]) == 2
+            assert 0.0 <= cell["mean"] <= 100.0 and cell["settings"]["epochs"] == 4
+            assert cell["seconds"] > 0 and cell["peak_rss_mb"] > 0
+            assert (tiny_run / f"results/figures/grids/{method}/mnist5k/ipc{ipc}/s0.png").stat().st_size > 1000
+            assert (tiny_run / f"results/logs/distill/{method}/mnist5k/ipc{ipc}/s0.log").exists()
+    md = (tiny_run / "results/tables/dream_t1.md").read_text()
+    dm_line = next(line for line in md.splitlines() if line.startswith("| DM "))
+    assert re.search(r"\d+\.\d ± \d+\.\d", dm_line) and "89.7" in dm_line
+    assert (tiny_run / "results/tables/dream_t1.csv").exists() and (tiny_run / "results/tables/dream_t1.tex").exists()
+    assert (tiny_run / "results/figures/acc_vs_ipc/mnist5k.png").stat().st_size > 1000
+    assert not list((tiny_run / "results").rglob("*.tmp*")), "no temporary files left behind"
+    assert not (tiny_run / "results/resume").exists() or not list((tiny_run / "results/resume").rglob("*.pt"))
+
+
+def test_deleting_a_cell_rebuilds_exactly_that_cell_and_its_consumers(tiny_run):
+    assert "Nothing to be done" in _snakemake(tiny_run, "-n").stdout + _snakemake(tiny_run, "-n").stderr
+    (tiny_run / "results/eval/dc/dm/mnist5k/ipc1/s0.json").unlink()
+    out = _snakemake(tiny_run, "-n", "--quiet", "rules").stdout
+    jobs = dict(re.findall(r"^(\w+)\s+(\d+)$", out, re.M))
+    assert jobs == {"evaluate": "1", "table": "1", "acc_vs_ipc": "1", "all": "1", "total": "4"}, out
+
+
+def test_bad_config_fails_before_any_job(tmp_path):
+    (tmp_path / "config.yaml").write_text((ROOT / "config.yaml").read_text())
+    for override, message in ((['methods=["dsa9"]'], "unknown method 'dsa9'"),
+                              (["ipcs=[1000]"], "larger than the smallest class"),
+                              (["preset=fast"], "fast"),
+                              (['datasets=["Cifar10"]'], "['Cifar10'] is not valid")):
+        proc = _snakemake(tmp_path, "--config", *override, check=False)
+        assert proc.returncode != 0
+        assert message in proc.stdout + proc.stderr, (override, proc.stderr[-2000:])
+        assert not (tmp_path / "results").exists()
