@@ -25,7 +25,7 @@ def tiny_hparams(tmp_path):
     d.mkdir()
     for f in (ROOT / "workflow" / "hparams").glob("*.yaml"):
         (d / f.name).write_text(f.read_text())
-    text = (d / "dm.yaml").read_text().replace("iterations: 100", "iterations: 6").replace("batch_real: 16", "batch_real: 4")
+    text = (d / "dm.yaml").read_text().replace("iterations: 80", "iterations: 6").replace("batch_real: 16", "batch_real: 4")
     (d / "dm.yaml").write_text(text)
     return d
 

@@ -13,8 +13,8 @@ from test_distill import ROOT
 pytestmark = pytest.mark.workflow
 
 TINY = {  # hparams shrunk to seconds per job; the code paths are those of the quick preset
-    "dm.yaml": {"iterations: 100": "iterations: 3", "batch_real: 16": "batch_real: 4"},
-    "featnet.yaml": {"epochs: 3 ": "epochs: 1 "},
+    "dm.yaml": {"iterations: 80": "iterations: 3", "batch_real: 16": "batch_real: 4"},
+    "featnet.yaml": {"epochs: 2 ": "epochs: 1 "},
 }
 
 
@@ -85,3 +85,17 @@ def test_bad_config_fails_before_any_job(tmp_path):
         assert proc.returncode != 0
         assert message in proc.stdout + proc.stderr, (override, proc.stderr[-2000:])
         assert not (tmp_path / "results").exists()
+
+
+def test_paper_preset_dry_runs_the_full_p1_grid_on_slurm_with_one_gpu_per_gpu_job(tmp_path):
+    (tmp_path / "config.yaml").write_text((ROOT / "config.yaml").read_text())
+    proc = _snakemake(tmp_path, "-n", "--profile", str(ROOT / "profiles" / "slurm"), "--config", "preset=paper")
+    out = proc.stdout + proc.stderr
+    jobs = dict(re.findall(r"^(\w+)\s+(\d+)$", out, re.M))
+    # 3 methods x 4 datasets (mnist, svhn, cifar10, cifar100) x 3 IPCs x 5 seeds
+    assert jobs["distill"] == "180" and jobs["evaluate"] == "180" and jobs["featnet"] == "4", jobs
+    for rule in ("distill", "evaluate", "featnet"):
+        blocks = re.findall(rf"^rule {rule}:\n(?:    .*\n)+", out, re.M)
+        assert blocks and all("gpu=1" in b for b in blocks), rule
+    assert "results/distilled/dm/cifar100/ipc50/s4.pt" in out
+    assert "--preset paper" in out

@@ -16,7 +16,7 @@ import yaml
 
 from . import hparams as hparams_mod
 from .augment import make_augment
-from .data import RealData
+from .data import RealData, get_info
 from .errors import DdflowError
 from .nets import build_net
 from .runtime import peak_memory_mb, reset_peak
@@ -46,7 +46,6 @@ def protocol_settings(method: str, dataset: str, ipc: int, preset: str, name: st
         raise DdflowError(f"method {method!r} has no settings for protocol {name!r} in its hparams (eval.{name})")
     settings = hparams_mod.deep_merge(base, specific)
     if settings.get("augment") == "dsa" and settings.get("strategy", "auto") == "auto":
-        from .data import get_info
         settings["strategy"] = get_info(dataset).dsa_strategy
     return settings
 

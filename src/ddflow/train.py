@@ -148,8 +148,9 @@ def train_stack(stack: NetStack, x: torch.Tensor, y: torch.Tensor, generators: l
 
 
 @torch.no_grad()
-def accuracy(stack: NetStack, x: torch.Tensor, y: torch.Tensor, chunk: int = 1000) -> list[float]:
-    """Test accuracy (percent) of each model on (x, y)."""
+def accuracy(stack: NetStack, x: torch.Tensor, y: torch.Tensor, images_per_pass: int = 4000) -> list[float]:
+    """Test accuracy (percent) of each model on (x, y); about `images_per_pass` model-images per forward."""
+    chunk = max(1, images_per_pass // stack.k)
     correct = torch.zeros(stack.k, device=x.device)
     for start in range(0, len(x), chunk):
         xb = x[start:start + chunk]

@@ -29,11 +29,11 @@ wildcard_constraints:
 
 
 def _gpu_count():
-    """GPU slots a GPU job declares: only when it will run on CUDA (device cuda, or auto on a cluster executor
-    or on a machine where torch sees a GPU). Locally, `--resources gpu=N` then caps concurrent GPU jobs."""
+    """GPU slots a GPU job declares: only when it will run on CUDA (device cuda, or auto on a machine where
+    torch sees a GPU). Locally, `--resources gpu=N` then caps concurrent GPU jobs; profiles/slurm sets gpu=1."""
     if config["device"] == "cpu":
         return 0
-    if config["device"] == "cuda" or workflow.non_local_exec:
+    if config["device"] == "cuda":
         return 1
     import torch
 
