@@ -8,14 +8,21 @@ import sys
 import pytest
 import yaml
 
+from ddflow.hparams import deep_merge
+
 from test_distill import ROOT
 
 pytestmark = pytest.mark.workflow
 
-TINY = {  # hparams shrunk to seconds per job; the code paths are those of the quick preset
-    "dm.yaml": {"iterations: 80": "iterations: 3", "batch_real: 16": "batch_real: 4"},
-    "featnet.yaml": {"epochs: 2 ": "epochs: 1 "},
+EVAL = {"eval": {"dc": {"epochs": 4, "models": 2}}}
+TINY_QUICK = {  # the quick preset shrunk to seconds per job; the code paths are those of the quick preset
+    "dm.yaml": {"iterations": 3, "batch_real": 4, "snapshots": [0, 1], **EVAL},
+    "dc.yaml": {"iterations": 2, "batch_real": 4, "snapshots": [0, 1], **EVAL},
+    "random.yaml": EVAL,
+    "herding.yaml": EVAL,
+    "featnet.yaml": {"epochs": 1},
 }
+METHODS = ["random", "herding", "dm", "dc", "dsa", "dm-dream"]
 
 
 def _snakemake(workdir, *args, check=True):
@@ -32,26 +39,22 @@ def tiny_run(tmp_path_factory):
     work = tmp_path_factory.mktemp("wf")
     hp = work / "hparams"
     shutil.copytree(ROOT / "workflow" / "hparams", hp)
-    for name, edits in TINY.items():
-        text = (hp / name).read_text()
-        for old, new in edits.items():
-            assert old in text, (name, old)
-            text = text.replace(old, new)
-        (hp / name).write_text(text)
-    for name in ("random.yaml", "herding.yaml", "dm.yaml"):
-        text = (hp / name).read_text()
-        text = re.sub(r"epochs: \d+, (batch: \d+, )?models: \d+", "epochs: 4, models: 2", text)
-        (hp / name).write_text(text)
+    for name, quick in TINY_QUICK.items():
+        doc = yaml.safe_load((hp / name).read_text())
+        doc["quick"] = deep_merge(doc.get("quick") or {}, quick)
+        doc.pop("quick_overrides", None)
+        (hp / name).write_text(yaml.safe_dump(doc))
     config = yaml.safe_load((ROOT / "config.yaml").read_text())
-    config.update({"ipcs": [1, 2], "hparams_dir": str(hp), "device": "cpu", "save_every": 1})
+    config.update({"methods": METHODS, "ipcs": [1], "figures": ["dream_fig1"], "hparams_dir": str(hp),
+                   "device": "cpu", "save_every": 1})
     (work / "config.yaml").write_text(yaml.safe_dump(config))
     _snakemake(work)
     return work
 
 
 def test_workflow_produces_cells_table_and_figures(tiny_run):
-    for method in ("random", "herding", "dm"):
-        for ipc in (1, 2):
+    for method in METHODS:
+        for ipc in (1,):
             cell = json.loads((tiny_run / f"results/eval/dc/{method}/mnist5k/ipc{ipc}/s0.json").read_text())
             assert cell["n_models"] == 2 and len(cell["accuracies"]) == 2
             assert 0.0 <= cell["mean"] <= 100.0 and cell["settings"]["epochs"] == 4
@@ -59,10 +62,17 @@ def test_workflow_produces_cells_table_and_figures(tiny_run):
             assert (tiny_run / f"results/figures/grids/{method}/mnist5k/ipc{ipc}/s0.png").stat().st_size > 1000
             assert (tiny_run / f"results/logs/distill/{method}/mnist5k/ipc{ipc}/s0.log").exists()
     md = (tiny_run / "results/tables/dream_t1.md").read_text()
-    dm_line = next(line for line in md.splitlines() if line.startswith("| DM "))
-    assert re.search(r"\d+\.\d ± \d+\.\d", dm_line) and "89.7" in dm_line
+    for label, paper in (("DM", "89.7"), ("DC", "91.7"), ("DSA", "88.7"), ("DM + DREAM sampling", "—")):
+        line = next(line for line in md.splitlines() if line.startswith(f"| {label} "))
+        assert re.search(r"\d+\.\d ± \d+\.\d", line) and paper in line, line
     assert (tiny_run / "results/tables/dream_t1.csv").exists() and (tiny_run / "results/tables/dream_t1.tex").exists()
     assert (tiny_run / "results/figures/acc_vs_ipc/mnist5k.png").stat().st_size > 1000
+    # accuracy vs iteration (DREAM supp. Fig. 1): snapshots 0 and 1 and the final set of every DREAM-pair method
+    for method in ("dm", "dc", "dsa", "dm-dream"):
+        for it in (0, 1):
+            snap = json.loads((tiny_run / f"results/eval/dc/{method}/mnist5k/ipc1/s0/it{it}.json").read_text())
+            assert snap["iterations"] == it and snap["n_models"] == 2
+    assert (tiny_run / "results/figures/dream/fig1_mnist5k_ipc1.png").stat().st_size > 1000
     assert not list((tiny_run / "results").rglob("*.tmp*")), "no temporary files left behind"
     assert not (tiny_run / "results/resume").exists() or not list((tiny_run / "results/resume").rglob("*.pt"))
 
@@ -72,7 +82,7 @@ def test_deleting_a_cell_rebuilds_exactly_that_cell_and_its_consumers(tiny_run):
     (tiny_run / "results/eval/dc/dm/mnist5k/ipc1/s0.json").unlink()
     out = _snakemake(tiny_run, "-n", "--quiet", "rules").stdout
     jobs = dict(re.findall(r"^(\w+)\s+(\d+)$", out, re.M))
-    assert jobs == {"evaluate": "1", "table": "1", "acc_vs_ipc": "1", "all": "1", "total": "4"}, out
+    assert jobs == {"evaluate": "1", "table": "1", "acc_vs_ipc": "1", "dream_fig1": "1", "all": "1", "total": "5"}, out
 
 
 def test_bad_config_fails_before_any_job(tmp_path):
@@ -92,9 +102,11 @@ def test_paper_preset_dry_runs_the_full_p1_grid_on_slurm_with_one_gpu_per_gpu_jo
     proc = _snakemake(tmp_path, "-n", "--profile", str(ROOT / "profiles" / "slurm"), "--config", "preset=paper")
     out = proc.stdout + proc.stderr
     jobs = dict(re.findall(r"^(\w+)\s+(\d+)$", out, re.M))
-    # 3 methods x 4 datasets (mnist, svhn, cifar10, cifar100) x 3 IPCs x 5 seeds
-    assert jobs["distill"] == "180" and jobs["evaluate"] == "180" and jobs["featnet"] == "4", jobs
-    for rule in ("distill", "evaluate", "featnet"):
+    # 8 methods (random, herding, dm, dc, dsa and the three -dream variants) x 4 datasets (mnist, svhn, cifar10,
+    # cifar100) x 3 IPCs x 5 seeds
+    assert jobs["distill"] == "480" and jobs["evaluate"] == "480" and jobs["featnet"] == "4", jobs
+    assert jobs["dream_fig1"] == "4", jobs  # IPC 10 on each dataset
+    for rule in ("distill", "evaluate", "featnet", "evaluate_snapshot"):
         blocks = re.findall(rf"^rule {rule}:\n(?:    .*\n)+", out, re.M)
         assert blocks and all("gpu=1" in b for b in blocks), rule
     assert "results/distilled/dm/cifar100/ipc50/s4.pt" in out

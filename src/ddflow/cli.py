@@ -36,7 +36,7 @@ def cmd_distill(a) -> None:
     from .runtime import resolve_device
     inputs = dict(kv.split("=", 1) for kv in a.input)
     run(a.method, a.dataset, a.ipc, a.seed, a.preset, resolve_device(a.device), a.data, a.out, resume=a.resume,
-        inputs=inputs, hp_dir=a.hparams_dir, save_every=a.save_every)
+        inputs=inputs, hp_dir=a.hparams_dir, save_every=a.save_every, snapshot_dir=a.snapshot_dir)
 
 
 def cmd_evaluate(a) -> None:
@@ -69,6 +69,11 @@ def cmd_acc_vs_ipc(a) -> None:
     accuracy_vs_ipc(a.cells, a.dataset, a.out)
 
 
+def cmd_acc_vs_iteration(a) -> None:
+    from .figures import accuracy_vs_iteration
+    accuracy_vs_iteration(a.cells, a.dataset, a.ipc, a.out, a.title)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="ddflow", description=__doc__)
     sub = parser.add_subparsers(dest="cmd", required=True)
@@ -98,6 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, required=True)
     p.add_argument("--resume", default=None)
     p.add_argument("--save-every", type=int, default=100)
+    p.add_argument("--snapshot-dir", default=None, help="write it{N}.pt for the hparams' snapshot iterations")
     p.add_argument("--input", action="append", default=[], help="NAME=PATH extra input (e.g. feature_net=...)")
     p.set_defaults(fn=cmd_distill)
 
@@ -125,6 +131,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", required=True)
     p.add_argument("cells", nargs="*")
     p.set_defaults(fn=cmd_acc_vs_ipc)
+
+    p = sub.add_parser("acc-vs-iteration", help="accuracy of snapshots vs distillation iteration (DREAM Fig. 1)")
+    p.add_argument("--dataset", required=True)
+    p.add_argument("--ipc", type=int, required=True)
+    p.add_argument("--title", default="")
+    p.add_argument("--out", required=True)
+    p.add_argument("cells", nargs="*")
+    p.set_defaults(fn=cmd_acc_vs_iteration)
 
     a = parser.parse_args(argv)
     from .runtime import setup

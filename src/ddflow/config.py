@@ -12,7 +12,8 @@ from .errors import DdflowError
 from .hparams import PRESETS, load_file
 from .methods import REGISTRY
 
-GRID_KEYS = ("datasets", "methods", "ipcs", "seeds", "tables")
+GRID_KEYS = ("datasets", "methods", "ipcs", "seeds", "tables", "figures")
+FIGURES = ("dream_fig1",)
 
 
 def coerce_cli_types(config: dict[str, Any]) -> dict[str, Any]:
@@ -87,6 +88,9 @@ def check(config: dict[str, Any], hparams_dir: str | Path, papers_dir: str | Pat
         if m not in REGISTRY:
             raise DdflowError(f"config key 'methods': unknown method {m!r}; implemented: {', '.join(sorted(REGISTRY))}")
         load_file(m, hparams_dir)
+    for f in grid["figures"]:
+        if f not in FIGURES:
+            raise DdflowError(f"config key 'figures': unknown figure {f!r}; known: {', '.join(FIGURES)}")
     for t in grid["tables"]:
         path = Path(papers_dir) / f"{t}.yaml"
         if not path.exists():

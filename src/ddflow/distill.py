@@ -7,6 +7,8 @@ file and gives the same result as an uninterrupted run on the CPU.
 from __future__ import annotations
 
 import logging
+import os
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -29,9 +31,11 @@ FORMAT = "ddflow.distilled/1"
 def run(method_id: str, dataset: str, ipc: int, seed: int, preset: str, device: torch.device,
         data_path: str | Path, out: str | Path, resume: str | Path | None = None,
         inputs: dict[str, str] | None = None, hp_dir: str | Path | None = None, save_every: int = 100,
-        stop_after: int | None = None) -> dict[str, Any] | None:
+        stop_after: int | None = None, snapshot_dir: str | Path | None = None) -> dict[str, Any] | None:
     """Run (or resume) one distillation. `stop_after` ends the loop early without an output, leaving only
-    the resume file: it is how tests simulate a killed job."""
+    the resume file: it is how tests simulate a killed job. With `snapshot_dir`, the synthetic set after each
+    iteration listed in the hparams' `snapshots` is written there as it{N}.pt (same format as the output);
+    snapshots are staged beside the resume file, so a resumed job still delivers the early ones."""
     cls = get_method(method_id)
     info = get_info(dataset)
     hp = hparams_mod.resolve(method_id, dataset, ipc, preset, hp_dir)
@@ -62,12 +66,24 @@ def run(method_id: str, dataset: str, ipc: int, seed: int, preset: str, device: 
 
     t0 = time.time() - elapsed
     total = method.iterations
+    wanted = sorted({int(n) for n in hp.get("snapshots") or [] if 0 <= int(n) <= total}) if snapshot_dir else []
+    staging = (resume.parent / f"{resume.name}.snapshots") if resume is not None else Path(snapshot_dir)
+    base = {"format": FORMAT, "method": method_id, "dataset": dataset, "ipc": ipc, "seed": seed, "preset": preset,
+            "space": "normalized", "mean": list(info.mean), "std": list(info.std), "hparams": hp}
+
+    def snapshot(n: int) -> None:
+        if n in wanted:
+            save_pt({**method.result(), **base, "iterations": n, "seconds": time.time() - t0}, staging / f"it{n}.pt")
+
+    if start == 0:
+        snapshot(0)
     progress = Progress(total, f"distill {method_id}/{dataset}/ipc{ipc}/s{seed}", start=start)
     stats: dict[str, float] = {}
     for it in range(start, total):
         stats = method.step(it)
         done = it + 1
         progress.update(done, **stats)
+        snapshot(done)
         if resume is not None and done < total and done % save_every == 0:
             save_pt({"identity": identity, "iteration": done, "seconds": time.time() - t0,
                      "generator": gen.get_state(), "method": method.state_dict()}, resume)
@@ -77,11 +93,17 @@ def run(method_id: str, dataset: str, ipc: int, seed: int, preset: str, device: 
     progress.close()
 
     result = method.result()
-    result.update({
-        "format": FORMAT, "method": method_id, "dataset": dataset, "ipc": ipc, "seed": seed, "preset": preset,
-        "space": "normalized", "mean": list(info.mean), "std": list(info.std), "hparams": hp,
-        "iterations": total, "seconds": time.time() - t0, "final_stats": stats, **peak_memory_mb(device),
-    })
+    result.update({**base, "iterations": total, "seconds": time.time() - t0, "final_stats": stats,
+                   **peak_memory_mb(device)})
+    if snapshot_dir is not None:
+        Path(snapshot_dir).mkdir(parents=True, exist_ok=True)
+        for n in wanted:
+            src = staging / f"it{n}.pt"
+            if not src.exists():
+                raise DdflowError(f"{src}: snapshot of iteration {n} missing (resume files deleted by hand?)")
+            os.replace(src, Path(snapshot_dir) / f"it{n}.pt")
+        if staging.exists() and staging != Path(snapshot_dir):
+            shutil.rmtree(staging)
     save_pt(result, out)
     if resume is not None and resume.exists():
         resume.unlink()

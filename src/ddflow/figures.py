@@ -12,7 +12,7 @@ import torch  # noqa: E402
 
 from .data import get_info  # noqa: E402
 from .distill import load_distilled  # noqa: E402
-from .io import atomic_path  # noqa: E402
+from .io import atomic_path, read_json  # noqa: E402
 from .tables import pool_cells  # noqa: E402
 
 MAX_PER_CLASS = 10
@@ -75,5 +75,33 @@ def accuracy_vs_ipc(cell_paths: list[str | Path], dataset: str, out: str | Path)
     ax.set_title(f"{get_info(dataset).paper_name}: accuracy vs IPC")
     ax.grid(alpha=0.3)
     if series:
+        ax.legend(fontsize=8)
+    _save(fig, out)
+
+
+def accuracy_vs_iteration(cell_paths: list[str | Path], dataset: str, ipc: int, out: str | Path,
+                          title: str = "") -> None:
+    """DREAM supp. Figure 1: test accuracy of snapshots against the distillation iteration, one line per method
+    (methods with and without DREAM's representative matching share a colour, DREAM dashed)."""
+    points: dict[str, dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
+    for p in cell_paths:
+        c = read_json(p, "evaluation cell")
+        if c["dataset"] == dataset and int(c["ipc"]) == ipc and c.get("iterations") is not None:
+            points[c["method"]][int(c["iterations"])].extend(c["accuracies"])
+    fig, ax = plt.subplots(figsize=(5.5, 3.8))
+    bases = sorted({m.removesuffix("-dream") for m in points})
+    colours = {b: f"C{i}" for i, b in enumerate(bases)}
+    for method in sorted(points):
+        its = sorted(points[method])
+        accs = [torch.tensor(points[method][i], dtype=torch.float64) for i in its]
+        mean = [float(a.mean()) for a in accs]
+        std = [float(a.std(unbiased=False)) if len(a) > 1 else 0.0 for a in accs]
+        ax.errorbar(its, mean, yerr=std, marker="o", capsize=3, color=colours[method.removesuffix("-dream")],
+                    linestyle="--" if method.endswith("-dream") else "-", label=method)
+    ax.set_xlabel("distillation iteration")
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_title(title or f"{get_info(dataset).paper_name}, IPC {ipc}: accuracy vs iteration")
+    ax.grid(alpha=0.3)
+    if points:
         ax.legend(fontsize=8)
     _save(fig, out)

@@ -156,4 +156,4 @@ def accuracy(stack: NetStack, x: torch.Tensor, y: torch.Tensor, images_per_pass:
         xb = x[start:start + chunk]
         logits = stack.forward(xb.unsqueeze(0).expand(stack.k, *xb.shape))
         correct += (logits.argmax(-1) == y[start:start + chunk]).sum(1)
-    return (100.0 * correct / len(x)).cpu().tolist()
+    return (100.0 * correct.double() / len(x)).cpu().tolist()

@@ -26,6 +26,7 @@ wildcard_constraints:
     table="[a-z0-9_-]+",
     ipc=r"\d+",
     seed=r"\d+",
+    it=r"\d+",
 
 
 def _gpu_count():
@@ -90,9 +91,36 @@ def grid_figures():
             for m in GRID["methods"] for d in GRID["datasets"] for i in GRID["ipcs"] for s in GRID["seeds"]]
 
 
+# methods whose accuracy-vs-iteration curves DREAM's supplementary Figure 1 compares (with and without DREAM)
+DREAM_FIG1_METHODS = ("dc", "dc-dream", "dsa", "dsa-dream", "dm", "dm-dream")
+
+
+def snapshot_iterations(method, dataset, ipc):
+    hp = ddhparams.resolve(method, dataset, int(ipc), PRESET, HPARAMS)
+    return sorted({int(n) for n in hp.get("snapshots") or [] if 0 <= int(n) <= int(hp.get("iterations", 0))})
+
+
+def dream_fig1_cells(wildcards):
+    """Snapshot cells of the first configured seed (the paper's figure shows one distillation per method)."""
+    out = []
+    for m in GRID["methods"]:
+        if m not in DREAM_FIG1_METHODS:
+            continue
+        for s in GRID["seeds"][:1]:
+            out.append(eval_path(default_protocol(m), m, wildcards.dataset, wildcards.ipc, s))
+            for n in snapshot_iterations(m, wildcards.dataset, wildcards.ipc):
+                out.append(f"results/eval/{default_protocol(m)}/{m}/{wildcards.dataset}/ipc{wildcards.ipc}/s{s}/it{n}.json")
+    return out
+
+
 def all_targets():
     tables = [f"results/tables/{t}.{ext}" for t in GRID["tables"] for ext in ("csv", "md", "tex")]
     figures = [f"results/figures/acc_vs_ipc/{d}.png" for d in GRID["datasets"]]
+    if "dream_fig1" in GRID["figures"]:
+        # the paper's figure is CIFAR-10 at IPC 10; we draw it for every configured dataset at IPC 10 (or at the
+        # configured IPCs when 10 is not among them)
+        fig_ipcs = [10] if 10 in GRID["ipcs"] else GRID["ipcs"]
+        figures += [f"results/figures/dream/fig1_{d}_ipc{i}.png" for d in GRID["datasets"] for i in fig_ipcs]
     return cells() + tables + figures + grid_figures()
 
 

@@ -25,7 +25,8 @@ rule distill:
     input:
         unpack(distill_inputs),
     output:
-        "results/distilled/{method}/{dataset}/ipc{ipc}/s{seed}.pt",
+        final="results/distilled/{method}/{dataset}/ipc{ipc}/s{seed}.pt",
+        snapshots=directory("results/distilled/{method}/{dataset}/ipc{ipc}/s{seed}"),
     params:
         hparams=method_hparams,
         extra=distill_extra_args,
@@ -43,4 +44,4 @@ rule distill:
         "python -m ddflow distill --method {wildcards.method} --dataset {wildcards.dataset}"
         " --ipc {wildcards.ipc} --seed {wildcards.seed} --preset {params.preset} --data {input.data}"
         " --device {params.device} --threads {threads} --hparams-dir {params.hparams_dir} --resume {params.resume} --save-every {params.save_every}"
-        " {params.extra} --out {output} > {log} 2>&1"
+        " --snapshot-dir {output.snapshots} {params.extra} --out {output.final} > {log} 2>&1"

@@ -20,3 +20,25 @@ rule evaluate:
     shell:
         "python -m ddflow evaluate --distilled {input.distilled} --data {input.data} --protocol {wildcards.protocol}"
         " --preset {params.preset} --device {params.device} --threads {threads} --hparams-dir {params.hparams_dir} --out {output} > {log} 2>&1"
+
+
+rule evaluate_snapshot:
+    input:
+        snapshots="results/distilled/{method}/{dataset}/ipc{ipc}/s{seed}",
+        data="results/data/{dataset}.npz",
+    output:
+        "results/eval/{protocol}/{method}/{dataset}/ipc{ipc}/s{seed}/it{it}.json",
+    params:
+        settings=eval_settings,
+        device=config["device"],
+        hparams_dir=HPARAMS,
+        preset=config["preset"],
+    resources:
+        gpu=GPU,
+    threads: 1
+    log:
+        "results/logs/eval/{protocol}/{method}/{dataset}/ipc{ipc}/s{seed}/it{it}.log",
+    shell:
+        "python -m ddflow evaluate --distilled {input.snapshots}/it{wildcards.it}.pt --data {input.data}"
+        " --protocol {wildcards.protocol} --preset {params.preset} --device {params.device} --threads {threads}"
+        " --hparams-dir {params.hparams_dir} --out {output} > {log} 2>&1"

@@ -6,6 +6,7 @@ localrules:
     table,
     grid_figure,
     acc_vs_ipc,
+    dream_fig1,
 
 
 rule table:
@@ -50,3 +51,16 @@ rule acc_vs_ipc:
         "results/logs/figures/acc_vs_ipc/{dataset}.log",
     shell:
         "python -m ddflow acc-vs-ipc --dataset {wildcards.dataset} --out {output} {input} > {log} 2>&1"
+
+
+rule dream_fig1:
+    input:
+        dream_fig1_cells,
+    output:
+        report("results/figures/dream/fig1_{dataset}_ipc{ipc}.png", caption="../report/dream_fig1.rst",
+               category="DREAM"),
+    log:
+        "results/logs/figures/dream/fig1_{dataset}_ipc{ipc}.log",
+    shell:
+        "python -m ddflow acc-vs-iteration --dataset {wildcards.dataset} --ipc {wildcards.ipc}"
+        " --title 'DREAM supp. Fig. 1: {wildcards.dataset}, IPC {wildcards.ipc}' --out {output} {input} > {log} 2>&1"

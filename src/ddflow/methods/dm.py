@@ -3,7 +3,8 @@
 Each iteration draws a fresh randomly initialised ConvNet (frozen), and for every class c minimises
     || mean embed(DSA_c(real_c)) - mean embed(DSA_c(syn_c)) ||^2
 with one Siamese DSA draw per class shared by the real and the synthetic batch. One SGD step (momentum 0.5) on
-the synthetic images per iteration; no network training. The instance-norm ConvNet treats every image
+the synthetic images per iteration; no network training. `dm-dream` takes the real batch from DREAM's
+representative sampler, re-clustered every 10 iterations with the network of the iteration that re-clusters. The instance-norm ConvNet treats every image
 independently, so all classes go through one batched forward instead of the official per-class loop (same loss).
 """
 from __future__ import annotations
@@ -13,6 +14,7 @@ import torch
 from ..augment import DSA
 from ..errors import DdflowError
 from ..nets import build_net, has_batchnorm
+from ..sampling import make_sampler
 from . import register
 from .base import Method
 
@@ -30,6 +32,7 @@ class DM(Method):
         self.opt = torch.optim.SGD([self.images], lr=hp["lr_img"], momentum=hp["momentum"])
         strategy = hp["dsa_strategy"] if hp["dsa_strategy"] != "auto" else info.dsa_strategy
         self.dsa = DSA(strategy)
+        self.sampler = make_sampler(hp, self.data, self.generator)
         if has_batchnorm(build_net(hp["net"], info.channels, info.classes, info.size)):
             raise DdflowError(f"dm: net {hp['net']!r} has BatchNorm; DM's BatchNorm branch is not implemented")
 
@@ -52,7 +55,7 @@ class DM(Method):
         net.train()
         for p in net.parameters():
             p.requires_grad_(False)
-        real_idx = self.random_real_indices(self.hp["batch_real"]).view(self.classes, -1)
+        real_idx = self.sampler.indices(net, it)  # DREAM variant: re-clusters with this iteration's net
         syn = self.images.view(self.classes, self.ipc, *self.images.shape[1:])
         real_aug, syn_aug = [], []
         for c in range(self.classes):
@@ -66,12 +69,19 @@ class DM(Method):
         return {"loss": loss.item()}
 
     def state_dict(self) -> dict:
-        return {"images": self.images.detach().cpu(), "opt": self.opt.state_dict()}
+        return {"images": self.images.detach().cpu(), "opt": self.opt.state_dict(),
+                "sampler": self.sampler.state_dict()}
 
     def load_state_dict(self, state: dict) -> None:
         with torch.no_grad():
             self.images.copy_(state["images"].to(self.device))
         self.opt.load_state_dict(state["opt"])
+        self.sampler.load_state_dict(state["sampler"])
 
     def result(self) -> dict:
         return {"images": self.images.detach().cpu(), "labels": self.class_labels()}
+
+
+@register("dm-dream")
+class DMDream(DM):
+    """DM with DREAM's representative real batches (hparams: representative)."""

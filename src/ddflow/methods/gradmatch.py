@@ -1,0 +1,151 @@
+"""DC and DSA: dataset condensation by gradient matching (Zhao, Mopuri & Bilen, ICLR 2021) and with
+differentiable Siamese augmentation (Zhao & Bilen, ICML 2021). Official VICO-UoE/DatasetCondensation main.py.
+
+Each iteration draws a fresh randomly initialised ConvNet. For outer_loop rounds: for every class c the
+gradients of the CE loss on a real batch of class c and on the synthetic images of class c are matched,
+    loss = sum_c D(grad L(real_c), grad L(syn_c)),  D = official distance_wb summed over parameter tensors,
+one SGD step (momentum 0.5) on the synthetic images follows, and unless it is the last round the network trains
+`inner_loop` epochs on the (detached) synthetic set. DSA applies one Siamese augmentation draw per class to the
+real and the synthetic batch, and per-sample DSA while training the network; DC uses no augmentation.
+The per-class gradients of all classes are one vmapped computation (ddflow.matching.per_class_grads) instead of
+the official Python loop over classes; the loss is the same.
+The `-dream` variants take the real batch from DREAM's representative sampler (ddflow.sampling).
+"""
+from __future__ import annotations
+
+from typing import ClassVar
+
+import torch
+import torch.nn.functional as F
+
+from ..augment import DSA
+from ..matching import loops_for, match_distance, per_class_grads
+from ..nets import build_net, has_batchnorm
+from ..sampling import make_sampler
+from . import register
+from .base import Method
+
+BN_IMAGES_PER_CLASS = 16  # official main.py BNSizePC
+
+
+class GradientMatching(Method):
+    use_dsa: ClassVar[bool] = False
+
+    def init(self) -> None:
+        hp, info = self.hp, self.data.info
+        if hp["init"] == "real":
+            images = self.data.x_train[self.random_real_indices(self.ipc)]
+        else:  # 'noise': N(0, 1) in the normalised space (official torch.randn init)
+            images = torch.randn((self.classes * self.ipc, info.channels, info.size, info.size),
+                                 generator=self.generator)
+        self.images = images.detach().clone().to(self.device).requires_grad_(True)
+        self.opt = torch.optim.SGD([self.images], lr=hp["lr_img"], momentum=hp["momentum_img"])
+        self.outer, self.inner = loops_for(self.ipc, hp["loops"])
+        strategy = hp["dsa_strategy"] if hp["dsa_strategy"] != "auto" else info.dsa_strategy
+        self.dsa = DSA(strategy) if self.use_dsa else None
+        self.sampler = make_sampler(hp, self.data, self.generator)
+        self.matching_steps = 0
+        self.labels = self.class_labels().to(self.device)
+
+    def _fix_batchnorm_stats(self, net: torch.nn.Module) -> None:
+        """Official BN handling: running statistics from 16 real images per class, then BN layers frozen."""
+        idx = self.random_real_indices(BN_IMAGES_PER_CLASS)
+        net.train()
+        with torch.no_grad():
+            net(self.data.x_train[idx].to(self.device))
+        for m in net.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.eval()
+
+    def _augment_pairs(self, real: torch.Tensor, syn: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.dsa is None:
+            return real, syn
+        r, s = [], []
+        for c in range(self.classes):  # one Siamese draw per class, as the official per-class seed
+            draw = self.dsa.siamese(self.generator)
+            r.append(self.dsa.apply(real[c], draw))
+            s.append(self.dsa.apply(syn[c], draw))
+        return torch.stack(r), torch.stack(s)
+
+    def _train_net(self, net: torch.nn.Module, opt: torch.optim.Optimizer) -> None:
+        """inner_loop epochs on the detached synthetic set: batch_train, shuffled; per-sample DSA for DSA."""
+        x, y = self.images.detach(), self.labels
+        batch = self.hp["batch_train"]
+        net.train()
+        for _ in range(self.inner):
+            perm = torch.randperm(len(x), generator=self.generator).to(self.device)
+            for s in range(0, len(x), batch):
+                xb = x[perm[s:s + batch]]
+                if self.dsa is not None:
+                    xb = self.dsa(xb, self.generator)
+                loss = F.cross_entropy(net(xb), y[perm[s:s + batch]])
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+
+    def step(self, it: int) -> dict[str, float]:
+        info, hp = self.data.info, self.hp
+        net = build_net(hp["net"], info.channels, info.classes, info.size, self.generator, self.device)
+        net.train()
+        opt_net = torch.optim.SGD(net.parameters(), lr=hp["lr_net"])  # official: no momentum, no weight decay
+        bn = has_batchnorm(net)
+        y_syn = self.labels.view(self.classes, self.ipc)
+        total = 0.0
+        for ol in range(self.outer):
+            if bn:
+                self._fix_batchnorm_stats(net)
+            idx = self.sampler.indices(net, self.matching_steps)
+            self.matching_steps += 1
+            real = self.data.x_train[idx].to(self.device)
+            syn = self.images.view(self.classes, self.ipc, *self.images.shape[1:])
+            real, syn = self._augment_pairs(real, syn)
+            y_real = self.data.y_train[idx].to(self.device)
+            params = {n: p.detach() for n, p in net.named_parameters()}
+            buffers = dict(net.named_buffers())
+            with torch.no_grad():
+                g_real = per_class_grads(net, params, buffers, real, y_real)
+            g_syn = per_class_grads(net, params, buffers, syn, y_syn)
+            loss = sum(match_distance([g_syn[n][c] for n in params], [g_real[n][c] for n in params],
+                                      hp["match_distance"]) for c in range(self.classes))
+            self.opt.zero_grad()
+            loss.backward()
+            self.opt.step()
+            total += loss.item()
+            if ol == self.outer - 1:
+                break
+            self._train_net(net, opt_net)
+        return {"loss": total / self.outer}
+
+    def state_dict(self) -> dict:
+        return {"images": self.images.detach().cpu(), "opt": self.opt.state_dict(),
+                "matching_steps": self.matching_steps, "sampler": self.sampler.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        with torch.no_grad():
+            self.images.copy_(state["images"].to(self.device))
+        self.opt.load_state_dict(state["opt"])
+        self.matching_steps = state["matching_steps"]
+        self.sampler.load_state_dict(state["sampler"])
+
+    def result(self) -> dict:
+        return {"images": self.images.detach().cpu(), "labels": self.labels.cpu()}
+
+
+@register("dc")
+class DC(GradientMatching):
+    use_dsa = False
+
+
+@register("dsa")
+class DSAMatching(GradientMatching):
+    use_dsa = True
+
+
+@register("dc-dream")
+class DCDream(DC):
+    """DC with DREAM's representative real batches (hparams: representative)."""
+
+
+@register("dsa-dream")
+class DSADream(DSAMatching):
+    """DSA with DREAM's representative real batches (hparams: representative)."""

@@ -1,0 +1,71 @@
+"""Which real images a matching step uses, per class: a fresh random batch (DC/DSA/DM), or DREAM's
+representative batch: the images nearest to the k-means centroids (k = real batch size) of the current network's
+embed() features of the class, re-clustered every `every` matching steps (DREAM, ICCV 2023)."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .data import RealData
+from .kmeans import representative_indices
+
+
+class RandomSampler:
+    def __init__(self, data: RealData, batch: int, generator: torch.Generator):
+        self.data, self.generator = data, generator
+        self.batch = min(batch, min(len(i) for i in data.indices_per_class()))
+
+    def indices(self, net: nn.Module | None, step: int) -> torch.Tensor:
+        """(classes, batch) training indices: a fresh random draw per class."""
+        return torch.stack([idx[torch.randperm(len(idx), generator=self.generator)[:self.batch].to(idx.device)]
+                            for idx in self.data.indices_per_class()])
+
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        pass
+
+
+class RepresentativeSampler(RandomSampler):
+    """DREAM: per class, the `batch` images nearest to k-means centroids of embed() features, k = batch."""
+
+    def __init__(self, data: RealData, batch: int, generator: torch.Generator, every: int = 10,
+                 pool: int | None = None, kmeans_iters: int = 100):
+        super().__init__(data, batch, generator)
+        self.every, self.pool, self.kmeans_iters = every, pool, kmeans_iters
+        self.current: torch.Tensor | None = None
+
+    @torch.no_grad()
+    def recluster(self, net: nn.Module) -> torch.Tensor:
+        was_training = net.training
+        net.eval() if any(isinstance(m, nn.BatchNorm2d) for m in net.modules()) else None
+        picks = []
+        for idx in self.data.indices_per_class():
+            if self.pool is not None and self.pool < len(idx):  # quick preset: cluster a random subset
+                idx = idx[torch.randperm(len(idx), generator=self.generator)[:self.pool].to(idx.device)]
+            feats = torch.cat([net.embed(self.data.x_train[idx[s:s + 500]]) for s in range(0, len(idx), 500)])
+            chosen = representative_indices(feats, self.batch, self.generator, self.kmeans_iters)
+            picks.append(idx[chosen.to(idx.device)])
+        net.train(was_training)
+        return torch.stack(picks)
+
+    def indices(self, net: nn.Module | None, step: int) -> torch.Tensor:
+        if self.current is None or step % self.every == 0:
+            self.current = self.recluster(net)
+        return self.current
+
+    def state_dict(self) -> dict:
+        return {"current": self.current.cpu() if self.current is not None else None}
+
+    def load_state_dict(self, state: dict) -> None:
+        cur = state.get("current")
+        self.current = cur.to(self.data.y_train.device) if cur is not None else None
+
+
+def make_sampler(hp: dict, data: RealData, generator: torch.Generator) -> RandomSampler:
+    rep = hp.get("representative")
+    if not rep:
+        return RandomSampler(data, hp["batch_real"], generator)
+    return RepresentativeSampler(data, hp["batch_real"], generator, every=rep.get("every", 10),
+                                 pool=rep.get("pool"), kmeans_iters=rep.get("kmeans_iters", 100))

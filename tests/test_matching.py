@@ -1,0 +1,125 @@
+"""Gradient matching (DC/DSA) and DREAM's representative sampling."""
+import pytest
+import torch
+import torch.nn.functional as F
+
+from ddflow import hparams
+from ddflow.errors import DdflowError
+from ddflow.matching import distance_wb, loops_for, match_distance, per_class_grads
+from ddflow.methods import get_method
+from ddflow.nets import build_net
+from ddflow.sampling import RandomSampler, RepresentativeSampler
+
+
+def test_distance_wb_matches_a_hand_computation_and_ignores_1d_tensors():
+    gs = torch.tensor([[1.0, 0.0], [0.0, 2.0], [1.0, 1.0]])
+    gr = torch.tensor([[1.0, 0.0], [2.0, 0.0], [-1.0, -1.0]])
+    # rows: cos = 1, 0, -1 -> (1-1) + (1-0) + (1+1) = 3 (up to the 1e-6 in the denominator)
+    assert float(distance_wb(gs, gr)) == pytest.approx(3.0, abs=1e-5)
+    assert float(distance_wb(torch.randn(7), torch.randn(7))) == 0.0  # biases, norm weights: nothing
+    conv_s, conv_r = torch.randn(4, 3, 3, 3), torch.randn(4, 3, 3, 3)
+    rows_s, rows_r = conv_s.reshape(4, -1), conv_r.reshape(4, -1)
+    expected = sum(1 - torch.dot(a, b) / (a.norm() * b.norm() + 1e-6) for a, b in zip(rows_s, rows_r))
+    assert float(distance_wb(conv_s, conv_r)) == pytest.approx(float(expected), rel=1e-5)
+    total = match_distance([conv_s, torch.randn(4)], [conv_r, torch.randn(4)])
+    assert float(total) == pytest.approx(float(expected), rel=1e-5)
+    a, b = [torch.ones(2, 2)], [torch.zeros(2, 2)]
+    assert float(match_distance(a, b, "mse")) == 4.0
+    assert float(match_distance(a, a, "cos")) == pytest.approx(0.0, abs=1e-6)
+    with pytest.raises(DdflowError, match="unknown match distance"):
+        match_distance(a, b, "l3")
+
+
+def test_loops_follow_the_official_schedule_and_other_ipcs_are_a_clear_error():
+    loops = hparams.resolve("dc", "cifar10", 1, "paper")["loops"]
+    assert [loops_for(i, loops) for i in (1, 10, 20, 30, 40, 50)] == \
+        [(1, 1), (10, 50), (20, 25), (30, 20), (40, 15), (50, 10)]
+    with pytest.raises(DdflowError, match="no \\(outer, inner\\) loop schedule for IPC 5"):
+        loops_for(5, loops)
+
+
+def test_per_class_grads_equal_the_official_per_class_autograd_loop_including_image_gradients():
+    torch.manual_seed(0)
+    net = build_net("ConvNet", 1, 10, 28, torch.Generator().manual_seed(0))
+    params = {n: p.detach() for n, p in net.named_parameters()}
+    x = torch.randn(3, 4, 1, 28, 28)
+    y = torch.tensor([0, 1, 2]).repeat_interleave(4).view(3, 4)
+    real = torch.randn(3, 6, 1, 28, 28)
+    grads = {}
+    for batching in ("vmap", "loop"):
+        xs = x.clone().requires_grad_(True)
+        g_syn = per_class_grads(net, params, {}, xs, y, batching=batching)
+        with torch.no_grad():
+            g_real = per_class_grads(net, params, {}, real, y[:, :1].expand(3, 6), batching=batching)
+        loss = sum(match_distance([g_syn[n][c] for n in params], [g_real[n][c] for n in params]) for c in range(3))
+        loss.backward()
+        grads[batching] = (loss.item(), xs.grad)
+    # the official code: a Python loop over classes, autograd.grad with create_graph for the synthetic batch
+    xs = x.clone().requires_grad_(True)
+    ps = list(net.parameters())
+    loss = 0
+    for c in range(3):
+        gr = torch.autograd.grad(F.cross_entropy(net(real[c]), y[c, :1].expand(6)), ps)
+        gs = torch.autograd.grad(F.cross_entropy(net(xs[c]), y[c]), ps, create_graph=True)
+        loss = loss + sum(distance_wb(a, b.detach()) for a, b in zip(gs, gr))
+    loss.backward()
+    for batching, (value, grad) in grads.items():
+        assert value == pytest.approx(float(loss), rel=1e-4), batching
+        torch.testing.assert_close(grad, xs.grad, rtol=1e-3, atol=1e-6)
+
+
+def _gm(method, mnist5k, ipc=1, **changes):
+    hp = hparams.resolve(method, "mnist5k", ipc, "quick")
+    hp.update(batch_real=8, **changes)
+    m = get_method(method)(hp, mnist5k, ipc, torch.Generator().manual_seed(0), torch.device("cpu"))
+    m.init()
+    return m
+
+
+def test_dc_step_moves_noise_images_and_dsa_starts_from_real_images(mnist5k):
+    dc = _gm("dc", mnist5k)
+    before = dc.images.detach().clone()
+    assert not any((mnist5k.x_train == img).flatten(1).all(1).any() for img in before)  # noise init
+    stats = dc.step(0)
+    assert stats["loss"] > 0 and not torch.equal(before, dc.images.detach())
+    dsa = _gm("dsa", mnist5k)
+    assert all((mnist5k.x_train == img).flatten(1).all(1).any() for img in dsa.images.detach())
+    assert dsa.dsa is not None and dc.dsa is None
+
+
+def test_dc_inner_loop_trains_the_network_between_outer_loops(mnist5k, monkeypatch):
+    m = _gm("dc", mnist5k, ipc=2, loops={2: [3, 2]})
+    calls = []
+    original = type(m)._train_net
+    monkeypatch.setattr(type(m), "_train_net", lambda self, net, opt: (calls.append(1), original(self, net, opt)))
+    m.step(0)
+    assert len(calls) == 2  # outer_loop - 1 times: never after the last round
+    assert m.matching_steps == 3
+
+
+def test_dream_selection_is_nearest_to_centroids_and_changes_with_the_network(mnist5k):
+    g = torch.Generator().manual_seed(0)
+    sampler = RepresentativeSampler(mnist5k, 4, g, every=10, pool=40)
+    net_a = build_net("ConvNet", 1, 10, 28, torch.Generator().manual_seed(1))
+    net_b = build_net("ConvNet", 1, 10, 28, torch.Generator().manual_seed(2))
+    first = sampler.indices(net_a, 0)
+    assert first.shape == (10, 4)
+    assert torch.equal(mnist5k.y_train[first], torch.arange(10).unsqueeze(1).expand(10, 4))
+    assert all(len(set(row.tolist())) == 4 for row in first)
+    assert torch.equal(sampler.indices(net_b, 5), first)  # cached between re-clusterings
+    g_a, g_b = torch.Generator().manual_seed(7), torch.Generator().manual_seed(7)
+    sel_a = RepresentativeSampler(mnist5k, 4, g_a, pool=40).indices(net_a, 0)
+    sel_b = RepresentativeSampler(mnist5k, 4, g_b, pool=40).indices(net_b, 0)
+    assert not torch.equal(sel_a, sel_b)  # same pool and seeds, another network: another selection
+    random = RandomSampler(mnist5k, 4, torch.Generator().manual_seed(0))
+    assert not torch.equal(random.indices(None, 0), random.indices(None, 1))
+
+
+def test_dm_dream_reclusters_every_10_iterations(mnist5k, monkeypatch):
+    m = _gm("dm-dream", mnist5k, iterations=12)
+    calls = []
+    original = RepresentativeSampler.recluster
+    monkeypatch.setattr(RepresentativeSampler, "recluster", lambda self, net: (calls.append(1), original(self, net))[1])
+    for it in range(12):
+        m.step(it)
+    assert len(calls) == 2  # iterations 0 and 10
