@@ -106,3 +106,21 @@ def test_sigkilled_cli_job_resumes(mnist5k_path, tmp_path, tiny_hparams):
     assert f"resuming dm from iteration {done_before}" in log
     assert out.exists() and not resume.exists()
     assert load_distilled(out)["iterations"] == 40
+
+
+def test_snapshots_survive_a_kill_and_equal_those_of_an_uninterrupted_run(mnist5k_path, tmp_path, tiny_hparams):
+    text = (tiny_hparams / "dm.yaml").read_text().replace("snapshots: [0, 20, 40]", "snapshots: [0, 2, 5, 99]")
+    (tiny_hparams / "dm.yaml").write_text(text)
+    full_dir, resumed_dir = tmp_path / "full", tmp_path / "resumed"
+    _run(mnist5k_path, tmp_path / "full.pt", tiny_hparams, snapshot_dir=full_dir)
+    assert sorted(p.name for p in full_dir.iterdir()) == ["it0.pt", "it2.pt", "it5.pt"]  # 99 > 6 iterations
+    resume = tmp_path / "state.pt"
+    _run(mnist5k_path, tmp_path / "r.pt", tiny_hparams, resume=resume, save_every=4, stop_after=5,
+         snapshot_dir=resumed_dir)
+    assert not resumed_dir.exists()  # snapshots are staged beside the resume file until the job completes
+    _run(mnist5k_path, tmp_path / "r.pt", tiny_hparams, resume=resume, save_every=4, snapshot_dir=resumed_dir)
+    for name in ("it0.pt", "it2.pt", "it5.pt"):
+        a, b = load_distilled(full_dir / name), load_distilled(resumed_dir / name)
+        assert a["iterations"] == b["iterations"] == int(name[2:-3])
+        assert torch.equal(a["images"], b["images"])
+    assert not (tmp_path / "state.pt.snapshots").exists()

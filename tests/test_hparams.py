@@ -59,3 +59,23 @@ def test_repository_hparams_match_the_official_defaults():
     assert (r["epochs"], r["augment"], r["strategy"]) == (1000, "dc", "crop_scale_rotate")
     r = protocol_settings("herding", "cifar10", 1, "paper", "dc")
     assert (r["epochs"], r["augment"]) == (300, "none")
+
+
+def test_quick_reductions_reach_grandchildren_after_all_paper_values(tmp_path):
+    _write(tmp_path, "root", "paper: {iterations: 1000, eval: {epochs: 300}}\nquick: {iterations: 10, eval: {epochs: 5}}\n")
+    _write(tmp_path, "child", "inherit: root\npaper: {eval: {epochs: 1000}}\n")
+    _write(tmp_path, "grandchild", "inherit: child\npaper: {extra: 1}\n")
+    assert hparams.resolve("grandchild", "x", 1, "paper", tmp_path) == {"iterations": 1000, "eval": {"epochs": 1000},
+                                                                      "extra": 1}
+    # the root's quick reductions apply after the child's paper values, to every descendant
+    assert hparams.resolve("grandchild", "x", 1, "quick", tmp_path) == {"iterations": 10, "eval": {"epochs": 5},
+                                                                      "extra": 1}
+    _write(tmp_path, "loop", "inherit: loop\n")
+    with pytest.raises(DdflowError, match="cycle"):
+        hparams.resolve("loop", "x", 1, "paper", tmp_path)
+
+
+def test_dsa_dream_quick_preset_gets_the_dc_quick_reductions():
+    hp = hparams.resolve("dsa-dream", "mnist5k", 1, "quick")
+    assert hp["iterations"] == 40 and hp["batch_real"] == 16 and hp["init"] == "real"
+    assert hp["representative"]["pool"] == 64 and hp["eval"]["dc"]["augment"] == "dsa"

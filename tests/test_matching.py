@@ -123,3 +123,29 @@ def test_dm_dream_reclusters_every_10_iterations(mnist5k, monkeypatch):
     for it in range(12):
         m.step(it)
     assert len(calls) == 2  # iterations 0 and 10
+
+
+def test_dsa_dream_resumes_exactly(mnist5k_path, tmp_path):
+    """Resume restores the image optimiser, the matching-step counter and DREAM's current selection."""
+    from test_distill import ROOT
+    import shutil
+    import yaml
+
+    from ddflow.distill import run
+
+    hp_dir = tmp_path / "hp"
+    shutil.copytree(ROOT / "workflow" / "hparams", hp_dir)
+    doc = yaml.safe_load((hp_dir / "dc.yaml").read_text())
+    doc["quick"].update(iterations=4, batch_real=4)
+    doc.pop("quick_overrides")
+    (hp_dir / "dc.yaml").write_text(yaml.safe_dump(doc))
+    doc = yaml.safe_load((hp_dir / "dsa-dream.yaml").read_text())
+    doc["quick"]["representative"].update(pool=16, every=3)
+    (hp_dir / "dsa-dream.yaml").write_text(yaml.safe_dump(doc))
+    cpu = torch.device("cpu")
+    args = ("dsa-dream", "mnist5k", 1, 0, "quick", cpu, mnist5k_path)
+    full = run(*args, tmp_path / "full.pt", hp_dir=hp_dir)
+    resume = tmp_path / "state.pt"
+    assert run(*args, tmp_path / "r.pt", hp_dir=hp_dir, resume=resume, save_every=2, stop_after=3) is None
+    resumed = run(*args, tmp_path / "r.pt", hp_dir=hp_dir, resume=resume, save_every=2)
+    assert torch.equal(resumed["images"], full["images"])

@@ -67,7 +67,9 @@ def run(method_id: str, dataset: str, ipc: int, seed: int, preset: str, device: 
     t0 = time.time() - elapsed
     total = method.iterations
     wanted = sorted({int(n) for n in hp.get("snapshots") or [] if 0 <= int(n) <= total}) if snapshot_dir else []
-    staging = (resume.parent / f"{resume.name}.snapshots") if resume is not None else Path(snapshot_dir)
+    staging = None
+    if wanted:
+        staging = (resume.parent / f"{resume.name}.snapshots") if resume is not None else Path(snapshot_dir)
     base = {"format": FORMAT, "method": method_id, "dataset": dataset, "ipc": ipc, "seed": seed, "preset": preset,
             "space": "normalized", "mean": list(info.mean), "std": list(info.std), "hparams": hp}
 
@@ -102,7 +104,7 @@ def run(method_id: str, dataset: str, ipc: int, seed: int, preset: str, device: 
             if not src.exists():
                 raise DdflowError(f"{src}: snapshot of iteration {n} missing (resume files deleted by hand?)")
             os.replace(src, Path(snapshot_dir) / f"it{n}.pt")
-        if staging.exists() and staging != Path(snapshot_dir):
+        if staging is not None and staging.exists() and staging != Path(snapshot_dir):
             shutil.rmtree(staging)
     save_pt(result, out)
     if resume is not None and resume.exists():

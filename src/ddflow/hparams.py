@@ -63,21 +63,34 @@ def load_file(method: str, hp_dir: Path | str | None = None) -> dict:
     return doc
 
 
+def _lineage(method: str, hp_dir: Path | str | None) -> list[dict]:
+    """The method's file and its `inherit` ancestors, root first."""
+    docs, seen = [], set()
+    while method is not None:
+        if method in seen:
+            raise DdflowError(f"hparams: inheritance cycle through {method!r}")
+        seen.add(method)
+        doc = load_file(method, hp_dir)
+        docs.insert(0, doc)
+        method = doc.get("inherit")
+    return docs
+
+
 def resolve(method: str, dataset: str, ipc: int, preset: str, hp_dir: Path | str | None = None) -> dict[str, Any]:
-    """The hyperparameters of one cell (method x dataset x IPC) at one preset."""
+    """The hyperparameters of one cell (method x dataset x IPC) at one preset: the paper values and overrides of
+    every ancestor then of the method itself, then (quick preset) the quick reductions in the same order."""
     if preset not in PRESETS:
         raise DdflowError(f"preset {preset!r} unknown; allowed: {', '.join(PRESETS)}")
-    doc = load_file(method, hp_dir)
-    hp = resolve(doc["inherit"], dataset, ipc, "paper", hp_dir) if "inherit" in doc else {}
-    hp = deep_merge(hp, doc.get("paper") or {})
-    for rule in doc.get("overrides") or []:
-        if _matches(rule.get("when", {}), dataset, ipc):
-            hp = deep_merge(hp, rule.get("set") or {})
+    docs = _lineage(method, hp_dir)
+    hp: dict[str, Any] = {}
+    for doc in docs:
+        hp = deep_merge(hp, doc.get("paper") or {})
+        for rule in doc.get("overrides") or []:
+            if _matches(rule.get("when", {}), dataset, ipc):
+                hp = deep_merge(hp, rule.get("set") or {})
     if preset == "quick":
-        if "inherit" in doc:  # the parent's quick reductions apply to its variants too
-            parent = load_file(doc["inherit"], hp_dir)
-            hp = _apply_quick(hp, parent, dataset, ipc)
-        hp = _apply_quick(hp, doc, dataset, ipc)
+        for doc in docs:
+            hp = _apply_quick(hp, doc, dataset, ipc)
     return hp
 
 

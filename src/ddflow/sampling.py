@@ -8,6 +8,7 @@ from torch import nn
 
 from .data import RealData
 from .kmeans import representative_indices
+from .nets import has_batchnorm
 
 
 class RandomSampler:
@@ -39,7 +40,8 @@ class RepresentativeSampler(RandomSampler):
     @torch.no_grad()
     def recluster(self, net: nn.Module) -> torch.Tensor:
         was_training = net.training
-        net.eval() if any(isinstance(m, nn.BatchNorm2d) for m in net.modules()) else None
+        if has_batchnorm(net):  # features from the frozen statistics, without updating them
+            net.eval()
         picks = []
         for idx in self.data.indices_per_class():
             if self.pool is not None and self.pool < len(idx):  # quick preset: cluster a random subset
