@@ -149,3 +149,29 @@ def test_dsa_dream_resumes_exactly(mnist5k_path, tmp_path):
     assert run(*args, tmp_path / "r.pt", hp_dir=hp_dir, resume=resume, save_every=2, stop_after=3) is None
     resumed = run(*args, tmp_path / "r.pt", hp_dir=hp_dir, resume=resume, save_every=2)
     assert torch.equal(resumed["images"], full["images"])
+
+
+def test_dream_variants_share_their_base_methods_initial_set_and_evaluation_models(mnist5k_path, mnist5k, tmp_path):
+    from ddflow.distill import run
+    from ddflow.evaluate import evaluate_cell
+
+    from test_distill import ROOT
+    import shutil
+    import yaml
+
+    hp_dir = tmp_path / "hp"
+    shutil.copytree(ROOT / "workflow" / "hparams", hp_dir)
+    doc = yaml.safe_load((hp_dir / "dc.yaml").read_text())
+    doc["quick"].update(iterations=1, batch_real=4, snapshots=[0])
+    (hp_dir / "dc.yaml").write_text(yaml.safe_dump(doc))
+    cpu = torch.device("cpu")
+    sets = {}
+    for method in ("dsa", "dsa-dream"):
+        run(method, "mnist5k", 1, 0, "quick", cpu, mnist5k_path, tmp_path / f"{method}.pt", hp_dir=hp_dir,
+            snapshot_dir=tmp_path / method)
+        sets[method] = torch.load(tmp_path / method / "it0.pt", weights_only=True)
+    assert torch.equal(sets["dsa"]["images"], sets["dsa-dream"]["images"])
+    settings = {"net": "ConvNet", "lr": 0.01, "momentum": 0.9, "weight_decay": 5e-4, "batch": 256, "epochs": 1,
+                "augment": "none", "models": 2}
+    accs = [evaluate_cell(sets[m], "dc", settings, mnist5k, cpu)["accuracies"] for m in ("dsa", "dsa-dream")]
+    assert accs[0] == accs[1]  # same set, same model draws: same numbers

@@ -45,7 +45,7 @@ def run(method_id: str, dataset: str, ipc: int, seed: int, preset: str, device: 
     if missing:
         raise DdflowError(f"method {method_id} needs inputs {missing}")
     identity = {"method": method_id, "dataset": dataset, "ipc": ipc, "seed": seed, "preset": preset, "hparams": hp}
-    gen = generator("distill", method_id, dataset, ipc, seed)
+    gen = generator("distill", cls.seed_id(), dataset, ipc, seed)
     method = cls(hp, data, ipc, gen, device, inputs)
     reset_peak(device)
 

@@ -18,6 +18,7 @@ from . import hparams as hparams_mod
 from .augment import make_augment
 from .data import RealData, get_info
 from .errors import DdflowError
+from .methods import get_method
 from .nets import build_net
 from .runtime import peak_memory_mb, reset_peak
 from .seeding import generator
@@ -75,7 +76,8 @@ def evaluate_cell(distilled: dict[str, Any], protocol_name: str, settings: dict,
     fn = PROTOCOLS[protocol_name]
     k = int(settings["models"])
     cell = (distilled["method"], distilled["dataset"], distilled["ipc"], distilled["seed"])
-    gens = [generator("eval", protocol_name, *cell, i) for i in range(k)]
+    seed_id = get_method(cell[0]).seed_id()  # a -dream variant is evaluated by the same K model draws as its base
+    gens = [generator("eval", protocol_name, seed_id, *cell[1:], i) for i in range(k)]
     reset_peak(device)
     t0 = time.time()
     accs = fn(distilled["images"], distilled["labels"], data, settings, gens, device,

@@ -17,6 +17,15 @@ class Method:
     protocols: ClassVar[tuple[str, ...]] = ("dc",)
     #: named extra inputs the workflow must produce first, e.g. ("feature_net",)
     requires: ClassVar[tuple[str, ...]] = ()
+    #: a variant that should share its base method's random numbers (same initial set, same evaluation models),
+    #: so that "with vs without" comparisons differ only by the variant itself: the base method id
+    paired_with: ClassVar[str | None] = None
+    method_id: ClassVar[str]
+
+    @classmethod
+    def seed_id(cls) -> str:
+        """The name random streams are seeded from (ddflow.seeding)."""
+        return cls.paired_with or cls.method_id
 
     def __init__(self, hp: dict[str, Any], data: RealData, ipc: int, generator: torch.Generator,
                  device: torch.device, inputs: dict[str, str] | None = None):

@@ -85,3 +85,4 @@ class DM(Method):
 @register("dm-dream")
 class DMDream(DM):
     """DM with DREAM's representative real batches (hparams: representative)."""
+    paired_with = "dm"

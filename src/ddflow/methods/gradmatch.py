@@ -144,8 +144,10 @@ class DSAMatching(GradientMatching):
 @register("dc-dream")
 class DCDream(DC):
     """DC with DREAM's representative real batches (hparams: representative)."""
+    paired_with = "dc"
 
 
 @register("dsa-dream")
 class DSADream(DSAMatching):
     """DSA with DREAM's representative real batches (hparams: representative)."""
+    paired_with = "dsa"
