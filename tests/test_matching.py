@@ -64,7 +64,7 @@ def test_per_class_grads_equal_the_official_per_class_autograd_loop_including_im
         loss = loss + sum(distance_wb(a, b.detach()) for a, b in zip(gs, gr))
     loss.backward()
     for batching, (value, grad) in grads.items():
-        assert value == pytest.approx(float(loss), rel=1e-4), batching
+        assert value == pytest.approx(loss.item(), rel=1e-4), batching
         torch.testing.assert_close(grad, xs.grad, rtol=1e-3, atol=1e-6)
 
 
