@@ -24,7 +24,7 @@ log = logging.getLogger(__name__)
 
 
 class NetStack:
-    """K copies of `template` with independent parameters, evaluated with vmap over the stacked parameters."""
+    """K copies of `template` with independent, stacked parameters, run by vmap or by a loop over models."""
 
     def __init__(self, template: nn.Module, generators: list[torch.Generator], device: torch.device | str,
                  batching: str = "auto"):
