@@ -66,3 +66,12 @@ class Method:
         for idx in self.data.indices_per_class():
             picks.append(idx[torch.randperm(len(idx), generator=self.generator)[:n]])
         return torch.cat(picks)
+
+
+class RealSelection(Method):
+    """A coreset baseline: init() picks `self.indices` (IPC real training images per class, class after class);
+    nothing is optimised."""
+
+    def result(self) -> dict[str, Any]:
+        return {"images": self.data.x_train[self.indices].cpu(), "labels": self.class_labels(),
+                "train_indices": self.indices.cpu()}

@@ -7,7 +7,7 @@ import torch
 
 from ..featnet import load_feature_net
 from . import register
-from .base import Method
+from .base import RealSelection
 
 
 def herding_select(features: torch.Tensor, k: int) -> torch.Tensor:
@@ -29,7 +29,7 @@ def herding_select(features: torch.Tensor, k: int) -> torch.Tensor:
 
 
 @register("herding")
-class Herding(Method):
+class Herding(RealSelection):
     requires = ("feature_net",)
 
     @torch.no_grad()
@@ -41,7 +41,3 @@ class Herding(Method):
                                for s in range(0, len(idx), 1000)])
             picks.append(idx[herding_select(feats, self.ipc).to(idx.device)])
         self.indices = torch.cat(picks)
-
-    def result(self) -> dict:
-        return {"images": self.data.x_train[self.indices].cpu(), "labels": self.class_labels(),
-                "train_indices": self.indices}

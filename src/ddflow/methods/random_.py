@@ -2,14 +2,10 @@
 from __future__ import annotations
 
 from . import register
-from .base import Method
+from .base import RealSelection
 
 
 @register("random")
-class RandomSelection(Method):
+class RandomSelection(RealSelection):
     def init(self) -> None:
         self.indices = self.random_real_indices(self.ipc)
-
-    def result(self) -> dict:
-        return {"images": self.data.x_train[self.indices].cpu(), "labels": self.class_labels(),
-                "train_indices": self.indices}
