@@ -28,6 +28,12 @@ log = logging.getLogger(__name__)
 FORMAT = "ddflow.distilled/1"
 
 
+def snapshot_iterations(hp: dict[str, Any]) -> list[int]:
+    """The hparams' snapshot iterations that a run of hp['iterations'] iterations reaches, sorted."""
+    total = int(hp.get("iterations", 0))
+    return sorted({int(n) for n in hp.get("snapshots") or [] if 0 <= int(n) <= total})
+
+
 def run(method_id: str, dataset: str, ipc: int, seed: int, preset: str, device: torch.device,
         data_path: str | Path, out: str | Path, resume: str | Path | None = None,
         inputs: dict[str, str] | None = None, hp_dir: str | Path | None = None, save_every: int = 100,
@@ -66,7 +72,7 @@ def run(method_id: str, dataset: str, ipc: int, seed: int, preset: str, device: 
 
     t0 = time.time() - elapsed
     total = method.iterations
-    wanted = sorted({int(n) for n in hp.get("snapshots") or [] if 0 <= int(n) <= total}) if snapshot_dir else []
+    wanted = snapshot_iterations(hp) if snapshot_dir else []
     staging = None
     if wanted:
         staging = (resume.parent / f"{resume.name}.snapshots") if resume is not None else Path(snapshot_dir)

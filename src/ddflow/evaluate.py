@@ -85,7 +85,8 @@ def evaluate_cell(distilled: dict[str, Any], protocol_name: str, settings: dict,
     t = torch.tensor(accs, dtype=torch.float64)
     out = {
         "protocol": protocol_name, "method": cell[0], "dataset": cell[1], "ipc": cell[2], "seed": cell[3],
-        "preset": distilled.get("preset"), "iterations": distilled.get("iterations"), "accuracies": accs, "mean": float(t.mean()),
+        "preset": distilled.get("preset"), "iterations": distilled.get("iterations"), "accuracies": accs,
+        "mean": float(t.mean()),
         "std": float(t.std(unbiased=False)) if k > 1 else 0.0, "n_models": k, "settings": settings,
         "seconds": time.time() - t0, **peak_memory_mb(device),
     }

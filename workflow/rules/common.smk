@@ -7,6 +7,7 @@ from snakemake.utils import validate
 
 sys.path.insert(0, str(Path(workflow.basedir) / "src"))  # a source checkout works before `pip install -e .`
 from ddflow import config as ddconfig  # noqa: E402
+from ddflow import distill as ddistill  # noqa: E402
 from ddflow import hparams as ddhparams  # noqa: E402
 from ddflow.methods import get_method  # noqa: E402
 
@@ -57,6 +58,10 @@ def eval_path(protocol, method, dataset, ipc, seed):
     return f"results/eval/{protocol}/{method}/{dataset}/ipc{ipc}/s{seed}.json"
 
 
+def snapshot_eval_path(protocol, method, dataset, ipc, seed, it):
+    return f"results/eval/{protocol}/{method}/{dataset}/ipc{ipc}/s{seed}/it{it}.json"
+
+
 def featnet_path(dataset, net):
     return f"results/nets/{dataset}/{net}-full.pt"
 
@@ -96,8 +101,7 @@ DREAM_FIG1_METHODS = ("dc", "dc-dream", "dsa", "dsa-dream", "dm", "dm-dream")
 
 
 def snapshot_iterations(method, dataset, ipc):
-    hp = ddhparams.resolve(method, dataset, int(ipc), PRESET, HPARAMS)
-    return sorted({int(n) for n in hp.get("snapshots") or [] if 0 <= int(n) <= int(hp.get("iterations", 0))})
+    return ddistill.snapshot_iterations(ddhparams.resolve(method, dataset, int(ipc), PRESET, HPARAMS))
 
 
 def dream_fig1_cells(wildcards):
@@ -109,7 +113,7 @@ def dream_fig1_cells(wildcards):
         for s in GRID["seeds"][:1]:
             out.append(eval_path(default_protocol(m), m, wildcards.dataset, wildcards.ipc, s))
             for n in snapshot_iterations(m, wildcards.dataset, wildcards.ipc):
-                out.append(f"results/eval/{default_protocol(m)}/{m}/{wildcards.dataset}/ipc{wildcards.ipc}/s{s}/it{n}.json")
+                out.append(snapshot_eval_path(default_protocol(m), m, wildcards.dataset, wildcards.ipc, s, n))
     return out
 
 

@@ -10,7 +10,6 @@ rule featnet:
     params:
         settings=featnet_settings,
         device=config["device"],
-        hparams_dir=HPARAMS,
     resources:
         gpu=GPU,
     threads: 1
@@ -18,7 +17,7 @@ rule featnet:
         "results/logs/featnet/{dataset}/{net}.log",
     shell:
         "python -m ddflow featnet --dataset {wildcards.dataset} --data {input.data} --net {wildcards.net}"
-        " --settings '{params.settings}' --device {params.device} --threads {threads} --hparams-dir {params.hparams_dir} --out {output} > {log} 2>&1"
+        " --settings '{params.settings}' --device {params.device} --threads {threads} --out {output} > {log} 2>&1"
 
 
 rule distill:
@@ -43,5 +42,6 @@ rule distill:
     shell:
         "python -m ddflow distill --method {wildcards.method} --dataset {wildcards.dataset}"
         " --ipc {wildcards.ipc} --seed {wildcards.seed} --preset {params.preset} --data {input.data}"
-        " --device {params.device} --threads {threads} --hparams-dir {params.hparams_dir} --resume {params.resume} --save-every {params.save_every}"
+        " --device {params.device} --threads {threads} --hparams-dir {params.hparams_dir}"
+        " --resume {params.resume} --save-every {params.save_every}"
         " --snapshot-dir {output.snapshots} {params.extra} --out {output.final} > {log} 2>&1"

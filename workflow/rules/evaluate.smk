@@ -19,7 +19,8 @@ rule evaluate:
         "results/logs/eval/{protocol}/{method}/{dataset}/ipc{ipc}/s{seed}.log",
     shell:
         "python -m ddflow evaluate --distilled {input.distilled} --data {input.data} --protocol {wildcards.protocol}"
-        " --preset {params.preset} --device {params.device} --threads {threads} --hparams-dir {params.hparams_dir} --out {output} > {log} 2>&1"
+        " --preset {params.preset} --device {params.device} --threads {threads}"
+        " --hparams-dir {params.hparams_dir} --out {output} > {log} 2>&1"
 
 
 rule evaluate_snapshot:

@@ -60,6 +60,22 @@ class Method:
     def class_labels(self) -> torch.Tensor:
         return torch.arange(self.classes).repeat_interleave(self.ipc)
 
+    def initial_images(self) -> torch.Tensor:
+        """The starting synthetic set per hp['init']: 'real' = IPC random real images per class, 'noise' = N(0, 1)
+        in the normalised space (the official torch.randn init). Returned as a leaf tensor on the device."""
+        info = self.data.info
+        if self.hp["init"] == "real":
+            images = self.data.x_train[self.random_real_indices(self.ipc)]
+        else:
+            images = torch.randn((self.classes * self.ipc, info.channels, info.size, info.size),
+                                 generator=self.generator)
+        return images.detach().clone().to(self.device).requires_grad_(True)
+
+    def dsa_strategy(self) -> str:
+        """hp['dsa_strategy'], with 'auto' meaning the dataset's DSA strategy."""
+        strategy = self.hp["dsa_strategy"]
+        return self.data.info.dsa_strategy if strategy == "auto" else strategy
+
     def random_real_indices(self, n: int) -> torch.Tensor:
         """n distinct random training indices per class, class after class: (classes * n,)."""
         picks = []

@@ -3,9 +3,10 @@
 Each iteration draws a fresh randomly initialised ConvNet (frozen), and for every class c minimises
     || mean embed(DSA_c(real_c)) - mean embed(DSA_c(syn_c)) ||^2
 with one Siamese DSA draw per class shared by the real and the synthetic batch. One SGD step (momentum 0.5) on
-the synthetic images per iteration; no network training. `dm-dream` takes the real batch from DREAM's
-representative sampler, re-clustered every 10 iterations with the network of the iteration that re-clusters. The instance-norm ConvNet treats every image
+the synthetic images per iteration; no network training. The instance-norm ConvNet treats every image
 independently, so all classes go through one batched forward instead of the official per-class loop (same loss).
+`dm-dream` takes the real batch from DREAM's representative sampler, re-clustered every 10 iterations with the
+network of the iteration that re-clusters.
 """
 from __future__ import annotations
 
@@ -23,15 +24,9 @@ from .base import Method
 class DM(Method):
     def init(self) -> None:
         hp, info = self.hp, self.data.info
-        if hp["init"] == "real":
-            images = self.data.x_train[self.random_real_indices(self.ipc)]
-        else:  # 'noise': N(0, 1) in the normalised space, as the official torch.randn init
-            images = torch.randn((self.classes * self.ipc, info.channels, info.size, info.size),
-                                 generator=self.generator)
-        self.images = images.detach().clone().to(self.device).requires_grad_(True)
+        self.images = self.initial_images()
         self.opt = torch.optim.SGD([self.images], lr=hp["lr_img"], momentum=hp["momentum"])
-        strategy = hp["dsa_strategy"] if hp["dsa_strategy"] != "auto" else info.dsa_strategy
-        self.dsa = DSA(strategy)
+        self.dsa = DSA(self.dsa_strategy())
         self.sampler = make_sampler(hp, self.data, self.generator)
         if has_batchnorm(build_net(hp["net"], info.channels, info.classes, info.size)):
             raise DdflowError(f"dm: net {hp['net']!r} has BatchNorm; DM's BatchNorm branch is not implemented")

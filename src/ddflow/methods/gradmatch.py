@@ -7,8 +7,8 @@ gradients of the CE loss on a real batch of class c and on the synthetic images 
 one SGD step (momentum 0.5) on the synthetic images follows, and unless it is the last round the network trains
 `inner_loop` epochs on the (detached) synthetic set. DSA applies one Siamese augmentation draw per class to the
 real and the synthetic batch, and per-sample DSA while training the network; DC uses no augmentation.
-The per-class gradients of all classes are one vmapped computation (ddflow.matching.per_class_grads) instead of
-the official Python loop over classes; the loss is the same.
+The per-class gradients come from ddflow.matching.per_class_grads: one vmapped computation for all classes on
+CUDA, a loop over classes (as the official code) on the CPU; the loss is the same.
 The `-dream` variants take the real batch from DREAM's representative sampler (ddflow.sampling).
 """
 from __future__ import annotations
@@ -32,17 +32,11 @@ class GradientMatching(Method):
     use_dsa: ClassVar[bool] = False
 
     def init(self) -> None:
-        hp, info = self.hp, self.data.info
-        if hp["init"] == "real":
-            images = self.data.x_train[self.random_real_indices(self.ipc)]
-        else:  # 'noise': N(0, 1) in the normalised space (official torch.randn init)
-            images = torch.randn((self.classes * self.ipc, info.channels, info.size, info.size),
-                                 generator=self.generator)
-        self.images = images.detach().clone().to(self.device).requires_grad_(True)
+        hp = self.hp
+        self.images = self.initial_images()
         self.opt = torch.optim.SGD([self.images], lr=hp["lr_img"], momentum=hp["momentum_img"])
         self.outer, self.inner = loops_for(self.ipc, hp["loops"])
-        strategy = hp["dsa_strategy"] if hp["dsa_strategy"] != "auto" else info.dsa_strategy
-        self.dsa = DSA(strategy) if self.use_dsa else None
+        self.dsa = DSA(self.dsa_strategy()) if self.use_dsa else None
         self.sampler = make_sampler(hp, self.data, self.generator)
         self.matching_steps = 0
         self.labels = self.class_labels().to(self.device)
