@@ -77,11 +77,11 @@ def run(method_id: str, dataset: str, ipc: int, seed: int, preset: str, device: 
     if wanted:
         staging = (resume.parent / f"{resume.name}.snapshots") if resume is not None else Path(snapshot_dir)
     base = {"format": FORMAT, "method": method_id, "dataset": dataset, "ipc": ipc, "seed": seed, "preset": preset,
-            "space": "normalized", "mean": list(info.mean), "std": list(info.std), "hparams": hp}
+            "mean": list(info.mean), "std": list(info.std), "hparams": hp}
 
     def snapshot(n: int) -> None:
         if n in wanted:
-            save_pt({**method.result(), **base, "iterations": n, "seconds": time.time() - t0}, staging / f"it{n}.pt")
+            save_pt({"space": "normalized", **method.result(), **base, "iterations": n, "seconds": time.time() - t0}, staging / f"it{n}.pt")
 
     if start == 0:
         snapshot(0)
@@ -100,7 +100,7 @@ def run(method_id: str, dataset: str, ipc: int, seed: int, preset: str, device: 
             return None
     progress.close()
 
-    result = method.result()
+    result = {"space": "normalized", **method.result()}
     result.update({**base, "iterations": total, "seconds": time.time() - t0, "final_stats": stats,
                    **peak_memory_mb(device)})
     if snapshot_dir is not None:

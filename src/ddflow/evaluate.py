@@ -20,6 +20,7 @@ from .data import RealData, get_info
 from .errors import DdflowError
 from .methods import get_method
 from .nets import build_net
+from .prep import for_distilled
 from .runtime import peak_memory_mb, reset_peak
 from .seeding import generator
 from .train import NetStack, TrainSettings, accuracy, train_stack
@@ -53,7 +54,7 @@ def protocol_settings(method: str, dataset: str, ipc: int, preset: str, name: st
 
 @protocol("dc")
 def evaluate_dc(images: torch.Tensor, labels: torch.Tensor, data: RealData, settings: dict, generators,
-                device: torch.device, desc: str = "eval", lr: float | None = None) -> list[float]:
+                device: torch.device, desc: str = "eval", lr: float | None = None, **_) -> list[float]:
     """DC's evaluate_synset: SGD (lr 0.01, momentum 0.9, wd 5e-4), batch 256, epochs+1 epochs, lr x0.1 (and a
     fresh optimiser) after epoch epochs//2 + 1; test accuracy after the last epoch."""
     if labels.dim() != 1:
@@ -71,6 +72,9 @@ def evaluate_dc(images: torch.Tensor, labels: torch.Tensor, data: RealData, sett
     return accuracy(stack.train(False), data.x_test.to(device), data.y_test.to(device))
 
 
+# A protocol is fn(images, labels, data, settings, generators, device, desc=..., lr=..., distilled=...) -> list
+# of K test accuracies (percent); `data` is already in the distilled set's space (ddflow.prep.for_distilled) and
+# `distilled` is the whole record (extras such as a learned lr, a decoding factor or learned labels).
 def evaluate_cell(distilled: dict[str, Any], protocol_name: str, settings: dict, data: RealData,
                   device: torch.device) -> dict[str, Any]:
     fn = PROTOCOLS[protocol_name]
@@ -80,8 +84,9 @@ def evaluate_cell(distilled: dict[str, Any], protocol_name: str, settings: dict,
     gens = [generator("eval", protocol_name, seed_id, *cell[1:], i) for i in range(k)]
     reset_peak(device)
     t0 = time.time()
+    data = for_distilled(data, distilled)  # e.g. the test split whitened by the distillation's ZCA
     accs = fn(distilled["images"], distilled["labels"], data, settings, gens, device,
-              desc=f"eval {protocol_name} {'/'.join(map(str, cell))}", lr=distilled.get("lr"))
+              desc=f"eval {protocol_name} {'/'.join(map(str, cell))}", lr=distilled.get("lr"), distilled=distilled)
     t = torch.tensor(accs, dtype=torch.float64)
     out = {
         "protocol": protocol_name, "method": cell[0], "dataset": cell[1], "ipc": cell[2], "seed": cell[3],

@@ -13,20 +13,11 @@ import torch  # noqa: E402
 from .data import get_info  # noqa: E402
 from .distill import load_distilled  # noqa: E402
 from .io import atomic_path, read_json  # noqa: E402
+from .prep import to_pixels  # noqa: E402
 from .tables import pool_cells  # noqa: E402
 
 MAX_PER_CLASS = 10
 MAX_CLASSES = 20
-
-
-def to_pixels(d: dict) -> torch.Tensor:
-    """Distilled images back to [0, 1] pixels for display."""
-    x = d["images"].float()
-    if d.get("space") == "normalized":
-        mean = torch.tensor(d["mean"]).view(1, -1, 1, 1)
-        std = torch.tensor(d["std"]).view(1, -1, 1, 1)
-        x = x * std + mean
-    return x.clamp(0, 1)
 
 
 def _save(fig, out: str | Path) -> None:

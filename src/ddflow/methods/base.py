@@ -53,7 +53,8 @@ class Method:
 
     def result(self) -> dict[str, Any]:
         """images (N, C, H, W) float32 in the data's normalised space, labels (N,) int64 or (N, classes) soft,
-        plus any method extras (e.g. a learned lr)."""
+        plus any method extras (e.g. a learned lr). A method that distils elsewhere says so with 'space'
+        ('zca' with the 'zca' state dict, or 'pixels' for [0, 1]); see ddflow.prep."""
         raise NotImplementedError
 
     # shared helpers -------------------------------------------------------------------------------------------
