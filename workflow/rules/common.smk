@@ -117,6 +117,11 @@ def dream_fig1_cells(wildcards):
     return out
 
 
+# A method family's rule file (workflow/rules/<family>.smk, included after this one) may append functions
+# returning extra default targets (its figures, analyses): all_targets() calls each.
+EXTRA_TARGETS = []
+
+
 def all_targets():
     tables = [f"results/tables/{t}.{ext}" for t in GRID["tables"] for ext in ("csv", "md", "tex")]
     figures = [f"results/figures/acc_vs_ipc/{d}.png" for d in GRID["datasets"]]
@@ -125,7 +130,8 @@ def all_targets():
         # configured IPCs when 10 is not among them)
         fig_ipcs = [10] if 10 in GRID["ipcs"] else GRID["ipcs"]
         figures += [f"results/figures/dream/fig1_{d}_ipc{i}.png" for d in GRID["datasets"] for i in fig_ipcs]
-    return cells() + tables + figures + grid_figures()
+    extra = [path for fn in EXTRA_TARGETS for path in fn()]
+    return cells() + tables + figures + grid_figures() + extra
 
 
 # ---- input functions and params --------------------------------------------------------------------------
