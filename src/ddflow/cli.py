@@ -74,6 +74,18 @@ def cmd_acc_vs_iteration(a) -> None:
     accuracy_vs_iteration(a.cells, a.dataset, a.ipc, a.out, a.title)
 
 
+def cmd_experts(a) -> None:
+    from .runtime import resolve_device
+    from .trajectory import train_experts
+    train_experts(a.dataset, a.prep, a.net, a.indices, json.loads(a.settings), a.data, a.outs,
+                  resolve_device(a.device), resume=a.resume)
+
+
+def cmd_trajectory_sample(a) -> None:
+    from .trajectory import write_manifest
+    write_manifest(a.sampler, a.dataset, a.prep, a.net, a.experts, a.out)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="ddflow", description=__doc__)
     sub = parser.add_subparsers(dest="cmd", required=True)
@@ -139,6 +151,21 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", required=True)
     p.add_argument("cells", nargs="*")
     p.set_defaults(fn=cmd_acc_vs_iteration)
+
+    p = sub.add_parser("experts", help="train a block of expert trajectories (one file per expert)")
+    _common(p)
+    for k in ("dataset", "prep", "net", "data", "settings"):
+        p.add_argument(f"--{k}", required=True)
+    p.add_argument("--indices", type=int, nargs="+", required=True)
+    p.add_argument("--outs", nargs="+", required=True)
+    p.add_argument("--resume", default=None)
+    p.set_defaults(fn=cmd_experts)
+
+    p = sub.add_parser("trajectory-sample", help="checkpoint sampling manifest (MTT windows / EAD pool)")
+    for k in ("sampler", "dataset", "prep", "net", "out"):
+        p.add_argument(f"--{k}", required=True)
+    p.add_argument("experts", nargs="+")
+    p.set_defaults(fn=cmd_trajectory_sample)
 
     a = parser.parse_args(argv)
     from .runtime import setup

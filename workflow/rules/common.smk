@@ -148,9 +148,13 @@ def data_args(wildcards):
 def distill_inputs(wildcards):
     inputs = {"data": data_path(wildcards.dataset)}
     cls = get_method(wildcards.method)
+    hp = ddhparams.resolve(wildcards.method, wildcards.dataset, int(wildcards.ipc), PRESET, HPARAMS)
     if "feature_net" in cls.requires:
-        hp = ddhparams.resolve(wildcards.method, wildcards.dataset, int(wildcards.ipc), PRESET, HPARAMS)
         inputs["feature_net"] = featnet_path(wildcards.dataset, hp["feature_net"])
+    if "trajectories" in cls.requires:  # MTT / EAD: the checkpoint-sampling manifest (workflow/rules/trajectory.smk)
+        from ddflow.trajectory import manifest_path
+
+        inputs["trajectories"] = manifest_path(wildcards.dataset, hp)
     return inputs
 
 

@@ -1,0 +1,149 @@
+"""MTT: dataset distillation by matching training trajectories (Cazenavette et al., CVPR 2022; official
+GeorgeCazenavette/mtt-distillation distill.py).
+
+Each iteration takes the next expert (a fixed random order, cycled) and a start epoch drawn from
+randint(0, max_start_epoch); theta_0 = expert[start], theta* = expert[start + expert_epochs]. A student starting
+at theta_0 takes syn_steps SGD steps, theta <- theta - syn_lr * grad CE(student(DSA(x_batch)), y_batch), on
+synthetic mini-batches of batch_syn images (a random permutation split into chunks, a fresh one when used up; DSA
+drawn per step, one family per batch, parameters per image), keeping the graph. The loss
+    ||theta_N - theta*||^2 / ||theta_0 - theta*||^2
+is backpropagated to the images and to the learnable syn_lr (initialised to lr_teacher); both are updated by SGD
+with momentum 0.5 (lr_img, lr_lr). Images live in the experts' preprocessing space (raw or kornia ZCA).
+A non-finite loss stops the run with an error before any update, so the last resume file stays the last good state.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch.func import functional_call
+
+from ..augment import DSA
+from ..errors import DdflowError
+from ..nets import build_net, has_batchnorm
+from ..prep import preprocess
+from ..trajectory import load_expert, load_manifest
+from . import register
+from .base import Method
+
+
+def student_unroll(net: torch.nn.Module, start: dict[str, torch.Tensor], images: torch.Tensor,
+                   labels: torch.Tensor, syn_lr: torch.Tensor, batches: list[torch.Tensor],
+                   augment=None) -> dict[str, torch.Tensor]:
+    """len(batches) differentiable SGD steps of `net` from parameters `start` on images[batch] (augmented by
+    `augment(x)` when given); returns the final parameters, connected to images and syn_lr."""
+    params = dict(start)
+    for idx in batches:
+        x = images[idx]
+        if augment is not None:
+            x = augment(x)
+        loss = F.cross_entropy(functional_call(net, params, (x,)), labels[idx])
+        grads = torch.autograd.grad(loss, list(params.values()), create_graph=True)
+        params = {n: p - syn_lr * g for (n, p), g in zip(params.items(), grads)}
+    return params
+
+
+def trajectory_loss(final: dict[str, torch.Tensor], start: dict[str, torch.Tensor],
+                    target: dict[str, torch.Tensor]) -> torch.Tensor:
+    """sum (theta_N - theta*)^2 / sum (theta_0 - theta*)^2 over all parameters (the official code divides both
+    sums by the number of parameters, which cancels)."""
+    num = sum(((final[n] - target[n]) ** 2).sum() for n in target)
+    den = sum(((start[n] - target[n]) ** 2).sum() for n in target)
+    return num / den
+
+
+@register("mtt")
+class MTT(Method):
+    protocols = ("mtt",)
+    requires = ("trajectories",)
+
+    def init(self) -> None:
+        hp, info = self.hp, self.data.info
+        self.data, self.zca = preprocess(self.data, hp["prep"], hp.get("zca_eps"))
+        self.manifest = load_manifest(self.inputs["trajectories"], info.name, hp["prep"], hp["net"])
+        for key in ("expert_epochs", "max_start_epoch"):
+            if int(self.manifest[key]) != int(hp[key]):
+                raise DdflowError(f"{self.inputs['trajectories']}: manifest {key} {self.manifest[key]} != hparams "
+                                  f"{hp[key]}")
+        need = int(hp["max_start_epoch"]) - 1 + int(hp["expert_epochs"])
+        short = [p for p, e in zip(self.manifest["experts"], self.manifest["epochs"]) if e < need]
+        if short:
+            raise DdflowError(f"mtt: expert window up to epoch {need} beyond the trained epochs of {short[:3]}")
+        self.net = build_net(hp["net"], info.channels, info.classes, info.size).to(self.device)
+        if has_batchnorm(self.net):
+            raise DdflowError(f"mtt: net {hp['net']!r} has BatchNorm; the functional student does not track it")
+        self.net.train()
+        self.images = self.initial_images()
+        self.labels = self.class_labels().to(self.device)
+        self.syn_lr = torch.tensor(float(hp["lr_teacher"]), device=self.device).requires_grad_(True)
+        self.opt_img = torch.optim.SGD([self.images], lr=hp["lr_img"], momentum=hp["momentum"])
+        self.opt_lr = torch.optim.SGD([self.syn_lr], lr=hp["lr_lr"], momentum=hp["momentum"])
+        self.dsa = DSA(self.dsa_strategy()) if hp.get("dsa", True) else None
+        self.order = torch.randperm(len(self.manifest["experts"]), generator=self.generator).tolist()
+        self.chunks: list[torch.Tensor] = []  # the current permutation's unused chunks (official indices_chunks)
+        self._cache: tuple[int, dict] | None = None
+
+    def expert(self, k: int) -> dict[str, Any]:
+        if self._cache is None or self._cache[0] != k:
+            path = self.manifest["experts"][k]
+            e = load_expert(path, self.data.info.name, self.hp["prep"], self.hp["net"])
+            self._cache = (k, e)
+        return self._cache[1]
+
+    def next_batches(self, steps: int) -> list[torch.Tensor]:
+        n, size = len(self.images), int(self.hp.get("batch_syn") or len(self.images))
+        out = []
+        for _ in range(steps):
+            if not self.chunks:
+                self.chunks = list(torch.randperm(n, generator=self.generator).split(size))
+            out.append(self.chunks.pop(0))
+        return out
+
+    def step(self, it: int) -> dict[str, float]:
+        hp = self.hp
+        k = self.order[it % len(self.order)]
+        start_epoch = int(torch.randint(0, int(hp["max_start_epoch"]), (1,), generator=self.generator))
+        e = self.expert(k)
+        target_epoch = start_epoch + int(hp["expert_epochs"])
+        if target_epoch > e["epochs"]:
+            raise DdflowError(f"mtt: window [{start_epoch}, {target_epoch}] beyond the {e['epochs']} epochs of "
+                              f"{self.manifest['experts'][k]}")
+        start = {n: v[start_epoch].to(self.device) for n, v in e["params"].items()}
+        target = {n: v[target_epoch].to(self.device) for n, v in e["params"].items()}
+        start_leaf = {n: v.clone().requires_grad_(True) for n, v in start.items()}
+        batches = self.next_batches(int(hp["syn_steps"]))
+        augment = (lambda x: self.dsa(x, self.generator)) if self.dsa is not None else None
+        final = student_unroll(self.net, start_leaf, self.images, self.labels, self.syn_lr, batches, augment)
+        loss = trajectory_loss(final, start, target)
+        if not torch.isfinite(loss):
+            raise DdflowError(f"mtt: non-finite trajectory loss at iteration {it} (expert {k}, start epoch "
+                              f"{start_epoch}, syn_lr {self.syn_lr.item():.4g}); the resume file keeps the last "
+                              f"good state: lower lr_img / lr_lr and rerun")
+        self.opt_img.zero_grad()
+        self.opt_lr.zero_grad()
+        loss.backward()
+        self.opt_img.step()
+        self.opt_lr.step()
+        return {"loss": loss.item(), "syn_lr": self.syn_lr.item(), "start": start_epoch}
+
+    def state_dict(self) -> dict:
+        return {"images": self.images.detach().cpu(), "syn_lr": self.syn_lr.detach().cpu(),
+                "opt_img": self.opt_img.state_dict(), "opt_lr": self.opt_lr.state_dict(), "order": self.order,
+                "chunks": [c.clone() for c in self.chunks]}
+
+    def load_state_dict(self, state: dict) -> None:
+        with torch.no_grad():
+            self.images.copy_(state["images"].to(self.device))
+            self.syn_lr.copy_(state["syn_lr"].to(self.device))
+        self.opt_img.load_state_dict(state["opt_img"])
+        self.opt_lr.load_state_dict(state["opt_lr"])
+        self.order = list(state["order"])
+        self.chunks = list(state["chunks"])
+
+    def result(self) -> dict:
+        out = {"images": self.images.detach().cpu(), "labels": self.class_labels(), "lr": float(self.syn_lr.item()),
+               "prep": self.hp["prep"]}
+        if self.zca is not None:
+            out.update({"space": "zca", "zca": self.zca.state_dict()})
+        return out
