@@ -1,0 +1,95 @@
+"""End to end through Snakemake on a tiny config: data -> experts (two blocks) -> checkpoint sampling -> mtt, ead,
+ead-literal -> evaluation (protocols mtt and soft) -> tables dream_t1 and ead_claims."""
+import json
+import re
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from ddflow.data import load_arrays
+from ddflow.hparams import deep_merge
+from ddflow.io import load_pt, save_npz
+
+from test_distill import ROOT
+
+pytestmark = pytest.mark.workflow
+
+TINY_QUICK = {
+    "experts.yaml": {"experts": 2, "epochs": 2, "block": 1, "batch": 32},
+    "mtt.yaml": {"iterations": 2, "syn_steps": 2, "expert_epochs": 1, "max_start_epoch": 2,
+                 "eval": {"mtt": {"epochs": 2, "models": 2}}},
+    "ead.yaml": {"iterations": 2, "pool": 3, "t_m": 2, "batch_real": 8, "eval": {"soft": {"epochs": 2, "models": 2}}},
+    "random.yaml": {"eval": {"dc": {"epochs": 2, "models": 2}}},
+}
+METHODS = ["mtt", "ead", "ead-literal", "random"]
+
+
+def _snakemake(workdir, *args):
+    cmd = [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "--directory", str(workdir),
+           "--configfile", str(workdir / "config.yaml"), "--cores", "2", *args]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise AssertionError(f"snakemake failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}")
+    return proc
+
+
+@pytest.fixture(scope="module")
+def tiny_run(mnist5k_path, tmp_path_factory):
+    work = tmp_path_factory.mktemp("wft")
+    a = load_arrays(mnist5k_path)
+    keep = np.concatenate([np.flatnonzero(a["y_train"] == c)[:10] for c in range(10)])
+    save_npz(work / "tiny.npz", x_train=a["x_train"][keep], y_train=a["y_train"][keep], x_test=a["x_test"][:100],
+             y_test=a["y_test"][:100])
+    hp = work / "hparams"
+    shutil.copytree(ROOT / "workflow" / "hparams", hp)
+    for name, quick in TINY_QUICK.items():
+        doc = yaml.safe_load((hp / name).read_text())
+        doc["quick"] = deep_merge(doc.get("quick") or {}, quick)
+        doc.pop("quick_overrides", None)
+        (hp / name).write_text(yaml.safe_dump(doc))
+    config = yaml.safe_load((ROOT / "config.yaml").read_text())
+    config.update({"methods": METHODS, "ipcs": [1], "tables": ["dream_t1", "ead_claims"], "figures": [],
+                   "hparams_dir": str(hp), "device": "cpu", "save_every": 1,
+                   "data": {"mnist5k": {"npz": str(work / "tiny.npz")}}})
+    (work / "config.yaml").write_text(yaml.safe_dump(config))
+    _snakemake(work)
+    return work
+
+
+def test_trajectory_workflow_experts_sampling_methods_evaluation_tables(tiny_run):
+    r = tiny_run / "results"
+    for i in (0, 1):  # one file per expert, each from its own block rule
+        e = load_pt(r / f"experts/mnist5k/raw/ConvNetW32/e{i}.pt")
+        assert e["index"] == i and e["epochs"] == 2 and e["params"]["classifier.weight"].shape[0] == 3
+        assert (r / f"logs/experts/mnist5k/raw/ConvNetW32/block{i}.log").exists()
+    man = json.loads((r / "trajectories/mnist5k/raw/ConvNetW32/mtt-m1-t2.json").read_text())
+    assert man["experts"] == [f"results/experts/mnist5k/raw/ConvNetW32/e{i}.pt" for i in (0, 1)]
+    pool = load_pt(r / "trajectories/mnist5k/raw/ConvNetW32/ead-p3.pt")
+    assert pool["refs"].shape == (3, 2)
+    mtt = load_pt(r / "distilled/mtt/mnist5k/ipc1/s0.pt")
+    assert mtt["lr"] > 0 and mtt["images"].shape == (10, 1, 28, 28) and mtt["iterations"] == 2
+    cell = json.loads((r / "eval/mtt/mtt/mnist5k/ipc1/s0.json").read_text())
+    assert cell["protocol"] == "mtt" and len(cell["accuracies"]) == 2
+    ead = load_pt(r / "distilled/ead/mnist5k/ipc1/s0.pt")
+    lit = load_pt(r / "distilled/ead-literal/mnist5k/ipc1/s0.pt")
+    assert ead["labels"].shape == (10, 10) and torch.allclose(ead["labels"].sum(1), torch.ones(10))
+    assert ead["coefficient"] == 1.0 and lit["coefficient"] == pytest.approx(1 - (100 - 10) / 10)
+    for m in ("ead", "ead-literal"):
+        cell = json.loads((r / f"eval/soft/{m}/mnist5k/ipc1/s0.json").read_text())
+        assert cell["protocol"] == "soft" and 0 <= cell["mean"] <= 100
+    md = (r / "tables/dream_t1.md").read_text()
+    line = next(x for x in md.splitlines() if x.startswith("| MTT "))
+    assert re.search(r"\d+\.\d ± \d+\.\d", line), line
+    claims = (r / "tables/ead_claims.md").read_text()
+    for label in ("EAD (consistent form)", "EAD (paper's literal 1 - alpha)"):
+        line = next(x for x in claims.splitlines() if x.startswith(f"| {label} "))
+        assert re.search(r"\d+\.\d ± \d+\.\d", line) and "98.4" in line, line
+    assert not list(r.rglob("*.tmp*"))
+    assert not (r / "resume").exists() or not list((r / "resume").rglob("*.pt"))
+    out = _snakemake(tiny_run, "-n")
+    assert "Nothing to be done" in out.stdout + out.stderr
