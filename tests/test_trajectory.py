@@ -203,3 +203,66 @@ def test_literal_coefficient():
     assert literal_coefficient(4000, 10) == pytest.approx(1 - 399)
     assert literal_coefficient(4000, 100) == pytest.approx(1 - 39)
     assert literal_coefficient(50, 50) == 1.0
+
+
+# ---- MTT through the runner: NaN stops with the last good state kept ---------------------------------------------
+@pytest.fixture()
+def mtt_setup(experts, tmp_path):
+    from test_distill import ROOT
+    hp = tmp_path / "hparams"
+    hp.mkdir()
+    for f in (ROOT / "workflow" / "hparams").glob("*.yaml"):
+        (hp / f.name).write_text(f.read_text())
+    import yaml
+    doc = yaml.safe_load((hp / "mtt.yaml").read_text())
+    doc["quick"].update({"iterations": 4, "syn_steps": 2, "expert_epochs": 1, "max_start_epoch": 2})
+    doc.pop("quick_overrides")
+    (hp / "mtt.yaml").write_text(yaml.safe_dump(doc))
+    man = tmp_path / "man.json"
+    write_mtt_manifest("mtt-m1-t2", "mnist5k", "raw", "ConvNetW32", [str(p) for p in experts], man)
+    return hp, man
+
+
+def test_mtt_nan_loss_stops_clearly_and_keeps_the_last_good_state(mtt_setup, tiny_npz, tmp_path, monkeypatch):
+    from ddflow.distill import run
+    from ddflow.io import load_pt
+    from ddflow.methods import mtt as mtt_mod
+    hp, man = mtt_setup
+    kw = dict(inputs={"trajectories": str(man)}, hp_dir=hp, save_every=1)
+    full = run("mtt", "mnist5k", 1, 0, "quick", CPU, tiny_npz, tmp_path / "full.pt", **kw)
+    calls = {"n": 0}
+    real = mtt_mod.trajectory_loss
+
+    def flaky(*a):
+        calls["n"] += 1
+        out = real(*a)
+        return out * float("nan") if calls["n"] == 3 else out
+
+    monkeypatch.setattr(mtt_mod, "trajectory_loss", flaky)
+    resume = tmp_path / "resume.pt"
+    with pytest.raises(DdflowError, match="non-finite trajectory loss at iteration 2"):
+        run("mtt", "mnist5k", 1, 0, "quick", CPU, tiny_npz, tmp_path / "out.pt", resume=resume, **kw)
+    state = load_pt(resume)
+    assert state["iteration"] == 2 and torch.isfinite(state["method"]["images"]).all()
+    monkeypatch.setattr(mtt_mod, "trajectory_loss", real)
+    resumed = run("mtt", "mnist5k", 1, 0, "quick", CPU, tiny_npz, tmp_path / "out.pt", resume=resume, **kw)
+    assert torch.equal(resumed["images"], full["images"]) and resumed["lr"] == full["lr"]
+    with pytest.raises(DdflowError, match="this distillation needs 'ConvNet'"):
+        run("mtt", "mnist5k", 1, 0, "paper", CPU, tiny_npz, tmp_path / "x.pt", **kw)
+
+
+def test_soft_protocol_trains_on_soft_labels(tiny_npz):
+    from ddflow.data import get_info, load_real
+    from ddflow.protocols_trajectory import evaluate_soft, soft_ce_per_model
+    from ddflow.seeding import generator
+    logits = torch.randn(2, 3, 4)
+    t = F.softmax(torch.randn(2, 3, 4), -1)
+    assert torch.allclose(soft_ce_per_model(logits, t)[1], soft_ce(logits[1], t[1]))
+    data = load_real(tiny_npz, get_info("mnist5k"))
+    x, y = data.x_train[:20], F.one_hot(data.y_train[:20], 10).float()
+    settings = {"net": "ConvNetW32", "lr": 0.01, "momentum": 0.9, "weight_decay": 0.0005, "batch": 256,
+                "epochs": 2, "augment": "none", "batching": "loop"}
+    accs = evaluate_soft(x, y, data, settings, [generator("t", 0)], CPU)
+    assert len(accs) == 1 and 0 <= accs[0] <= 100
+    with pytest.raises(DdflowError, match="soft labels"):
+        evaluate_soft(x, data.y_train[:20], data, settings, [generator("t", 0)], CPU)
