@@ -79,6 +79,88 @@ def bench_method(data, device, method: str, ipc: int, iters: int, preset: str) -
             "seconds_per_iteration": dt, "iterations_per_s": 1 / dt}
 
 
+# ---- trajectory family (issue 3): expert epochs/s, MTT / EAD iterations/s, MTT unroll memory ------------------
+def _fake_experts(data, net: str, n: int, epochs: int, tmp: Path) -> list[str]:
+    """Expert files with random-walk trajectories (throughput does not depend on the values)."""
+    from ddflow.io import save_pt
+    from ddflow.trajectory import EXPERT_FORMAT
+    info = data.info
+    paths = []
+    for i in range(n):
+        g = generator("bench-expert", i)
+        p0 = dict(build_net(net, info.channels, info.classes, info.size, g).named_parameters())
+        params = {k: torch.stack([v.detach() + 1e-3 * e * torch.randn(v.shape, generator=g)
+                                  for e in range(epochs + 1)]) for k, v in p0.items()}
+        path = tmp / f"e{i}.pt"
+        save_pt({"format": EXPERT_FORMAT, "dataset": info.name, "prep": "raw", "net": net, "index": i,
+                 "epochs": epochs, "lr": [0.01] * epochs, "params": params}, path)
+        paths.append(str(path))
+    return paths
+
+
+def bench_experts(data, device, k: int, epochs: int, net: str = "ConvNet") -> dict:
+    """Expert epochs per second: K experts in one NetStack, MTT buffer.py settings (SGD 0.01, batch 256, DSA)."""
+    info = data.info
+    gens = [generator("bench-expert-train", i) for i in range(k)]
+    stack = NetStack(build_net(net, info.channels, info.classes, info.size), gens, device)
+    aug = make_augment("dsa", "color_crop_cutout_flip_scale_rotate")
+    ts = TrainSettings(epochs=1, lr=0.01, momentum=0.0, weight_decay=0.0, batch=256)
+    train_stack(stack, data.x_train[:1024], data.y_train[:1024], gens, ts, aug)  # warm-up
+    _sync(device)
+    t0 = time.time()
+    for _ in range(epochs):
+        train_stack(stack, data.x_train, data.y_train, gens, ts, aug)
+    _sync(device)
+    dt = time.time() - t0
+    return {"bench": "experts", "dataset": info.name, "net": net, "experts": k, "batching": stack.batching,
+            "seconds_per_epoch_per_expert": dt / (epochs * k), "expert_epochs_per_s": k * epochs / dt}
+
+
+def bench_trajectory_method(data, device, method: str, ipc: int, iters: int, preset: str,
+                            syn_steps: int | None = None, batch_syn: int | None = None) -> dict:
+    """MTT / EAD iterations per second on fake experts of the method's net; peak memory of the run."""
+    from ddflow.runtime import peak_memory_mb, reset_peak
+    from ddflow.trajectory import write_ead_pool, write_mtt_manifest
+    hp = hparams.resolve(method, data.info.name, ipc, preset)
+    hp["prep"] = "raw"  # throughput only: skip fitting a ZCA
+    if syn_steps:
+        hp["syn_steps"] = syn_steps
+    if batch_syn:
+        hp["batch_syn"] = batch_syn
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        if method == "mtt":
+            need = int(hp["max_start_epoch"]) + int(hp["expert_epochs"])
+            paths = _fake_experts(data, hp["net"], 2, need, tmp)
+            write_mtt_manifest(f"mtt-m{hp['expert_epochs']}-t{hp['max_start_epoch']}", data.info.name, "raw",
+                               hp["net"], paths, tmp / "man.json")
+            inputs = {"trajectories": str(tmp / "man.json")}
+        else:
+            paths = _fake_experts(data, hp["net"], 2, max(2, int(hp["pool"]) // 2 + 1), tmp)
+            write_ead_pool(f"ead-p{hp['pool']}", data.info.name, "raw", hp["net"], paths, tmp / "pool.pt")
+            inputs = {"trajectories": str(tmp / "pool.pt")}
+        m = get_method(method)(hp, data, ipc, generator("bench", method), device, inputs)
+        m.init()
+        m.step(0)
+        _sync(device)
+        reset_peak(device)
+        t0 = time.time()
+        for it in range(1, iters + 1):
+            m.step(it)
+        _sync(device)
+        dt = (time.time() - t0) / iters
+    return {"bench": "distill", "method": method, "dataset": data.info.name, "ipc": ipc, "preset": preset,
+            "net": hp["net"], "syn_steps": hp.get("syn_steps"), "batch_syn": hp.get("batch_syn"),
+            "seconds_per_iteration": dt, "iterations_per_s": 1 / dt, **peak_memory_mb(device)}
+
+
+def run_trajectory_benches(data, device, a) -> None:
+    print(json.dumps(bench_experts(data, device, a.expert_block, a.expert_epochs, a.expert_net)), flush=True)
+    for method in ("mtt", "ead"):
+        print(json.dumps(bench_trajectory_method(data, device, method, a.ipc, a.traj_iters, a.preset,
+                                                 a.syn_steps if method == "mtt" else None)), flush=True)
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--device", default="auto")
@@ -91,6 +173,12 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--methods", nargs="*", default=["dc", "dsa"], help="distillation methods to time (besides DM)")
     p.add_argument("--gm-iters", type=int, default=2)
+    p.add_argument("--trajectory", action="store_true", help="only the trajectory family's benchmarks (issue 3)")
+    p.add_argument("--expert-block", type=int, default=10, help="experts trained together")
+    p.add_argument("--expert-epochs", type=int, default=1)
+    p.add_argument("--expert-net", default="ConvNet")
+    p.add_argument("--traj-iters", type=int, default=3)
+    p.add_argument("--syn-steps", type=int, default=None, help="MTT syn_steps (default: the hparams')")
     a = p.parse_args()
     if a.threads:
         torch.set_num_threads(a.threads)
@@ -98,6 +186,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         path = prepare(a.dataset, Path(tmp) / "data.npz", npz=a.npz)
         data = load_real(path, get_info(a.dataset), device)
+    if a.trajectory:
+        run_trajectory_benches(data, device, a)
+        return
     results = []
     for k in (1, 20):
         for batching in (("vmap", "loop") if device.type == "cuda" else ("loop", "vmap")):
