@@ -144,9 +144,16 @@ def train_experts(dataset: str, prep: str, net: str, indices: list[int], setting
 
 
 def load_expert(path: str | Path, dataset: str | None = None, prep: str | None = None,
-                net: str | None = None) -> dict[str, Any]:
-    """An expert file, checked against the dataset / prep / net the reader expects."""
-    obj = load_pt(path, "expert trajectory")
+                net: str | None = None, mmap: bool = False) -> dict[str, Any]:
+    """An expert file, checked against the dataset / prep / net the reader expects. With mmap, the tensors are
+    memory-mapped: a reader of two epochs (MTT's window) pages in only those, not the whole trajectory."""
+    if mmap and Path(path).exists():
+        try:
+            obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        except Exception as e:  # truncated or foreign file
+            raise DdflowError(f"{path}: corrupt or not an expert trajectory ({type(e).__name__}: {e})") from None
+    else:
+        obj = load_pt(path, "expert trajectory")
     if not isinstance(obj, dict) or obj.get("format") != EXPERT_FORMAT:
         raise DdflowError(f"{path}: not a ddflow expert trajectory ({EXPERT_FORMAT})")
     for key, want in (("dataset", dataset), ("prep", prep), ("net", net)):

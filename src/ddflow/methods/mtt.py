@@ -87,7 +87,7 @@ class MTT(Method):
     def expert(self, k: int) -> dict[str, Any]:
         if self._cache is None or self._cache[0] != k:
             path = self.manifest["experts"][k]
-            e = load_expert(path, self.data.info.name, self.hp["prep"], self.hp["net"])
+            e = load_expert(path, self.data.info.name, self.hp["prep"], self.hp["net"], mmap=True)
             self._cache = (k, e)
         return self._cache[1]
 
