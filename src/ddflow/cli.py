@@ -74,6 +74,11 @@ def cmd_acc_vs_iteration(a) -> None:
     accuracy_vs_iteration(a.cells, a.dataset, a.ipc, a.out, a.title)
 
 
+def cmd_timing_table(a) -> None:
+    from .timing_table import build_timing_table, write_timing_table
+    write_timing_table(build_timing_table(a.spec, a.distilled), a.out_prefix)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="ddflow", description=__doc__)
     sub = parser.add_subparsers(dest="cmd", required=True)
@@ -139,6 +144,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", required=True)
     p.add_argument("cells", nargs="*")
     p.set_defaults(fn=cmd_acc_vs_iteration)
+
+    p = sub.add_parser("timing-table", help="DREAM supp. Table 2 (seconds per inner loop) from distilled records")
+    p.add_argument("--spec", required=True)
+    p.add_argument("--out-prefix", required=True)
+    p.add_argument("distilled", nargs="*")
+    p.set_defaults(fn=cmd_timing_table)
 
     a = parser.parse_args(argv)
     from .runtime import setup

@@ -192,6 +192,7 @@ class IDC(Method):
         if not isinstance(self.sampler, RepresentativeSampler):
             timing["clustering_s"] = None
         timing["inner_loops"] = self.loops_done
+        timing["device"] = torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else "cpu"
         return {"images": self.images.detach().clamp(0, 1).cpu(), "labels": self.labels.cpu(), "space": "pixels",
                 "factor": self.factor, "lr_img": self.lr_img, "timing": timing}
 
