@@ -9,8 +9,8 @@ a fresh ConvNet (instance norm) and its SGD optimiser; then `inner_loops` times:
      images of class c (at most batch_syn_max, a random subset beyond), both normalised and put through ONE shared
      IDC DiffAug draw; loss = distance (mse = sum of squares / l1) between the CE gradients of the conv weights on
      the real and on the synthetic batch; one SGD step (momentum 0.5) of the image optimiser per class;
-  2. the network trains on n_data random real images (batches of batch_net, per-sample DiffAug, CutMix with
-     probability cutmix_p unless mixup_net is 'vanilla').
+  2. the network trains on n_data random real images (batches of batch_real, as the official loader_real;
+     per-sample DiffAug, CutMix with probability cutmix_p unless mixup_net is 'vanilla').
 DREAM re-clusters every `representative.every` inner loops (counted within the outer iteration, as the official
 `ot % interval`), with the current network's embed() features, and initialises by k-means.
 Timing (seconds per inner loop of clustering, image update and the whole loop) is kept for DREAM's Table 2.
@@ -44,6 +44,7 @@ class IDC(Method):
     def init(self) -> None:
         hp, info = self.hp, self.data.info
         self.factor = int(hp["factor"])
+        self._next_net: torch.nn.Module | None = None
         self.mean = torch.tensor(info.mean, device=self.device).view(1, -1, 1, 1)
         self.std = torch.tensor(info.std, device=self.device).view(1, -1, 1, 1)
         self.images = self._initial_pixels().to(self.device).requires_grad_(True)
@@ -82,6 +83,7 @@ class IDC(Method):
     def _kmeans_indices(self, per: int) -> torch.Tensor:
         info = self.data.info
         net = build_net(self.hp["net"], info.channels, info.classes, info.size, self.generator, self.device)
+        self._next_net = net  # official DREAM: the initialisation's network is also the first outer iteration's
         picks = []
         for idx in self.data.indices_per_class():
             feats = torch.cat([net.embed(self.data.x_train[idx[s:s + 500]].to(self.device))
@@ -121,7 +123,7 @@ class IDC(Method):
         hp = self.hp
         n_train = len(self.data.y_train)
         order = torch.randperm(n_train, generator=self.generator)[:int(hp["n_data"])].to(self.data.y_train.device)
-        b = int(hp["batch_net"])
+        b = int(hp["batch_real"])  # official: train_epoch(loader_real), whose batches hold batch_real images
         cut = hp["mixup_net"] == "cut"
         for s in range(0, len(order), b):
             idx = order[s:s + b]
@@ -145,7 +147,9 @@ class IDC(Method):
 
     def step(self, it: int) -> dict[str, float]:
         hp, info = self.hp, self.data.info
-        net = build_net(hp["net"], info.channels, info.classes, info.size, self.generator, self.device)
+        net, self._next_net = self._next_net, None
+        if net is None:
+            net = build_net(hp["net"], info.channels, info.classes, info.size, self.generator, self.device)
         net.train()
         opt_net = torch.optim.SGD(net.parameters(), lr=hp["lr_net"], momentum=hp["momentum_net"],
                                   weight_decay=hp["weight_decay_net"])
@@ -184,6 +188,7 @@ class IDC(Method):
         self.opt.load_state_dict(state["opt"])
         self.sampler.load_state_dict(state["sampler"])
         self.timing = dict(state["timing"])
+        self._next_net = None  # a resumed run builds its next network from the restored generator
         self.loops_done = state["loops_done"]
 
     def result(self) -> dict:
