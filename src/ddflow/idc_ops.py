@@ -113,7 +113,8 @@ class IDCAugment:
     def __call__(self, x: torch.Tensor, generator: torch.Generator, shared: bool = False) -> torch.Tensor:
         return self.apply(x, self.sample(x.shape[0], generator, shared))
 
-    def augment_many(self, x: torch.Tensor, sizes: Sequence[int], generators: Sequence[torch.Generator]) -> torch.Tensor:
+    def augment_many(self, x: torch.Tensor, sizes: Sequence[int],
+                     generators: Sequence[torch.Generator]) -> torch.Tensor:
         """Chunk k (consecutive, sizes[k] images) augmented per sample from generators[k]."""
         out, start = [], 0
         for s, g in zip(sizes, generators):

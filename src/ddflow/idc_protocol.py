@@ -57,7 +57,8 @@ class _StackAugment:
         return torch.stack(out)
 
 
-def prepare(images: torch.Tensor, labels: torch.Tensor, distilled: dict, data: RealData) -> tuple[torch.Tensor, torch.Tensor]:
+def prepare(images: torch.Tensor, labels: torch.Tensor, distilled: dict,
+            data: RealData) -> tuple[torch.Tensor, torch.Tensor]:
     """Decoded, normalised training set of a distilled record."""
     factor = int(distilled.get("factor", 1))
     space = distilled.get("space", "normalized")

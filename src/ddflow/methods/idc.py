@@ -18,8 +18,6 @@ Timing (seconds per inner loop of clustering, image update and the whole loop) i
 from __future__ import annotations
 
 import time
-from typing import ClassVar
-
 import torch
 import torch.nn.functional as F
 
@@ -39,7 +37,6 @@ TIMERS = ("clustering", "update_images", "inner_loop")
 @register("idc")
 class IDC(Method):
     protocols = ("idc",)
-    representative_init: ClassVar[bool] = False
 
     def init(self) -> None:
         hp, info = self.hp, self.data.info
@@ -64,7 +61,8 @@ class IDC(Method):
     def _initial_pixels(self) -> torch.Tensor:
         """'random': ipc real images per class; 'mix' (factor > 1): ipc * factor^2 real images per class tiled
         into factor x factor patches; 'kmeans' (DREAM): those images are the ones nearest to k-means centroids
-        of a fresh network's embed() features of the whole class."""
+        of the embed() features of the whole class, by
+        the network of the first outer iteration (official DREAM)."""
         init, f = self.hp["init"], self.factor
         per = self.ipc * (f * f if init in ("mix", "kmeans") else 1)
         if init == "kmeans":
