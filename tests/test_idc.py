@@ -1,7 +1,9 @@
 """IDC / DREAM: multi-formation, IDC's DiffAug, CutMix, conv-weight matching, lr_img scaling, DREAM's representative
 batches and k-means initialisation, the idc protocol over K stacked models, the timing table."""
 import copy
+from pathlib import Path
 
+import pandas as pd
 import pytest
 import torch
 import torch.nn.functional as F
@@ -17,6 +19,7 @@ from ddflow.methods import get_method
 from ddflow.nets import build_net
 
 CPU = torch.device("cpu")
+ROOT_PAPERS = Path(__file__).resolve().parents[1] / "workflow" / "papers"
 
 
 def _quadrants(n=2, size=28, c=1):
@@ -254,3 +257,41 @@ def test_protocol_trains_k_stacked_models_as_k_separate_runs(small):
     together = evaluate_idc(x, y, small, settings, [copy.deepcopy(g) for g in gens], CPU, distilled=rec)
     alone = [evaluate_idc(x, y, small, settings, [copy.deepcopy(g)], CPU, distilled=rec)[0] for g in gens]
     assert together == pytest.approx(alone)
+
+
+def test_dream_resume_continues_exactly(small):
+    a = _method("dream", small, inner_loops=3)
+    a.init()
+    a.step(0)
+    state, gen = copy.deepcopy(a.state_dict()), a.generator.get_state()
+    a.step(1)
+    b = _method("dream", small, inner_loops=3)
+    b.init()  # builds (and would reuse) the k-means network: a resumed run must not
+    b.load_state_dict(state)
+    b.generator.set_state(gen)
+    b.step(1)
+    assert torch.equal(a.images, b.images)
+
+
+def test_timing_table_puts_each_runs_seconds_per_inner_loop_beside_the_paper(tmp_path):
+    from ddflow.distill import FORMAT
+    from ddflow.io import save_pt
+    from ddflow.timing_table import build_timing_table, write_timing_table
+
+    paths = []
+    for method, clus in (("idc", None), ("dream", 0.1)):
+        for seed, loop in ((0, 0.3), (1, 0.5)):
+            rec = {"format": FORMAT, "method": method, "dataset": "cifar10", "ipc": 10, "seed": seed,
+                   "preset": "paper", "images": torch.zeros(1), "labels": torch.zeros(1),
+                   "timing": {"clustering_s": clus, "update_images_s": 0.2, "inner_loop_s": loop,
+                              "inner_loops": 100, "device": "H100"}}
+            paths.append(tmp_path / f"{method}{seed}.pt")
+            save_pt(rec, paths[-1])
+    table = build_timing_table(ROOT_PAPERS / "dream_t2.yaml", paths)
+    df = table["df"].set_index("method")
+    assert df.loc["idc", "ours_inner_loop_s"] == pytest.approx(0.4) and pd.isna(df.loc["idc", "ours_clustering_s"])
+    assert df.loc["dream", "ours_clustering_s"] == pytest.approx(0.1) and df.loc["dream", "paper_inner_loop_s"] == 0.3
+    assert df.loc["dream", "n_runs"] == 2 and df.loc["dream", "inner_loops"] == 200
+    write_timing_table(table, tmp_path / "t2")
+    md = (tmp_path / "t2.md").read_text()
+    assert "| CIFAR10 " in md and "H100" in md and (tmp_path / "t2.tex").exists()

@@ -119,9 +119,9 @@ class IDC(Method):
 
     def _train_net(self, net: torch.nn.Module, opt: torch.optim.Optimizer) -> None:
         hp = self.hp
-        n_train = len(self.data.y_train)
-        order = torch.randperm(n_train, generator=self.generator)[:int(hp["n_data"])].to(self.data.y_train.device)
         b = int(hp["batch_real"])  # official: train_epoch(loader_real), whose batches hold batch_real images
+        n = -(-int(hp["n_data"]) // b) * b  # official: whole batches until at least n_data images were seen
+        order = torch.randperm(len(self.data.y_train), generator=self.generator)[:n].to(self.data.y_train.device)
         cut = hp["mixup_net"] == "cut"
         for s in range(0, len(order), b):
             idx = order[s:s + b]
