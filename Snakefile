@@ -14,6 +14,7 @@ include: "workflow/rules/distill.smk"
 include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/report.smk"
 include: "workflow/rules/trajectory.smk"
+include: "workflow/rules/idc.smk"
 
 
 rule all:

@@ -86,6 +86,11 @@ def cmd_trajectory_sample(a) -> None:
     write_manifest(a.sampler, a.dataset, a.prep, a.net, a.experts, a.out)
 
 
+def cmd_timing_table(a) -> None:
+    from .timing_table import build_timing_table, write_timing_table
+    write_timing_table(build_timing_table(a.spec, a.distilled), a.out_prefix)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="ddflow", description=__doc__)
     sub = parser.add_subparsers(dest="cmd", required=True)
@@ -166,6 +171,12 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument(f"--{k}", required=True)
     p.add_argument("experts", nargs="+")
     p.set_defaults(fn=cmd_trajectory_sample)
+
+    p = sub.add_parser("timing-table", help="DREAM supp. Table 2 (seconds per inner loop) from distilled records")
+    p.add_argument("--spec", required=True)
+    p.add_argument("--out-prefix", required=True)
+    p.add_argument("distilled", nargs="*")
+    p.set_defaults(fn=cmd_timing_table)
 
     a = parser.parse_args(argv)
     from .runtime import setup

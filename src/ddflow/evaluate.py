@@ -98,4 +98,7 @@ def evaluate_cell(distilled: dict[str, Any], protocol_name: str, settings: dict,
     log.info("%s: %.2f +- %.2f over %d models (%.1f s)", "/".join(map(str, cell)), out["mean"], out["std"], k,
              out["seconds"])
     return out
-from . import protocols_trajectory  # noqa: E402,F401
+
+
+# protocol modules of the method families: importing registers them
+from . import idc_protocol, protocols_trajectory  # noqa: E402,F401

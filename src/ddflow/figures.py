@@ -18,6 +18,7 @@ from .tables import pool_cells  # noqa: E402
 
 MAX_PER_CLASS = 10
 MAX_CLASSES = 20
+PAIRED_BASE = {"dream": "idc"}  # DREAM variants not named <base>-dream
 
 
 def _save(fig, out: str | Path) -> None:
@@ -80,15 +81,18 @@ def accuracy_vs_iteration(cell_paths: list[str | Path], dataset: str, ipc: int, 
         if c["dataset"] == dataset and int(c["ipc"]) == ipc and c.get("iterations") is not None:
             points[c["method"]][int(c["iterations"])].extend(c["accuracies"])
     fig, ax = plt.subplots(figsize=(5.5, 3.8))
-    bases = sorted({m.removesuffix("-dream") for m in points})
+    def base(m: str) -> str:  # 'dream' is IDC with DREAM's representative matching
+        return PAIRED_BASE.get(m, m.removesuffix("-dream"))
+
+    bases = sorted({base(m) for m in points})
     colours = {b: f"C{i}" for i, b in enumerate(bases)}
     for method in sorted(points):
         its = sorted(points[method])
         accs = [torch.tensor(points[method][i], dtype=torch.float64) for i in its]
         mean = [float(a.mean()) for a in accs]
         std = [float(a.std(unbiased=False)) if len(a) > 1 else 0.0 for a in accs]
-        ax.errorbar(its, mean, yerr=std, marker="o", capsize=3, color=colours[method.removesuffix("-dream")],
-                    linestyle="--" if method.endswith("-dream") else "-", label=method)
+        ax.errorbar(its, mean, yerr=std, marker="o", capsize=3, color=colours[base(method)],
+                    linestyle="--" if base(method) != method else "-", label=method)
     ax.set_xlabel("distillation iteration")
     ax.set_ylabel("test accuracy (%)")
     ax.set_title(title or f"{get_info(dataset).paper_name}, IPC {ipc}: accuracy vs iteration")

@@ -36,9 +36,10 @@ def preprocess(data: RealData, prep: str, eps: float | None = None) -> tuple[Rea
 
 
 def for_distilled(data: RealData, distilled: dict[str, Any]) -> RealData:
-    """The real data in the space of a distilled set (normalised data as loaded, or its ZCA)."""
+    """The real data in the space of a distilled set (normalised data as loaded, or its ZCA; for [0, 1] pixel
+    images the normalised data, which the protocol (e.g. idc) matches by normalising the images)."""
     space = distilled.get("space", "normalized")
-    if space == "normalized":
+    if space in ("normalized", "pixels"):  # 'pixels' (IDC): the protocol normalises the images itself
         return data
     if space == "zca":
         if "zca" not in distilled:

@@ -97,7 +97,7 @@ def grid_figures():
 
 
 # methods whose accuracy-vs-iteration curves DREAM's supplementary Figure 1 compares (with and without DREAM)
-DREAM_FIG1_METHODS = ("dc", "dc-dream", "dsa", "dsa-dream", "dm", "dm-dream")
+DREAM_FIG1_METHODS = ("dc", "dc-dream", "dsa", "dsa-dream", "dm", "dm-dream", "idc", "dream")
 
 
 def snapshot_iterations(method, dataset, ipc):

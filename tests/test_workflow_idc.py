@@ -1,0 +1,64 @@
+"""End to end through Snakemake on a tiny config: idc and dream -> the idc protocol -> dream_t1, dream_t2 and the
+DREAM Fig. 1 curves of the idc/dream pair."""
+import json
+import re
+import shutil
+
+import pytest
+import yaml
+
+from ddflow.hparams import deep_merge
+
+from test_distill import ROOT
+from test_workflow import _snakemake
+
+pytestmark = pytest.mark.workflow
+
+TINY_QUICK = {  # the quick preset shrunk to seconds per job
+    "idc.yaml": {"iterations": 1, "inner_loops": 1, "n_data": 16, "batch_real": 4, "batch_syn_max": 8,
+                 "snapshots": [0], "eval": {"idc": {"epochs": 2, "models": 2}}},
+    "dream.yaml": {"batch_real": 4, "representative": {"every": 1, "pool": 20, "kmeans_iters": 5}},
+}
+METHODS = ["idc", "dream"]
+
+
+@pytest.fixture(scope="module")
+def tiny_idc_run(tmp_path_factory):
+    work = tmp_path_factory.mktemp("wf_idc")
+    hp = work / "hparams"
+    shutil.copytree(ROOT / "workflow" / "hparams", hp)
+    for name, quick in TINY_QUICK.items():
+        doc = yaml.safe_load((hp / name).read_text())
+        doc["quick"] = deep_merge(doc.get("quick") or {}, quick)
+        doc.pop("quick_overrides", None)
+        (hp / name).write_text(yaml.safe_dump(doc))
+    config = yaml.safe_load((ROOT / "config.yaml").read_text())
+    config.update({"methods": METHODS, "ipcs": [1], "tables": ["dream_t1", "dream_t2"], "figures": ["dream_fig1"],
+                   "hparams_dir": str(hp), "device": "cpu", "save_every": 1})
+    (work / "config.yaml").write_text(yaml.safe_dump(config))
+    _snakemake(work)
+    return work
+
+
+def test_idc_and_dream_reach_dream_t1_t2_and_fig1(tiny_idc_run):
+    run = tiny_idc_run
+    for method in METHODS:
+        cell = json.loads((run / f"results/eval/idc/{method}/mnist5k/ipc1/s0.json").read_text())
+        assert cell["protocol"] == "idc" and cell["n_models"] == 2 and 0.0 <= cell["mean"] <= 100.0
+        assert cell["settings"]["epochs"] == 2 and cell["settings"]["mixup"] == "vanilla"  # MNIST, factor 2
+        for it in (0,):  # the snapshot before distilling; the final set (iteration 1) is the cell above
+            snap = json.loads((run / f"results/eval/idc/{method}/mnist5k/ipc1/s0/it{it}.json").read_text())
+            assert snap["iterations"] == it
+        assert (run / f"results/figures/grids/{method}/mnist5k/ipc1/s0.png").stat().st_size > 1000
+    md = (run / "results/tables/dream_t1.md").read_text()
+    for label, paper in (("IDC", "94.2"), ("DREAM", "95.7")):
+        line = next(line for line in md.splitlines() if line.startswith(f"| {label} "))
+        assert re.search(r"\d+\.\d ± \d+\.\d", line) and paper in line, line
+    assert "best of periodic test evaluations" in md
+    t2 = (run / "results/tables/dream_t2.md").read_text()
+    rows = [line for line in t2.splitlines() if line.startswith("| MNIST")]
+    assert len(rows) == 2 and "IDC" in rows[0] and "DREAM" in rows[1], t2
+    assert rows[0].count("—") >= 1  # IDC has no clustering time
+    assert (run / "results/tables/dream_t2.csv").exists() and (run / "results/tables/dream_t2.tex").exists()
+    assert (run / "results/figures/dream/fig1_mnist5k_ipc1.png").stat().st_size > 1000
+    assert "Nothing to be done" in (lambda p: p.stdout + p.stderr)(_snakemake(run, "-n"))
