@@ -29,4 +29,4 @@ def get_method(method_id: str) -> type[Method]:
 
 
 # one line per method file: importing registers it
-from . import dm, gradmatch, herding, random_  # noqa: E402,F401
+from . import dm, frepo, gradmatch, herding, random_  # noqa: E402,F401
