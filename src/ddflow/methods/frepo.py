@@ -103,7 +103,7 @@ class FRePoFamily(Method):
         loss.backward()
         self.opt.step()
         self._update_pool()
-        return {"loss": float(loss), "kernel": float(kloss)}
+        return {"loss": loss.item(), "kernel": kloss.item()}
 
     def _update_pool(self) -> None:
         i = self.current
