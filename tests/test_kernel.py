@@ -195,3 +195,24 @@ def test_frepo_distillation_resumes_exactly(mnist5k_path, tmp_path):
     resumed = run(*args, tmp_path / "part.pt", hp_dir=hp_dir, resume=tmp_path / "r.pt", save_every=2)
     assert torch.equal(full["images"], resumed["images"]) and torch.equal(full["labels"], resumed["labels"])
     assert full["labels"].shape == (10, 10) and full["space"] == "normalized"
+
+
+def test_block_zca_whitens_each_checkerboard_block_with_one_shared_transform():
+    from ddflow.zca import ZCA, fit_zca, from_blocks, to_blocks
+    x = torch.rand(200, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(to_blocks(x, 4)[:, 1].reshape(200, 3, 4, 4), x[:, :, 0::2, 1::2])
+    assert torch.equal(from_blocks(to_blocks(x, 4), x.shape, 4), x)
+    z = fit_zca(x, "frepo", 0.1, block=4)
+    assert z.transform.shape == (48, 48) and z.block == 4
+    w = z.apply(x)
+    assert w.shape == x.shape and torch.allclose(z.inverse(w), x, atol=1e-4)
+    z2 = ZCA.from_state_dict(z.state_dict())
+    assert z2.block == 4 and torch.equal(z2.apply(x), w)
+    # the same as a full ZCA fitted on the blocks as samples (every block its own image), per block
+    blocks = to_blocks((x - x.mean((0, 2, 3), keepdim=True)) / x.std((0, 2, 3), unbiased=False, keepdim=True), 4)
+    flat = blocks.reshape(-1, 48).double()
+    xc = (flat.reshape(200, 4, 48) - blocks.double().mean(0, keepdim=True)).reshape(-1, 48)
+    cov = xc.T @ xc / len(xc)
+    ev, vec = torch.linalg.eigh(cov)
+    t = (vec * (ev + 0.1 * ev.sum() / 48).rsqrt()) @ vec.T
+    assert torch.allclose(to_blocks(w, 4).double(), xc.reshape(200, 4, 48) @ t, atol=1e-4)

@@ -48,7 +48,7 @@ class FRePoFamily(Method):
         hp, info = self.hp, self.data.info
         self.zca = None
         if hp.get("zca") and info.channels == 3:
-            self.data, self.zca = preprocess(self.data, "frepo", float(hp["zca_reg"]))
+            self.data, self.zca = preprocess(self.data, "frepo", float(hp["zca_reg"]), hp.get("zca_block"))
         self.use_flip = bool(hp["use_flip"]) if hp.get("use_flip") not in (None, "auto") else info.channels == 3
         idx = self.random_real_indices(self.ipc)
         self.images = self.data.x_train[idx].detach().clone().to(self.device).requires_grad_(True)
