@@ -38,6 +38,9 @@ def tiny_run(tmp_path_factory):
     doc["quick"] = deep_merge(doc.get("quick") or {}, TINY)
     doc.pop("quick_overrides", None)
     (hp / "frepo.yaml").write_text(yaml.safe_dump(doc))
+    feat = yaml.safe_load((hp / "featnet.yaml").read_text())
+    feat["quick"]["epochs"] = 1
+    (hp / "featnet.yaml").write_text(yaml.safe_dump(feat))
     config = yaml.safe_load((ROOT / "config.yaml").read_text())
     config.update({"methods": METHODS, "ipcs": [1], "tables": ["isa_t6"], "figures": [], "hparams_dir": str(hp),
                    "device": "cpu", "save_every": 1})
@@ -59,3 +62,20 @@ def test_frepo_and_isa_through_both_protocols_into_isa_t6(tiny_run):
         assert re.search(r"\d+\.\d ± \d+\.\d", line), line
     assert "93.0" in next(line for line in md.splitlines() if line.startswith("| FRePo (ori) "))
     assert not list((tiny_run / "results").rglob("*.tmp*"))
+
+
+def test_isa_recall_and_information_tables_join_the_default_run(tiny_run):
+    recall = (tiny_run / "results/tables/isa/recall_mnist5k_ipc1.md").read_text()
+    info = (tiny_run / "results/tables/isa/information_mnist5k_ipc1.md").read_text()
+    for method in METHODS:
+        assert re.search(rf"\| {method}\s+\| mnist5k .*\|\s+[01]\.\d+ \|", recall), recall
+        assert re.search(rf"\| {method}\s+\| mnist5k .*\|\s+\d\.\d+ \|\s+\d\.\d+ \|", info), info
+    assert (tiny_run / "results/tables/isa/recall_mnist5k_ipc1.csv").exists()
+
+
+def test_isa_figure_targets_resolve_to_the_right_jobs(tiny_run):
+    out = _snakemake(tiny_run, "results/figures/isa/fig5_mnist5k_ipc1.png", "results/figures/isa/fig8_mnist5k_ipc1.png",
+                     "-n", "--quiet", "rules").stdout
+    jobs = dict(re.findall(r"^(\w+)\s+(\d+)$", out, re.M))
+    # Fig. 5: six discard variants distilled and evaluated (frepo exists); Fig. 8: snapshots 0 and 2 of frepo, isa
+    assert jobs["distill"] == "6" and jobs["evaluate"] == "6" and jobs["evaluate_snapshot"] == "4", jobs
