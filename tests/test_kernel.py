@@ -58,11 +58,14 @@ def test_isa_closed_form_is_the_mean_over_the_segment(eps):
 
 
 def test_isa_with_nothing_discarded_and_eps_0_equals_frepo_exactly():
-    phi_t, phi_s = _feats(64, 30, 6), _feats(10, 30, 7)
+    phi_t, phi_s = _feats(64, 30, 6), _feats(10, 30, 7).requires_grad_(True)
     y_t = K.centred_onehot(torch.arange(64) % 10, 10)
-    y_s = K.init_learned_labels(torch.arange(10), 10)
+    y_s = K.init_learned_labels(torch.arange(10), 10).requires_grad_(True)
     frepo = K.frepo_kernel_loss(phi_t, y_t, phi_s, y_s)
-    assert torch.equal(K.isa_loss(phi_t, y_t, phi_s, y_s, keep=1.0, eps=0.0, reduce="half_sum"), frepo)
+    isa = K.isa_loss(phi_t, y_t, phi_s, y_s, keep=1.0, eps=0.0, reduce="half_sum")
+    assert torch.equal(isa, frepo)
+    for a, b in zip(torch.autograd.grad(frepo, [phi_s, y_s]), torch.autograd.grad(isa, [phi_s, y_s])):
+        assert torch.equal(a, b)
     # ISA's own reduction averages over classes: 2/C times FRePo's half sum
     assert torch.allclose(K.isa_loss(phi_t, y_t, phi_s, y_s, 1.0, 0.0, "mean"), frepo * 2 / 10)
 

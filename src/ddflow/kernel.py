@@ -183,11 +183,15 @@ def isa_loss(phi_t: torch.Tensor, y_t: torch.Tensor, phi_s: torch.Tensor, y_s: t
     by per-sample MSE, pair each kept sample i with its most cosine-similar other kept sample j, and integrate the
     squared residual along phi_i + l (phi_i - phi_j), l in [0, eps], in closed form. keep = 1 and eps = 0 with
     reduce 'half_sum' is FRePo's kernel loss, computed by the same operations."""
-    proj = phi_s.T @ krr_weights(phi_s, y_s, reg)         # (d, C): phi -> prediction
-    a = phi_t @ proj - y_t                                # residuals (B, C)
+    w = krr_weights(phi_s, y_s, reg)                      # first, as in frepo_kernel_loss (same autograd order)
+    proj = phi_s.T @ w                                    # (d, C): phi -> prediction
+    pred = phi_t @ proj
     if abs(keep) < 1:
-        kept = select_by_error(a.detach().square().mean(-1), keep)
-        a, phi_t, y_t = a[kept], phi_t[kept], y_t[kept]
+        kept = select_by_error((pred - y_t).detach().square().mean(-1), keep)
+        pred, phi_t, y_t = pred[kept], phi_t[kept], y_t[kept]
+    if eps == 0 and reduce == "half_sum":
+        return mse_half_sum(pred, y_t)                    # FRePo's kernel loss, the same operations
+    a = pred - y_t                                        # residuals (B, C)
     if eps == 0:
         return isa_closed_form(a, a, 0.0, reduce).mean()
     j = nearest_other(phi_t.detach())

@@ -78,9 +78,8 @@ class FRePoFamily(Method):
     # -- one step ---------------------------------------------------------------------------------------------
     def kernel_loss(self, phi_t: torch.Tensor, y_t: torch.Tensor, phi_s: torch.Tensor,
                     y_s: torch.Tensor) -> torch.Tensor:
+        """ISA's loss with this method id's options (FRePo overrides it with its own kernel loss)."""
         keep, eps, reduce = float(self.option("keep")), float(self.option("eps")), self.option("reduce")
-        if keep == 1 and eps == 0 and reduce == "half_sum":
-            return K.frepo_kernel_loss(phi_t, y_t, phi_s, y_s, float(self.hp["krr_reg"]))
         return K.isa_loss(phi_t, y_t, phi_s, y_s, keep, eps, reduce, float(self.hp["krr_reg"]))
 
     def step(self, it: int) -> dict[str, float]:
@@ -149,6 +148,9 @@ class FRePoFamily(Method):
 @register("frepo")
 class FRePo(FRePoFamily):
     fixed = {"keep": 1.0, "eps": 0.0, "reduce": "half_sum"}
+
+    def kernel_loss(self, phi_t, y_t, phi_s, y_s):
+        return K.frepo_kernel_loss(phi_t, y_t, phi_s, y_s, float(self.hp["krr_reg"]))
 
 
 @register("isa")
