@@ -98,4 +98,6 @@ def evaluate_cell(distilled: dict[str, Any], protocol_name: str, settings: dict,
     log.info("%s: %.2f +- %.2f over %d models (%.1f s)", "/".join(map(str, cell)), out["mean"], out["std"], k,
              out["seconds"])
     return out
+
+
 from . import kernel_eval  # noqa: E402,F401
