@@ -15,6 +15,7 @@ include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/report.smk"
 include: "workflow/rules/trajectory.smk"
 include: "workflow/rules/idc.smk"
+include: "workflow/rules/kernel.smk"
 
 
 rule all:

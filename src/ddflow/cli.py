@@ -91,6 +91,38 @@ def cmd_timing_table(a) -> None:
     write_timing_table(build_timing_table(a.spec, a.distilled), a.out_prefix)
 
 
+def _isa_inputs(a):
+    from .data import get_info, load_real
+    from .featnet import load_feature_net
+    from .runtime import resolve_device
+    device = resolve_device(a.device)
+    info = get_info(a.dataset)
+    return load_real(a.data, info, device), load_feature_net(a.feature_net, info, device).eval()
+
+
+def cmd_isa_fig5(a) -> None:
+    from .isa_analysis import fig5
+    fig5(a.cells, a.dataset, a.ipc, a.out)
+
+
+def cmd_isa_information(a) -> None:
+    from .isa_analysis import information_table
+    data, net = _isa_inputs(a)
+    information_table(a.distilled, data, net, a.out_prefix, a.batch, a.batches)
+
+
+def cmd_isa_recall(a) -> None:
+    from .isa_analysis import recall_table
+    data, net = _isa_inputs(a)
+    recall_table(a.distilled, data, net, a.out_prefix, a.k)
+
+
+def cmd_isa_fig6(a) -> None:
+    from .isa_analysis import fig6
+    data, net = _isa_inputs(a)
+    fig6(a.distilled, data, net, a.out)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="ddflow", description=__doc__)
     sub = parser.add_subparsers(dest="cmd", required=True)
@@ -177,6 +209,27 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out-prefix", required=True)
     p.add_argument("distilled", nargs="*")
     p.set_defaults(fn=cmd_timing_table)
+
+    p = sub.add_parser("isa-fig5", help="ISA Fig. 5: accuracy when discarding the hardest vs easiest samples")
+    p.add_argument("--dataset", required=True)
+    p.add_argument("--ipc", type=int, required=True)
+    p.add_argument("--out", required=True)
+    p.add_argument("cells", nargs="*")
+    p.set_defaults(fn=cmd_isa_fig5)
+    for name, fn, helptext in (("isa-information", cmd_isa_information, "ISA's information test table"),
+                               ("isa-recall", cmd_isa_recall, "ISA's recall table"),
+                               ("isa-fig6", cmd_isa_fig6, "ISA Fig. 6: 2-D embedding of real and synthetic images")):
+        p = sub.add_parser(name, help=helptext)
+        _common(p)
+        p.add_argument("--dataset", required=True)
+        p.add_argument("--data", required=True)
+        p.add_argument("--feature-net", required=True)
+        p.add_argument("--out" if name == "isa-fig6" else "--out-prefix", required=True)
+        p.add_argument("--batch", type=int, default=1024)
+        p.add_argument("--batches", type=int, default=5)
+        p.add_argument("--k", type=int, default=5)
+        p.add_argument("distilled", nargs="+")
+        p.set_defaults(fn=fn)
 
     a = parser.parse_args(argv)
     from .runtime import setup

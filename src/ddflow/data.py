@@ -56,6 +56,14 @@ DATASETS: dict[str, DatasetInfo] = {
                             "torchvision", 500, "CIFAR100"),
     "tiny": DatasetInfo("tiny", 3, 64, 200, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225), _FLIP, "folder", 500,
                         "TinyImageNet"),
+    # the kernel family's ImageNet data (ISA Table 7; readers and sources in ddflow.data_kernel); mean/std: FRePo's
+    # lib/dataset/dataloader.py data_stats
+    "imagenette": DatasetInfo("imagenette", 3, 128, 10, (0.4626, 0.4588, 0.4251), (0.2790, 0.2745, 0.2973), _FLIP,
+                              "class-folders", None, "ImageNette-128"),
+    "imagewoof": DatasetInfo("imagewoof", 3, 128, 10, (0.4917, 0.4613, 0.3931), (0.2513, 0.2442, 0.2530), _FLIP,
+                             "class-folders", None, "ImageWoof-128"),
+    "imagenet64": DatasetInfo("imagenet64", 3, 64, 1000, (0.4815, 0.4578, 0.4082), (0.2686, 0.2613, 0.2758), _FLIP,
+                              "imagenet-downsampled", 732, "ImageNet-64"),
 }
 
 
@@ -280,6 +288,9 @@ def prepare(name: str, out: str | Path, npz: str | Path | None = None, root: str
         arrays, where = _torchvision(info, root, download), f"torchvision {info.paper_name} in {root}"
     elif info.source == "folder":
         arrays, where = read_tiny_folder(root, info), f"{root}"
+    elif info.source in ("class-folders", "imagenet-downsampled"):
+        from .data_kernel import READERS
+        arrays, where = READERS[info.source](root, info), f"{root}"
     else:  # pragma: no cover - registry is static
         raise DdflowError(f"dataset {name!r}: unknown source {info.source!r}")
     arrays = _validate(arrays, info, where)

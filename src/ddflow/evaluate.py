@@ -101,4 +101,4 @@ def evaluate_cell(distilled: dict[str, Any], protocol_name: str, settings: dict,
 
 
 # protocol modules of the method families: importing registers them
-from . import idc_protocol, protocols_trajectory  # noqa: E402,F401
+from . import idc_protocol, kernel_eval, protocols_trajectory  # noqa: E402,F401

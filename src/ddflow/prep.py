@@ -25,13 +25,15 @@ def _whiten(data: RealData, zca: ZCA) -> RealData:
                     z.apply(denormalize(data.x_test, info)), data.y_test, info)
 
 
-def preprocess(data: RealData, prep: str, eps: float | None = None) -> tuple[RealData, ZCA | None]:
-    """(data in `prep` space, the fitted ZCA or None for 'raw'). ZCA is fitted on the train split only."""
+def preprocess(data: RealData, prep: str, eps: float | None = None,
+               block: int | None = None) -> tuple[RealData, ZCA | None]:
+    """(data in `prep` space, the fitted ZCA or None for 'raw'). ZCA is fitted on the train split only; `block`
+    (frepo only) = FRePo's block-wise ZCA (ImageNette/ImageWoof: 64)."""
     if prep not in PREPS:
         raise DdflowError(f"unknown preprocessing {prep!r}; known: {', '.join(PREPS)}")
     if prep == "raw":
         return data, None
-    zca = fit_zca(denormalize(data.x_train, data.info).cpu(), prep, eps)
+    zca = fit_zca(denormalize(data.x_train, data.info).cpu(), prep, eps, block)
     return _whiten(data, zca), zca
 
 

@@ -37,6 +37,8 @@ class ZCA:
     reg: float                        # the absolute amount added to the eigenvalues
     channel_mean: Tensor | None = None  # (C,) frepo only
     channel_std: Tensor | None = None   # (C,) frepo only
+    block: int = 0                    # frepo only: > 0 = one (C*block*block)^2 transform shared by the checkerboard
+                                      # blocks (FRePo's ImageNette/ImageWoof: block 64, use_mean_block, checkboard)
     _inverse: Tensor | None = field(default=None, repr=False, compare=False)
 
     # ---- helpers -------------------------------------------------------------------------------
@@ -63,7 +65,7 @@ class ZCA:
         """A copy whose tensors live on `device` (avoids moving the matrix on every call)."""
         mv = lambda t: None if t is None else t.to(device)  # noqa: E731
         return ZCA(self.kind, mv(self.mean), mv(self.transform), self.shape, self.eps, self.reg,
-                   mv(self.channel_mean), mv(self.channel_std), mv(self._inverse))
+                   mv(self.channel_mean), mv(self.channel_std), self.block, mv(self._inverse))
 
     # ---- the two maps --------------------------------------------------------------------------
     def apply(self, x: Tensor) -> Tensor:
@@ -76,6 +78,8 @@ class ZCA:
         flat = x.reshape(x.shape[0], -1)
         mean = self.mean.to(device=x.device, dtype=torch.float32)
         t = self.transform.to(device=x.device, dtype=torch.float32)
+        if self.block:
+            return from_blocks(to_blocks((flat - mean).reshape(x.shape), self.block) @ t, x.shape, self.block)
         return ((flat - mean) @ t).reshape(x.shape)
 
     def inverse(self, x: Tensor) -> Tensor:
@@ -85,7 +89,11 @@ class ZCA:
         flat = x.reshape(x.shape[0], -1)
         inv = self.inverse_transform().to(device=x.device, dtype=torch.float32)
         mean = self.mean.to(device=x.device, dtype=torch.float32)
-        out = (flat @ inv + mean).reshape(x.shape)
+        if self.block:
+            flat = from_blocks(to_blocks(x, self.block) @ inv, x.shape, self.block).reshape(x.shape[0], -1)
+            out = (flat + mean).reshape(x.shape)
+        else:
+            out = (flat @ inv + mean).reshape(x.shape)
         if self.kind == "frepo":
             m, s = self._channel_stats(out)
             out = out * s + m
@@ -101,6 +109,8 @@ class ZCA:
             "eps": float(self.eps),
             "reg": float(self.reg),
         }
+        if self.block:
+            d["block"] = int(self.block)
         if self.channel_mean is not None:
             d["channel_mean"] = self.channel_mean.detach().cpu()
             d["channel_std"] = self.channel_std.detach().cpu()
@@ -119,11 +129,12 @@ class ZCA:
             cs = d.get("channel_std")
             z = cls(kind, mean, transform, shape, float(d["eps"]), float(d["reg"]),
                     None if cm is None else torch.as_tensor(cm).float(),
-                    None if cs is None else torch.as_tensor(cs).float())
+                    None if cs is None else torch.as_tensor(cs).float(), int(d.get("block", 0)))
         except KeyError as e:
             raise DdflowError(f"ZCA state: missing key {e}") from None
         dim = shape[0] * shape[1] * shape[2]
-        if mean.shape != (dim,) or transform.shape != (dim, dim):
+        tdim = shape[0] * z.block * z.block if z.block else dim
+        if mean.shape != (dim,) or transform.shape != (tdim, tdim):
             raise DdflowError(f"ZCA state: mean {tuple(mean.shape)} / transform {tuple(transform.shape)} "
                               f"do not match image shape {shape}")
         if kind == "frepo" and (z.channel_mean is None or z.channel_std is None):
@@ -146,7 +157,20 @@ def _centred_gram(flat_fn, n: int, d: int, mean: Tensor) -> Tensor:
     return g
 
 
-def fit_zca(x_train: Tensor, kind: str = "kornia", eps: float | None = None) -> ZCA:
+def to_blocks(x: Tensor, block: int) -> Tensor:
+    """(N, C, H, W) -> (N, (H/b)*(W/b), C*b*b): FRePo's checkerboard blocks, block (i, j) = x[..., i::H/b, j::W/b]."""
+    n, c, h, w = x.shape
+    sh, sw = h // block, w // block
+    return x.reshape(n, c, block, sh, block, sw).permute(0, 3, 5, 1, 2, 4).reshape(n, sh * sw, c * block * block)
+
+
+def from_blocks(b: Tensor, shape, block: int) -> Tensor:
+    n, c, h, w = shape
+    sh, sw = h // block, w // block
+    return b.reshape(n, sh, sw, c, block, block).permute(0, 3, 4, 1, 5, 2).reshape(n, c, h, w)
+
+
+def fit_zca(x_train: Tensor, kind: str = "kornia", eps: float | None = None, block: int | None = None) -> ZCA:
     """Fit ZCA on the train split `x_train` ((N, C, H, W) float pixels in [0, 1]).
 
     eps: absolute eigenvalue offset for kind 'kornia' (default 0.1); relative zca_reg for kind 'frepo'
@@ -190,8 +214,21 @@ def fit_zca(x_train: Tensor, kind: str = "kornia", eps: float | None = None) -> 
             return x_train[i:j].double().reshape(j - i, d)
 
     mean = _feature_mean(flat, n, d, dev)
-    cov = _centred_gram(flat, n, d, mean)
-    cov /= (n - 1) if kind == "kornia" else n
+    if block:
+        if kind != "frepo" or h % block or w % block:
+            raise DdflowError(f"block-wise ZCA needs kind 'frepo' and a block ({block}) dividing {h}x{w}")
+        bd = c * block * block
+
+        def flat_blocks(i: int, j: int) -> Tensor:   # every block of every image is one sample of the block cov
+            xb = (flat(i, j) - mean).reshape(j - i, c, h, w)
+            return to_blocks(xb, block).reshape(-1, bd)
+
+        cov = _centred_gram(flat_blocks, n, bd, torch.zeros(bd, dtype=torch.float64, device=dev))
+        cov /= n * (d // bd)                        # use_mean_block: the mean of the blocks' covariances
+        d = bd                                      # the transform's dimension (reg and rank control below)
+    else:
+        cov = _centred_gram(flat, n, d, mean)
+        cov /= (n - 1) if kind == "kornia" else n
 
     reg = eps if kind == "kornia" else eps * float(torch.trace(cov)) / d
     evals, evecs = torch.linalg.eigh(cov)                   # ascending; reads the lower triangle only
@@ -206,4 +243,4 @@ def fit_zca(x_train: Tensor, kind: str = "kornia", eps: float | None = None) -> 
         scale[: d - n] = 1.0
     transform = ((evecs * scale) @ evecs.T).float()
     del evecs
-    return ZCA(kind, mean.float(), transform, (c, h, w), eps, float(reg), channel_mean, channel_std)
+    return ZCA(kind, mean.float(), transform, (c, h, w), eps, float(reg), channel_mean, channel_std, int(block or 0))

@@ -29,4 +29,4 @@ def get_method(method_id: str) -> type[Method]:
 
 
 # one line per method file: importing registers it
-from . import dm, ead, gradmatch, herding, idc, mtt, random_  # noqa: E402,F401
+from . import dm, ead, frepo, gradmatch, herding, idc, mtt, random_  # noqa: E402,F401

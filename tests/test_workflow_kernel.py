@@ -1,0 +1,81 @@
+"""End to end through Snakemake on a tiny config: frepo and isa distilled, evaluated under protocols frepo and krr,
+into table isa_t6 (a copied hparams dir with the quick preset shrunk to seconds per job)."""
+import json
+import re
+import shutil
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from ddflow.hparams import deep_merge
+
+from test_distill import ROOT
+
+pytestmark = pytest.mark.workflow
+
+TINY = {"iterations": 3, "batch_real": 32, "pool": 2, "max_online_updates": 2, "width": 8, "snapshots": [0, 2],
+        "eval": {p: {"steps": 4, "warmup": 2, "width": 8, "models": 2} for p in ("frepo", "krr")}}
+METHODS = ["frepo", "isa"]
+
+
+def _snakemake(workdir, *args):
+    cmd = [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "--directory", str(workdir),
+           "--configfile", str(workdir / "config.yaml"), "--cores", "2", *args]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise AssertionError(f"snakemake failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}")
+    return proc
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    work = tmp_path_factory.mktemp("wf_kernel")
+    hp = work / "hparams"
+    shutil.copytree(ROOT / "workflow" / "hparams", hp)
+    doc = yaml.safe_load((hp / "frepo.yaml").read_text())
+    doc["quick"] = deep_merge(doc.get("quick") or {}, TINY)
+    doc.pop("quick_overrides", None)
+    (hp / "frepo.yaml").write_text(yaml.safe_dump(doc))
+    feat = yaml.safe_load((hp / "featnet.yaml").read_text())
+    feat["quick"]["epochs"] = 1
+    (hp / "featnet.yaml").write_text(yaml.safe_dump(feat))
+    config = yaml.safe_load((ROOT / "config.yaml").read_text())
+    config.update({"methods": METHODS, "ipcs": [1], "tables": ["isa_t6"], "figures": [], "hparams_dir": str(hp),
+                   "device": "cpu", "save_every": 1})
+    (work / "config.yaml").write_text(yaml.safe_dump(config))
+    _snakemake(work)
+    return work
+
+
+def test_frepo_and_isa_through_both_protocols_into_isa_t6(tiny_run):
+    for method in METHODS:
+        for protocol in ("frepo", "krr"):
+            cell = json.loads((tiny_run / f"results/eval/{protocol}/{method}/mnist5k/ipc1/s0.json").read_text())
+            assert cell["n_models"] == 2 and len(cell["accuracies"]) == 2
+            assert cell["settings"]["steps"] == 4 and 0.0 <= cell["mean"] <= 100.0
+        assert (tiny_run / f"results/distilled/{method}/mnist5k/ipc1/s0/it2.pt").exists()
+    md = (tiny_run / "results/tables/isa_t6.md").read_text()
+    for label in ("FRePo (ori)", "FRePo (KRR)", "ISA (ori)", "ISA (KRR)"):
+        line = next(line for line in md.splitlines() if line.startswith(f"| {label} "))
+        assert re.search(r"\d+\.\d ± \d+\.\d", line), line
+    assert "93.0" in next(line for line in md.splitlines() if line.startswith("| FRePo (ori) "))
+    assert not list((tiny_run / "results").rglob("*.tmp*"))
+
+
+def test_isa_recall_and_information_tables_join_the_default_run(tiny_run):
+    recall = (tiny_run / "results/tables/isa/recall_mnist5k_ipc1.md").read_text()
+    info = (tiny_run / "results/tables/isa/information_mnist5k_ipc1.md").read_text()
+    for method in METHODS:
+        assert re.search(rf"\| {method}\s+\| mnist5k .*\|\s+[01]\.\d+ \|", recall), recall
+        assert re.search(rf"\| {method}\s+\| mnist5k .*\|\s+\d\.\d+ \|\s+\d\.\d+ \|", info), info
+    assert (tiny_run / "results/tables/isa/recall_mnist5k_ipc1.csv").exists()
+
+
+def test_isa_figure_targets_resolve_to_the_right_jobs(tiny_run):
+    out = _snakemake(tiny_run, "results/figures/isa/fig5_mnist5k_ipc1.png", "results/figures/isa/fig8_mnist5k_ipc1.png",
+                     "-n", "--quiet", "rules").stdout
+    jobs = dict(re.findall(r"^(\w+)\s+(\d+)$", out, re.M))
+    # Fig. 5: six discard variants distilled and evaluated (frepo exists); Fig. 8: snapshots 0 and 2 of frepo, isa
+    assert jobs["distill"] == "6" and jobs["evaluate"] == "6" and jobs["evaluate_snapshot"] == "4", jobs
