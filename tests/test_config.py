@@ -22,8 +22,10 @@ def _cfg(**kw):
 
 def test_default_config_runs_random_herding_dm_on_mnist5k_at_ipc_1_and_10():
     grid = check(_cfg(), HP, PAPERS)
-    assert grid == {"datasets": ["mnist5k"], "methods": ["random", "herding", "dm", "dc", "dsa"], "ipcs": [1, 10],
-                    "seeds": [0], "tables": ["dream_t1"], "figures": []}
+    assert grid == {"datasets": ["mnist5k"],
+                    "methods": ["random", "herding", "dm", "dc", "dsa", "mtt", "ead", "idc", "dream", "frepo", "isa"],
+                    "ipcs": [1, 10], "seeds": [0], "tables": ["dream_t1", "dream_t2", "ead_claims", "isa_t6"],
+                    "figures": []}
 
 
 def test_paper_preset_grid_is_the_p1_grid_and_top_level_keys_override_it():
@@ -35,8 +37,10 @@ def test_paper_preset_grid_is_the_p1_grid_and_top_level_keys_override_it():
 
 @pytest.mark.parametrize("override,message", [
     ({"datasets": ["imagenet"]}, "unknown dataset 'imagenet'"),
-    ({"methods": ["dsa9"]}, "unknown method 'dsa9'; implemented: dc, dc-dream, dm, dm-dream, dsa, dsa-dream, herding, random"),
-    ({"tables": ["nope_t9"]}, "unknown table 'nope_t9'; known: dream_t1"),
+    ({"methods": ["dsa9"]}, "unknown method 'dsa9'; implemented: dc, dc-dream, dm, dm-dream, dream, dsa, dsa-dream, ead, ead-literal, "
+                           "frepo, frepo-drop-easy10, frepo-drop-easy20, frepo-drop-easy30, frepo-drop-hard10, "
+                           "frepo-drop-hard20, frepo-drop-hard30, herding, idc, isa, mtt, random"),
+    ({"tables": ["nope_t9"]}, "unknown table 'nope_t9'; known: dream_t1, dream_t2, ead_claims, isa_t6, isa_t7"),
     ({"ipcs": [1, 500]}, r"IPC \[500\] larger than the smallest class of mnist5k \(400"),
     ({"preset": "fast"}, "preset"),
     ({"data": {"mnist": {"npz": "/nonexistent/mnist.npz"}}, "datasets": ["mnist"]}, "/nonexistent/mnist.npz does not exist"),

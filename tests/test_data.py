@@ -13,7 +13,8 @@ from ddflow.errors import DdflowError
 # ---- registry -----------------------------------------------------------------------------------
 
 def test_registry_and_unknown_name():
-    assert set(data.DATASETS) == {"mnist", "mnist5k", "fmnist", "svhn", "cifar10", "cifar100", "tiny"}
+    assert set(data.DATASETS) == {"mnist", "mnist5k", "fmnist", "svhn", "cifar10", "cifar100", "tiny", "imagenette",
+                                  "imagewoof", "imagenet64"}
     for name, info in data.DATASETS.items():
         assert info.name == name
         assert len(info.mean) == len(info.std) == info.channels

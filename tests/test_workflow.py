@@ -102,11 +102,14 @@ def test_paper_preset_dry_runs_the_full_p1_grid_on_slurm_with_one_gpu_per_gpu_jo
     proc = _snakemake(tmp_path, "-n", "--profile", str(ROOT / "profiles" / "slurm"), "--config", "preset=paper")
     out = proc.stdout + proc.stderr
     jobs = dict(re.findall(r"^(\w+)\s+(\d+)$", out, re.M))
-    # 8 methods (random, herding, dm, dc, dsa and the three -dream variants) x 4 datasets (mnist, svhn, cifar10,
-    # cifar100) x 3 IPCs x 5 seeds
-    assert jobs["distill"] == "480" and jobs["evaluate"] == "480" and jobs["featnet"] == "4", jobs
+    # 15 methods (random, herding, dm, dc, dsa, the three -dream variants, mtt, ead, ead-literal, idc, dream, frepo,
+    # isa) x 4 datasets (mnist, svhn, cifar10, cifar100) x 3 IPCs x 5 seeds; frepo and isa are evaluated under two
+    # protocols (frepo, krr): 900 + 2 x 60 evaluations
+    assert jobs["distill"] == "900" and jobs["evaluate"] == "1020" and jobs["featnet"] == "4", jobs
     assert jobs["dream_fig1"] == "4", jobs  # IPC 10 on each dataset
-    for rule in ("distill", "evaluate", "featnet", "evaluate_snapshot"):
+    # experts: mnist and svhn raw, cifar10 and cifar100 raw and kornia ZCA (MTT's per dataset x IPC choice); 10 blocks
+    assert all(jobs[f"experts_block{b}"] == "6" for b in range(10)), jobs
+    for rule in ("distill", "evaluate", "featnet", "evaluate_snapshot", "experts_block0", "experts_block9"):
         blocks = re.findall(rf"^rule {rule}:\n(?:    .*\n)+", out, re.M)
         assert blocks and all("gpu=1" in b for b in blocks), rule
     assert "results/distilled/dm/cifar100/ipc50/s4.pt" in out
