@@ -162,7 +162,7 @@ def test_student_unroll_equals_two_manual_sgd_steps_and_gives_the_lr_a_gradient(
     def at(v):
         leaf = {n: s.detach().clone().requires_grad_(True) for n, s in start.items()}
         f = student_unroll(net, leaf, x.detach(), y, torch.tensor(v), batches)
-        return float(trajectory_loss(f, {n: s.detach() for n, s in start.items()}, target))
+        return trajectory_loss(f, {n: s.detach() for n, s in start.items()}, target).item()
     fd = (at(0.1 + 1e-3) - at(0.1 - 1e-3)) / 2e-3
     assert abs(fd - float(glr)) < 1e-2 * max(1.0, abs(fd)), (fd, float(glr))
 
