@@ -77,14 +77,14 @@ def fig5(cell_paths: list[str | Path], dataset: str, ipc: int, out: str | Path) 
         raise DdflowError("fig5 needs the frepo cell (no discarding)")
     base = torch.tensor(acc["frepo"], dtype=torch.float64)
     fig, ax = plt.subplots(figsize=(5.5, 3.8))
-    for which, colour in (("hard", "C3"), ("easy", "C2")):
+    for which, colour, name in (("hard", "C3", "hardest"), ("easy", "C2", "easiest")):
         xs, ms, ss = [0], [float(base.mean())], [float(base.std(unbiased=False))]
         for pct in FIG5_PERCENTS:
             a = acc.get(f"frepo-drop-{which}{pct}")
             if a:
                 t = torch.tensor(a, dtype=torch.float64)
                 xs.append(pct), ms.append(float(t.mean())), ss.append(float(t.std(unbiased=False)))
-        ax.errorbar(xs, ms, yerr=ss, marker="o", capsize=3, color=colour, label=f"discard {which}est")
+        ax.errorbar(xs, ms, yerr=ss, marker="o", capsize=3, color=colour, label=f"discard {name}")
     ax.axhline(float(base.mean()), color="grey", linestyle=":", label="Ori (FRePo)")
     ax.set_xlabel("samples discarded from each real batch (%)")
     ax.set_ylabel("test accuracy (%)")
