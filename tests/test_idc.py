@@ -220,14 +220,15 @@ def test_dream_kmeans_initialisation_tiles_factor_squared_selected_images(small)
     assert all(int(small.y_train[i]) == k // 4 for k, i in enumerate(idx.tolist()))
 
 
-def test_idc_resume_continues_exactly(small):
-    a = _method("idc", small, inner_loops=1)
+@pytest.mark.parametrize("method", ["idc", "dream"])
+def test_resume_continues_exactly(small, method):
+    a = _method(method, small, inner_loops=1)
     a.init()
     a.step(0)
     state, gen = copy.deepcopy(a.state_dict()), a.generator.get_state()
     a.step(1)
-    b = _method("idc", small, inner_loops=1)
-    b.init()
+    b = _method(method, small, inner_loops=1)
+    b.init()  # dream builds (and would reuse) the k-means network here: a resumed run must not
     b.load_state_dict(state)
     b.generator.set_state(gen)
     b.step(1)
@@ -256,20 +257,6 @@ def test_protocol_trains_k_stacked_models_as_k_separate_runs(small):
     together = evaluate_idc(x, y, small, settings, [copy.deepcopy(g) for g in gens], CPU, distilled=rec)
     alone = [evaluate_idc(x, y, small, settings, [copy.deepcopy(g)], CPU, distilled=rec)[0] for g in gens]
     assert together == pytest.approx(alone)
-
-
-def test_dream_resume_continues_exactly(small):
-    a = _method("dream", small, inner_loops=1)
-    a.init()
-    a.step(0)
-    state, gen = copy.deepcopy(a.state_dict()), a.generator.get_state()
-    a.step(1)
-    b = _method("dream", small, inner_loops=1)
-    b.init()  # builds (and would reuse) the k-means network: a resumed run must not
-    b.load_state_dict(state)
-    b.generator.set_state(gen)
-    b.step(1)
-    assert torch.equal(a.images, b.images)
 
 
 def test_timing_table_puts_each_runs_seconds_per_inner_loop_beside_the_paper(tmp_path):

@@ -1,16 +1,11 @@
 """End to end through Snakemake on a tiny config: data -> featnet -> distill -> evaluate -> table and figures."""
 import json
 import re
-import shutil
-import subprocess
-import sys
 
 import pytest
-import yaml
 
-from ddflow.hparams import deep_merge
-
-from test_distill import ROOT
+from tiny_workflow import ROOT, tiny_workdir
+from tiny_workflow import snakemake as _snakemake
 
 pytestmark = pytest.mark.workflow
 
@@ -25,29 +20,10 @@ TINY_QUICK = {  # the quick preset shrunk to seconds per job; the code paths are
 METHODS = ["random", "herding", "dm", "dc", "dsa", "dm-dream"]
 
 
-def _snakemake(workdir, *args, check=True):
-    cmd = [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "--directory", str(workdir),
-           "--configfile", str(workdir / "config.yaml"), "--cores", "2", *args]
-    proc = subprocess.run(cmd, capture_output=True, text=True)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"snakemake failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}")
-    return proc
-
-
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
-    work = tmp_path_factory.mktemp("wf")
-    hp = work / "hparams"
-    shutil.copytree(ROOT / "workflow" / "hparams", hp)
-    for name, quick in TINY_QUICK.items():
-        doc = yaml.safe_load((hp / name).read_text())
-        doc["quick"] = deep_merge(doc.get("quick") or {}, quick)
-        doc.pop("quick_overrides", None)
-        (hp / name).write_text(yaml.safe_dump(doc))
-    config = yaml.safe_load((ROOT / "config.yaml").read_text())
-    config.update({"methods": METHODS, "ipcs": [1], "figures": ["dream_fig1"], "hparams_dir": str(hp),
-                   "device": "cpu", "save_every": 1})
-    (work / "config.yaml").write_text(yaml.safe_dump(config))
+    work = tiny_workdir(tmp_path_factory.mktemp("wf"), TINY_QUICK, methods=METHODS, ipcs=[1],
+                        figures=["dream_fig1"])
     _snakemake(work)
     return work
 

@@ -2,15 +2,11 @@
 DREAM Fig. 1 curves of the idc/dream pair."""
 import json
 import re
-import shutil
 
 import pytest
-import yaml
 
-from ddflow.hparams import deep_merge
-
-from test_distill import ROOT
-from test_workflow import _snakemake
+from tiny_workflow import snakemake as _snakemake
+from tiny_workflow import tiny_workdir
 
 pytestmark = pytest.mark.workflow
 
@@ -24,18 +20,8 @@ METHODS = ["idc", "dream"]
 
 @pytest.fixture(scope="module")
 def tiny_idc_run(tmp_path_factory):
-    work = tmp_path_factory.mktemp("wf_idc")
-    hp = work / "hparams"
-    shutil.copytree(ROOT / "workflow" / "hparams", hp)
-    for name, quick in TINY_QUICK.items():
-        doc = yaml.safe_load((hp / name).read_text())
-        doc["quick"] = deep_merge(doc.get("quick") or {}, quick)
-        doc.pop("quick_overrides", None)
-        (hp / name).write_text(yaml.safe_dump(doc))
-    config = yaml.safe_load((ROOT / "config.yaml").read_text())
-    config.update({"methods": METHODS, "ipcs": [1], "tables": ["dream_t1", "dream_t2"], "figures": ["dream_fig1"],
-                   "hparams_dir": str(hp), "device": "cpu", "save_every": 1})
-    (work / "config.yaml").write_text(yaml.safe_dump(config))
+    work = tiny_workdir(tmp_path_factory.mktemp("wf_idc"), TINY_QUICK, methods=METHODS, ipcs=[1],
+                        tables=["dream_t1", "dream_t2"], figures=["dream_fig1"])
     _snakemake(work)
     return work
 

@@ -2,16 +2,11 @@
 into table isa_t6 (a copied hparams dir with the quick preset shrunk to seconds per job)."""
 import json
 import re
-import shutil
-import subprocess
-import sys
 
 import pytest
-import yaml
 
-from ddflow.hparams import deep_merge
-
-from test_distill import ROOT
+from tiny_workflow import snakemake as _snakemake
+from tiny_workflow import tiny_workdir
 
 pytestmark = pytest.mark.workflow
 
@@ -20,31 +15,10 @@ TINY = {"iterations": 3, "batch_real": 32, "pool": 2, "max_online_updates": 2, "
 METHODS = ["frepo", "isa"]
 
 
-def _snakemake(workdir, *args):
-    cmd = [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "--directory", str(workdir),
-           "--configfile", str(workdir / "config.yaml"), "--cores", "2", *args]
-    proc = subprocess.run(cmd, capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise AssertionError(f"snakemake failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}")
-    return proc
-
-
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
-    work = tmp_path_factory.mktemp("wf_kernel")
-    hp = work / "hparams"
-    shutil.copytree(ROOT / "workflow" / "hparams", hp)
-    doc = yaml.safe_load((hp / "frepo.yaml").read_text())
-    doc["quick"] = deep_merge(doc.get("quick") or {}, TINY)
-    doc.pop("quick_overrides", None)
-    (hp / "frepo.yaml").write_text(yaml.safe_dump(doc))
-    feat = yaml.safe_load((hp / "featnet.yaml").read_text())
-    feat["quick"]["epochs"] = 1
-    (hp / "featnet.yaml").write_text(yaml.safe_dump(feat))
-    config = yaml.safe_load((ROOT / "config.yaml").read_text())
-    config.update({"methods": METHODS, "ipcs": [1], "tables": ["isa_t6"], "figures": [], "hparams_dir": str(hp),
-                   "device": "cpu", "save_every": 1})
-    (work / "config.yaml").write_text(yaml.safe_dump(config))
+    work = tiny_workdir(tmp_path_factory.mktemp("wf_kernel"), {"frepo.yaml": TINY, "featnet.yaml": {"epochs": 1}},
+                        methods=METHODS, ipcs=[1], tables=["isa_t6"], figures=[])
     _snakemake(work)
     return work
 

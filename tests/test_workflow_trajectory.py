@@ -2,20 +2,16 @@
 ead-literal -> evaluation (protocols mtt and soft) -> tables dream_t1 and ead_claims."""
 import json
 import re
-import shutil
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 import torch
-import yaml
 
 from ddflow.data import load_arrays
-from ddflow.hparams import deep_merge
 from ddflow.io import load_pt, save_npz
 
-from test_distill import ROOT
+from tiny_workflow import snakemake as _snakemake
+from tiny_workflow import tiny_workdir
 
 pytestmark = pytest.mark.workflow
 
@@ -29,15 +25,6 @@ TINY_QUICK = {
 METHODS = ["mtt", "ead", "ead-literal", "random"]
 
 
-def _snakemake(workdir, *args):
-    cmd = [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "--directory", str(workdir),
-           "--configfile", str(workdir / "config.yaml"), "--cores", "2", *args]
-    proc = subprocess.run(cmd, capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise AssertionError(f"snakemake failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}")
-    return proc
-
-
 @pytest.fixture(scope="module")
 def tiny_run(mnist5k_path, tmp_path_factory):
     work = tmp_path_factory.mktemp("wft")
@@ -45,18 +32,8 @@ def tiny_run(mnist5k_path, tmp_path_factory):
     keep = np.concatenate([np.flatnonzero(a["y_train"] == c)[:10] for c in range(10)])
     save_npz(work / "tiny.npz", x_train=a["x_train"][keep], y_train=a["y_train"][keep], x_test=a["x_test"][:100],
              y_test=a["y_test"][:100])
-    hp = work / "hparams"
-    shutil.copytree(ROOT / "workflow" / "hparams", hp)
-    for name, quick in TINY_QUICK.items():
-        doc = yaml.safe_load((hp / name).read_text())
-        doc["quick"] = deep_merge(doc.get("quick") or {}, quick)
-        doc.pop("quick_overrides", None)
-        (hp / name).write_text(yaml.safe_dump(doc))
-    config = yaml.safe_load((ROOT / "config.yaml").read_text())
-    config.update({"methods": METHODS, "ipcs": [1], "tables": ["dream_t1", "ead_claims"], "figures": [],
-                   "hparams_dir": str(hp), "device": "cpu", "save_every": 1,
-                   "data": {"mnist5k": {"npz": str(work / "tiny.npz")}}})
-    (work / "config.yaml").write_text(yaml.safe_dump(config))
+    tiny_workdir(work, TINY_QUICK, methods=METHODS, ipcs=[1], tables=["dream_t1", "ead_claims"], figures=[],
+                 data={"mnist5k": {"npz": str(work / "tiny.npz")}})
     _snakemake(work)
     return work
 

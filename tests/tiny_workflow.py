@@ -1,0 +1,38 @@
+"""Shared set-up of the end-to-end tests: a work directory holding a copy of workflow/hparams whose quick preset is
+shrunk to seconds per job, a config.yaml derived from the repository's, and Snakemake run on it."""
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+from ddflow.hparams import deep_merge
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def snakemake(workdir, *args, check=True):
+    cmd = [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "--directory", str(workdir),
+           "--configfile", str(workdir / "config.yaml"), "--cores", "2", *args]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"snakemake failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}")
+    return proc
+
+
+def tiny_workdir(work: Path, quick: dict[str, dict], **config) -> Path:
+    """work/hparams = workflow/hparams with `quick[file]` merged into each named file's quick section (its
+    quick_overrides dropped, so the tiny values hold at every IPC); work/config.yaml = the repository's config with
+    the CPU, a resume file every iteration, that hparams dir and `config` on top. Returns work."""
+    hp = work / "hparams"
+    shutil.copytree(ROOT / "workflow" / "hparams", hp)
+    for name, values in quick.items():
+        doc = yaml.safe_load((hp / name).read_text())
+        doc["quick"] = deep_merge(doc.get("quick") or {}, values)
+        doc.pop("quick_overrides", None)
+        (hp / name).write_text(yaml.safe_dump(doc))
+    cfg = yaml.safe_load((ROOT / "config.yaml").read_text())
+    cfg.update({"hparams_dir": str(hp), "device": "cpu", "save_every": 1, **config})
+    (work / "config.yaml").write_text(yaml.safe_dump(cfg))
+    return work
