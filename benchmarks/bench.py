@@ -22,7 +22,7 @@ from ddflow.augment import make_augment
 from ddflow.data import get_info, load_real, prepare
 from ddflow.methods import get_method
 from ddflow.nets import build_net
-from ddflow.runtime import resolve_device
+from ddflow.runtime import peak_memory_mb, reset_peak, resolve_device
 from ddflow.seeding import generator
 from ddflow.train import NetStack, TrainSettings, train_stack
 
@@ -64,20 +64,23 @@ def bench_dm(data, device, ipc: int, iters: int, preset: str) -> dict:
             "batch_real": hp["batch_real"], "iterations_per_s": iters / dt}
 
 
-def bench_method(data, device, method: str, ipc: int, iters: int, preset: str) -> dict:
-    """Seconds per distillation iteration of any registered method (dc, dsa, dm, ...)."""
-    hp = hparams.resolve(method, data.info.name, ipc, preset)
-    m = get_method(method)(hp, data, ipc, generator("bench", method), device)
+def bench_method(data, device, method: str, ipc: int, iters: int, preset: str, hp: dict | None = None,
+                 inputs: dict[str, str] | None = None) -> dict:
+    """Seconds per distillation iteration of any registered method (dc, dsa, dm, ...) after one warm-up step, and
+    the peak memory of the timed steps. `hp` replaces the resolved hyperparameters; `inputs` as the runner's."""
+    hp = hp if hp is not None else hparams.resolve(method, data.info.name, ipc, preset)
+    m = get_method(method)(hp, data, ipc, generator("bench", method), device, inputs)
     m.init()
     m.step(0)
     _sync(device)
+    reset_peak(device)
     t0 = time.time()
     for it in range(1, iters + 1):
         m.step(it)
     _sync(device)
     dt = (time.time() - t0) / iters
     return {"bench": "distill", "method": method, "dataset": data.info.name, "ipc": ipc, "preset": preset,
-            "seconds_per_iteration": dt, "iterations_per_s": 1 / dt}
+            "seconds_per_iteration": dt, "iterations_per_s": 1 / dt, **peak_memory_mb(device)}
 
 
 # ---- trajectory family (issue 3): expert epochs/s, MTT / EAD iterations/s, MTT unroll memory ------------------
@@ -120,7 +123,6 @@ def bench_experts(data, device, k: int, epochs: int, net: str = "ConvNet") -> di
 def bench_trajectory_method(data, device, method: str, ipc: int, iters: int, preset: str,
                             syn_steps: int | None = None, batch_syn: int | None = None) -> dict:
     """MTT / EAD iterations per second on fake experts of the method's net; peak memory of the run."""
-    from ddflow.runtime import peak_memory_mb, reset_peak
     from ddflow.trajectory import write_ead_pool, write_mtt_manifest
     hp = hparams.resolve(method, data.info.name, ipc, preset)
     hp["prep"] = "raw"  # throughput only: skip fitting a ZCA
@@ -140,19 +142,8 @@ def bench_trajectory_method(data, device, method: str, ipc: int, iters: int, pre
             paths = _fake_experts(data, hp["net"], 2, max(2, int(hp["pool"]) // 2 + 1), tmp)
             write_ead_pool(f"ead-p{hp['pool']}", data.info.name, "raw", hp["net"], paths, tmp / "pool.pt")
             inputs = {"trajectories": str(tmp / "pool.pt")}
-        m = get_method(method)(hp, data, ipc, generator("bench", method), device, inputs)
-        m.init()
-        m.step(0)
-        _sync(device)
-        reset_peak(device)
-        t0 = time.time()
-        for it in range(1, iters + 1):
-            m.step(it)
-        _sync(device)
-        dt = (time.time() - t0) / iters
-    return {"bench": "distill", "method": method, "dataset": data.info.name, "ipc": ipc, "preset": preset,
-            "net": hp["net"], "syn_steps": hp.get("syn_steps"), "batch_syn": hp.get("batch_syn"),
-            "seconds_per_iteration": dt, "iterations_per_s": 1 / dt, **peak_memory_mb(device)}
+        result = bench_method(data, device, method, ipc, iters, preset, hp=hp, inputs=inputs)
+    return {**result, "net": hp["net"], "syn_steps": hp.get("syn_steps"), "batch_syn": hp.get("batch_syn")}
 
 
 def run_trajectory_benches(data, device, a) -> None:
