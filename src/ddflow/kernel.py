@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .errors import DdflowError
+from .nets import FeatureClassifier
 
 FREPO_NORMS = ("batch", "none")
 
@@ -36,7 +37,7 @@ def frepo_depth(size: int, channels: int = 3) -> int:
     return depth
 
 
-class FRePoConv(nn.Module):
+class FRePoConv(FeatureClassifier):
     def __init__(self, channels: int, classes: int, size: int, width: int = 128, depth: int | None = None,
                  norm: str = "batch"):
         super().__init__()
@@ -58,13 +59,6 @@ class FRePoConv(nn.Module):
         self.features = nn.Sequential(*layers)
         self.feature_dim = c * h * h
         self.classifier = nn.Linear(self.feature_dim, classes)
-
-    def embed(self, x: torch.Tensor) -> torch.Tensor:
-        return self.features(x).flatten(1)
-
-    def forward(self, x: torch.Tensor, embed: bool = False) -> torch.Tensor:
-        feats = self.embed(x)
-        return feats if embed else self.classifier(feats)
 
 
 @torch.no_grad()

@@ -71,7 +71,21 @@ def _act(kind: str) -> nn.Module:
     return {"relu": nn.ReLU, "sigmoid": nn.Sigmoid, "swish": nn.SiLU}.get(kind, lambda: nn.LeakyReLU(0.01))()
 
 
-class ConvNet(nn.Module):
+class FeatureClassifier(nn.Module):
+    """A network made of `self.features` (conv blocks) then one Linear `self.classifier` on the flattened maps;
+    the interface every method uses: embed() for features, forward() for logits."""
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """Flattened features before the classifier (what DM matches and herding selects on)."""
+        return self.features(x).flatten(1)
+
+    def forward(self, x: torch.Tensor, embed: bool = False) -> torch.Tensor:
+        """Logits, or with embed=True the features (lets torch.func.functional_call reach embed())."""
+        feats = self.embed(x)
+        return feats if embed else self.classifier(feats)
+
+
+class ConvNet(FeatureClassifier):
     def __init__(self, channels: int, classes: int, im_size: int, spec: ConvNetSpec = _DEFAULT):
         super().__init__()
         for value, allowed in ((spec.norm, NORMS), (spec.act, ACTS), (spec.pool, POOLS)):
@@ -96,14 +110,6 @@ class ConvNet(nn.Module):
         self.feature_dim = c * h * w
         self.classifier = nn.Linear(self.feature_dim, classes)
 
-    def embed(self, x: torch.Tensor) -> torch.Tensor:
-        """Flattened features before the classifier (what DM matches and herding selects on)."""
-        return self.features(x).flatten(1)
-
-    def forward(self, x: torch.Tensor, embed: bool = False) -> torch.Tensor:
-        """Logits, or with embed=True the features (lets torch.func.functional_call reach embed())."""
-        feats = self.embed(x)
-        return feats if embed else self.classifier(feats)
 
 
 def parse_net(name: str) -> ConvNetSpec:
