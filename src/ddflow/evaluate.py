@@ -23,7 +23,7 @@ from .nets import build_net
 from .prep import for_distilled
 from .runtime import peak_memory_mb, reset_peak
 from .seeding import generator
-from .train import NetStack, TrainSettings, accuracy, train_stack
+from .train import NetStack, TrainSettings, accuracy, hard_ce, train_stack
 
 log = logging.getLogger(__name__)
 PROTOCOLS: dict[str, Callable[..., list[float]]] = {}
@@ -52,13 +52,12 @@ def protocol_settings(method: str, dataset: str, ipc: int, preset: str, name: st
     return settings
 
 
-@protocol("dc")
-def evaluate_dc(images: torch.Tensor, labels: torch.Tensor, data: RealData, settings: dict, generators,
-                device: torch.device, desc: str = "eval", lr: float | None = None, **_) -> list[float]:
+def train_and_test_dc(images: torch.Tensor, labels: torch.Tensor, data: RealData, settings: dict, generators,
+                      device: torch.device, desc: str = "eval", lr: float | None = None,
+                      loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = hard_ce) -> list[float]:
     """DC's evaluate_synset: SGD (lr 0.01, momentum 0.9, wd 5e-4), batch 256, epochs+1 epochs, lr x0.1 (and a
-    fresh optimiser) after epoch epochs//2 + 1; test accuracy after the last epoch."""
-    if labels.dim() != 1:
-        raise DdflowError("protocol 'dc' trains on hard labels; this distilled set has soft labels")
+    fresh optimiser) after epoch epochs//2 + 1; test accuracy after the last epoch. `loss_fn` per model, on
+    `labels` as given (hard for `dc`, soft for `soft`)."""
     info = data.info
     template = build_net(settings["net"], info.channels, info.classes, info.size)
     stack = NetStack(template, generators, device, settings.get("batching", "auto"))
@@ -68,8 +67,18 @@ def evaluate_dc(images: torch.Tensor, labels: torch.Tensor, data: RealData, sett
                        batch=settings["batch"], decay_epochs=(epochs // 2 + 1,), decay_factor=0.1,
                        reset_momentum_on_decay=True)
     augment = make_augment(settings.get("augment", "none"), settings.get("strategy", "none"))
-    train_stack(stack.train(True), images.to(device), labels.to(device), generators, ts, augment, desc=desc)
+    train_stack(stack.train(True), images.to(device), labels.to(device), generators, ts, augment, loss_fn=loss_fn,
+                desc=desc)
     return accuracy(stack.train(False), data.x_test.to(device), data.y_test.to(device))
+
+
+@protocol("dc")
+def evaluate_dc(images: torch.Tensor, labels: torch.Tensor, data: RealData, settings: dict, generators,
+                device: torch.device, desc: str = "eval", lr: float | None = None, **_) -> list[float]:
+    """DC's evaluate_synset on hard labels (train_and_test_dc)."""
+    if labels.dim() != 1:
+        raise DdflowError("protocol 'dc' trains on hard labels; this distilled set has soft labels")
+    return train_and_test_dc(images, labels, data, settings, generators, device, desc=desc, lr=lr)
 
 
 # A protocol is fn(images, labels, data, settings, generators, device, desc=..., lr=..., distilled=...) -> list

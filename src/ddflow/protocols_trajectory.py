@@ -10,12 +10,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .augment import make_augment
 from .data import RealData
 from .errors import DdflowError
-from .evaluate import evaluate_dc, protocol
-from .nets import build_net
-from .train import NetStack, TrainSettings, accuracy, train_stack
+from .evaluate import evaluate_dc, protocol, train_and_test_dc
 
 
 @protocol("mtt")
@@ -39,13 +36,5 @@ def evaluate_soft(images: torch.Tensor, labels: torch.Tensor, data: RealData, se
     info = data.info
     if labels.dim() != 2 or labels.shape[1] != info.classes:
         raise DdflowError(f"protocol 'soft' needs (N, {info.classes}) soft labels, got {tuple(labels.shape)}")
-    template = build_net(settings["net"], info.channels, info.classes, info.size)
-    stack = NetStack(template, generators, device, settings.get("batching", "auto"))
-    epochs = int(settings["epochs"])
-    ts = TrainSettings(epochs=epochs + 1, lr=settings["lr"], momentum=settings["momentum"],
-                       weight_decay=settings["weight_decay"], batch=settings["batch"],
-                       decay_epochs=(epochs // 2 + 1,), decay_factor=0.1, reset_momentum_on_decay=True)
-    augment = make_augment(settings.get("augment", "none"), settings.get("strategy", "none"))
-    train_stack(stack.train(True), images.to(device), labels.float().to(device), generators, ts, augment,
-                loss_fn=soft_ce_per_model, desc=desc)
-    return accuracy(stack.train(False), data.x_test.to(device), data.y_test.to(device))
+    return train_and_test_dc(images, labels.float(), data, settings, generators, device, desc=desc,
+                             loss_fn=soft_ce_per_model)
