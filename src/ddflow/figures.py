@@ -21,9 +21,10 @@ MAX_CLASSES = 20
 PAIRED_BASE = {"dream": "idc"}  # DREAM variants not named <base>-dream
 
 
-def _save(fig, out: str | Path) -> None:
+def save_figure(fig, out: str | Path, dpi: int = 100) -> None:
+    """Write a matplotlib figure as PNG atomically and close it."""
     with atomic_path(out) as tmp:
-        fig.savefig(tmp, format="png", dpi=100, bbox_inches="tight")
+        fig.savefig(tmp, format="png", dpi=dpi, bbox_inches="tight")
     plt.close(fig)
 
 
@@ -45,7 +46,7 @@ def distilled_grid(distilled_path: str | Path, out: str | Path) -> None:
                           vmin=0, vmax=1)
     fig.suptitle(f"{d['method']} · {get_info(d['dataset']).paper_name} · IPC {d['ipc']} · seed {d['seed']}",
                  fontsize=9)
-    _save(fig, out)
+    save_figure(fig, out)
 
 
 def accuracy_vs_ipc(cell_paths: list[str | Path], dataset: str, out: str | Path) -> None:
@@ -68,7 +69,7 @@ def accuracy_vs_ipc(cell_paths: list[str | Path], dataset: str, out: str | Path)
     ax.grid(alpha=0.3)
     if series:
         ax.legend(fontsize=8)
-    _save(fig, out)
+    save_figure(fig, out)
 
 
 def accuracy_vs_iteration(cell_paths: list[str | Path], dataset: str, ipc: int, out: str | Path,
@@ -99,4 +100,4 @@ def accuracy_vs_iteration(cell_paths: list[str | Path], dataset: str, ipc: int, 
     ax.grid(alpha=0.3)
     if points:
         ax.legend(fontsize=8)
-    _save(fig, out)
+    save_figure(fig, out)

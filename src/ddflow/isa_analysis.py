@@ -22,8 +22,10 @@ import torch  # noqa: E402
 from . import kernel as K  # noqa: E402
 from .data import RealData, get_info, normalize  # noqa: E402
 from .errors import DdflowError  # noqa: E402
-from .io import atomic_path, read_json  # noqa: E402
+from .figures import save_figure  # noqa: E402
+from .io import read_json  # noqa: E402
 from .seeding import generator  # noqa: E402
+from .tables import write_outputs  # noqa: E402
 from .zca import ZCA  # noqa: E402
 
 FIG5_PERCENTS = (10, 20, 30)
@@ -50,19 +52,9 @@ def features(net: torch.nn.Module, x: torch.Tensor, chunk: int = 1000) -> torch.
     return torch.cat([net.embed(x[i:i + chunk]) for i in range(0, len(x), chunk)])
 
 
-def _save_fig(fig, out: str | Path) -> None:
-    with atomic_path(out) as tmp:
-        fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight")
-    plt.close(fig)
-
-
 def _write_table(df: pd.DataFrame, out_prefix: str | Path, title: str, notes: list[str]) -> None:
-    out_prefix = Path(out_prefix)
-    with atomic_path(out_prefix.with_suffix(".csv")) as tmp:
-        df.to_csv(tmp, index=False, float_format="%.4f")
     md = [f"# {title}", "", df.to_markdown(index=False, floatfmt=".4f"), ""] + [f"- {n}" for n in notes]
-    with atomic_path(out_prefix.with_suffix(".md")) as tmp:
-        tmp.write_text("\n".join(md) + "\n")
+    write_outputs(out_prefix, df, md)
 
 
 # ---- Fig. 5 ------------------------------------------------------------------------------------------------
@@ -91,7 +83,7 @@ def fig5(cell_paths: list[str | Path], dataset: str, ipc: int, out: str | Path) 
     ax.set_title(f"ISA Fig. 5: {get_info(dataset).paper_name}, IPC {ipc}")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    _save_fig(fig, out)
+    save_figure(fig, out, dpi=120)
 
 
 # ---- information test ----------------------------------------------------------------------------------------
@@ -210,4 +202,4 @@ def fig6(distilled_paths: list[str | Path], data: RealData, net: torch.nn.Module
                        edgecolors="black", linewidths=0.8, label=d["method"] if i == 0 else None)
     ax.set_title(f"ISA Fig. 6: {data.info.paper_name}, real vs synthetic (PCA of feature-net features)")
     ax.legend(fontsize=7, ncol=2)
-    _save_fig(fig, out)
+    save_figure(fig, out, dpi=120)

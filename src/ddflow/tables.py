@@ -144,18 +144,25 @@ def notes(table: dict[str, Any]) -> list[str]:
     return lines
 
 
-def write_table(table: dict[str, Any], out_prefix: str | Path) -> None:
+def write_outputs(out_prefix: str | Path, df: pd.DataFrame, md_lines: list[str], tex: str | None = None,
+                  float_format: str = "%.4f") -> None:
+    """{out_prefix}.csv (df), .md (the lines) and, when given, .tex, each written atomically."""
     out_prefix = Path(out_prefix)
-    spec = table["spec"]
     with atomic_path(out_prefix.with_suffix(".csv")) as tmp:
-        table["df"].to_csv(tmp, index=False, float_format="%.4f")
+        df.to_csv(tmp, index=False, float_format=float_format)
+    with atomic_path(out_prefix.with_suffix(".md")) as tmp:
+        tmp.write_text("\n".join(md_lines) + "\n")
+    if tex is not None:
+        with atomic_path(out_prefix.with_suffix(".tex")) as tmp:
+            tmp.write_text(tex)
+
+
+def write_table(table: dict[str, Any], out_prefix: str | Path) -> None:
+    spec = table["spec"]
     w = wide(table)
     flat = w.copy()
     flat.columns = [f"{a} {b}" for a, b in w.columns]
     md = [f"# {spec['title']}", "", flat.to_markdown(), ""] + [f"- {n}" for n in notes(table)]
-    with atomic_path(out_prefix.with_suffix(".md")) as tmp:
-        tmp.write_text("\n".join(md) + "\n")
     tex = w.to_latex(multicolumn=True, multicolumn_format="c", escape=True,
                      caption=spec["title"], label=f"tab:{spec['name']}")
-    with atomic_path(out_prefix.with_suffix(".tex")) as tmp:
-        tmp.write_text(tex.replace("±", r"$\pm$").replace("Δ", r"$\Delta$"))
+    write_outputs(out_prefix, table["df"], md, tex.replace("±", r"$\pm$").replace("Δ", r"$\Delta$"))

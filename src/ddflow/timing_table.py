@@ -10,8 +10,7 @@ import pandas as pd
 from .data import get_info
 from .distill import load_distilled
 from .errors import DdflowError
-from .io import atomic_path
-from .tables import DASH, load_spec
+from .tables import DASH, load_spec, write_outputs
 
 COLUMNS = ("clustering", "update_images", "inner_loop")
 
@@ -51,9 +50,6 @@ def _fmt(v) -> str:
 
 def write_timing_table(table: dict, out_prefix: str | Path) -> None:
     spec, df = table["spec"], table["df"]
-    out_prefix = Path(out_prefix)
-    with atomic_path(out_prefix.with_suffix(".csv")) as tmp:
-        df.to_csv(tmp, index=False, float_format="%.5f")
     rows = []
     for r in df.to_dict("records"):
         item = {"Dataset": get_info(r["dataset"]).paper_name, "IPC": r["ipc"], "Method": r["row"]}
@@ -67,8 +63,5 @@ def write_timing_table(table: dict, out_prefix: str | Path) -> None:
     notes += list(spec.get("notes", []))
     md = [f"# {spec['title']}", "", wide.to_markdown(index=False) if len(wide) else "(no runs)", ""]
     md += [f"- {n}" for n in notes]
-    with atomic_path(out_prefix.with_suffix(".md")) as tmp:
-        tmp.write_text("\n".join(md) + "\n")
     tex = wide.to_latex(index=False, escape=True, caption=spec["title"], label=f"tab:{spec['name']}")
-    with atomic_path(out_prefix.with_suffix(".tex")) as tmp:
-        tmp.write_text(tex.replace("—", "--"))
+    write_outputs(out_prefix, df, md, tex.replace("—", "--"), float_format="%.5f")
