@@ -41,53 +41,53 @@ def cmd_distill(a) -> None:
 
 def cmd_evaluate(a) -> None:
     from .data import get_info, load_real
-    from .distill import load_distilled
-    from .evaluate import evaluate_cell, protocol_settings
+    from .protocols import evaluate_cell, protocol_settings
+    from .records import load_distilled
     from .io import write_json
     from .runtime import resolve_device
     device = resolve_device(a.device)
     distilled = load_distilled(a.distilled)
-    settings = protocol_settings(distilled["method"], distilled["dataset"], distilled["ipc"], a.preset,
-                                 a.protocol, a.hparams_dir)
-    data = load_real(a.data, get_info(distilled["dataset"]), device)
+    settings = protocol_settings(distilled.method, distilled.dataset, distilled.ipc, a.preset, a.protocol,
+                                 a.hparams_dir)
+    data = load_real(a.data, get_info(distilled.dataset), device)
     write_json(evaluate_cell(distilled, a.protocol, settings, data, device), a.out)
 
 
 def cmd_table(a) -> None:
-    from .tables import build_table, write_table
+    from .report.tables import build_table, write_table
     table = build_table(a.spec, a.cells, datasets=a.datasets, ipcs=a.ipcs)
     write_table(table, a.out_prefix)
 
 
 def cmd_grid(a) -> None:
-    from .figures import distilled_grid
+    from .report.figures import distilled_grid
     distilled_grid(a.distilled, a.out)
 
 
 def cmd_acc_vs_ipc(a) -> None:
-    from .figures import accuracy_vs_ipc
+    from .report.figures import accuracy_vs_ipc
     accuracy_vs_ipc(a.cells, a.dataset, a.out)
 
 
 def cmd_acc_vs_iteration(a) -> None:
-    from .figures import accuracy_vs_iteration
+    from .report.figures import accuracy_vs_iteration
     accuracy_vs_iteration(a.cells, a.dataset, a.ipc, a.out, a.title)
 
 
 def cmd_experts(a) -> None:
     from .runtime import resolve_device
-    from .trajectory import train_experts
+    from .experts import train_experts
     train_experts(a.dataset, a.prep, a.net, a.indices, json.loads(a.settings), a.data, a.outs,
                   resolve_device(a.device), resume=a.resume)
 
 
 def cmd_trajectory_sample(a) -> None:
-    from .trajectory import write_manifest
+    from .trajectory_sampling import write_manifest
     write_manifest(a.sampler, a.dataset, a.prep, a.net, a.experts, a.out)
 
 
 def cmd_timing_table(a) -> None:
-    from .timing_table import build_timing_table, write_timing_table
+    from .report.timing import build_timing_table, write_timing_table
     write_timing_table(build_timing_table(a.spec, a.distilled), a.out_prefix)
 
 
@@ -101,24 +101,24 @@ def _isa_inputs(a):
 
 
 def cmd_isa_fig5(a) -> None:
-    from .isa_analysis import fig5
+    from .report.isa import fig5
     fig5(a.cells, a.dataset, a.ipc, a.out)
 
 
 def cmd_isa_information(a) -> None:
-    from .isa_analysis import information_table
+    from .report.isa import information_table
     data, net = _isa_inputs(a)
     information_table(a.distilled, data, net, a.out_prefix, a.batch, a.batches)
 
 
 def cmd_isa_recall(a) -> None:
-    from .isa_analysis import recall_table
+    from .report.isa import recall_table
     data, net = _isa_inputs(a)
     recall_table(a.distilled, data, net, a.out_prefix, a.k)
 
 
 def cmd_isa_fig6(a) -> None:
-    from .isa_analysis import fig6
+    from .report.isa import fig6
     data, net = _isa_inputs(a)
     fig6(a.distilled, data, net, a.out)
 

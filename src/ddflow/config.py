@@ -52,7 +52,7 @@ def effective_grid(config: dict[str, Any]) -> dict[str, list]:
 
 def table_rows(spec_path: str | Path) -> list[tuple[str, str]]:
     """(method, protocol) of every table row that names a method."""
-    from .tables import load_spec
+    from .report.tables import load_spec
 
     return [(r["method"], r.get("protocol", "dc")) for r in load_spec(spec_path)["rows"] if r.get("method")]
 

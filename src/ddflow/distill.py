@@ -1,7 +1,8 @@
 """The distillation runner: one cell = method x dataset x IPC x seed -> results/distilled/.../s{seed}.pt.
 
-Owns seeding, the iteration loop with progress, the resume file (saved every `save_every` iterations, not a
-declared output, deleted on success) and the atomic output. A rerun of an interrupted job resumes from the resume
+Owns data loading and the method's preprocessing (its space and ZCA go into the record), seeding, the iteration
+loop with progress, the resume file (saved every `save_every` iterations, not a declared output, deleted on
+success) and the atomic output (a ddflow.records.DistilledSet). A rerun of an interrupted job resumes from the resume
 file and gives the same result as an uninterrupted run on the CPU.
 """
 from __future__ import annotations
@@ -17,15 +18,16 @@ import torch
 
 from . import hparams as hparams_mod
 from .data import check_ipc, get_info, load_real
+from .data.spaces import preprocess
 from .errors import DdflowError
 from .io import load_pt, save_pt
 from .methods import get_method
 from .progress import Progress
+from .records import DistilledSet
 from .runtime import peak_memory_mb, reset_peak
 from .seeding import generator
 
 log = logging.getLogger(__name__)
-FORMAT = "ddflow.distilled/1"
 
 
 def snapshot_iterations(hp: dict[str, Any]) -> list[int]:
@@ -37,7 +39,7 @@ def snapshot_iterations(hp: dict[str, Any]) -> list[int]:
 def run(method_id: str, dataset: str, ipc: int, seed: int, preset: str, device: torch.device,
         data_path: str | Path, out: str | Path, resume: str | Path | None = None,
         inputs: dict[str, str] | None = None, hp_dir: str | Path | None = None, save_every: int = 100,
-        stop_after: int | None = None, snapshot_dir: str | Path | None = None) -> dict[str, Any] | None:
+        stop_after: int | None = None, snapshot_dir: str | Path | None = None) -> DistilledSet | None:
     """Run (or resume) one distillation. `stop_after` ends the loop early without an output, leaving only
     the resume file: it is how tests simulate a killed job. With `snapshot_dir`, the synthetic set after each
     iteration listed in the hparams' `snapshots` is written there as it{N}.pt (same format as the output);
@@ -51,6 +53,8 @@ def run(method_id: str, dataset: str, ipc: int, seed: int, preset: str, device: 
     if missing:
         raise DdflowError(f"method {method_id} needs inputs {missing}")
     identity = {"method": method_id, "dataset": dataset, "ipc": ipc, "seed": seed, "preset": preset, "hparams": hp}
+    prep = cls.preprocessing(hp, info)
+    data, zca = preprocess(data, prep)
     gen = generator("distill", cls.seed_id(), dataset, ipc, seed)
     method = cls(hp, data, ipc, gen, device, inputs)
     reset_peak(device)
@@ -76,12 +80,20 @@ def run(method_id: str, dataset: str, ipc: int, seed: int, preset: str, device: 
     staging = None
     if wanted:
         staging = (resume.parent / f"{resume.name}.snapshots") if resume is not None else Path(snapshot_dir)
-    base = {"format": FORMAT, "method": method_id, "dataset": dataset, "ipc": ipc, "seed": seed, "preset": preset,
-            "mean": list(info.mean), "std": list(info.std), "hparams": hp}
+    def record(iterations: int, **extra) -> DistilledSet:
+        res = dict(method.result())
+        images, labels = res.pop("images"), res.pop("labels")
+        lr, factor = res.pop("lr", None), int(res.pop("factor", 1))
+        extra = {**res, "prep": prep.kind, **extra}
+        return DistilledSet(images=images, labels=labels, method=method_id, dataset=dataset, ipc=ipc, seed=seed,
+                            mean=info.mean, std=info.std, preset=preset,
+                            space="zca" if zca is not None else cls.result_space,
+                            zca=zca.state_dict() if zca is not None else None, lr=lr, factor=factor, hparams=hp,
+                            iterations=iterations, seconds=time.time() - t0, extra=extra)
 
     def snapshot(n: int) -> None:
         if n in wanted:
-            save_pt({"space": "normalized", **method.result(), **base, "iterations": n, "seconds": time.time() - t0}, staging / f"it{n}.pt")
+            record(n).save(staging / f"it{n}.pt")
 
     if start == 0:
         snapshot(0)
@@ -100,9 +112,7 @@ def run(method_id: str, dataset: str, ipc: int, seed: int, preset: str, device: 
             return None
     progress.close()
 
-    result = {"space": "normalized", **method.result()}
-    result.update({**base, "iterations": total, "seconds": time.time() - t0, "final_stats": stats,
-                   **peak_memory_mb(device)})
+    result = record(total, final_stats=stats, **peak_memory_mb(device))
     if snapshot_dir is not None:
         Path(snapshot_dir).mkdir(parents=True, exist_ok=True)
         for n in wanted:
@@ -112,15 +122,8 @@ def run(method_id: str, dataset: str, ipc: int, seed: int, preset: str, device: 
             os.replace(src, Path(snapshot_dir) / f"it{n}.pt")
         if staging is not None and staging.exists() and staging != Path(snapshot_dir):
             shutil.rmtree(staging)
-    save_pt(result, out)
+    result.save(out)
     if resume is not None and resume.exists():
         resume.unlink()
-    log.info("wrote %s (%d images, %.1f s)", out, len(result["images"]), result["seconds"])
+    log.info("wrote %s (%d images, %.1f s)", out, len(result.images), result.seconds)
     return result
-
-
-def load_distilled(path: str | Path) -> dict[str, Any]:
-    obj = load_pt(path, "distilled set")
-    if not isinstance(obj, dict) or obj.get("format") != FORMAT:
-        raise DdflowError(f"{path}: not a ddflow distilled set (format {FORMAT})")
-    return obj

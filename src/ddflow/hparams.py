@@ -16,6 +16,7 @@ key by key (nested dicts merge, everything else replaces).
 from __future__ import annotations
 
 import copy
+import os
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,7 @@ import yaml
 from .errors import DdflowError
 
 PRESETS = ("quick", "paper")
-HPARAMS_DIR = Path(__file__).resolve().parents[2] / "workflow" / "hparams"
+ENV_VAR = "DDFLOW_HPARAMS"
 _ALLOWED_KEYS = {"inherit", "paper", "overrides", "quick", "quick_overrides", "source"}
 
 
@@ -49,8 +50,23 @@ def _matches(when: dict, dataset: str, ipc: int) -> bool:
     return True
 
 
+def hparams_dir(hp_dir: Path | str | None = None) -> Path:
+    """The hyperparameter folder: `hp_dir` when given (the workflow always passes its workflow/hparams), else
+    $DDFLOW_HPARAMS, else ./workflow/hparams (a checkout's root). The library ships no copy of its own, so an
+    installed package reads the folder of the workflow that calls it."""
+    if hp_dir:
+        return Path(hp_dir)
+    if os.environ.get(ENV_VAR):
+        return Path(os.environ[ENV_VAR])
+    local = Path("workflow") / "hparams"
+    if local.is_dir():
+        return local.resolve()
+    raise DdflowError(f"no hyperparameter folder: pass --hparams-dir (the workflow/hparams folder of a ddflow "
+                      f"checkout), set ${ENV_VAR}, or run from the checkout's root")
+
+
 def load_file(method: str, hp_dir: Path | str | None = None) -> dict:
-    path = Path(hp_dir or HPARAMS_DIR) / f"{method}.yaml"
+    path = hparams_dir(hp_dir) / f"{method}.yaml"
     if not path.exists():
         raise DdflowError(f"{path}: no hyperparameter file for method {method!r}")
     try:

@@ -1,32 +1,10 @@
-"""Method registry: a method id (e.g. 'dm', later 'ead-literal') maps to one Method subclass plus fixed options.
-
-Adding a method = one new file here that calls @register, one import line below, one workflow/hparams YAML.
-"""
+"""Distillation methods, one file per method family behind the Method interface (base.py), registered by id
+(registry.py). Adding a method = one new file here that calls @register, its import in the line below, and one
+workflow/hparams YAML."""
 from __future__ import annotations
 
-from typing import Callable
+from . import dm, ead, frepo, gradmatch, herding, idc, mtt, random_  # noqa: F401  (importing registers them)
+from .base import Method, RealSelection
+from .registry import REGISTRY, get_method, register
 
-from ..errors import DdflowError
-from .base import Method
-
-REGISTRY: dict[str, type[Method]] = {}
-
-
-def register(method_id: str) -> Callable[[type[Method]], type[Method]]:
-    def deco(cls: type[Method]) -> type[Method]:
-        if method_id in REGISTRY:
-            raise ValueError(f"method id {method_id!r} registered twice")
-        REGISTRY[method_id] = cls
-        cls.method_id = method_id
-        return cls
-    return deco
-
-
-def get_method(method_id: str) -> type[Method]:
-    if method_id not in REGISTRY:
-        raise DdflowError(f"unknown method {method_id!r}; implemented: {', '.join(sorted(REGISTRY))}")
-    return REGISTRY[method_id]
-
-
-# one line per method file: importing registers it
-from . import dm, ead, frepo, gradmatch, herding, idc, mtt, random_  # noqa: E402,F401
+__all__ = ["REGISTRY", "Method", "RealSelection", "get_method", "register"]

@@ -1,15 +1,19 @@
 """The method interface: every distillation method is one file with one subclass of Method.
 
-The runner (ddflow.distill) owns everything around the algorithm: data loading, seeding, the iteration loop,
-progress, resume files and the output format. A method only states its state, its step and its result.
+The runner (ddflow.distill) owns everything around the algorithm: data loading and preprocessing, seeding, the
+iteration loop, progress, resume files and the output record (ddflow.records). A method states what it needs
+(`protocols`, `requires`, its `preprocessing` and the space of its result), the names of its mutable state
+(`state`), its step and its result.
 """
 from __future__ import annotations
 
+import copy
 from typing import Any, ClassVar
 
 import torch
 
-from ..data import RealData
+from ..data import DatasetInfo, RealData
+from ..data.spaces import Prep
 
 
 class Method:
@@ -21,6 +25,13 @@ class Method:
     #: so that "with vs without" comparisons differ only by the variant itself: the base method id
     paired_with: ClassVar[str | None] = None
     method_id: ClassVar[str]
+    #: attributes that step() changes, saved into and restored from the resume file generically: tensors (copied
+    #: in place), objects with state_dict() (optimisers, modules, samplers), lists of those, generators, and plain
+    #: values (deep-copied)
+    state: ClassVar[tuple[str, ...]] = ()
+    #: the space of result()['images'] when the method distils in the normalised data: 'normalized', or 'pixels'
+    #: for [0, 1] images (IDC); a method whose preprocessing is a ZCA distils in 'zca' (set by the runner)
+    result_space: ClassVar[str] = "normalized"
 
     @classmethod
     def seed_id(cls) -> str:
@@ -38,6 +49,12 @@ class Method:
         """Number of step() calls; 0 for selection methods that finish in init()."""
         return int(self.hp.get("iterations", 0))
 
+    @classmethod
+    def preprocessing(cls, hp: dict[str, Any], info: DatasetInfo) -> Prep:
+        """The data space the method distils in; the runner applies it before init() and records it. Default: the
+        hparams' `prep` (raw when absent) with its `zca_eps`."""
+        return Prep(hp.get("prep", "raw"), hp.get("zca_eps"))
+
     def init(self) -> None:
         raise NotImplementedError
 
@@ -45,16 +62,18 @@ class Method:
         raise NotImplementedError
 
     def state_dict(self) -> dict[str, Any]:
-        """Everything step() changes, so a resumed run continues exactly (the runner adds the generator)."""
-        return {}
+        """Everything step() changes (the attributes named in `state`), so a resumed run continues exactly (the
+        runner adds the generator)."""
+        return {name: _save(getattr(self, name)) for name in self.state}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        pass
+        for name in self.state:
+            setattr(self, name, _restore(getattr(self, name, None), state[name]))
 
     def result(self) -> dict[str, Any]:
-        """images (N, C, H, W) float32 in the data's normalised space, labels (N,) int64 or (N, classes) soft,
-        plus any method extras (e.g. a learned lr). A method that distils elsewhere says so with 'space'
-        ('zca' with the 'zca' state dict, or 'pixels' for [0, 1]); see ddflow.prep."""
+        """images (N, C, H, W) float32 in the method's space (`result_space`, or the ZCA of its preprocessing),
+        labels (N,) int64 or (N, classes) learned / soft, optionally `lr` (a learned evaluation lr) and `factor`
+        (multi-formation), plus any method extras; the runner turns it into a ddflow.records.DistilledSet."""
         raise NotImplementedError
 
     # shared helpers -------------------------------------------------------------------------------------------
@@ -92,3 +111,36 @@ class RealSelection(Method):
     def result(self) -> dict[str, Any]:
         return {"images": self.data.x_train[self.indices].cpu(), "labels": self.class_labels(),
                 "train_indices": self.indices.cpu()}
+
+
+def _save(value: Any) -> Any:
+    if isinstance(value, torch.Tensor):
+        return value.detach().cpu().clone()
+    if isinstance(value, torch.Generator):
+        return value.get_state()
+    if hasattr(value, "state_dict"):
+        return value.state_dict()
+    if isinstance(value, list) and value and all(hasattr(v, "state_dict") for v in value):
+        return [v.state_dict() for v in value]
+    if isinstance(value, list) and value and all(isinstance(v, torch.Tensor) for v in value):
+        return [v.clone() for v in value]
+    return copy.deepcopy(value)
+
+
+def _restore(current: Any, saved: Any) -> Any:
+    """The restored value of one state attribute; tensors and stateful objects are restored in place."""
+    if isinstance(current, torch.Tensor):
+        with torch.no_grad():
+            current.copy_(saved.to(current.device))
+        return current
+    if isinstance(current, torch.Generator):
+        current.set_state(saved)
+        return current
+    if hasattr(current, "load_state_dict"):
+        current.load_state_dict(saved)
+        return current
+    if isinstance(current, list) and current and all(hasattr(v, "load_state_dict") for v in current):
+        for obj, st in zip(current, saved):
+            obj.load_state_dict(st)
+        return current
+    return copy.deepcopy(saved) if not isinstance(saved, list) else list(saved)

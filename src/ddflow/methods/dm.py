@@ -15,13 +15,15 @@ import torch
 from ..augment import DSA
 from ..errors import DdflowError
 from ..nets import build_net, has_batchnorm
-from ..sampling import make_sampler
-from . import register
+from ..ops.real_batches import make_sampler
+from .registry import register
 from .base import Method
 
 
 @register("dm")
 class DM(Method):
+    state = ("images", "opt", "sampler")
+
     def init(self) -> None:
         hp, info = self.hp, self.data.info
         self.images = self.initial_images()
@@ -62,16 +64,6 @@ class DM(Method):
         loss.backward()
         self.opt.step()
         return {"loss": loss.item()}
-
-    def state_dict(self) -> dict:
-        return {"images": self.images.detach().cpu(), "opt": self.opt.state_dict(),
-                "sampler": self.sampler.state_dict()}
-
-    def load_state_dict(self, state: dict) -> None:
-        with torch.no_grad():
-            self.images.copy_(state["images"].to(self.device))
-        self.opt.load_state_dict(state["opt"])
-        self.sampler.load_state_dict(state["sampler"])
 
     def result(self) -> dict:
         return {"images": self.images.detach().cpu(), "labels": self.class_labels()}

@@ -22,15 +22,10 @@ from torch.func import functional_call, grad, jvp
 
 from ..errors import DdflowError
 from ..nets import build_net, has_batchnorm
-from ..prep import preprocess
-from ..trajectory import load_pool
-from . import register
+from ..ops.losses import soft_ce
+from ..trajectory_sampling import load_pool
+from .registry import register
 from .base import Method
-
-
-def soft_ce(logits: torch.Tensor, target_probs: torch.Tensor) -> torch.Tensor:
-    """Mean over the batch of -sum_c p_c log softmax(logits)_c."""
-    return -(target_probs * F.log_softmax(logits, -1)).sum(-1).mean()
 
 
 def literal_coefficient(n_real: int, n_syn: int) -> float:
@@ -65,11 +60,11 @@ def ead_loss(net, pool_params: list[dict[str, torch.Tensor]], batches, x_s, p_s,
 class EAD(Method):
     protocols = ("soft",)
     requires = ("trajectories",)
+    state = ("images", "label_logits", "opt")
     literal = False
 
     def init(self) -> None:
         hp, info = self.hp, self.data.info
-        self.data, self.zca = preprocess(self.data, hp["prep"], hp.get("zca_eps"))
         self.pool = load_pool(self.inputs["trajectories"], info.name, hp["prep"], hp["net"])
         self.pool_size = len(self.pool["refs"])
         if int(hp["t_m"]) > self.pool_size:
@@ -109,22 +104,9 @@ class EAD(Method):
         self.opt.step()
         return {"loss": loss.item()}
 
-    def state_dict(self) -> dict:
-        return {"images": self.images.detach().cpu(), "label_logits": self.label_logits.detach().cpu(),
-                "opt": self.opt.state_dict()}
-
-    def load_state_dict(self, state: dict) -> None:
-        with torch.no_grad():
-            self.images.copy_(state["images"].to(self.device))
-            self.label_logits.copy_(state["label_logits"].to(self.device))
-        self.opt.load_state_dict(state["opt"])
-
     def result(self) -> dict:
-        out = {"images": self.images.detach().cpu(), "labels": F.softmax(self.label_logits.detach(), -1).cpu(),
-               "hard_labels": self.class_labels(), "coefficient": self.coef, "prep": self.hp["prep"]}
-        if self.zca is not None:
-            out.update({"space": "zca", "zca": self.zca.state_dict()})
-        return out
+        return {"images": self.images.detach().cpu(), "labels": F.softmax(self.label_logits.detach(), -1).cpu(),
+                "hard_labels": self.class_labels(), "coefficient": self.coef}
 
 
 @register("ead-literal")

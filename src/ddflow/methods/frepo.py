@@ -29,14 +29,19 @@ from typing import Any
 
 import torch
 
-from .. import kernel as K
-from ..prep import preprocess
-from . import register
+from ..data import DatasetInfo
+from ..data.spaces import Prep
+from ..nets import build_frepo_conv
+from ..ops.krr import centred_onehot, flip_support, frepo_kernel_loss, init_learned_labels, isa_loss
+from ..ops.losses import margin_loss, mse_half_sum
+from ..ops.optim import LAMB, cosine_lr
+from .registry import register
 from .base import Method
 
 
 class FRePoFamily(Method):
     protocols = ("frepo", "krr")
+    state = ("images", "labels", "opt", "current", "net_steps", "nets", "net_opts")
     #: fixed options of the method id (ISA's keep/eps/reduce); the hparams may not change them for a variant
     fixed: dict[str, Any] = {}
 
@@ -44,18 +49,22 @@ class FRePoFamily(Method):
         return self.fixed.get(key, self.hp.get(key))
 
     # -- setup ------------------------------------------------------------------------------------------------
+    @classmethod
+    def preprocessing(cls, hp: dict[str, Any], info: DatasetInfo) -> Prep:
+        """FRePo's ZCA (prep 'frepo') on colour data when hp['zca']; MNIST-like data stay normalised."""
+        if hp.get("zca") and info.channels == 3:
+            return Prep("frepo", float(hp["zca_reg"]), hp.get("zca_block"))
+        return Prep("raw")
+
     def init(self) -> None:
         hp, info = self.hp, self.data.info
-        self.zca = None
-        if hp.get("zca") and info.channels == 3:
-            self.data, self.zca = preprocess(self.data, "frepo", float(hp["zca_reg"]), hp.get("zca_block"))
         self.use_flip = bool(hp["use_flip"]) if hp.get("use_flip") not in (None, "auto") else info.channels == 3
         idx = self.random_real_indices(self.ipc)
         self.images = self.data.x_train[idx].detach().clone().to(self.device).requires_grad_(True)
-        self.labels = K.init_learned_labels(self.class_labels(), self.classes).to(self.device)
+        self.labels = init_learned_labels(self.class_labels(), self.classes).to(self.device)
         self.labels.requires_grad_(bool(hp.get("learn_label", True)))
         params = [self.images] + ([self.labels] if self.labels.requires_grad else [])
-        self.opt = K.LAMB(params, lr=float(hp["lr"]))
+        self.opt = LAMB(params, lr=float(hp["lr"]))
         self.pool_size = int(hp["pool"])
         self.nets, self.net_opts, self.net_steps = [], [], []
         for i in range(self.pool_size):
@@ -64,7 +73,7 @@ class FRePoFamily(Method):
 
     def _build(self) -> torch.nn.Module:
         info, hp = self.data.info, self.hp
-        return K.build_frepo_conv(info.channels, self.classes, info.size, int(hp["width"]), hp.get("depth"),
+        return build_frepo_conv(info.channels, self.classes, info.size, int(hp["width"]), hp.get("depth"),
                                   hp["norm"], self.generator, self.device)
 
     def _new_model(self, i: int, start_step: int = 0) -> None:
@@ -80,23 +89,23 @@ class FRePoFamily(Method):
                     y_s: torch.Tensor) -> torch.Tensor:
         """ISA's loss with this method id's options (FRePo overrides it with its own kernel loss)."""
         keep, eps, reduce = float(self.option("keep")), float(self.option("eps")), self.option("reduce")
-        return K.isa_loss(phi_t, y_t, phi_s, y_s, keep, eps, reduce, float(self.hp["krr_reg"]))
+        return isa_loss(phi_t, y_t, phi_s, y_s, keep, eps, reduce, float(self.hp["krr_reg"]))
 
     def step(self, it: int) -> dict[str, float]:
         hp = self.hp
         for g in self.opt.param_groups:
-            g["lr"] = K.cosine_lr(float(hp["lr"]), it, self.iterations, float(hp["lr_alpha"]))
+            g["lr"] = cosine_lr(float(hp["lr"]), it, self.iterations, float(hp["lr_alpha"]))
         net = self.nets[self.current]
         net.eval()  # features with the running statistics (FRePo nn_feat_fn: train=False)
         n_train = len(self.data.y_train)
         real = torch.randperm(n_train, generator=self.generator)[:int(hp["batch_real"])].to(self.data.x_train.device)
         with torch.no_grad():
             phi_t = net.embed(self.data.x_train[real].to(self.device))
-        y_t = K.centred_onehot(self.data.y_train[real].to(self.device), self.classes)
-        x_s, y_s = K.flip_support(self.images, self.labels, self.use_flip)
+        y_t = centred_onehot(self.data.y_train[real].to(self.device), self.classes)
+        x_s, y_s = flip_support(self.images, self.labels, self.use_flip)
         phi_s = net.embed(x_s)
         kloss = self.kernel_loss(phi_t, y_t, phi_s, y_s)
-        mloss = K.margin_loss(self.labels)
+        mloss = margin_loss(self.labels)
         loss = kloss + mloss
         self.opt.zero_grad()
         loss.backward()
@@ -114,7 +123,7 @@ class FRePoFamily(Method):
             pick = torch.randperm(n, generator=self.generator)[:bs] if n > bs else torch.arange(n)
             x, y = self.images.detach()[pick.to(self.device)], self.labels.detach()[pick.to(self.device)]
             net.train()
-            loss = K.mse_half_sum(net(x), y)
+            loss = mse_half_sum(net(x), y)
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -122,27 +131,8 @@ class FRePoFamily(Method):
         self.current = int(torch.randint(self.pool_size, (1,), generator=self.generator))
 
     # -- state and result -------------------------------------------------------------------------------------
-    def state_dict(self) -> dict[str, Any]:
-        return {"images": self.images.detach().cpu(), "labels": self.labels.detach().cpu(),
-                "opt": self.opt.state_dict(), "current": self.current, "net_steps": list(self.net_steps),
-                "nets": [n.state_dict() for n in self.nets], "net_opts": [o.state_dict() for o in self.net_opts]}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        with torch.no_grad():
-            self.images.copy_(state["images"].to(self.device))
-            self.labels.copy_(state["labels"].to(self.device))
-        self.opt.load_state_dict(state["opt"])
-        self.current, self.net_steps = int(state["current"]), list(state["net_steps"])
-        for net, opt, ns, os_ in zip(self.nets, self.net_opts, state["nets"], state["net_opts"]):
-            net.load_state_dict(ns)
-            opt.load_state_dict(os_)
-
     def result(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"images": self.images.detach().cpu(), "labels": self.labels.detach().cpu(),
-                               "use_flip": self.use_flip}
-        if self.zca is not None:
-            out.update({"space": "zca", "zca": self.zca.state_dict()})
-        return out
+        return {"images": self.images.detach().cpu(), "labels": self.labels.detach().cpu(), "use_flip": self.use_flip}
 
 
 @register("frepo")
@@ -150,7 +140,7 @@ class FRePo(FRePoFamily):
     fixed = {"keep": 1.0, "eps": 0.0, "reduce": "half_sum"}
 
     def kernel_loss(self, phi_t, y_t, phi_s, y_s):
-        return K.frepo_kernel_loss(phi_t, y_t, phi_s, y_s, float(self.hp["krr_reg"]))
+        return frepo_kernel_loss(phi_t, y_t, phi_s, y_s, float(self.hp["krr_reg"]))
 
 
 @register("isa")

@@ -19,16 +19,17 @@ import torch
 import torch.nn.functional as F
 
 from ..augment import DSA
-from ..matching import loops_for, match_distance, per_class_grads
+from ..ops.gradmatch import loops_for, match_distance, per_class_grads
 from ..nets import build_net, has_batchnorm
-from ..sampling import make_sampler
-from . import register
+from ..ops.real_batches import make_sampler
+from .registry import register
 from .base import Method
 
 BN_IMAGES_PER_CLASS = 16  # official main.py BNSizePC
 
 
 class GradientMatching(Method):
+    state = ("images", "opt", "matching_steps", "sampler")
     use_dsa: ClassVar[bool] = False
 
     def init(self) -> None:
@@ -109,17 +110,6 @@ class GradientMatching(Method):
                 break
             self._train_net(net, opt_net)
         return {"loss": total / self.outer}
-
-    def state_dict(self) -> dict:
-        return {"images": self.images.detach().cpu(), "opt": self.opt.state_dict(),
-                "matching_steps": self.matching_steps, "sampler": self.sampler.state_dict()}
-
-    def load_state_dict(self, state: dict) -> None:
-        with torch.no_grad():
-            self.images.copy_(state["images"].to(self.device))
-        self.opt.load_state_dict(state["opt"])
-        self.matching_steps = state["matching_steps"]
-        self.sampler.load_state_dict(state["sampler"])
 
     def result(self) -> dict:
         return {"images": self.images.detach().cpu(), "labels": self.labels.cpu()}

@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 
 from ..featnet import load_feature_net
-from . import register
+from .registry import register
 from .base import RealSelection
 
 

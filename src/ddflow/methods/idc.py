@@ -23,27 +23,37 @@ import torch.nn.functional as F
 
 from ..data import denormalize
 from ..errors import DdflowError
-from ..idc_ops import IDCAugment, conv_grad_distance, conv_weights, cutmix_apply, cutmix_loss, decode, lr_img
-from ..idc_ops import maybe_cutmix, tile
-from ..kmeans import representative_indices
+from ..augment import IDCAugment
+from ..augment.cutmix import cutmix_apply, maybe_cutmix
+from ..data.real import mean_std
 from ..nets import build_net
-from ..sampling import RepresentativeSampler, make_sampler
-from . import register
+from ..ops.gradmatch import conv_grad_distance, conv_weights
+from ..ops.kmeans import representative_indices
+from ..ops.losses import cutmix_loss
+from ..ops.multiformation import decode, tile
+from ..ops.real_batches import RepresentativeSampler, make_sampler
+from .registry import register
 from .base import Method
 
 TIMERS = ("clustering", "update_images", "inner_loop")
 
 
+
+def lr_img(base: float, ipc: int, size: int, base_size: int) -> float:
+    """Official tune_lr_img: base x (ipc / 10) x (size / base_size)^2 (base_size 28 for MNIST, 32 otherwise)."""
+    return base * (ipc / 10) * (size / base_size) ** 2
+
 @register("idc")
 class IDC(Method):
     protocols = ("idc",)
+    state = ("images", "opt", "sampler", "timing", "loops_done")
+    result_space = "pixels"
 
     def init(self) -> None:
         hp, info = self.hp, self.data.info
         self.factor = int(hp["factor"])
         self._next_net: torch.nn.Module | None = None
-        self.mean = torch.tensor(info.mean, device=self.device).view(1, -1, 1, 1)
-        self.std = torch.tensor(info.std, device=self.device).view(1, -1, 1, 1)
+        self.mean, self.std = mean_std(info.mean, info.std, torch.empty(0, device=self.device))
         self.images = self._initial_pixels().to(self.device).requires_grad_(True)
         self.labels = self.class_labels().to(self.device)
         self.lr_img = lr_img(hp["lr_img_base"], self.ipc, info.size, hp["lr_img_base_size"])
@@ -176,18 +186,9 @@ class IDC(Method):
         return {"loss": total / (int(hp["inner_loops"]) * self.classes)}
 
     # ---- state and result ----------------------------------------------------------------------------------
-    def state_dict(self) -> dict:
-        return {"images": self.images.detach().cpu(), "opt": self.opt.state_dict(),
-                "sampler": self.sampler.state_dict(), "timing": dict(self.timing), "loops_done": self.loops_done}
-
     def load_state_dict(self, state: dict) -> None:
-        with torch.no_grad():
-            self.images.copy_(state["images"].to(self.device))
-        self.opt.load_state_dict(state["opt"])
-        self.sampler.load_state_dict(state["sampler"])
-        self.timing = dict(state["timing"])
+        super().load_state_dict(state)
         self._next_net = None  # a resumed run builds its next network from the restored generator
-        self.loops_done = state["loops_done"]
 
     def result(self) -> dict:
         n = max(self.loops_done, 1)
@@ -196,7 +197,7 @@ class IDC(Method):
             timing["clustering_s"] = None
         timing["inner_loops"] = self.loops_done
         timing["device"] = torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else "cpu"
-        return {"images": self.images.detach().clamp(0, 1).cpu(), "labels": self.labels.cpu(), "space": "pixels",
+        return {"images": self.images.detach().clamp(0, 1).cpu(), "labels": self.labels.cpu(),
                 "factor": self.factor, "lr_img": self.lr_img, "timing": timing}
 
 

@@ -22,9 +22,9 @@ from torch.func import functional_call
 from ..augment import DSA
 from ..errors import DdflowError
 from ..nets import build_net, has_batchnorm
-from ..prep import preprocess
-from ..trajectory import load_expert, load_manifest
-from . import register
+from ..experts import load_expert
+from ..trajectory_sampling import load_manifest
+from .registry import register
 from .base import Method
 
 
@@ -57,10 +57,10 @@ def trajectory_loss(final: dict[str, torch.Tensor], start: dict[str, torch.Tenso
 class MTT(Method):
     protocols = ("mtt",)
     requires = ("trajectories",)
+    state = ("images", "syn_lr", "opt_img", "opt_lr", "order", "chunks")
 
     def init(self) -> None:
         hp, info = self.hp, self.data.info
-        self.data, self.zca = preprocess(self.data, hp["prep"], hp.get("zca_eps"))
         self.manifest = load_manifest(self.inputs["trajectories"], info.name, hp["prep"], hp["net"])
         for key in ("expert_epochs", "max_start_epoch"):
             if int(self.manifest[key]) != int(hp[key]):
@@ -127,23 +127,5 @@ class MTT(Method):
         self.opt_lr.step()
         return {"loss": loss.item(), "syn_lr": self.syn_lr.item(), "start": start_epoch}
 
-    def state_dict(self) -> dict:
-        return {"images": self.images.detach().cpu(), "syn_lr": self.syn_lr.detach().cpu(),
-                "opt_img": self.opt_img.state_dict(), "opt_lr": self.opt_lr.state_dict(), "order": self.order,
-                "chunks": [c.clone() for c in self.chunks]}
-
-    def load_state_dict(self, state: dict) -> None:
-        with torch.no_grad():
-            self.images.copy_(state["images"].to(self.device))
-            self.syn_lr.copy_(state["syn_lr"].to(self.device))
-        self.opt_img.load_state_dict(state["opt_img"])
-        self.opt_lr.load_state_dict(state["opt_lr"])
-        self.order = list(state["order"])
-        self.chunks = list(state["chunks"])
-
     def result(self) -> dict:
-        out = {"images": self.images.detach().cpu(), "labels": self.class_labels(), "lr": float(self.syn_lr.item()),
-               "prep": self.hp["prep"]}
-        if self.zca is not None:
-            out.update({"space": "zca", "zca": self.zca.state_dict()})
-        return out
+        return {"images": self.images.detach().cpu(), "labels": self.class_labels(), "lr": float(self.syn_lr.item())}

@@ -1,7 +1,7 @@
 """Random: IPC real training images drawn uniformly per class (DC, ICLR 2021, Table 1 baseline)."""
 from __future__ import annotations
 
-from . import register
+from .registry import register
 from .base import RealSelection
 
 

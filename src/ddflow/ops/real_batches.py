@@ -6,9 +6,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .data import RealData
+from ..data import RealData
 from .kmeans import representative_indices
-from .nets import has_batchnorm
+from ..nets import has_batchnorm
 
 
 class RandomSampler:

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from .data import get_info
-from .distill import load_distilled
-from .errors import DdflowError
+from ..data import get_info
+from ..errors import DdflowError
+from ..records import load_distilled
 from .tables import DASH, load_spec, write_outputs
 
 COLUMNS = ("clustering", "update_images", "inner_loop")
@@ -22,9 +22,9 @@ def build_timing_table(spec_path: str | Path, distilled_paths: list[str | Path])
     runs: dict[tuple[str, str, int], list[dict]] = defaultdict(list)
     for p in distilled_paths:
         d = load_distilled(p)
-        if "timing" not in d:
-            raise DdflowError(f"{p}: distilled record without 'timing' (method {d.get('method')!r})")
-        runs[(d["method"], d["dataset"], int(d["ipc"]))].append(d)
+        if "timing" not in d.extra:
+            raise DdflowError(f"{p}: distilled record without 'timing' (method {d.method!r})")
+        runs[(d.method, d.dataset, int(d.ipc))].append({"timing": d.extra["timing"], "preset": d.preset})
     records = []
     for row in spec["rows"]:
         for (method, ds, ipc), ds_runs in sorted(runs.items()):

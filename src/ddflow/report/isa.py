@@ -19,32 +19,21 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 
-from . import kernel as K  # noqa: E402
-from .data import RealData, get_info, normalize  # noqa: E402
-from .errors import DdflowError  # noqa: E402
+from ..data import RealData, get_info  # noqa: E402
+from ..errors import DdflowError  # noqa: E402
+from ..io import read_json  # noqa: E402
+from ..ops.krr import centred_onehot, krr_predict, krr_weights  # noqa: E402
+from ..records import DistilledSet, load_distilled  # noqa: E402
+from ..seeding import generator  # noqa: E402
 from .figures import save_figure  # noqa: E402
-from .io import read_json  # noqa: E402
-from .seeding import generator  # noqa: E402
 from .tables import write_outputs  # noqa: E402
-from .zca import ZCA  # noqa: E402
 
 FIG5_PERCENTS = (10, 20, 30)
 
 
-def normalised_images(distilled: dict[str, Any]) -> torch.Tensor:
-    space = distilled.get("space", "normalized")
-    x = distilled["images"].float()
-    if space == "normalized":
-        return x
-    if space == "zca":
-        info = get_info(distilled["dataset"])
-        return normalize(ZCA.from_state_dict(distilled["zca"]).inverse(x), info)
-    raise DdflowError(f"distilled set in space {space!r}: no map to the feature net's space")
-
-
-def soft_targets(distilled: dict[str, Any], classes: int) -> torch.Tensor:
-    y = distilled["labels"]
-    return K.centred_onehot(y.long(), classes) if y.dim() == 1 else y.float()
+def soft_targets(distilled: DistilledSet, classes: int) -> torch.Tensor:
+    y = distilled.labels
+    return centred_onehot(y.long(), classes) if y.dim() == 1 else y.float()
 
 
 @torch.no_grad()
@@ -87,28 +76,28 @@ def fig5(cell_paths: list[str | Path], dataset: str, ipc: int, out: str | Path) 
 
 
 # ---- information test ----------------------------------------------------------------------------------------
-def information_test(distilled: dict[str, Any], data: RealData, net: torch.nn.Module, batch: int = 1024,
+def information_test(distilled: DistilledSet, data: RealData, net: torch.nn.Module, batch: int = 1024,
                      batches: int = 5, hard: float = 0.8, reg: float = 1e-6) -> dict[str, float]:
     """P6's information test on real batches ranked by the distilled set's per-sample KRR error (feature-net
     features): (a) KRR-predict the 20 % easiest from the 80 % hardest, (b) the 20 % hardest from the 80 % easiest
     (`hard` = 0.8). MSE = mean over samples and classes of (prediction - centred one-hot)^2, averaged over
     `batches` batches."""
     info = data.info
-    g = generator("isa-information", distilled["method"], info.name, distilled["ipc"], distilled["seed"])
-    phi_s = features(net, normalised_images(distilled))
-    w = K.krr_weights(phi_s, soft_targets(distilled, info.classes), reg)
+    g = generator("isa-information", distilled.method, info.name, distilled.ipc, distilled.seed)
+    phi_s = features(net, distilled.to_normalized())
+    w = krr_weights(phi_s, soft_targets(distilled, info.classes), reg)
     res = {"easy_from_hard": 0.0, "hard_from_easy": 0.0}
     for _ in range(batches):
         idx = torch.randperm(len(data.y_train), generator=g)[:batch]
         phi = features(net, data.x_train[idx])
-        y = K.centred_onehot(data.y_train[idx], info.classes)
-        err = (K.krr_predict(phi, phi_s, w) - y).square().mean(-1)
+        y = centred_onehot(data.y_train[idx], info.classes)
+        err = (krr_predict(phi, phi_s, w) - y).square().mean(-1)
         order = err.argsort(descending=True)                     # hardest first
         n_big = int(hard * len(order))
         hard_big, easy_small = order[:n_big], order[n_big:]      # 80 % hardest / 20 % easiest
         easy_big, hard_small = order.flip(0)[:n_big], order.flip(0)[n_big:]  # 80 % easiest / 20 % hardest
         for key, sup, tgt in (("easy_from_hard", hard_big, easy_small), ("hard_from_easy", easy_big, hard_small)):
-            pred = K.krr_predict(phi[tgt], phi[sup], K.krr_weights(phi[sup], y[sup], reg))
+            pred = krr_predict(phi[tgt], phi[sup], krr_weights(phi[sup], y[sup], reg))
             res[key] += float((pred - y[tgt]).square().mean()) / batches
     return res
 
@@ -129,16 +118,14 @@ def recall(real: torch.Tensor, syn: torch.Tensor, k: int = 5) -> float:
 
 def recall_table(distilled_paths: list[str | Path], data: RealData, net: torch.nn.Module, out_prefix: str | Path,
                  k: int = 5, n_real: int = 2000) -> pd.DataFrame:
-    from .distill import load_distilled
-
     g = generator("isa-recall", data.info.name)
     idx = torch.randperm(len(data.y_train), generator=g)[:n_real]
     real = features(net, data.x_train[idx])
     rows = []
     for p in distilled_paths:
         d = load_distilled(p)
-        syn = features(net, normalised_images(d))
-        rows.append({"method": d["method"], "dataset": d["dataset"], "ipc": d["ipc"], "seed": d["seed"],
+        syn = features(net, d.to_normalized())
+        rows.append({"method": d.method, "dataset": d.dataset, "ipc": d.ipc, "seed": d.seed,
                      "k": min(k, len(syn) - 1), "recall": recall(real, syn, k)})
     df = pd.DataFrame(rows)
     notes = [f"Recall (P6: Sajjadi et al. 2018 / k-NN balls): the fraction of {len(real)} random real training images "
@@ -151,13 +138,11 @@ def recall_table(distilled_paths: list[str | Path], data: RealData, net: torch.n
 
 def information_table(distilled_paths: list[str | Path], data: RealData, net: torch.nn.Module,
                       out_prefix: str | Path, batch: int, batches: int) -> pd.DataFrame:
-    from .distill import load_distilled
-
     rows = []
     for p in distilled_paths:
         d = load_distilled(p)
         r = information_test(d, data, net, batch, batches)
-        rows.append({"method": d["method"], "dataset": d["dataset"], "ipc": d["ipc"], "seed": d["seed"], **r})
+        rows.append({"method": d.method, "dataset": d.dataset, "ipc": d.ipc, "seed": d.seed, **r})
     df = pd.DataFrame(rows)
     notes = [f"Real batches of {batch} ({batches} batches) split by the distilled set's per-sample KRR error in the "
              "feature net's feature space: easy_from_hard = MSE of predicting the 20 % easiest from the 80 % hardest "
@@ -172,8 +157,6 @@ def fig6(distilled_paths: list[str | Path], data: RealData, net: torch.nn.Module
          classes: tuple[int, ...] = (0, 1, 2), n_real: int = 300) -> None:
     """PCA (fitted on the real images' features) of three classes' real images with each method's synthetic images
     of those classes (labels: argmax of the learned labels)."""
-    from .distill import load_distilled
-
     g = generator("isa-fig6", data.info.name)
     real_x, real_y = [], []
     for c in classes:
@@ -193,13 +176,13 @@ def fig6(distilled_paths: list[str | Path], data: RealData, net: torch.nn.Module
     markers = "*^sDPX"
     for j, p in enumerate(distilled_paths):
         d = load_distilled(p)
-        lab = d["labels"] if d["labels"].dim() == 1 else d["labels"].argmax(1)
+        lab = d.hard_labels()
         keep = torch.isin(lab, torch.tensor(classes))
-        ps = proj(features(net, normalised_images(d)[keep]))
+        ps = proj(features(net, d.to_normalized()[keep]))
         for i, c in enumerate(classes):
             m = (lab[keep] == c).numpy()
             ax.scatter(ps[m, 0], ps[m, 1], s=90, marker=markers[j % len(markers)], color=f"C{i}",
-                       edgecolors="black", linewidths=0.8, label=d["method"] if i == 0 else None)
+                       edgecolors="black", linewidths=0.8, label=d.method if i == 0 else None)
     ax.set_title(f"ISA Fig. 6: {data.info.paper_name}, real vs synthetic (PCA of feature-net features)")
     ax.legend(fontsize=7, ncol=2)
     save_figure(fig, out, dpi=120)

@@ -25,13 +25,17 @@ import copy
 import torch
 from torch.func import stack_module_state
 
-from . import kernel as K
-from .augment import DSA, DSAParams
-from .data import RealData
-from .errors import DdflowError
-from .evaluate import protocol
-from .progress import Progress
-from .train import NetStack, accuracy
+from ..augment import DSA, DSAParams
+from ..data import RealData
+from ..errors import DdflowError
+from ..nets import build_frepo_conv, frepo_init_
+from ..ops.krr import centred_onehot, flip_support, krr_weights
+from ..ops.losses import mse_half_sum
+from ..ops.optim import warmup_cosine_lr
+from ..progress import Progress
+from ..records import DistilledSet
+from ..train import NetStack, accuracy
+from .registry import desc, protocol
 
 # FRePo script/eval.py step_per_prototpyes
 STEPS_BY_PROTOTYPES = {10: 1000, 100: 2000, 200: 20000, 400: 5000, 500: 5000, 1000: 10000, 2000: 40000, 5000: 40000}
@@ -47,7 +51,7 @@ def eval_steps(n: int, setting) -> int:
 
 def as_targets(labels: torch.Tensor, classes: int) -> torch.Tensor:
     if labels.dim() == 1:
-        return K.centred_onehot(labels.long(), classes)
+        return centred_onehot(labels.long(), classes)
     if labels.dim() != 2 or labels.shape[1] != classes:
         raise DdflowError(f"labels of shape {tuple(labels.shape)}: expected (N,) or (N, {classes})")
     return labels.float()
@@ -55,11 +59,11 @@ def as_targets(labels: torch.Tensor, classes: int) -> torch.Tensor:
 
 def frepo_stack(info, settings: dict, generators: list[torch.Generator], device: torch.device) -> NetStack:
     """K FRePo Convs without normalisation, FRePo (flax) initialisation drawn from each model's generator."""
-    template = K.build_frepo_conv(info.channels, info.classes, info.size, int(settings["width"]),
+    template = build_frepo_conv(info.channels, info.classes, info.size, int(settings["width"]),
                                   settings.get("depth"), "none")
     # NetStack draws PyTorch's default initialisation from throw-away generators; FRePo's replaces it
     stack = NetStack(template, [torch.Generator() for _ in generators], device, settings.get("batching", "auto"))
-    nets = [K.frepo_init_(copy.deepcopy(template), g) for g in generators]
+    nets = [frepo_init_(copy.deepcopy(template), g) for g in generators]
     params, _ = stack_module_state(nets)
     stack.params = {k: v.detach().clone().to(device).requires_grad_(True) for k, v in params.items()}
     return stack
@@ -79,13 +83,13 @@ def train_frepo(images: torch.Tensor, targets: torch.Tensor, info, settings: dic
     progress = Progress(steps, desc)
     for t in range(steps):
         for g in opt.param_groups:
-            g["lr"] = K.warmup_cosine_lr(lr, t, steps, int(settings["warmup"]), float(settings["lr_alpha"]))
+            g["lr"] = warmup_cosine_lr(lr, t, steps, int(settings["warmup"]), float(settings["lr_alpha"]))
         idx = (torch.arange(bs) + t * bs) % n
         xb = x[idx.to(device)].repeat(k, 1, 1, 1)
         if aug is not None:
             xb = aug.augment_many(xb, [bs] * k, generators)
         out = stack.forward(xb.view(k, bs, *x.shape[1:]))
-        losses = K.mse_half_sum(out, y[idx.to(device)].unsqueeze(0).expand(k, -1, -1))
+        losses = mse_half_sum(out, y[idx.to(device)].unsqueeze(0).expand(k, -1, -1))
         opt.zero_grad()
         losses.sum().backward()
         opt.step()
@@ -94,18 +98,19 @@ def train_frepo(images: torch.Tensor, targets: torch.Tensor, info, settings: dic
     return stack
 
 
-def _use_flip(settings: dict, distilled: dict | None, info) -> bool:
+def _use_flip(settings: dict, record: DistilledSet, info) -> bool:
     flag = settings.get("use_flip", "auto")
     if flag in (None, "auto"):
-        return bool((distilled or {}).get("use_flip", info.channels == 3))
+        return bool(record.extra.get("use_flip", info.channels == 3))
     return bool(flag)
 
 
 @protocol("frepo")
-def evaluate_frepo(images: torch.Tensor, labels: torch.Tensor, data: RealData, settings: dict, generators,
-                   device: torch.device, desc: str = "eval", **_) -> list[float]:
+def evaluate_frepo(record: DistilledSet, data: RealData, settings: dict, generators,
+                   device: torch.device) -> list[float]:
     info = data.info
-    stack = train_frepo(images, as_targets(labels, info.classes), info, settings, generators, device, desc)
+    stack = train_frepo(record.images, as_targets(record.labels, info.classes), info, settings, generators, device,
+                        desc("frepo", record))
     return accuracy(stack.train(False), data.x_test.to(device), data.y_test.to(device))
 
 
@@ -118,7 +123,7 @@ def krr_accuracy(stack: NetStack, support: torch.Tensor, y_s: torch.Tensor, x_te
         sub = copy.copy(stack)
         sub.params, sub.buffers, sub.k = one, {n: v[m:m + 1] for n, v in stack.buffers.items()}, 1
         phi_s = sub.forward(support.unsqueeze(0), embed=True)[0]
-        proj = phi_s.T @ K.krr_weights(phi_s, y_s, reg)
+        proj = phi_s.T @ krr_weights(phi_s, y_s, reg)
         correct = 0
         for start in range(0, len(x_test), chunk):
             phi_t = sub.forward(x_test[start:start + chunk].unsqueeze(0), embed=True)[0]
@@ -128,11 +133,11 @@ def krr_accuracy(stack: NetStack, support: torch.Tensor, y_s: torch.Tensor, x_te
 
 
 @protocol("krr")
-def evaluate_krr(images: torch.Tensor, labels: torch.Tensor, data: RealData, settings: dict, generators,
-                 device: torch.device, desc: str = "eval", distilled: dict | None = None, **_) -> list[float]:
+def evaluate_krr(record: DistilledSet, data: RealData, settings: dict, generators,
+                 device: torch.device) -> list[float]:
     info = data.info
-    targets = as_targets(labels, info.classes)
-    stack = train_frepo(images, targets, info, settings, generators, device, desc).train(False)
-    support, y_s = K.flip_support(images.to(device), targets.to(device), _use_flip(settings, distilled, info))
+    targets = as_targets(record.labels, info.classes)
+    stack = train_frepo(record.images, targets, info, settings, generators, device, desc("krr", record)).train(False)
+    support, y_s = flip_support(record.images.to(device), targets.to(device), _use_flip(settings, record, info))
     return krr_accuracy(stack, support, y_s, data.x_test.to(device), data.y_test.to(device),
                         float(settings.get("krr_reg", 1e-6)))

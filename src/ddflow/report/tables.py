@@ -11,9 +11,9 @@ from typing import Any
 import pandas as pd
 import yaml
 
-from .data import get_info
-from .errors import DdflowError
-from .io import atomic_path, read_json
+from ..data import get_info
+from ..errors import DdflowError
+from ..io import atomic_path, read_json
 
 DASH = "—"
 _PM = re.compile(r"^\s*([-+]?\d+(?:\.\d+)?)\s*(?:±\s*(\d+(?:\.\d+)?))?\s*$")

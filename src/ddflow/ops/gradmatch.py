@@ -1,7 +1,6 @@
-"""Gradient matching pieces shared by DC, DSA (and later IDC/DREAM): the official per-layer distance and
-per-class gradients of a network computed for all classes at once.
-
-Official reference: VICO-UoE/DatasetCondensation utils.py `distance_wb` / `match_loss`.
+"""Gradient matching pieces shared by DC, DSA, IDC and DREAM: the official per-layer distance and per-class
+gradients of a network computed for all classes at once (VICO-UoE/DatasetCondensation utils.py `distance_wb` /
+`match_loss`), and IDC's distance over conv weights only (snu-mllab/Efficient-Dataset-Condensation condense.py).
 """
 from __future__ import annotations
 
@@ -12,9 +11,10 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, grad, vmap
 
-from .errors import DdflowError
+from ..errors import DdflowError
 
 METRICS = ("ours", "mse", "cos")
+IDC_METRICS = ("mse", "l1")
 
 
 def distance_wb(g_syn: torch.Tensor, g_real: torch.Tensor) -> torch.Tensor:
@@ -73,3 +73,18 @@ def per_class_grads(net: nn.Module, params: dict[str, torch.Tensor], buffers: di
         raise ValueError(f"batching {batching!r} not in ('auto', 'vmap', 'loop')")
     per_class = [grad(loss)(params, x[c], y[c]) for c in range(len(x))]
     return {n: torch.stack([g[n] for g in per_class]) for n in params}
+
+
+def conv_weights(net: torch.nn.Module) -> list[torch.Tensor]:
+    """The parameters IDC matches with bias=False, fc=False: the 4-D (conv) weights."""
+    return [p for p in net.parameters() if p.dim() == 4]
+
+
+
+def conv_grad_distance(g_syn: list[torch.Tensor], g_real: list[torch.Tensor], metric: str) -> torch.Tensor:
+    """Sum over the tensors of 'mse' = sum (a - b)^2 or 'l1' = sum |a - b| (official condense.py dist)."""
+    if metric not in IDC_METRICS:
+        raise DdflowError(f"unknown IDC matching metric {metric!r}; allowed: {', '.join(IDC_METRICS)}")
+    if metric == "mse":
+        return sum(((s - r) ** 2).sum() for s, r in zip(g_syn, g_real))
+    return sum((s - r).abs().sum() for s, r in zip(g_syn, g_real))

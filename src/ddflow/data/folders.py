@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import DdflowError
+from ..errors import DdflowError
 
 IMAGE_SUFFIXES = (".jpeg", ".jpg", ".png")
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
-from .errors import DdflowError
+from ..errors import DdflowError
 
 KINDS = ("kornia", "frepo")
 DEFAULT_EPS = {"kornia": 0.1, "frepo": 0.1}

@@ -1,0 +1,135 @@
+"""Stage 2: expert trajectories for the trajectory methods (MTT, EAD).
+
+`results/experts/{dataset}/{prep}/{net}/e{i}.pt`, one file per expert: the parameters after every epoch (epoch 0 =
+the initialisation) stacked per parameter name as (epochs + 1, ...), and the lr of each epoch. Expert i draws
+everything (initialisation, data order, DSA) from generator("expert", dataset, prep, net, i), so it is the same
+file whatever block it is trained in; a block of K experts is one ddflow.train.NetStack (vmap on CUDA, a loop over
+models on the CPU). MTT's buffer.py settings: SGD lr 0.01, no momentum, no weight decay, batch 256, DSA per image
+(one family per batch, parameters per image), epoch 0 = init. A block resumes from its last finished epoch.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .augment import make_augment
+from .data import RealData, get_info, load_real
+from .data.spaces import preprocess
+from .errors import DdflowError
+from .io import load_pt, save_pt
+from .nets import build_net
+from .progress import Progress
+from .runtime import peak_memory_mb
+from .seeding import generator
+from .train import NetStack, TrainSettings, accuracy, train_stack
+
+log = logging.getLogger(__name__)
+EXPERT_FORMAT = "ddflow.expert/1"
+
+
+def expert_path(dataset: str, prep: str, net: str, i: int) -> str:
+    return f"results/experts/{dataset}/{prep}/{net}/e{i}.pt"
+
+
+
+def blocks(n_experts: int, block: int) -> list[list[int]]:
+    """Expert indices grouped into training blocks of `block` (the last may be shorter)."""
+    if n_experts < 1 or block < 1:
+        raise DdflowError(f"experts: need experts >= 1 and block >= 1, got {n_experts}, {block}")
+    return [list(range(s, min(s + block, n_experts))) for s in range(0, n_experts, block)]
+
+
+
+def expert_data(data: RealData, prep: str, eps: float | None = None):
+    """(data in the prep's space, ZCA or None); 'kornia' is MTT's ZCA (eps 0.1 absolute)."""
+    return preprocess(data, prep, eps)
+
+
+
+def train_experts(dataset: str, prep: str, net: str, indices: list[int], settings: dict[str, Any],
+                  data_path: str | Path, outs: list[str | Path], device: torch.device,
+                  resume: str | Path | None = None, stop_after_epoch: int | None = None) -> None:
+    """Train experts `indices` together (one NetStack) and write one file per expert to `outs`.
+    settings: epochs, lr, momentum, weight_decay, batch, augment ('dsa'/'none'), strategy, zca_eps.
+    `stop_after_epoch` leaves only the resume file (tests simulate a killed job with it)."""
+    if len(indices) != len(outs):
+        raise DdflowError("train_experts: one output per expert index")
+    info = get_info(dataset)
+    raw = load_real(data_path, info, device)
+    data, _ = expert_data(raw, prep, settings.get("zca_eps"))
+    gens = [generator("expert", dataset, prep, net, i) for i in indices]
+    template = build_net(net, info.channels, info.classes, info.size)
+    stack = NetStack(template, gens, device, settings.get("batching", "auto"))
+    epochs = int(settings["epochs"])
+    lrs = [float(settings["lr"])] * epochs  # constant lr (MTT's --decay is off by default)
+    strategy = settings.get("strategy", "auto")
+    augment = make_augment(settings.get("augment", "dsa"), info.dsa_strategy if strategy == "auto" else strategy)
+    identity = {"dataset": dataset, "prep": prep, "net": net, "indices": list(indices), "settings": settings}
+    names = list(stack.params)
+    traj = {n: [v.detach().cpu().clone()] for n, v in stack.params.items()}  # per name: list over epochs of (K,...)
+    start, seconds = 0, 0.0
+    resume = Path(resume) if resume else None
+    if resume is not None and resume.exists():
+        state = load_pt(resume, "expert resume file")
+        if state.get("identity") == identity:
+            start, seconds = state["epoch"], state["seconds"]
+            traj = {n: list(state["traj"][n].unbind(0)) for n in names}
+            with torch.no_grad():
+                for n in names:
+                    stack.params[n].copy_(traj[n][-1].to(device))
+            for g, s in zip(gens, state["generators"]):
+                g.set_state(s)
+            log.info("experts %s: resuming from epoch %d (%s)", indices, start, resume)
+        else:
+            log.warning("%s belongs to another configuration; starting afresh", resume)
+    t0 = time.time() - seconds
+    progress = Progress(epochs, f"experts {dataset}/{prep}/{net} {indices[0]}..{indices[-1]}", start=start)
+    for ep in range(start, epochs):
+        ts = TrainSettings(epochs=1, lr=lrs[ep], momentum=float(settings.get("momentum", 0.0)),
+                           weight_decay=float(settings.get("weight_decay", 0.0)), batch=int(settings["batch"]))
+        loss = train_stack(stack.train(True), data.x_train, data.y_train, gens, ts, augment, desc="expert epoch")
+        for n in names:
+            traj[n].append(stack.params[n].detach().cpu().clone())
+        progress.update(ep + 1, loss=sum(loss) / len(loss))
+        if resume is not None and ep + 1 < epochs:
+            save_pt({"identity": identity, "epoch": ep + 1, "seconds": time.time() - t0,
+                     "generators": [g.get_state() for g in gens],
+                     "traj": {n: torch.stack(traj[n]) for n in names}}, resume)
+        if stop_after_epoch is not None and ep + 1 >= stop_after_epoch:
+            progress.close()
+            return
+    progress.close()
+    accs = accuracy(stack.train(False), data.x_test, data.y_test)
+    seconds = time.time() - t0
+    for k, (i, out) in enumerate(zip(indices, outs)):
+        save_pt({"format": EXPERT_FORMAT, "dataset": dataset, "prep": prep, "net": net, "index": i,
+                 "epochs": epochs, "lr": lrs, "settings": settings,
+                 "params": {n: torch.stack([t[k] for t in traj[n]]) for n in names},
+                 "test_accuracy": accs[k], "seconds": seconds, **peak_memory_mb(device)}, out)
+    log.info("experts %s: test accuracy %s (%.1f s)", indices, [round(a, 2) for a in accs], seconds)
+    if resume is not None and resume.exists():
+        resume.unlink()
+
+
+
+def load_expert(path: str | Path, dataset: str | None = None, prep: str | None = None,
+                net: str | None = None, mmap: bool = False) -> dict[str, Any]:
+    """An expert file, checked against the dataset / prep / net the reader expects. With mmap, the tensors are
+    memory-mapped: a reader of two epochs (MTT's window) pages in only those, not the whole trajectory."""
+    if mmap and Path(path).exists():
+        try:
+            obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        except Exception as e:  # truncated or foreign file
+            raise DdflowError(f"{path}: corrupt or not an expert trajectory ({type(e).__name__}: {e})") from None
+    else:
+        obj = load_pt(path, "expert trajectory")
+    if not isinstance(obj, dict) or obj.get("format") != EXPERT_FORMAT:
+        raise DdflowError(f"{path}: not a ddflow expert trajectory ({EXPERT_FORMAT})")
+    for key, want in (("dataset", dataset), ("prep", prep), ("net", net)):
+        if want is not None and obj[key] != want:
+            raise DdflowError(f"{path}: expert trajectory of {key} {obj[key]!r}, expected {want!r}")
+    return obj

@@ -1,0 +1,3 @@
+"""Building blocks shared by methods, protocols and analyses, one role a module: losses, optim (LAMB, schedules),
+krr (kernel ridge regression, ISA's loss), gradmatch (gradient-matching distances), real_batches (random or DREAM's
+representative real batches), kmeans, multiformation (IDC's decode / tile)."""

@@ -1,0 +1,9 @@
+"""Evaluation protocols, one module per family of protocols, one signature (registry.py), one cell runner (cell.py):
+dc.py (`dc`, `mtt`, `soft`), idc.py (`idc`), kernel.py (`frepo`, `krr`). Importing the package registers them all."""
+from __future__ import annotations
+
+from . import dc, idc, kernel  # noqa: F401  (importing registers the protocols)
+from .cell import evaluate_cell, protocol_settings
+from .registry import PROTOCOLS, get_protocol, protocol
+
+__all__ = ["PROTOCOLS", "evaluate_cell", "get_protocol", "protocol", "protocol_settings"]

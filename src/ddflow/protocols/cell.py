@@ -1,0 +1,57 @@
+"""One evaluation cell: the protocol's resolved settings and K fresh networks trained on a distilled set.
+
+Protocol settings = workflow/hparams/protocols.yaml[protocol] (the protocol's fixed optimiser settings) updated by
+the method's `eval: {protocol: {...}}` hyperparameters (epochs, augmentation, number of models), as in the official
+code, where the evaluation length and augmentation follow the method and the dataset.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+from .. import hparams as hparams_mod
+from ..data import RealData, get_info
+from ..errors import DdflowError
+from ..methods import get_method
+from ..records import DistilledSet, cell_record
+from ..runtime import peak_memory_mb, reset_peak
+from ..seeding import generator
+from .registry import PROTOCOLS, get_protocol
+
+log = logging.getLogger(__name__)
+
+
+def protocol_settings(method: str, dataset: str, ipc: int, preset: str, name: str,
+                      hp_dir: str | Path | None = None) -> dict[str, Any]:
+    if name not in PROTOCOLS:
+        raise DdflowError(f"unknown evaluation protocol {name!r}; known: {', '.join(PROTOCOLS)}")
+    hp_dir = hparams_mod.hparams_dir(hp_dir)
+    base = (yaml.safe_load((hp_dir / "protocols.yaml").read_text()) or {}).get(name, {})
+    hp = hparams_mod.resolve(method, dataset, ipc, preset, hp_dir)
+    specific = (hp.get("eval") or {}).get(name)
+    if specific is None:
+        raise DdflowError(f"method {method!r} has no settings for protocol {name!r} in its hparams (eval.{name})")
+    settings = hparams_mod.deep_merge(base, specific)
+    if settings.get("augment") == "dsa" and settings.get("strategy", "auto") == "auto":
+        settings["strategy"] = get_info(dataset).dsa_strategy
+    return settings
+
+
+def evaluate_cell(record: DistilledSet, protocol_name: str, settings: dict, data: RealData,
+                  device: torch.device) -> dict[str, Any]:
+    """Train settings['models'] networks under the protocol on the record; the cell record (ddflow.records)."""
+    fn = get_protocol(protocol_name)
+    k = int(settings["models"])
+    seed_id = get_method(record.method).seed_id()  # a -dream variant is evaluated by the same K model draws as its base
+    gens = [generator("eval", protocol_name, seed_id, record.dataset, record.ipc, record.seed, i) for i in range(k)]
+    reset_peak(device)
+    t0 = time.time()
+    accs = fn(record, record.real_in_space(data), settings, gens, device)
+    out = cell_record(record, protocol_name, settings, accs, time.time() - t0, peak_memory_mb(device))
+    log.info("%s: %.2f +- %.2f over %d models (%.1f s)", record.cell, out["mean"], out["std"], k, out["seconds"])
+    return out

@@ -1,0 +1,176 @@
+"""The records ddflow writes: a distilled set (`results/distilled/...pt`) and an evaluation cell
+(`results/eval/...json`).
+
+A distilled set owns its space. `space` says what its images are: 'normalized' (the dataset's mean/std, the
+default), 'pixels' ([0, 1], IDC/DREAM) or 'zca' (whitened by the ZCA whose state the record carries). Every
+conversion lives here: `to_pixels()` (figures), `to_normalized()` (a fixed feature net's input), `decoded()`
+(multi-formation, normalised: what a network trains on) and `real_in_space(data)` (the real data seen through the
+record's transform, so a test split is whitened exactly as the synthetic set was made). Nothing else in the library
+branches on a space.
+
+On disk a distilled set is a plain dict (format "ddflow.distilled/1"; `torch.load(weights_only=True)` reads it);
+`DistilledSet.to_dict()` / `from_dict()` convert. Method-specific extras (timing, train_indices, use_flip,
+final_stats, peak memory, ...) travel in `extra`.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .data import RealData
+from .data.real import mean_std
+from .data.spaces import whiten
+from .data.zca import ZCA
+from .errors import DdflowError
+from .io import load_pt, save_pt
+from .ops.multiformation import decode
+
+FORMAT = "ddflow.distilled/1"
+SPACES = ("normalized", "pixels", "zca")
+
+
+@dataclass
+class DistilledSet:
+    images: torch.Tensor                  # (N, C, H, W) float, in `space`
+    labels: torch.Tensor                  # (N,) int64 hard labels or (N, classes) learned / soft labels
+    method: str
+    dataset: str
+    ipc: int
+    seed: int
+    mean: tuple[float, ...]               # the dataset's normalisation the set was made with
+    std: tuple[float, ...]
+    preset: str | None = None
+    space: str = "normalized"
+    zca: dict[str, Any] | None = None     # ZCA.state_dict() when space == 'zca'
+    lr: float | None = None               # a learned evaluation lr (MTT)
+    factor: int = 1                       # multi-formation factor (IDC, DREAM)
+    hparams: dict[str, Any] = field(default_factory=dict)
+    iterations: int | None = None
+    seconds: float | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.space not in SPACES:
+            raise DdflowError(f"distilled set in unknown space {self.space!r}; known: {', '.join(SPACES)}")
+        if self.space == "zca" and self.zca is None:
+            raise DdflowError("distilled set in space 'zca' carries no 'zca' state")
+        if int(self.factor) < 1:
+            raise DdflowError(f"distilled set with multi-formation factor {self.factor}; must be >= 1")
+
+    # ---- identity ---------------------------------------------------------------------------------------------
+    @property
+    def cell(self) -> str:
+        return f"{self.method}/{self.dataset}/ipc{self.ipc}/s{self.seed}"
+
+    @property
+    def soft_labels(self) -> bool:
+        return self.labels.dim() == 2
+
+    def hard_labels(self) -> torch.Tensor:
+        """Class per image: the labels, or the argmax of learned labels."""
+        return self.labels if self.labels.dim() == 1 else self.labels.argmax(1)
+
+    # ---- spaces -----------------------------------------------------------------------------------------------
+    def _zca(self) -> ZCA:
+        return ZCA.from_state_dict(self.zca)
+
+    def to_pixels(self) -> torch.Tensor:
+        """The images as [0, 1] pixels (clamped), for figures."""
+        x = self.images.float()
+        if self.space == "zca":
+            x = self._zca().inverse(x)
+        elif self.space == "normalized":
+            m, s = mean_std(self.mean, self.std, x)
+            x = x * s + m
+        return x.clamp(0, 1)
+
+    def to_normalized(self) -> torch.Tensor:
+        """The images in the dataset's normalised space (not clamped), e.g. for a feature net trained on it."""
+        x = self.images.float()
+        if self.space == "normalized":
+            return x
+        m, s = mean_std(self.mean, self.std, x)
+        if self.space == "zca":
+            x = self._zca().inverse(x)
+        return (x - m) / s
+
+    def decoded(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Multi-formation decoded (factor from the record), normalised images and their labels: what a network
+        trains on. Decoding happens in pixels (its padding value 0.5 is a pixel value); a ZCA set cannot decode."""
+        factor = int(self.factor)
+        if self.space == "zca" and factor > 1:
+            raise DdflowError(f"{self.cell}: multi-formation of a ZCA-space set is not defined")
+        x, space = self.images.float(), self.space
+        if space == "normalized" and factor > 1:
+            m, s = mean_std(self.mean, self.std, x)
+            x, space = x * s + m, "pixels"
+        x, y = decode(x, self.labels, factor)
+        if space == "pixels":
+            m, s = mean_std(self.mean, self.std, x)
+            x = (x - m) / s
+        return x, y
+
+    def real_in_space(self, data: RealData) -> RealData:
+        """The real data in this set's space: as loaded (normalised) unless the set is ZCA-whitened, then whitened
+        by the same ZCA (pixel sets are normalised by the protocol through decoded())."""
+        if self.space != "zca":
+            return data
+        return whiten(data, self._zca())
+
+    # ---- file format ------------------------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"format": FORMAT}
+        for f in dataclasses.fields(self):
+            if f.name != "extra":
+                out[f.name] = getattr(self, f.name)
+        out["mean"], out["std"] = list(self.mean), list(self.std)
+        for key in ("zca", "lr"):
+            if out[key] is None:
+                del out[key]
+        clash = set(self.extra) & set(out)
+        if clash:
+            raise DdflowError(f"{self.cell}: extra keys {sorted(clash)} collide with record fields")
+        out.update(self.extra)
+        return out
+
+    @classmethod
+    def from_dict(cls, obj: dict[str, Any], where: str = "distilled set") -> DistilledSet:
+        if not isinstance(obj, dict) or obj.get("format") != FORMAT:
+            raise DdflowError(f"{where}: not a ddflow distilled set (format {FORMAT})")
+        names = {f.name for f in dataclasses.fields(cls)} - {"extra"}
+        missing = [k for k in ("images", "labels", "method", "dataset", "ipc", "seed", "mean", "std") if k not in obj]
+        if missing:
+            raise DdflowError(f"{where}: distilled set lacks {missing}")
+        kwargs = {k: obj[k] for k in names if k in obj}
+        kwargs["mean"], kwargs["std"] = tuple(obj["mean"]), tuple(obj["std"])
+        kwargs["factor"] = int(obj.get("factor", 1))
+        if kwargs.get("lr") is not None:
+            kwargs["lr"] = float(kwargs["lr"])
+        extra = {k: v for k, v in obj.items() if k not in names and k != "format"}
+        return cls(**kwargs, extra=extra)
+
+    def save(self, path: str | Path) -> None:
+        save_pt(self.to_dict(), path)
+
+
+def load_distilled(path: str | Path) -> DistilledSet:
+    """A distilled set file; a missing, corrupt or foreign file is a DdflowError naming the path."""
+    return DistilledSet.from_dict(load_pt(path, "distilled set"), str(path))
+
+
+def cell_record(record: DistilledSet, protocol: str, settings: dict[str, Any], accuracies: list[float],
+                seconds: float, memory: dict[str, float]) -> dict[str, Any]:
+    """An evaluation cell (results/eval/{protocol}/{method}/{dataset}/ipc{ipc}/s{seed}.json): every model's test
+    accuracy, their mean and population std, the protocol settings, time and peak memory."""
+    t = torch.tensor(accuracies, dtype=torch.float64)
+    k = len(accuracies)
+    return {
+        "protocol": protocol, "method": record.method, "dataset": record.dataset, "ipc": record.ipc,
+        "seed": record.seed, "preset": record.preset, "iterations": record.iterations, "accuracies": accuracies,
+        "mean": float(t.mean()), "std": float(t.std(unbiased=False)) if k > 1 else 0.0, "n_models": k,
+        "settings": settings, "seconds": seconds, **memory,
+    }
