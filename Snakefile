@@ -10,15 +10,14 @@ configfile: "config.yaml"
 
 include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
+include: "workflow/rules/experts.smk"
+include: "workflow/rules/sampling.smk"
 include: "workflow/rules/distill.smk"
 include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/report.smk"
-include: "workflow/rules/trajectory.smk"
-include: "workflow/rules/idc.smk"
-include: "workflow/rules/kernel.smk"
 
 
 rule all:
+    default_target: True
     input:
         all_targets(),
-    default_target: True

@@ -20,6 +20,7 @@ import torch
 from ddflow import hparams
 from ddflow.augment import make_augment
 from ddflow.data import get_info, load_real, prepare
+from ddflow.data.spaces import preprocess
 from ddflow.methods import get_method
 from ddflow.nets import build_net
 from ddflow.runtime import peak_memory_mb, reset_peak, resolve_device
@@ -69,7 +70,9 @@ def bench_method(data, device, method: str, ipc: int, iters: int, preset: str, h
     """Seconds per distillation iteration of any registered method (dc, dsa, dm, ...) after one warm-up step, and
     the peak memory of the timed steps. `hp` replaces the resolved hyperparameters; `inputs` as the runner's."""
     hp = hp if hp is not None else hparams.resolve(method, data.info.name, ipc, preset)
-    m = get_method(method)(hp, data, ipc, generator("bench", method), device, inputs)
+    cls = get_method(method)
+    data, _ = preprocess(data, cls.preprocessing(hp, data.info))  # as the runner does before init()
+    m = cls(hp, data, ipc, generator("bench", method), device, inputs)
     m.init()
     m.step(0)
     _sync(device)
@@ -86,8 +89,8 @@ def bench_method(data, device, method: str, ipc: int, iters: int, preset: str, h
 # ---- trajectory family (issue 3): expert epochs/s, MTT / EAD iterations/s, MTT unroll memory ------------------
 def _fake_experts(data, net: str, n: int, epochs: int, tmp: Path) -> list[str]:
     """Expert files with random-walk trajectories (throughput does not depend on the values)."""
+    from ddflow.experts import EXPERT_FORMAT
     from ddflow.io import save_pt
-    from ddflow.trajectory import EXPERT_FORMAT
     info = data.info
     paths = []
     for i in range(n):
@@ -123,7 +126,7 @@ def bench_experts(data, device, k: int, epochs: int, net: str = "ConvNet") -> di
 def bench_trajectory_method(data, device, method: str, ipc: int, iters: int, preset: str,
                             syn_steps: int | None = None, batch_syn: int | None = None) -> dict:
     """MTT / EAD iterations per second on fake experts of the method's net; peak memory of the run."""
-    from ddflow.trajectory import write_ead_pool, write_mtt_manifest
+    from ddflow.trajectory_sampling import write_ead_pool, write_mtt_manifest
     hp = hparams.resolve(method, data.info.name, ipc, preset)
     hp["prep"] = "raw"  # throughput only: skip fitting a ZCA
     if syn_steps:

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -8,6 +9,10 @@ import torch
 from ddflow.data import get_info, load_real, prepare
 
 ROOT = Path(__file__).resolve().parents[1]
+
+# the library reads its hyperparameters from $DDFLOW_HPARAMS (ddflow.hparams.hparams_dir): point it at this
+# checkout's workflow/hparams so the tests pass from any working directory
+os.environ.setdefault("DDFLOW_HPARAMS", str(ROOT / "workflow" / "hparams"))
 
 
 @pytest.fixture(scope="session")

@@ -5,7 +5,6 @@ import math
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 from ddflow.augment import DC_TRANSFORMS, DSA, DSA_FAMILIES, DCAugment, DSAParams, make_augment
 from ddflow.errors import DdflowError
@@ -152,9 +151,9 @@ def test_cutout_zeroes_exactly_one_square_of_round_half_size():
     assert inside.any() and (~inside).any()
     assert torch.all(zeros[inside] == 256)
     for k in range(0, 200, 17):  # the zeros are exactly the box, on every channel
-        t, l, b, r = boxes[k].tolist()
+        t, left, b, r = boxes[k].tolist()
         mask = torch.ones(32, 32)
-        mask[t:b, l:r] = 0
+        mask[t:b, left:r] = 0
         assert torch.equal(out[k], mask.expand(3, -1, -1))
 
 
@@ -174,7 +173,7 @@ def test_cutout_centre_range_matches_official_randint_bounds():
     dsa = DSA("cutout")
     boxes = dsa.cutout_boxes(dsa.sample(4000, gen(13)), 20, 30)  # holes 10 (even) x 15 (odd)
     rows = {(t, b) for t, _, b, _ in boxes.tolist()}
-    cols = {(l, r) for _, l, _, r in boxes.tolist()}
+    cols = {(left, r) for _, left, _, r in boxes.tolist()}
     assert rows == {(max(c - 5, 0), min(c + 5, 20)) for c in range(0, 21)}
     assert cols == {(max(c - 7, 0), min(c + 8, 30)) for c in range(0, 30)}
 

@@ -9,7 +9,6 @@ from PIL import Image
 from ddflow import data
 from ddflow.errors import DdflowError
 
-
 # ---- registry -----------------------------------------------------------------------------------
 
 def test_registry_and_unknown_name():

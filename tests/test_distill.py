@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from ddflow.distill import load_distilled, run
+from ddflow.distill import run
 from ddflow.errors import DdflowError
 from ddflow.io import load_pt
-
+from ddflow.records import load_distilled
 
 CPU = torch.device("cpu")
 ROOT = Path(__file__).resolve().parents[1]
@@ -25,7 +25,8 @@ def tiny_hparams(tmp_path):
     d.mkdir()
     for f in (ROOT / "workflow" / "hparams").glob("*.yaml"):
         (d / f.name).write_text(f.read_text())
-    text = (d / "dm.yaml").read_text().replace("iterations: 80", "iterations: 6").replace("batch_real: 16", "batch_real: 4")
+    text = (d / "dm.yaml").read_text().replace("iterations: 80", "iterations: 6")
+    text = text.replace("batch_real: 16", "batch_real: 4")
     (d / "dm.yaml").write_text(text)
     return d
 
@@ -34,7 +35,8 @@ def _run(mnist5k_path, out, hp_dir, **kw):
     return run("dm", "mnist5k", 1, 0, "quick", CPU, mnist5k_path, out, hp_dir=hp_dir, **kw)
 
 
-def test_killed_distillation_resumes_from_its_state_file_and_matches_an_uninterrupted_run(mnist5k_path, tmp_path, tiny_hparams):
+def test_killed_distillation_resumes_from_its_state_file_and_matches_an_uninterrupted_run(mnist5k_path, tmp_path,
+                                                                                          tiny_hparams):
     full = _run(mnist5k_path, tmp_path / "full.pt", tiny_hparams)
     resume = tmp_path / "state.pt"
     out = tmp_path / "resumed.pt"
@@ -43,12 +45,12 @@ def test_killed_distillation_resumes_from_its_state_file_and_matches_an_uninterr
     assert load_pt(resume)["iteration"] == 4  # the last save before the kill
     resumed = _run(mnist5k_path, out, tiny_hparams, resume=resume, save_every=2)
     assert out.exists() and not resume.exists()
-    assert torch.equal(resumed["images"], full["images"])
+    assert torch.equal(resumed.images, full.images)
 
 
 def test_same_cell_twice_gives_the_same_file_contents(mnist5k_path, tmp_path, tiny_hparams):
-    a = load_distilled(_run(mnist5k_path, tmp_path / "a.pt", tiny_hparams) and tmp_path / "a.pt")
-    b = load_distilled(_run(mnist5k_path, tmp_path / "b.pt", tiny_hparams) and tmp_path / "b.pt")
+    a = load_distilled(_run(mnist5k_path, tmp_path / "a.pt", tiny_hparams) and tmp_path / "a.pt").to_dict()
+    b = load_distilled(_run(mnist5k_path, tmp_path / "b.pt", tiny_hparams) and tmp_path / "b.pt").to_dict()
     timing = {"seconds", "peak_rss_mb", "peak_cuda_mb"}
     assert set(a) == set(b)
     for k in set(a) - timing:
@@ -62,7 +64,7 @@ def test_a_resume_file_of_another_configuration_is_ignored(mnist5k_path, tmp_pat
     resume = tmp_path / "state.pt"
     torch.save({"identity": {"method": "other"}, "iteration": 3}, resume)
     result = _run(mnist5k_path, tmp_path / "o.pt", tiny_hparams, resume=resume)
-    assert result["iterations"] == 6 and not resume.exists()
+    assert result.iterations == 6 and not resume.exists()
 
 
 def test_corrupt_files_are_clear_errors_naming_the_path(tmp_path):
@@ -105,7 +107,7 @@ def test_sigkilled_cli_job_resumes(mnist5k_path, tmp_path, tiny_hparams):
     log = subprocess.run(cmd, capture_output=True, text=True, check=True).stderr
     assert f"resuming dm from iteration {done_before}" in log
     assert out.exists() and not resume.exists()
-    assert load_distilled(out)["iterations"] == 40
+    assert load_distilled(out).iterations == 40
 
 
 def test_snapshots_survive_a_kill_and_equal_those_of_an_uninterrupted_run(mnist5k_path, tmp_path, tiny_hparams):
@@ -121,6 +123,6 @@ def test_snapshots_survive_a_kill_and_equal_those_of_an_uninterrupted_run(mnist5
     _run(mnist5k_path, tmp_path / "r.pt", tiny_hparams, resume=resume, save_every=4, snapshot_dir=resumed_dir)
     for name in ("it0.pt", "it2.pt", "it5.pt"):
         a, b = load_distilled(full_dir / name), load_distilled(resumed_dir / name)
-        assert a["iterations"] == b["iterations"] == int(name[2:-3])
-        assert torch.equal(a["images"], b["images"])
+        assert a.iterations == b.iterations == int(name[2:-3])
+        assert torch.equal(a.images, b.images)
     assert not (tmp_path / "state.pt.snapshots").exists()

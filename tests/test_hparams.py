@@ -2,7 +2,7 @@ import pytest
 
 from ddflow import hparams
 from ddflow.errors import DdflowError
-from ddflow.evaluate import protocol_settings
+from ddflow.protocols import protocol_settings
 
 
 def _write(tmp_path, name, text):
@@ -47,7 +47,8 @@ def test_bad_hparams_inputs_are_clear_errors(tmp_path):
 
 def test_repository_hparams_match_the_official_defaults():
     dm = hparams.resolve("dm", "cifar10", 10, "paper")
-    assert (dm["iterations"], dm["lr_img"], dm["momentum"], dm["batch_real"], dm["init"]) == (20000, 1.0, 0.5, 256, "real")
+    assert (dm["iterations"], dm["lr_img"], dm["momentum"], dm["batch_real"], dm["init"]) == \
+        (20000, 1.0, 0.5, 256, "real")
     assert hparams.resolve("dm", "cifar10", 100, "paper")["lr_img"] == 10
     s = protocol_settings("dm", "cifar10", 10, "paper", "dc")
     assert (s["lr"], s["momentum"], s["weight_decay"], s["batch"], s["epochs"], s["augment"], s["models"]) == \
@@ -62,7 +63,8 @@ def test_repository_hparams_match_the_official_defaults():
 
 
 def test_quick_reductions_reach_grandchildren_after_all_paper_values(tmp_path):
-    _write(tmp_path, "root", "paper: {iterations: 1000, eval: {epochs: 300}}\nquick: {iterations: 10, eval: {epochs: 5}}\n")
+    _write(tmp_path, "root",
+           "paper: {iterations: 1000, eval: {epochs: 300}}\nquick: {iterations: 10, eval: {epochs: 5}}\n")
     _write(tmp_path, "child", "inherit: root\npaper: {eval: {epochs: 1000}}\n")
     _write(tmp_path, "grandchild", "inherit: child\npaper: {extra: 1}\n")
     assert hparams.resolve("grandchild", "x", 1, "paper", tmp_path) == {"iterations": 1000, "eval": {"epochs": 1000},

@@ -9,14 +9,20 @@ import torch
 import torch.nn.functional as F
 
 from ddflow import hparams
+from ddflow.augment import IDCAugment
+from ddflow.augment.cutmix import cutmix_apply, cutmix_draw
 from ddflow.data import RealData, get_info
+from ddflow.data.zca import fit_zca
 from ddflow.errors import DdflowError
-from ddflow.idc_ops import (IDCAugment, conv_grad_distance, conv_weights, cutmix_apply, cutmix_draw, cutmix_loss,
-                            decode, lr_img, tile)
-from ddflow.idc_protocol import evaluate_idc, prepare
-from ddflow.kmeans import representative_indices
 from ddflow.methods import get_method
+from ddflow.methods.idc import lr_img
 from ddflow.nets import build_net
+from ddflow.ops.gradmatch import conv_grad_distance, conv_weights
+from ddflow.ops.kmeans import representative_indices
+from ddflow.ops.losses import cutmix_loss
+from ddflow.ops.multiformation import decode, tile
+from ddflow.protocols.idc import evaluate_idc
+from ddflow.records import DistilledSet
 
 CPU = torch.device("cpu")
 ROOT_PAPERS = Path(__file__).resolve().parents[1] / "workflow" / "papers"
@@ -167,7 +173,7 @@ def test_idc_step_keeps_pixels_in_unit_range_and_records_timing(small):
     assert 0 <= before.min() and before.max() <= 1
     m.step(0)
     res = m.result()
-    assert res["space"] == "pixels" and res["factor"] == 2 and res["images"].shape == (10, 1, 28, 28)
+    assert m.result_space == "pixels" and res["factor"] == 2 and res["images"].shape == (10, 1, 28, 28)
     assert not torch.equal(res["images"], before)
     t = res["timing"]
     assert t["inner_loops"] == 3 and t["clustering_s"] is None and t["inner_loop_s"] >= t["update_images_s"] > 0
@@ -236,15 +242,22 @@ def test_resume_continues_exactly(small, method):
 
 
 # ---- the idc protocol -------------------------------------------------------------------------------------
+def _record(x, y, data, **kw):
+    info = data.info
+    return DistilledSet(images=x, labels=y, method="idc", dataset=info.name, ipc=1, seed=0, mean=info.mean,
+                        std=info.std, **kw)
+
+
 def test_protocol_decodes_and_normalises_pixel_images(small):
     x = torch.rand(10, 1, 28, 28)
     y = torch.arange(10)
-    dx, dy = prepare(x, y, {"space": "pixels", "factor": 2}, small)
+    dx, dy = _record(x, y, small, space="pixels", factor=2).decoded()
     ref, ref_y = decode(x, y, 2)
     assert dx.shape == (40, 1, 28, 28) and torch.equal(dy, ref_y)
     assert torch.allclose(dx, (ref - 0.1307) / 0.3081)
+    zca = fit_zca(x, "kornia").state_dict()
     with pytest.raises(DdflowError, match="space"):
-        prepare(x, y, {"space": "zca"}, small)
+        _record(x, y, small, space="zca", zca=zca, factor=2).decoded()
 
 
 def test_protocol_trains_k_stacked_models_as_k_separate_runs(small):
@@ -252,27 +265,26 @@ def test_protocol_trains_k_stacked_models_as_k_separate_runs(small):
                 "decay_factor": 0.2, "mixup": "cut", "cutmix_p": 0.5, "cutmix_beta": 1.0,
                 "strategy": "color_crop_scale_rotate", "batching": "loop"}
     x, y = torch.rand(20, 1, 28, 28), torch.arange(10).repeat(2)
-    rec = {"space": "pixels", "factor": 1}
+    rec = _record(x, y, small, space="pixels", factor=1)
     gens = [torch.Generator().manual_seed(s) for s in (1, 2)]
-    together = evaluate_idc(x, y, small, settings, [copy.deepcopy(g) for g in gens], CPU, distilled=rec)
-    alone = [evaluate_idc(x, y, small, settings, [copy.deepcopy(g)], CPU, distilled=rec)[0] for g in gens]
+    together = evaluate_idc(rec, small, settings, [copy.deepcopy(g) for g in gens], CPU)
+    alone = [evaluate_idc(rec, small, settings, [copy.deepcopy(g)], CPU)[0] for g in gens]
     assert together == pytest.approx(alone)
 
 
 def test_timing_table_puts_each_runs_seconds_per_inner_loop_beside_the_paper(tmp_path):
-    from ddflow.distill import FORMAT
-    from ddflow.io import save_pt
-    from ddflow.timing_table import build_timing_table, write_timing_table
+    from ddflow.report.timing import build_timing_table, write_timing_table
 
+    info = get_info("cifar10")
     paths = []
     for method, clus in (("idc", None), ("dream", 0.1)):
         for seed, loop in ((0, 0.3), (1, 0.5)):
-            rec = {"format": FORMAT, "method": method, "dataset": "cifar10", "ipc": 10, "seed": seed,
-                   "preset": "paper", "images": torch.zeros(1), "labels": torch.zeros(1),
-                   "timing": {"clustering_s": clus, "update_images_s": 0.2, "inner_loop_s": loop,
-                              "inner_loops": 100, "device": "H100"}}
+            rec = DistilledSet(images=torch.zeros(1), labels=torch.zeros(1), method=method, dataset="cifar10", ipc=10,
+                               seed=seed, mean=info.mean, std=info.std, preset="paper",
+                               extra={"timing": {"clustering_s": clus, "update_images_s": 0.2, "inner_loop_s": loop,
+                                                 "inner_loops": 100, "device": "H100"}})
             paths.append(tmp_path / f"{method}{seed}.pt")
-            save_pt(rec, paths[-1])
+            rec.save(paths[-1])
     table = build_timing_table(ROOT_PAPERS / "dream_t2.yaml", paths)
     df = table["df"].set_index("method")
     assert df.loc["idc", "ours_inner_loop_s"] == pytest.approx(0.4) and pd.isna(df.loc["idc", "ours_clustering_s"])

@@ -4,10 +4,10 @@ import json
 import pytest
 import torch
 
-from ddflow import isa_analysis as A
-from ddflow import kernel as K
-from ddflow.io import save_pt
 from ddflow.nets import build_net
+from ddflow.ops import krr as K
+from ddflow.records import DistilledSet
+from ddflow.report import isa as A
 
 
 def test_recall_counts_real_samples_inside_the_knn_balls():
@@ -21,11 +21,11 @@ def test_recall_counts_real_samples_inside_the_knn_balls():
 
 def _distilled(mnist5k, method, tmp_path, ipc=2):
     idx = torch.cat([i[:ipc] for i in mnist5k.indices_per_class()])
-    d = {"format": "ddflow.distilled/1", "method": method, "dataset": "mnist5k", "ipc": ipc, "seed": 0,
-         "images": mnist5k.x_train[idx].clone(), "labels": K.init_learned_labels(mnist5k.y_train[idx], 10),
-         "space": "normalized"}
+    d = DistilledSet(images=mnist5k.x_train[idx].clone(), labels=K.init_learned_labels(mnist5k.y_train[idx], 10),
+                     method=method, dataset="mnist5k", ipc=ipc, seed=0, mean=mnist5k.info.mean,
+                     std=mnist5k.info.std, space="normalized")
     path = tmp_path / f"{method}.pt"
-    save_pt(d, path)
+    d.save(path)
     return path
 
 

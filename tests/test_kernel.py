@@ -6,13 +6,26 @@ import pytest
 import torch
 import yaml
 
-from ddflow import kernel as K
 from ddflow.distill import run
 from ddflow.errors import DdflowError
 from ddflow.hparams import deep_merge, resolve
-from ddflow.kernel_eval import eval_steps
 from ddflow.methods import get_method
-
+from ddflow.nets import FRePoConv, build_frepo_conv, frepo_depth
+from ddflow.ops.krr import (
+    centred_onehot,
+    frepo_kernel_loss,
+    init_learned_labels,
+    isa_closed_form,
+    isa_loss,
+    krr_lambda,
+    krr_predict,
+    krr_weights,
+    nearest_other,
+    select_by_error,
+)
+from ddflow.ops.losses import margin_loss
+from ddflow.ops.optim import LAMB, cosine_lr, warmup_cosine_lr
+from ddflow.protocols.kernel import eval_steps
 from test_distill import ROOT
 
 CPU = torch.device("cpu")
@@ -26,8 +39,8 @@ def _feats(n, d, seed=0, dtype=torch.float32):
 
 def test_krr_matches_a_float64_direct_solve():
     phi_s, phi_t = _feats(12, 40, 0), _feats(30, 40, 1)
-    y_s = K.centred_onehot(torch.arange(12) % 4, 4)
-    pred = K.krr_predict(phi_t, phi_s, K.krr_weights(phi_s, y_s))
+    y_s = centred_onehot(torch.arange(12) % 4, 4)
+    pred = krr_predict(phi_t, phi_s, krr_weights(phi_s, y_s))
     s, t, y = phi_s.double(), phi_t.double(), y_s.double()
     k_ss = s @ s.T
     lam = 1e-6 * torch.trace(k_ss) / 12
@@ -38,12 +51,12 @@ def test_krr_matches_a_float64_direct_solve():
 def test_lambda_is_relative_to_the_mean_diagonal_so_krr_ignores_the_feature_scale():
     phi_s, phi_t = _feats(8, 20, 2), _feats(5, 20, 3)
     k = phi_s @ phi_s.T
-    assert torch.isclose(K.krr_lambda(k), 1e-6 * torch.trace(k) / 8)
-    assert torch.isclose(K.krr_lambda(k, 1e-3), 1e-3 * torch.trace(k) / 8)
-    assert torch.isclose(K.krr_lambda(9 * k), 9 * K.krr_lambda(k))
-    y = K.centred_onehot(torch.arange(8) % 2, 2)
-    p1 = K.krr_predict(phi_t, phi_s, K.krr_weights(phi_s, y, 1e-2))
-    p3 = K.krr_predict(3 * phi_t, 3 * phi_s, K.krr_weights(3 * phi_s, y, 1e-2))
+    assert torch.isclose(krr_lambda(k), 1e-6 * torch.trace(k) / 8)
+    assert torch.isclose(krr_lambda(k, 1e-3), 1e-3 * torch.trace(k) / 8)
+    assert torch.isclose(krr_lambda(9 * k), 9 * krr_lambda(k))
+    y = centred_onehot(torch.arange(8) % 2, 2)
+    p1 = krr_predict(phi_t, phi_s, krr_weights(phi_s, y, 1e-2))
+    p3 = krr_predict(3 * phi_t, 3 * phi_s, krr_weights(3 * phi_s, y, 1e-2))
     assert torch.allclose(p1, p3, atol=1e-4)
 
 
@@ -53,21 +66,21 @@ def test_isa_closed_form_is_the_mean_over_the_segment(eps):
     lams = torch.linspace(0, eps, 20001, dtype=torch.float64)
     r2 = (a.unsqueeze(0) + lams.view(-1, 1, 1) * b.unsqueeze(0)).square()
     integral = torch.trapezoid(r2, lams, dim=0) / eps            # mean of (A + l B)^2 over l in [0, eps]
-    assert torch.allclose(K.isa_closed_form(a, b, eps, "mean"), integral.mean(-1), rtol=1e-7)
-    assert torch.allclose(K.isa_closed_form(a, b, eps, "half_sum"), 0.5 * integral.sum(-1), rtol=1e-7)
+    assert torch.allclose(isa_closed_form(a, b, eps, "mean"), integral.mean(-1), rtol=1e-7)
+    assert torch.allclose(isa_closed_form(a, b, eps, "half_sum"), 0.5 * integral.sum(-1), rtol=1e-7)
 
 
 def test_isa_with_nothing_discarded_and_eps_0_equals_frepo_exactly():
     phi_t, phi_s = _feats(64, 30, 6), _feats(10, 30, 7).requires_grad_(True)
-    y_t = K.centred_onehot(torch.arange(64) % 10, 10)
-    y_s = K.init_learned_labels(torch.arange(10), 10).requires_grad_(True)
-    frepo = K.frepo_kernel_loss(phi_t, y_t, phi_s, y_s)
-    isa = K.isa_loss(phi_t, y_t, phi_s, y_s, keep=1.0, eps=0.0, reduce="half_sum")
+    y_t = centred_onehot(torch.arange(64) % 10, 10)
+    y_s = init_learned_labels(torch.arange(10), 10).requires_grad_(True)
+    frepo = frepo_kernel_loss(phi_t, y_t, phi_s, y_s)
+    isa = isa_loss(phi_t, y_t, phi_s, y_s, keep=1.0, eps=0.0, reduce="half_sum")
     assert torch.equal(isa, frepo)
     for a, b in zip(torch.autograd.grad(frepo, [phi_s, y_s]), torch.autograd.grad(isa, [phi_s, y_s])):
         assert torch.equal(a, b)
     # ISA's own reduction averages over classes: 2/C times FRePo's half sum
-    assert torch.allclose(K.isa_loss(phi_t, y_t, phi_s, y_s, 1.0, 0.0, "mean"), frepo * 2 / 10)
+    assert torch.allclose(isa_loss(phi_t, y_t, phi_s, y_s, 1.0, 0.0, "mean"), frepo * 2 / 10)
 
 
 def test_method_isa_with_p0_eps0_and_frepo_normalisation_reproduces_frepo(mnist5k):
@@ -86,23 +99,23 @@ def test_method_isa_with_p0_eps0_and_frepo_normalisation_reproduces_frepo(mnist5
 
 def test_hardest_fraction_selection():
     err = torch.tensor([0.1, 0.9, 0.5, 0.3, 0.7, 0.2, 0.8, 0.4, 0.6, 0.0])
-    assert K.select_by_error(err, 0.8).tolist() == [1, 6, 4, 8, 2, 7, 3, 5]       # the 8 hardest, hardest first
-    assert K.select_by_error(err, -0.7).tolist() == [9, 0, 5, 3, 7, 2, 8]               # the 7 easiest
-    assert K.select_by_error(err, 1.0).tolist()[0] == 1
+    assert select_by_error(err, 0.8).tolist() == [1, 6, 4, 8, 2, 7, 3, 5]       # the 8 hardest, hardest first
+    assert select_by_error(err, -0.7).tolist() == [9, 0, 5, 3, 7, 2, 8]               # the 7 easiest
+    assert select_by_error(err, 1.0).tolist()[0] == 1
     with pytest.raises(DdflowError):
-        K.select_by_error(err, 0.05)
+        select_by_error(err, 0.05)
     # the kept samples and only they enter the loss: ISA with keep 0.5 = FRePo's loss on the hardest half
     phi_t, phi_s = _feats(20, 16, 8), _feats(5, 16, 9)
-    y_t, y_s = K.centred_onehot(torch.arange(20) % 5, 5), K.init_learned_labels(torch.arange(5), 5)
-    resid = K.krr_predict(phi_t, phi_s, K.krr_weights(phi_s, y_s)) - y_t
+    y_t, y_s = centred_onehot(torch.arange(20) % 5, 5), init_learned_labels(torch.arange(5), 5)
+    resid = krr_predict(phi_t, phi_s, krr_weights(phi_s, y_s)) - y_t
     hard = resid.square().mean(-1).argsort(descending=True)[:10]
-    loss = K.isa_loss(phi_t, y_t, phi_s, y_s, keep=0.5, eps=0.0, reduce="half_sum")
-    assert torch.allclose(loss, K.frepo_kernel_loss(phi_t[hard], y_t[hard], phi_s, y_s), atol=1e-6)
+    loss = isa_loss(phi_t, y_t, phi_s, y_s, keep=0.5, eps=0.0, reduce="half_sum")
+    assert torch.allclose(loss, frepo_kernel_loss(phi_t[hard], y_t[hard], phi_s, y_s), atol=1e-6)
 
 
 def test_nearest_other_never_picks_itself():
     phi = torch.tensor([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0], [0.1, 1.0]])
-    assert K.nearest_other(phi).tolist() == [1, 0, 3, 2]
+    assert nearest_other(phi).tolist() == [1, 0, 3, 2]
 
 
 def test_pool_draws_trains_and_resets_on_schedule(mnist5k):
@@ -132,22 +145,22 @@ def test_pool_draws_trains_and_resets_on_schedule(mnist5k):
 
 @pytest.mark.parametrize("size,channels,depth", [(28, 1, 3), (32, 3, 3), (64, 3, 4), (128, 3, 5)])
 def test_frepo_conv_shapes(size, channels, depth):
-    assert K.frepo_depth(size, channels) == depth
-    net = K.build_frepo_conv(channels, 10, size, width=4, generator=torch.Generator().manual_seed(0))
+    assert frepo_depth(size, channels) == depth
+    net = build_frepo_conv(channels, 10, size, width=4, generator=torch.Generator().manual_seed(0))
     x = torch.randn(2, channels, size, size)
     assert net.embed(x).shape == (2, 4 * 2 ** (depth - 1) * 16) == (2, net.feature_dim)   # 4x4 maps
     assert net(x).shape == (2, 10)
     bns = [m for m in net.modules() if isinstance(m, torch.nn.BatchNorm2d)]
     assert len(bns) == depth - 1                          # normalisation before every conv but the first
     assert not any(isinstance(m, torch.nn.BatchNorm2d)
-                   for m in K.build_frepo_conv(channels, 10, size, width=4, norm="none").modules())
+                   for m in build_frepo_conv(channels, 10, size, width=4, norm="none").modules())
     if size == 32:  # the paper's feature dimension at width 128
-        assert K.FRePoConv(3, 10, 32).feature_dim == 8192 == K.FRePoConv(1, 10, 28).feature_dim
+        assert FRePoConv(3, 10, 32).feature_dim == 8192 == FRePoConv(1, 10, 28).feature_dim
 
 
 def test_lamb_update_rule():
     p = torch.tensor([3.0, -4.0], requires_grad=True)
-    opt = K.LAMB([p], lr=0.1)
+    opt = LAMB([p], lr=0.1)
     grads = [torch.tensor([1.0, 2.0]), torch.tensor([-0.5, 0.25])]
     m = v = torch.zeros(2)
     ref = p.detach().clone()
@@ -160,27 +173,27 @@ def test_lamb_update_rule():
         ref = ref - 0.1 * (ref.norm() / u.norm()) * u
         assert torch.allclose(p.detach(), ref, atol=1e-6)
     z = torch.zeros(2, requires_grad=True)            # zero weights: trust ratio 1
-    opt = K.LAMB([z], lr=0.1)
+    opt = LAMB([z], lr=0.1)
     z.grad = torch.tensor([1.0, -1.0])
     opt.step()
     assert torch.allclose(z.detach(), torch.tensor([-0.1, 0.1]), atol=1e-5)
 
 
 def test_schedules_and_eval_steps():
-    assert K.cosine_lr(1.0, 0, 100, 0.1) == 1.0 and math.isclose(K.cosine_lr(1.0, 100, 100, 0.1), 0.1)
-    assert K.warmup_cosine_lr(1.0, 0, 1000, 500, 0.01) == 0.0
-    assert math.isclose(K.warmup_cosine_lr(1.0, 250, 1000, 500, 0.01), 0.5)
-    assert math.isclose(K.warmup_cosine_lr(1.0, 1000, 1000, 500, 0.01), 0.01)
+    assert cosine_lr(1.0, 0, 100, 0.1) == 1.0 and math.isclose(cosine_lr(1.0, 100, 100, 0.1), 0.1)
+    assert warmup_cosine_lr(1.0, 0, 1000, 500, 0.01) == 0.0
+    assert math.isclose(warmup_cosine_lr(1.0, 250, 1000, 500, 0.01), 0.5)
+    assert math.isclose(warmup_cosine_lr(1.0, 1000, 1000, 500, 0.01), 0.01)
     assert [eval_steps(n, "auto") for n in (10, 100, 200, 500, 1000, 5000)] == [1000, 2000, 20000, 5000, 10000, 40000]
     assert eval_steps(20, "auto") == 1000 and eval_steps(300, "auto") == 20000 and eval_steps(5, None) == 1000
     assert eval_steps(100, 7) == 7
 
 
 def test_learned_labels_init_and_margin():
-    y = K.init_learned_labels(torch.arange(100) % 100, 100)
+    y = init_learned_labels(torch.arange(100) % 100, 100)
     assert torch.allclose(y[0, 0], torch.tensor((1 - 0.01) / math.sqrt(10)))
     top = torch.tensor([[0.9, 0.1, 0.0], [0.5, 0.45, 0.0]])
-    assert math.isclose(float(K.margin_loss(top)), -(1 / 3 + 0.05) / 2, rel_tol=1e-6)
+    assert math.isclose(float(margin_loss(top)), -(1 / 3 + 0.05) / 2, rel_tol=1e-6)
 
 
 def test_frepo_distillation_resumes_exactly(mnist5k_path, tmp_path):
@@ -196,12 +209,12 @@ def test_frepo_distillation_resumes_exactly(mnist5k_path, tmp_path):
     assert run(*args, tmp_path / "part.pt", hp_dir=hp_dir, resume=tmp_path / "r.pt", save_every=2,
                stop_after=3) is None
     resumed = run(*args, tmp_path / "part.pt", hp_dir=hp_dir, resume=tmp_path / "r.pt", save_every=2)
-    assert torch.equal(full["images"], resumed["images"]) and torch.equal(full["labels"], resumed["labels"])
-    assert full["labels"].shape == (10, 10) and full["space"] == "normalized"
+    assert torch.equal(full.images, resumed.images) and torch.equal(full.labels, resumed.labels)
+    assert full.labels.shape == (10, 10) and full.space == "normalized"
 
 
 def test_block_zca_whitens_each_checkerboard_block_with_one_shared_transform():
-    from ddflow.zca import ZCA, fit_zca, from_blocks, to_blocks
+    from ddflow.data.zca import ZCA, fit_zca, from_blocks, to_blocks
     x = torch.rand(200, 3, 8, 8, generator=torch.Generator().manual_seed(0))
     assert torch.equal(to_blocks(x, 4)[:, 1].reshape(200, 3, 4, 4), x[:, :, 0::2, 1::2])
     assert torch.equal(from_blocks(to_blocks(x, 4), x.shape, 4), x)

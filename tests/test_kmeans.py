@@ -3,9 +3,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from ddflow import kmeans as km
 from ddflow.errors import DdflowError
-from ddflow.kmeans import kmeans, kmeans_batched, nearest_to_centroids, representative_indices
+from ddflow.ops import kmeans as km
+from ddflow.ops.kmeans import kmeans, kmeans_batched, nearest_to_centroids, representative_indices
 
 
 @pytest.fixture(autouse=True)

@@ -5,10 +5,10 @@ import torch.nn.functional as F
 
 from ddflow import hparams
 from ddflow.errors import DdflowError
-from ddflow.matching import distance_wb, loops_for, match_distance, per_class_grads
 from ddflow.methods import get_method
 from ddflow.nets import build_net
-from ddflow.sampling import RandomSampler, RepresentativeSampler
+from ddflow.ops.gradmatch import distance_wb, loops_for, match_distance, per_class_grads
+from ddflow.ops.real_batches import RandomSampler, RepresentativeSampler
 
 
 def test_distance_wb_matches_a_hand_computation_and_ignores_1d_tensors():
@@ -127,11 +127,12 @@ def test_dm_dream_reclusters_every_10_iterations(mnist5k, monkeypatch):
 
 def test_dsa_dream_resumes_exactly(mnist5k_path, tmp_path):
     """Resume restores the image optimiser, the matching-step counter and DREAM's current selection."""
-    from test_distill import ROOT
     import shutil
+
     import yaml
 
     from ddflow.distill import run
+    from test_distill import ROOT
 
     hp_dir = tmp_path / "hp"
     shutil.copytree(ROOT / "workflow" / "hparams", hp_dir)
@@ -148,16 +149,18 @@ def test_dsa_dream_resumes_exactly(mnist5k_path, tmp_path):
     resume = tmp_path / "state.pt"
     assert run(*args, tmp_path / "r.pt", hp_dir=hp_dir, resume=resume, save_every=2, stop_after=3) is None
     resumed = run(*args, tmp_path / "r.pt", hp_dir=hp_dir, resume=resume, save_every=2)
-    assert torch.equal(resumed["images"], full["images"])
+    assert torch.equal(resumed.images, full.images)
 
 
 def test_dream_variants_share_their_base_methods_initial_set_and_evaluation_models(mnist5k_path, mnist5k, tmp_path):
-    from ddflow.distill import run
-    from ddflow.evaluate import evaluate_cell
-
-    from test_distill import ROOT
     import shutil
+
     import yaml
+
+    from ddflow.distill import run
+    from ddflow.protocols import evaluate_cell
+    from ddflow.records import load_distilled
+    from test_distill import ROOT
 
     hp_dir = tmp_path / "hp"
     shutil.copytree(ROOT / "workflow" / "hparams", hp_dir)
@@ -169,8 +172,8 @@ def test_dream_variants_share_their_base_methods_initial_set_and_evaluation_mode
     for method in ("dsa", "dsa-dream"):
         run(method, "mnist5k", 1, 0, "quick", cpu, mnist5k_path, tmp_path / f"{method}.pt", hp_dir=hp_dir,
             snapshot_dir=tmp_path / method)
-        sets[method] = torch.load(tmp_path / method / "it0.pt", weights_only=True)
-    assert torch.equal(sets["dsa"]["images"], sets["dsa-dream"]["images"])
+        sets[method] = load_distilled(tmp_path / method / "it0.pt")
+    assert torch.equal(sets["dsa"].images, sets["dsa-dream"].images)
     settings = {"net": "ConvNet", "lr": 0.01, "momentum": 0.9, "weight_decay": 5e-4, "batch": 256, "epochs": 1,
                 "augment": "none", "models": 2}
     accs = [evaluate_cell(sets[m], "dc", settings, mnist5k, cpu)["accuracies"] for m in ("dsa", "dsa-dream")]

@@ -7,7 +7,7 @@ import torch
 
 from ddflow.data import get_info
 from ddflow.distill import run
-from ddflow.evaluate import evaluate_cell, protocol_settings
+from ddflow.protocols import evaluate_cell, protocol_settings
 
 pytestmark = pytest.mark.workflow
 

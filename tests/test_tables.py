@@ -4,8 +4,7 @@ import pandas as pd
 import pytest
 
 from ddflow.errors import DdflowError
-from ddflow.tables import build_table, parse_paper_value, write_table
-
+from ddflow.report.tables import build_table, parse_paper_value, write_table
 from test_distill import ROOT
 
 SPEC = ROOT / "workflow" / "papers" / "dream_t1.yaml"
@@ -50,7 +49,8 @@ def test_dream_t1_layout_ours_beside_paper_and_difference(tmp_path):
     dsa_line = next(line for line in md.splitlines() if line.startswith("| DSA "))
     assert "88.7" in dsa_line and "—" in dsa_line
     csv = pd.read_csv(tmp_path / "t.csv")
-    assert set(csv.columns) >= {"row", "method", "dataset", "ipc", "ours_mean", "ours_std", "paper_mean", "difference", "n_models"}
+    assert set(csv.columns) >= {"row", "method", "dataset", "ipc", "ours_mean", "ours_std", "paper_mean", "difference",
+                                "n_models"}
     assert len(csv) == 18 * 2 * 2  # 15 paper rows + 3 DREAM-sampling rows, 2 datasets x 2 IPCs
     tex = (tmp_path / "t.tex").read_text()
     assert r"\begin{tabular}" in tex and r"$\pm$" in tex and "tab:dream_t1" in tex

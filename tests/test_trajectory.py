@@ -10,11 +10,12 @@ from torch.func import functional_call
 
 from ddflow.data import load_arrays
 from ddflow.errors import DdflowError
+from ddflow.experts import blocks, load_expert, train_experts
 from ddflow.io import save_npz
-from ddflow.methods.ead import ead_loss, effect_terms, literal_coefficient, soft_ce
+from ddflow.methods.ead import ead_loss, effect_terms, literal_coefficient
 from ddflow.methods.mtt import student_unroll, trajectory_loss
-from ddflow.trajectory import (blocks, load_expert, load_manifest, pool_weights, train_experts, write_ead_pool,
-                               write_mtt_manifest)
+from ddflow.ops.losses import soft_ce
+from ddflow.trajectory_sampling import load_manifest, pool_weights, write_ead_pool, write_mtt_manifest
 
 CPU = torch.device("cpu")
 SETTINGS = {"epochs": 2, "lr": 0.01, "momentum": 0.0, "weight_decay": 0.0, "batch": 64, "augment": "dsa",
@@ -246,23 +247,30 @@ def test_mtt_nan_loss_stops_clearly_and_keeps_the_last_good_state(mtt_setup, tin
     assert state["iteration"] == 2 and torch.isfinite(state["method"]["images"]).all()
     monkeypatch.setattr(mtt_mod, "trajectory_loss", real)
     resumed = run("mtt", "mnist5k", 1, 0, "quick", CPU, tiny_npz, tmp_path / "out.pt", resume=resume, **kw)
-    assert torch.equal(resumed["images"], full["images"]) and resumed["lr"] == full["lr"]
+    assert torch.equal(resumed.images, full.images) and resumed.lr == full.lr
     with pytest.raises(DdflowError, match="this distillation needs 'ConvNet'"):
         run("mtt", "mnist5k", 1, 0, "paper", CPU, tiny_npz, tmp_path / "x.pt", **kw)
 
 
 def test_soft_protocol_trains_on_soft_labels(tiny_npz):
     from ddflow.data import get_info, load_real
-    from ddflow.protocols_trajectory import evaluate_soft, soft_ce_per_model
+    from ddflow.protocols.dc import evaluate_soft
+    from ddflow.records import DistilledSet
     from ddflow.seeding import generator
     logits = torch.randn(2, 3, 4)
     t = F.softmax(torch.randn(2, 3, 4), -1)
-    assert torch.allclose(soft_ce_per_model(logits, t)[1], soft_ce(logits[1], t[1]))
-    data = load_real(tiny_npz, get_info("mnist5k"))
+    assert torch.allclose(soft_ce(logits, t)[1], soft_ce(logits[1], t[1]))  # (K, B, C): one value per model
+    info = get_info("mnist5k")
+    data = load_real(tiny_npz, info)
     x, y = data.x_train[:20], F.one_hot(data.y_train[:20], 10).float()
+
+    def record(labels):
+        return DistilledSet(images=x, labels=labels, method="ead", dataset="mnist5k", ipc=2, seed=0, mean=info.mean,
+                            std=info.std)
+
     settings = {"net": "ConvNetW32", "lr": 0.01, "momentum": 0.9, "weight_decay": 0.0005, "batch": 256,
                 "epochs": 2, "augment": "none", "batching": "loop"}
-    accs = evaluate_soft(x, y, data, settings, [generator("t", 0)], CPU)
+    accs = evaluate_soft(record(y), data, settings, [generator("t", 0)], CPU)
     assert len(accs) == 1 and 0 <= accs[0] <= 100
     with pytest.raises(DdflowError, match="soft labels"):
-        evaluate_soft(x, data.y_train[:20], data, settings, [generator("t", 0)], CPU)
+        evaluate_soft(record(data.y_train[:20]), data, settings, [generator("t", 0)], CPU)

@@ -9,7 +9,6 @@ import torch
 
 from ddflow.data import load_arrays
 from ddflow.io import load_pt, save_npz
-
 from tiny_workflow import snakemake as _snakemake
 from tiny_workflow import tiny_workdir
 
@@ -40,10 +39,12 @@ def tiny_run(mnist5k_path, tmp_path_factory):
 
 def test_trajectory_workflow_experts_sampling_methods_evaluation_tables(tiny_run):
     r = tiny_run / "results"
-    for i in (0, 1):  # one file per expert, each from its own block rule
+    for i in (0, 1):  # one file per expert, each from its own block job (blocks of 1), then the block's receipt
         e = load_pt(r / f"experts/mnist5k/raw/ConvNetW32/e{i}.pt")
         assert e["index"] == i and e["epochs"] == 2 and e["params"]["classifier.weight"].shape[0] == 3
         assert (r / f"logs/experts/mnist5k/raw/ConvNetW32/block{i}.log").exists()
+        receipt = json.loads((r / f"experts/mnist5k/raw/ConvNetW32/block{i}.json").read_text())
+        assert receipt["indices"] == [i] and receipt["experts"] == [f"results/experts/mnist5k/raw/ConvNetW32/e{i}.pt"]
     man = json.loads((r / "trajectories/mnist5k/raw/ConvNetW32/mtt-m1-t2.json").read_text())
     assert man["experts"] == [f"results/experts/mnist5k/raw/ConvNetW32/e{i}.pt" for i in (0, 1)]
     pool = load_pt(r / "trajectories/mnist5k/raw/ConvNetW32/ead-p3.pt")

@@ -2,8 +2,8 @@
 import pytest
 import torch
 
+from ddflow.data.zca import ZCA, fit_zca
 from ddflow.errors import DdflowError
-from ddflow.zca import ZCA, fit_zca
 
 
 def make_data(n=500, c=3, h=4, w=4, seed=0, scale=0.1, shift=0.5):

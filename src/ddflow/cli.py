@@ -41,9 +41,9 @@ def cmd_distill(a) -> None:
 
 def cmd_evaluate(a) -> None:
     from .data import get_info, load_real
+    from .io import write_json
     from .protocols import evaluate_cell, protocol_settings
     from .records import load_distilled
-    from .io import write_json
     from .runtime import resolve_device
     device = resolve_device(a.device)
     distilled = load_distilled(a.distilled)
@@ -54,9 +54,16 @@ def cmd_evaluate(a) -> None:
 
 
 def cmd_table(a) -> None:
-    from .report.tables import build_table, write_table
-    table = build_table(a.spec, a.cells, datasets=a.datasets, ipcs=a.ipcs)
-    write_table(table, a.out_prefix)
+    """A paper table by its spec's kind: evaluation cells (cells) or distilled records' timing (timing)."""
+    from .report.tables import build_table, load_spec, write_table
+    from .report.timing import build_timing_table, write_timing_table
+    kind = load_spec(a.spec)["kind"]
+    if kind == "timing":
+        write_timing_table(build_timing_table(a.spec, a.cells), a.out_prefix)
+    elif kind == "cells":
+        write_table(build_table(a.spec, a.cells, datasets=a.datasets, ipcs=a.ipcs), a.out_prefix)
+    else:
+        raise DdflowError(f"{a.spec}: a {kind!r} spec is not a table of results/tables (kinds: cells, timing)")
 
 
 def cmd_grid(a) -> None:
@@ -75,10 +82,10 @@ def cmd_acc_vs_iteration(a) -> None:
 
 
 def cmd_experts(a) -> None:
-    from .runtime import resolve_device
     from .experts import train_experts
+    from .runtime import resolve_device
     train_experts(a.dataset, a.prep, a.net, a.indices, json.loads(a.settings), a.data, a.outs,
-                  resolve_device(a.device), resume=a.resume)
+                  resolve_device(a.device), resume=a.resume, receipt=a.receipt)
 
 
 def cmd_trajectory_sample(a) -> None:
@@ -105,16 +112,21 @@ def cmd_isa_fig5(a) -> None:
     fig5(a.cells, a.dataset, a.ipc, a.out)
 
 
+def _paper_values(a) -> dict | None:
+    from .report.tables import load_spec
+    return load_spec(a.spec).get("paper") if a.spec else None
+
+
 def cmd_isa_information(a) -> None:
     from .report.isa import information_table
     data, net = _isa_inputs(a)
-    information_table(a.distilled, data, net, a.out_prefix, a.batch, a.batches)
+    information_table(a.distilled, data, net, a.out_prefix, a.batch, a.batches, paper=_paper_values(a))
 
 
 def cmd_isa_recall(a) -> None:
     from .report.isa import recall_table
     data, net = _isa_inputs(a)
-    recall_table(a.distilled, data, net, a.out_prefix, a.k)
+    recall_table(a.distilled, data, net, a.out_prefix, a.k, paper=_paper_values(a))
 
 
 def cmd_isa_fig6(a) -> None:
@@ -162,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument(f"--{k}", required=True)
     p.set_defaults(fn=cmd_evaluate)
 
-    p = sub.add_parser("table", help="a paper table from evaluation cells")
+    p = sub.add_parser("table", help="a paper table from evaluation cells (or distilled records, kind timing)")
     p.add_argument("--spec", required=True)
     p.add_argument("--datasets", nargs="+", required=True)
     p.add_argument("--ipcs", nargs="+", type=int, required=True)
@@ -196,6 +208,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--indices", type=int, nargs="+", required=True)
     p.add_argument("--outs", nargs="+", required=True)
     p.add_argument("--resume", default=None)
+    p.add_argument("--receipt", default=None, help="write this block receipt (JSON) once every expert file is written")
     p.set_defaults(fn=cmd_experts)
 
     p = sub.add_parser("trajectory-sample", help="checkpoint sampling manifest (MTT windows / EAD pool)")
@@ -228,6 +241,7 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--batch", type=int, default=1024)
         p.add_argument("--batches", type=int, default=5)
         p.add_argument("--k", type=int, default=5)
+        p.add_argument("--spec", default=None, help="the analysis spec (workflow/papers/isa_*.yaml): paper values")
         p.add_argument("distilled", nargs="+")
         p.set_defaults(fn=fn)
 

@@ -11,6 +11,7 @@ from .data import DATASETS, class_counts, get_info
 from .errors import DdflowError
 from .hparams import PRESETS, load_file
 from .methods import REGISTRY
+from .report.tables import TABLE_KINDS, load_spec
 
 GRID_KEYS = ("datasets", "methods", "ipcs", "seeds", "tables", "figures")
 FIGURES = ("dream_fig1",)
@@ -52,8 +53,6 @@ def effective_grid(config: dict[str, Any]) -> dict[str, list]:
 
 def table_rows(spec_path: str | Path) -> list[tuple[str, str]]:
     """(method, protocol) of every table row that names a method."""
-    from .report.tables import load_spec
-
     return [(r["method"], r.get("protocol", "dc")) for r in load_spec(spec_path)["rows"] if r.get("method")]
 
 
@@ -93,8 +92,8 @@ def check(config: dict[str, Any], hparams_dir: str | Path, papers_dir: str | Pat
             raise DdflowError(f"config key 'figures': unknown figure {f!r}; known: {', '.join(FIGURES)}")
     for t in grid["tables"]:
         path = Path(papers_dir) / f"{t}.yaml"
-        if not path.exists():
-            known = sorted(p.stem for p in Path(papers_dir).glob("*.yaml"))
+        if not path.exists() or load_spec(path)["kind"] not in TABLE_KINDS:
+            known = sorted(p.stem for p in Path(papers_dir).glob("*.yaml") if load_spec(p)["kind"] in TABLE_KINDS)
             raise DdflowError(f"config key 'tables': unknown table {t!r}; known: {', '.join(known)}")
         for method, protocol in table_rows(path):
             if method in grid["methods"] and protocol not in REGISTRY[method].protocols:

@@ -20,7 +20,7 @@ from .augment import make_augment
 from .data import RealData, get_info, load_real
 from .data.spaces import preprocess
 from .errors import DdflowError
-from .io import load_pt, save_pt
+from .io import load_pt, save_pt, write_json
 from .nets import build_net
 from .progress import Progress
 from .runtime import peak_memory_mb
@@ -29,11 +29,16 @@ from .train import NetStack, TrainSettings, accuracy, train_stack
 
 log = logging.getLogger(__name__)
 EXPERT_FORMAT = "ddflow.expert/1"
+RECEIPT_FORMAT = "ddflow.expert-block/1"
 
 
 def expert_path(dataset: str, prep: str, net: str, i: int) -> str:
     return f"results/experts/{dataset}/{prep}/{net}/e{i}.pt"
 
+
+def receipt_path(dataset: str, prep: str, net: str, block: int) -> str:
+    """A block's receipt: written after all of the block's expert files, so its existence means they are whole."""
+    return f"results/experts/{dataset}/{prep}/{net}/block{block}.json"
 
 
 def blocks(n_experts: int, block: int) -> list[list[int]]:
@@ -43,19 +48,19 @@ def blocks(n_experts: int, block: int) -> list[list[int]]:
     return [list(range(s, min(s + block, n_experts))) for s in range(0, n_experts, block)]
 
 
-
 def expert_data(data: RealData, prep: str, eps: float | None = None):
     """(data in the prep's space, ZCA or None); 'kornia' is MTT's ZCA (eps 0.1 absolute)."""
     return preprocess(data, prep, eps)
 
 
-
 def train_experts(dataset: str, prep: str, net: str, indices: list[int], settings: dict[str, Any],
                   data_path: str | Path, outs: list[str | Path], device: torch.device,
-                  resume: str | Path | None = None, stop_after_epoch: int | None = None) -> None:
+                  resume: str | Path | None = None, stop_after_epoch: int | None = None,
+                  receipt: str | Path | None = None) -> None:
     """Train experts `indices` together (one NetStack) and write one file per expert to `outs`.
     settings: epochs, lr, momentum, weight_decay, batch, augment ('dsa'/'none'), strategy, zca_eps.
-    `stop_after_epoch` leaves only the resume file (tests simulate a killed job with it)."""
+    `stop_after_epoch` leaves only the resume file (tests simulate a killed job with it). `receipt` (JSON: the
+    block's expert files and test accuracies) is written last, so it exists only when every expert file does."""
     if len(indices) != len(outs):
         raise DdflowError("train_experts: one output per expert index")
     info = get_info(dataset)
@@ -110,10 +115,12 @@ def train_experts(dataset: str, prep: str, net: str, indices: list[int], setting
                  "epochs": epochs, "lr": lrs, "settings": settings,
                  "params": {n: torch.stack([t[k] for t in traj[n]]) for n in names},
                  "test_accuracy": accs[k], "seconds": seconds, **peak_memory_mb(device)}, out)
+    if receipt is not None:
+        write_json({"format": RECEIPT_FORMAT, "dataset": dataset, "prep": prep, "net": net, "indices": list(indices),
+                    "experts": [str(o) for o in outs], "test_accuracy": accs, "seconds": seconds}, receipt)
     log.info("experts %s: test accuracy %s (%.1f s)", indices, [round(a, 2) for a in accs], seconds)
     if resume is not None and resume.exists():
         resume.unlink()
-
 
 
 def load_expert(path: str | Path, dataset: str | None = None, prep: str | None = None,

@@ -122,7 +122,6 @@ class ConvNet(FeatureClassifier):
         self.classifier = nn.Linear(self.feature_dim, classes)
 
 
-
 def parse_net(name: str) -> ConvNetSpec:
     if name in _VARIANTS:
         return _VARIANTS[name]
@@ -173,7 +172,6 @@ def frepo_depth(size: int, channels: int = 3) -> int:
     return depth
 
 
-
 class FRePoConv(FeatureClassifier):
     def __init__(self, channels: int, classes: int, size: int, width: int = 128, depth: int | None = None,
                  norm: str = "batch"):
@@ -198,7 +196,6 @@ class FRePoConv(FeatureClassifier):
         self.classifier = nn.Linear(self.feature_dim, classes)
 
 
-
 @torch.no_grad()
 def frepo_init_(net: nn.Module, generator: torch.Generator) -> nn.Module:
     """flax defaults: weights LeCun normal (variance 1/fan_in, truncated at +-2 std, rescaled as in
@@ -216,7 +213,6 @@ def frepo_init_(net: nn.Module, generator: torch.Generator) -> nn.Module:
             m.bias.zero_()
             m.reset_running_stats()
     return net
-
 
 
 def build_frepo_conv(channels: int, classes: int, size: int, width: int = 128, depth: int | None = None,

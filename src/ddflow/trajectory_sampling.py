@@ -38,13 +38,11 @@ def sampler_id(hp: dict[str, Any]) -> str:
     raise DdflowError(f"unknown checkpoint sampler {kind!r}; known: mtt, ead")
 
 
-
 def manifest_path(dataset: str, hp: dict[str, Any]) -> str:
     """The manifest a trajectory method reads (hp: net, prep, sampler and its numbers)."""
     sid = sampler_id(hp)
     ext = "json" if sid.startswith("mtt") else "pt"
     return f"results/trajectories/{dataset}/{hp['prep']}/{hp['net']}/{sid}.{ext}"
-
 
 
 def _check_experts(expert_paths: list[str], dataset: str, prep: str, net: str, need_epochs: int) -> list[dict]:
@@ -57,7 +55,6 @@ def _check_experts(expert_paths: list[str], dataset: str, prep: str, net: str, n
             raise DdflowError(f"{p}: expert trained for {e['epochs']} epochs, the sampler needs epoch {need_epochs}")
         experts.append(e)
     return experts
-
 
 
 def write_mtt_manifest(sampler: str, dataset: str, prep: str, net: str, expert_paths: list[str],
@@ -78,7 +75,6 @@ def write_mtt_manifest(sampler: str, dataset: str, prep: str, net: str, expert_p
     return manifest
 
 
-
 def load_manifest(path: str | Path, dataset: str, prep: str, net: str) -> dict[str, Any]:
     man = read_json(path, "trajectory manifest")
     if man.get("format") != MANIFEST_FORMAT:
@@ -87,7 +83,6 @@ def load_manifest(path: str | Path, dataset: str, prep: str, net: str) -> dict[s
         if man[key] != want:
             raise DdflowError(f"{path}: manifest for {key} {man[key]!r}, this distillation needs {want!r}")
     return man
-
 
 
 def pool_weights(lrs: list[list[float]]) -> tuple[list[tuple[int, int]], torch.Tensor]:
@@ -102,7 +97,6 @@ def pool_weights(lrs: list[list[float]]) -> tuple[list[tuple[int, int]], torch.T
     if not len(refs) or weights.sum() <= 0:
         raise DdflowError("checkpoint pool: no candidate checkpoints with a positive lr")
     return refs, weights / weights.sum()
-
 
 
 def write_ead_pool(sampler: str, dataset: str, prep: str, net: str, expert_paths: list[str],
@@ -129,7 +123,6 @@ def write_ead_pool(sampler: str, dataset: str, prep: str, net: str, expert_paths
     return pool
 
 
-
 def load_pool(path: str | Path, dataset: str, prep: str, net: str) -> dict[str, Any]:
     pool = load_pt(path, "checkpoint pool")
     if not isinstance(pool, dict) or pool.get("format") != POOL_FORMAT:
@@ -138,7 +131,6 @@ def load_pool(path: str | Path, dataset: str, prep: str, net: str) -> dict[str, 
         if pool[key] != want:
             raise DdflowError(f"{path}: checkpoint pool for {key} {pool[key]!r}, this distillation needs {want!r}")
     return pool
-
 
 
 def write_manifest(sampler: str, dataset: str, prep: str, net: str, expert_paths: list[str], out) -> None:

@@ -1,4 +1,5 @@
-# Config validation, wildcard constraints, path builders and input functions. No logic lives in the rules.
+# Config validation, wildcard constraints, path builders, input functions and params: every function of the
+# workflow lives here; the other rule files hold rules only.
 import json
 import sys
 from pathlib import Path
@@ -8,8 +9,12 @@ from snakemake.utils import validate
 sys.path.insert(0, str(Path(workflow.basedir) / "src"))  # a source checkout works before `pip install -e .`
 from ddflow import config as ddconfig  # noqa: E402
 from ddflow import distill as ddistill  # noqa: E402
+from ddflow import experts as ddexperts  # noqa: E402
 from ddflow import hparams as ddhparams  # noqa: E402
+from ddflow import trajectory_sampling as ddsampling  # noqa: E402
 from ddflow.methods import get_method  # noqa: E402
+from ddflow.protocols import protocol_settings  # noqa: E402
+from ddflow.report.tables import load_spec  # noqa: E402
 
 ddconfig.coerce_cli_types(config)
 validate(config, Path(workflow.basedir) / "workflow" / "schemas" / "config.schema.yaml")
@@ -17,6 +22,7 @@ HPARAMS = Path(config.get("hparams_dir") or Path(workflow.basedir) / "workflow" 
 PAPERS = Path(workflow.basedir) / "workflow" / "papers"
 GRID = ddconfig.check(config, hparams_dir=HPARAMS, papers_dir=PAPERS)  # clear errors before any job
 PRESET = config["preset"]
+ENV = "../../envs/ddflow.yaml"  # the one conda env of the one library (`--sdm conda`), relative to a rule file
 
 
 wildcard_constraints:
@@ -25,9 +31,14 @@ wildcard_constraints:
     protocol="[a-z0-9-]+",
     net="[A-Za-z0-9]+",
     table="[a-z0-9_-]+",
+    prep="raw|kornia|frepo",
     ipc=r"\d+",
     seed=r"\d+",
     it=r"\d+",
+    block=r"\d+",
+    m=r"\d+",
+    t=r"\d+",
+    p=r"\d+",
 
 
 def _gpu_count():
@@ -66,8 +77,18 @@ def featnet_path(dataset, net):
     return f"results/nets/{dataset}/{net}-full.pt"
 
 
+def spec(name):
+    """A paper table's or figure's spec (workflow/papers/{name}.yaml) as data."""
+    return load_spec(PAPERS / f"{name}.yaml")
+
+
 def default_protocol(method):
     return get_method(method).protocols[0]
+
+
+def analysis_settings(dataset, ipc=0):
+    """Settings of the paper analyses (workflow/hparams/analyses.yaml) at this preset."""
+    return ddhparams.resolve("analyses", dataset, int(ipc), PRESET, HPARAMS)
 
 
 # ---- targets ---------------------------------------------------------------------------------------------
@@ -82,44 +103,39 @@ def cells(methods=None, protocol=None):
     return out
 
 
-def table_cells(wildcards):
-    rows = ddconfig.table_rows(PAPERS / f"{wildcards.table}.yaml")
-    out = []
-    for method, protocol in rows:
-        if method in GRID["methods"]:
-            out += cells([method], protocol)
-    return out
-
-
 def grid_figures():
-    return [f"results/figures/grids/{m}/{d}/ipc{i}/s{s}.png"
-            for m in GRID["methods"] for d in GRID["datasets"] for i in GRID["ipcs"] for s in GRID["seeds"]]
+    return [
+        f"results/figures/grids/{m}/{d}/ipc{i}/s{s}.png"
+        for m in GRID["methods"]
+        for d in GRID["datasets"]
+        for i in GRID["ipcs"]
+        for s in GRID["seeds"]
+    ]
 
 
-# methods whose accuracy-vs-iteration curves DREAM's supplementary Figure 1 compares (with and without DREAM)
-DREAM_FIG1_METHODS = ("dc", "dc-dream", "dsa", "dsa-dream", "dm", "dm-dream", "idc", "dream")
-
-
-def snapshot_iterations(method, dataset, ipc):
-    return ddistill.snapshot_iterations(ddhparams.resolve(method, dataset, int(ipc), PRESET, HPARAMS))
-
-
-def dream_fig1_cells(wildcards):
-    """Snapshot cells of the first configured seed (the paper's figure shows one distillation per method)."""
+def isa_side_tables():
+    """ISA's information and recall tables: they join the default run when both of their methods are configured
+    (they cost only feature-net features)."""
     out = []
-    for m in GRID["methods"]:
-        if m not in DREAM_FIG1_METHODS:
-            continue
-        for s in GRID["seeds"][:1]:
-            out.append(eval_path(default_protocol(m), m, wildcards.dataset, wildcards.ipc, s))
-            for n in snapshot_iterations(m, wildcards.dataset, wildcards.ipc):
-                out.append(snapshot_eval_path(default_protocol(m), m, wildcards.dataset, wildcards.ipc, s, n))
+    for name in ("isa_information", "isa_recall"):
+        s = spec(name)
+        if all(m in GRID["methods"] for m in s["methods"]):
+            out += [f"results/tables/isa/{s['kind']}_{d}_ipc{i}.md" for d in GRID["datasets"] for i in GRID["ipcs"]]
     return out
 
 
-# A method family's rule file (workflow/rules/<family>.smk, included after this one) may append functions
-# returning extra default targets (its figures, analyses): all_targets() calls each.
-EXTRA_TARGETS = []
+def isa_analysis_targets():
+    """Every ISA analysis for the configured datasets and IPCs (`snakemake isa_analyses`)."""
+    figures = [
+        f"results/figures/isa/fig{n}_{d}_ipc{i}.png" for n in (5, 6, 8) for d in GRID["datasets"] for i in GRID["ipcs"]
+    ]
+    tables = [
+        f"results/tables/isa/{kind}_{d}_ipc{i}.md"
+        for kind in ("information", "recall")
+        for d in GRID["datasets"]
+        for i in GRID["ipcs"]
+    ]
+    return figures + tables
 
 
 def all_targets():
@@ -130,11 +146,10 @@ def all_targets():
         # configured IPCs when 10 is not among them)
         fig_ipcs = [10] if 10 in GRID["ipcs"] else GRID["ipcs"]
         figures += [f"results/figures/dream/fig1_{d}_ipc{i}.png" for d in GRID["datasets"] for i in fig_ipcs]
-    extra = [path for fn in EXTRA_TARGETS for path in fn()]
-    return cells() + tables + figures + grid_figures() + extra
+    return cells() + tables + figures + grid_figures() + isa_side_tables()
 
 
-# ---- input functions and params --------------------------------------------------------------------------
+# ---- input functions and params: data, experts, sampling, distillation ----------------------------------
 def data_args(wildcards):
     src = (config.get("data") or {}).get(wildcards.dataset) or {}
     args = []
@@ -145,16 +160,56 @@ def data_args(wildcards):
     return " ".join(args)
 
 
+def expert_settings(dataset):
+    return ddhparams.resolve("experts", dataset, 0, PRESET, HPARAMS)
+
+
+def expert_blocks(dataset):
+    """The expert indices of each training block of this dataset (workflow/hparams/experts.yaml)."""
+    s = expert_settings(dataset)
+    return ddexperts.blocks(int(s["experts"]), int(s["block"]))
+
+
+def expert_block_indices(wildcards):
+    blocks = expert_blocks(wildcards.dataset)
+    b = int(wildcards.block)
+    if b >= len(blocks):
+        raise ValueError(f"experts of {wildcards.dataset}: block {b} does not exist ({len(blocks)} blocks)")
+    return blocks[b]
+
+
+def expert_block_args(wildcards):
+    """--indices and --outs of one block: the expert files it writes (results/experts/.../e{i}.pt)."""
+    idx = expert_block_indices(wildcards)
+    outs = [ddexperts.expert_path(wildcards.dataset, wildcards.prep, wildcards.net, i) for i in idx]
+    return "--indices " + " ".join(map(str, idx)) + " --outs " + " ".join(outs)
+
+
+def expert_settings_json(wildcards):
+    return json.dumps(expert_settings(wildcards.dataset), sort_keys=True)
+
+
+def expert_receipts(wildcards):
+    """Every block receipt of a dataset x prep x net: a block's experts are complete when its receipt exists."""
+    n = len(expert_blocks(wildcards.dataset))
+    return [ddexperts.receipt_path(wildcards.dataset, wildcards.prep, wildcards.net, b) for b in range(n)]
+
+
+def expert_files(wildcards):
+    s = expert_settings(wildcards.dataset)
+    return " ".join(
+        ddexperts.expert_path(wildcards.dataset, wildcards.prep, wildcards.net, i) for i in range(int(s["experts"]))
+    )
+
+
 def distill_inputs(wildcards):
     inputs = {"data": data_path(wildcards.dataset)}
     cls = get_method(wildcards.method)
     hp = ddhparams.resolve(wildcards.method, wildcards.dataset, int(wildcards.ipc), PRESET, HPARAMS)
     if "feature_net" in cls.requires:
         inputs["feature_net"] = featnet_path(wildcards.dataset, hp["feature_net"])
-    if "trajectories" in cls.requires:  # MTT / EAD: the checkpoint-sampling manifest (workflow/rules/trajectory.smk)
-        from ddflow.trajectory import manifest_path
-
-        inputs["trajectories"] = manifest_path(wildcards.dataset, hp)
+    if "trajectories" in cls.requires:  # MTT / EAD: the checkpoint-sampling manifest (workflow/rules/sampling.smk)
+        inputs["trajectories"] = ddsampling.manifest_path(wildcards.dataset, hp)
     return inputs
 
 
@@ -164,24 +219,109 @@ def distill_extra_args(wildcards, input):
 
 def method_hparams(wildcards):
     """The resolved hyperparameters as a param: Snakemake reruns a cell whose hyperparameters changed."""
-    return json.dumps(ddhparams.resolve(wildcards.method, wildcards.dataset, int(wildcards.ipc), PRESET, HPARAMS),
-                      sort_keys=True)
-
-
-def eval_settings(wildcards):
-    from ddflow.evaluate import protocol_settings
-
-    return json.dumps(protocol_settings(wildcards.method, wildcards.dataset, int(wildcards.ipc), PRESET,
-                                        wildcards.protocol, HPARAMS), sort_keys=True)
+    return json.dumps(
+        ddhparams.resolve(wildcards.method, wildcards.dataset, int(wildcards.ipc), PRESET, HPARAMS), sort_keys=True
+    )
 
 
 def featnet_settings(wildcards):
     return json.dumps(ddhparams.resolve("featnet", wildcards.dataset, 0, PRESET, HPARAMS), sort_keys=True)
 
 
-def acc_vs_ipc_cells(wildcards):
-    return [p for p in cells() if f"/{wildcards.dataset}/" in p]
+def eval_settings(wildcards):
+    settings = protocol_settings(
+        wildcards.method, wildcards.dataset, int(wildcards.ipc), PRESET, wildcards.protocol, HPARAMS
+    )
+    return json.dumps(settings, sort_keys=True)
+
+
+# ---- input functions and params: tables and figures --------------------------------------------------------
+def table_inputs(wildcards):
+    """A table's inputs by its spec's kind: evaluation cells of its rows (kind cells, the default), or the
+    distilled records of its rows (kind timing: DREAM supp. Table 2 reads each run's own timing)."""
+    s = spec(wildcards.table)
+    rows = [(r["method"], r.get("protocol", "dc")) for r in s["rows"] if r.get("method") in GRID["methods"]]
+    if s.get("kind", "cells") == "timing":
+        return [
+            distilled_path(m, d, i, seed)
+            for m, _ in rows
+            for d in GRID["datasets"]
+            for i in GRID["ipcs"]
+            for seed in GRID["seeds"]
+        ]
+    return [path for m, p in rows for path in cells([m], p)]
 
 
 def table_spec(wildcards):
     return str(PAPERS / f"{wildcards.table}.yaml")
+
+
+def acc_vs_ipc_cells(wildcards):
+    return [p for p in cells() if f"/{wildcards.dataset}/" in p]
+
+
+def snapshot_iterations(method, dataset, ipc):
+    return ddistill.snapshot_iterations(ddhparams.resolve(method, dataset, int(ipc), PRESET, HPARAMS))
+
+
+def snapshot_cells(methods, protocol, dataset, ipc):
+    """The final cell and every snapshot cell of the first configured seed (a paper figure shows one
+    distillation per method); protocol None = each method's default."""
+    out = []
+    for m in methods:
+        p = protocol or default_protocol(m)
+        for s in GRID["seeds"][:1]:
+            out.append(eval_path(p, m, dataset, ipc, s))
+            for n in snapshot_iterations(m, dataset, ipc):
+                out.append(snapshot_eval_path(p, m, dataset, ipc, s, n))
+    return out
+
+
+def dream_fig1_cells(wildcards):
+    methods = [m for m in spec("dream_fig1")["methods"] if m in GRID["methods"]]
+    return snapshot_cells(methods, None, wildcards.dataset, wildcards.ipc)
+
+
+def isa_fig8_cells(wildcards):
+    s = spec("isa_fig8")
+    return snapshot_cells(s["methods"], s["protocol"], wildcards.dataset, wildcards.ipc)
+
+
+def isa_fig5_cells(wildcards):
+    s = spec("isa_fig5")
+    seed = GRID["seeds"][0]
+    return [eval_path(s["protocol"], m, wildcards.dataset, wildcards.ipc, seed) for m in s["methods"]]
+
+
+def figure_title(name):
+    def title(wildcards):
+        return spec(name)["title"].format(dataset=wildcards.dataset, ipc=wildcards.ipc)
+
+    return title
+
+
+def isa_distilled(name):
+    """The first seed's distilled sets of the methods of an ISA analysis spec."""
+
+    def inputs(wildcards):
+        seed = GRID["seeds"][0]
+        return [distilled_path(m, wildcards.dataset, wildcards.ipc, seed) for m in spec(name)["methods"]]
+
+    return inputs
+
+
+def isa_featnet(wildcards):
+    return featnet_path(wildcards.dataset, analysis_settings(wildcards.dataset)["featnet"])
+
+
+def isa_table_spec(wildcards):
+    return str(PAPERS / f"isa_{wildcards.kind}.yaml")
+
+
+def isa_table_distilled(wildcards):
+    return isa_distilled(f"isa_{wildcards.kind}")(wildcards)
+
+
+def isa_table_args(wildcards):
+    s = analysis_settings(wildcards.dataset, wildcards.ipc)
+    return f"--batch {s['information_batch']} --batches {s['information_batches']} --k {s['recall_k']}"

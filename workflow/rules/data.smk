@@ -9,9 +9,11 @@ localrules:
 rule data:
     output:
         "results/data/{dataset}.npz",
-    params:
-        args=data_args,
     log:
         "results/logs/data/{dataset}.log",
+    conda:
+        ENV
+    params:
+        args=data_args,
     shell:
         "python -m ddflow data --dataset {wildcards.dataset} --out {output} {params.args} > {log} 2>&1"

@@ -7,14 +7,16 @@ rule featnet:
         data="results/data/{dataset}.npz",
     output:
         "results/nets/{dataset}/{net}-full.pt",
+    log:
+        "results/logs/featnet/{dataset}/{net}.log",
+    conda:
+        ENV
+    threads: 1
+    resources:
+        gpu=GPU,
     params:
         settings=featnet_settings,
         device=config["device"],
-    resources:
-        gpu=GPU,
-    threads: 1
-    log:
-        "results/logs/featnet/{dataset}/{net}.log",
     shell:
         "python -m ddflow featnet --dataset {wildcards.dataset} --data {input.data} --net {wildcards.net}"
         " --settings '{params.settings}' --device {params.device} --threads {threads} --out {output} > {log} 2>&1"
@@ -26,6 +28,13 @@ rule distill:
     output:
         final="results/distilled/{method}/{dataset}/ipc{ipc}/s{seed}.pt",
         snapshots=directory("results/distilled/{method}/{dataset}/ipc{ipc}/s{seed}"),
+    log:
+        "results/logs/distill/{method}/{dataset}/ipc{ipc}/s{seed}.log",
+    conda:
+        ENV
+    threads: 1
+    resources:
+        gpu=GPU,
     params:
         hparams=method_hparams,
         extra=distill_extra_args,
@@ -34,11 +43,6 @@ rule distill:
         hparams_dir=HPARAMS,
         preset=config["preset"],
         save_every=config.get("save_every", 100),
-    resources:
-        gpu=GPU,
-    threads: 1
-    log:
-        "results/logs/distill/{method}/{dataset}/ipc{ipc}/s{seed}.log",
     shell:
         "python -m ddflow distill --method {wildcards.method} --dataset {wildcards.dataset}"
         " --ipc {wildcards.ipc} --seed {wildcards.seed} --preset {params.preset} --data {input.data}"

@@ -7,16 +7,18 @@ rule evaluate:
         data="results/data/{dataset}.npz",
     output:
         "results/eval/{protocol}/{method}/{dataset}/ipc{ipc}/s{seed}.json",
+    log:
+        "results/logs/eval/{protocol}/{method}/{dataset}/ipc{ipc}/s{seed}.log",
+    conda:
+        ENV
+    threads: 1
+    resources:
+        gpu=GPU,
     params:
         settings=eval_settings,
         device=config["device"],
         hparams_dir=HPARAMS,
         preset=config["preset"],
-    resources:
-        gpu=GPU,
-    threads: 1
-    log:
-        "results/logs/eval/{protocol}/{method}/{dataset}/ipc{ipc}/s{seed}.log",
     shell:
         "python -m ddflow evaluate --distilled {input.distilled} --data {input.data} --protocol {wildcards.protocol}"
         " --preset {params.preset} --device {params.device} --threads {threads}"
@@ -29,16 +31,18 @@ rule evaluate_snapshot:
         data="results/data/{dataset}.npz",
     output:
         "results/eval/{protocol}/{method}/{dataset}/ipc{ipc}/s{seed}/it{it}.json",
+    log:
+        "results/logs/eval/{protocol}/{method}/{dataset}/ipc{ipc}/s{seed}/it{it}.log",
+    conda:
+        ENV
+    threads: 1
+    resources:
+        gpu=GPU,
     params:
         settings=eval_settings,
         device=config["device"],
         hparams_dir=HPARAMS,
         preset=config["preset"],
-    resources:
-        gpu=GPU,
-    threads: 1
-    log:
-        "results/logs/eval/{protocol}/{method}/{dataset}/ipc{ipc}/s{seed}/it{it}.log",
     shell:
         "python -m ddflow evaluate --distilled {input.snapshots}/it{wildcards.it}.pt --data {input.data}"
         " --protocol {wildcards.protocol} --preset {params.preset} --device {params.device} --threads {threads}"

@@ -1,5 +1,7 @@
-# Stage 6: paper tables (CSV, Markdown, LaTeX) and figures; `snakemake --report report.html` collects them.
-# Seconds of work each: localrules, so a cluster run does not queue them.
+# Stage 6: paper tables (CSV, Markdown, LaTeX), figures and ISA's analyses, each from its spec in
+# workflow/papers/ (the data: methods, protocol, paper values); `snakemake --report report.html` collects them.
+# Seconds of work each, except the ISA analyses that compute feature-net features: the others are localrules, so a
+# cluster run does not queue them.
 
 
 localrules:
@@ -7,22 +9,35 @@ localrules:
     grid_figure,
     acc_vs_ipc,
     dream_fig1,
+    isa_fig5,
+    isa_fig8,
+    isa_analyses,
 
 
 rule table:
     input:
-        table_cells,
+        table_inputs,
     output:
-        multiext("results/tables/{table}", ".csv", ".md", ".tex"),
+        csv=report(
+            "results/tables/{table}.csv",
+            caption="../report/table.rst",
+            category="Tables",
+            labels={"table": "{table}"},
+        ),
+        md="results/tables/{table}.md",
+        tex="results/tables/{table}.tex",
+    log:
+        "results/logs/tables/{table}.log",
+    conda:
+        ENV
     params:
         spec=table_spec,
         datasets=" ".join(GRID["datasets"]),
         ipcs=" ".join(map(str, GRID["ipcs"])),
-    log:
-        "results/logs/tables/{table}.log",
+        prefix="results/tables/{table}",
     shell:
         "python -m ddflow table --spec {params.spec} --datasets {params.datasets} --ipcs {params.ipcs}"
-        " --out-prefix results/tables/{wildcards.table} {input} > {log} 2>&1"
+        " --out-prefix {params.prefix} {input} > {log} 2>&1"
 
 
 rule grid_figure:
@@ -37,6 +52,8 @@ rule grid_figure:
         ),
     log:
         "results/logs/figures/grids/{method}/{dataset}/ipc{ipc}/s{seed}.log",
+    conda:
+        ENV
     shell:
         "python -m ddflow grid --distilled {input} --out {output} > {log} 2>&1"
 
@@ -45,10 +62,15 @@ rule acc_vs_ipc:
     input:
         acc_vs_ipc_cells,
     output:
-        report("results/figures/acc_vs_ipc/{dataset}.png", caption="../report/acc_vs_ipc.rst",
-               category="Accuracy vs IPC"),
+        report(
+            "results/figures/acc_vs_ipc/{dataset}.png",
+            caption="../report/acc_vs_ipc.rst",
+            category="Accuracy vs IPC",
+        ),
     log:
         "results/logs/figures/acc_vs_ipc/{dataset}.log",
+    conda:
+        ENV
     shell:
         "python -m ddflow acc-vs-ipc --dataset {wildcards.dataset} --out {output} {input} > {log} 2>&1"
 
@@ -57,10 +79,113 @@ rule dream_fig1:
     input:
         dream_fig1_cells,
     output:
-        report("results/figures/dream/fig1_{dataset}_ipc{ipc}.png", caption="../report/dream_fig1.rst",
-               category="DREAM"),
+        report(
+            "results/figures/dream/fig1_{dataset}_ipc{ipc}.png",
+            caption="../report/dream_fig1.rst",
+            category="DREAM",
+        ),
     log:
         "results/logs/figures/dream/fig1_{dataset}_ipc{ipc}.log",
+    conda:
+        ENV
+    params:
+        title=figure_title("dream_fig1"),
     shell:
         "python -m ddflow acc-vs-iteration --dataset {wildcards.dataset} --ipc {wildcards.ipc}"
-        " --title 'DREAM supp. Fig. 1: {wildcards.dataset}, IPC {wildcards.ipc}' --out {output} {input} > {log} 2>&1"
+        " --title '{params.title}' --out {output} {input} > {log} 2>&1"
+
+
+# ---- ISA's analyses (`snakemake isa_analyses` makes them all for the configured datasets and IPCs) -------------
+
+
+rule isa_analyses:
+    input:
+        isa_analysis_targets(),
+
+
+rule isa_fig5:
+    input:
+        isa_fig5_cells,
+    output:
+        report(
+            "results/figures/isa/fig5_{dataset}_ipc{ipc}.png",
+            caption="../report/isa_fig5.rst",
+            category="ISA",
+        ),
+    log:
+        "results/logs/figures/isa/fig5_{dataset}_ipc{ipc}.log",
+    conda:
+        ENV
+    shell:
+        "python -m ddflow isa-fig5 --dataset {wildcards.dataset} --ipc {wildcards.ipc} --out {output} {input} > {log} 2>&1"
+
+
+rule isa_fig8:
+    input:
+        isa_fig8_cells,
+    output:
+        report(
+            "results/figures/isa/fig8_{dataset}_ipc{ipc}.png",
+            caption="../report/isa_fig8.rst",
+            category="ISA",
+        ),
+    log:
+        "results/logs/figures/isa/fig8_{dataset}_ipc{ipc}.log",
+    conda:
+        ENV
+    params:
+        title=figure_title("isa_fig8"),
+    shell:
+        "python -m ddflow acc-vs-iteration --dataset {wildcards.dataset} --ipc {wildcards.ipc}"
+        " --title '{params.title}' --out {output} {input} > {log} 2>&1"
+
+
+rule isa_fig6:
+    input:
+        distilled=isa_distilled("isa_fig6"),
+        data="results/data/{dataset}.npz",
+        featnet=isa_featnet,
+    output:
+        report(
+            "results/figures/isa/fig6_{dataset}_ipc{ipc}.png",
+            caption="../report/isa_fig6.rst",
+            category="ISA",
+        ),
+    log:
+        "results/logs/figures/isa/fig6_{dataset}_ipc{ipc}.log",
+    conda:
+        ENV
+    params:
+        device=config["device"],
+    shell:
+        "python -m ddflow isa-fig6 --dataset {wildcards.dataset} --data {input.data} --feature-net {input.featnet}"
+        " --device {params.device} --threads 1 --out {output} {input.distilled} > {log} 2>&1"
+
+
+rule isa_table:
+    input:
+        distilled=isa_table_distilled,
+        data="results/data/{dataset}.npz",
+        featnet=isa_featnet,
+    output:
+        csv=report(
+            "results/tables/isa/{kind}_{dataset}_ipc{ipc}.csv",
+            caption="../report/isa_table.rst",
+            category="ISA",
+        ),
+        md="results/tables/isa/{kind}_{dataset}_ipc{ipc}.md",
+    log:
+        "results/logs/tables/isa/{kind}_{dataset}_ipc{ipc}.log",
+    wildcard_constraints:
+        kind="information|recall",
+    conda:
+        ENV
+    params:
+        spec=isa_table_spec,
+        args=isa_table_args,
+        device=config["device"],
+        prefix="results/tables/isa/{kind}_{dataset}_ipc{ipc}",
+    shell:
+        "python -m ddflow isa-{wildcards.kind} --dataset {wildcards.dataset} --data {input.data}"
+        " --feature-net {input.featnet} --device {params.device} --threads 1 {params.args} --spec {params.spec}"
+        " --out-prefix {params.prefix} {input.distilled} > {log} 2>&1"

@@ -7,6 +7,7 @@ import math
 import numpy as np
 import torch
 
+
 def cutmix_draw(n: int, height: int, width: int, generator: torch.Generator, beta: float = 1.0) -> dict:
     """One CutMix draw for a batch of n (official rand_bbox): lam ~ Beta(beta, beta) (from a numpy generator seeded
     by one draw of `generator`), a permutation of the batch, a box of side int(size * sqrt(1 - lam)) around a
@@ -24,13 +25,11 @@ def cutmix_draw(n: int, height: int, width: int, generator: torch.Generator, bet
     return {"perm": perm, "box": (y1, y2, x1, x2), "keep": keep, "lam": lam}
 
 
-
 def cutmix_apply(x: torch.Tensor, draw: dict) -> torch.Tensor:
     y1, y2, x1, x2 = draw["box"]
     out = x.clone()
     out[:, :, y1:y2, x1:x2] = x[draw["perm"].to(x.device)][:, :, y1:y2, x1:x2]
     return out
-
 
 
 def maybe_cutmix(n: int, height: int, width: int, generator: torch.Generator, p: float, beta: float) -> dict | None:

@@ -9,11 +9,18 @@ from typing import Sequence
 import torch
 
 from ..errors import DdflowError
-from .geometry import (_check_generator, _check_images, _check_many, _parse_strategy, _rotate_theta,
-                       _scale_theta, _shift, _warp)
+from .geometry import (
+    _check_generator,
+    _check_images,
+    _check_many,
+    _parse_strategy,
+    _rotate_theta,
+    _scale_theta,
+    _shift,
+    _warp,
+)
 
 DC_TRANSFORMS: tuple[str, ...] = ("crop", "scale", "rotate", "noise")
-
 
 
 class DCAugment:

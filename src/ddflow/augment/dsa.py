@@ -36,15 +36,25 @@ from typing import Sequence
 import torch
 
 from ..errors import DdflowError
-from .geometry import (_check_generator, _check_images, _check_many, _check_size, _family_codes, _parse_strategy,
-                       _rotate_theta, _round_half_up, _scale_theta, _shift, _warp)
+from .geometry import (
+    _check_generator,
+    _check_images,
+    _check_many,
+    _check_size,
+    _family_codes,
+    _parse_strategy,
+    _rotate_theta,
+    _round_half_up,
+    _scale_theta,
+    _shift,
+    _warp,
+)
 
 DSA_FAMILIES: tuple[str, ...] = ("color", "crop", "cutout", "flip", "scale", "rotate")
 
 _DSA_PARAM_KEYS: tuple[str, ...] = (
     "flip", "scale", "angle", "crop", "cutout", "brightness", "saturation", "contrast",
 )
-
 
 
 @dataclass(frozen=True)
@@ -70,7 +80,6 @@ class DSAParams:
             raise DdflowError(f"DSAParams.ratio_scale must be > 0, got {self.ratio_scale!r}")
         if self.prob_flip > 1:
             raise DdflowError(f"DSAParams.prob_flip must be in [0, 1], got {self.prob_flip!r}")
-
 
 
 class DSA:
@@ -100,7 +109,8 @@ class DSA:
                 raise DdflowError(f"unknown DSA draw entry {key!r}; allowed: {', '.join(_DSA_PARAM_KEYS)}")
             value = torch.as_tensor(value, dtype=draw[key].dtype)
             if value.shape != draw[key].shape:
-                raise DdflowError(f"draw entry {key!r} must have shape {tuple(draw[key].shape)}, got {tuple(value.shape)}")
+                raise DdflowError(f"draw entry {key!r} must have shape {tuple(draw[key].shape)}, "
+                                  f"got {tuple(value.shape)}")
             draw[key] = value
         return draw
 
@@ -250,7 +260,8 @@ class DSA:
             raise DdflowError("not a DSA draw: expected a dict from DSA.sample()/sample_many()/siamese()")
         n_draw, n = draw["n"], x.shape[0]
         if n_draw != n and n_draw != 1:
-            raise DdflowError(f"draw was sampled for {n_draw} images but the batch holds {n} (only size-1 draws broadcast)")
+            raise DdflowError(f"draw was sampled for {n_draw} images but the batch holds {n} "
+                              "(only size-1 draws broadcast)")
         chunks = tuple(draw["chunks"])
         if sum(s for _, s in chunks) != n_draw:
             raise DdflowError(f"draw chunks {chunks} do not add up to its size {n_draw}")
@@ -282,7 +293,8 @@ class DSA:
         _check_images(x)
         return self.apply(x, self.sample(x.shape[0], generator, groups))
 
-    def augment_many(self, x: torch.Tensor, sizes: Sequence[int], generators: Sequence[torch.Generator]) -> torch.Tensor:
+    def augment_many(self, x: torch.Tensor, sizes: Sequence[int],
+                     generators: Sequence[torch.Generator]) -> torch.Tensor:
         """x = consecutive chunks of the given sizes; chunk k augmented with generators[k] exactly as
         self(chunk_k, generators[k]) would be."""
         _check_images(x)

@@ -17,7 +17,6 @@ def _round_half_up(value: float) -> int:
     return int(math.floor(value + 0.5))
 
 
-
 def _parse_strategy(strategy: str, allowed: tuple[str, ...], what: str) -> tuple[str, ...]:
     if not isinstance(strategy, str):
         raise DdflowError(f"{what} strategy must be a string like {'_'.join(allowed)!r}, got {strategy!r}")
@@ -34,7 +33,6 @@ def _parse_strategy(strategy: str, allowed: tuple[str, ...], what: str) -> tuple
     return parts
 
 
-
 def _check_generator(generator: torch.Generator) -> None:
     if not isinstance(generator, torch.Generator):
         raise DdflowError(f"expected a torch.Generator, got {type(generator).__name__}")
@@ -45,12 +43,10 @@ def _check_generator(generator: torch.Generator) -> None:
         )
 
 
-
 def _check_size(n: object, what: str = "batch size") -> int:
     if isinstance(n, bool) or not isinstance(n, int) or n < 0:
         raise DdflowError(f"{what} must be a non-negative int, got {n!r}")
     return n
-
 
 
 def _check_images(x: object) -> torch.Tensor:
@@ -62,7 +58,6 @@ def _check_images(x: object) -> torch.Tensor:
     return x
 
 
-
 def _check_many(x: torch.Tensor, sizes: Sequence[int], generators: Sequence[torch.Generator]) -> None:
     if len(sizes) != len(generators):
         raise DdflowError(f"got {len(sizes)} chunk sizes but {len(generators)} generators")
@@ -70,7 +65,6 @@ def _check_many(x: torch.Tensor, sizes: Sequence[int], generators: Sequence[torc
         _check_size(s, "chunk size")
     if sum(sizes) != x.shape[0]:
         raise DdflowError(f"chunk sizes {list(sizes)} sum to {sum(sizes)}, but the batch holds {x.shape[0]} images")
-
 
 
 def _shift(x: torch.Tensor, dh: torch.Tensor, dw: torch.Tensor) -> torch.Tensor:
@@ -89,14 +83,12 @@ def _shift(x: torch.Tensor, dh: torch.Tensor, dw: torch.Tensor) -> torch.Tensor:
     return xr.gather(3, cols.view(n, 1, 1, w).expand(n, c, h, w))
 
 
-
 def _warp(x: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
     """grid_sample(x, affine_grid(theta)) with bilinear, zero padding, align_corners=True.
     theta: CPU (N, 2, 3), any float dtype."""
     theta = theta.to(device=x.device, dtype=x.dtype)
     grid = F.affine_grid(theta, list(x.shape), align_corners=True)
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=True)
-
 
 
 def _scale_theta(sx: torch.Tensor, sy: torch.Tensor) -> torch.Tensor:
@@ -106,7 +98,6 @@ def _scale_theta(sx: torch.Tensor, sy: torch.Tensor) -> torch.Tensor:
     return torch.stack([sx, z, z, z, sy, z], dim=1).view(-1, 2, 3)
 
 
-
 def _rotate_theta(angle: torch.Tensor, aspect: float = 1.0) -> torch.Tensor:
     """Rotation in normalised coordinates; aspect = (H-1)/(W-1) makes it a true pixel-space rotation
     on a non-square image (aspect 1 is the official DSA matrix)."""
@@ -114,7 +105,6 @@ def _rotate_theta(angle: torch.Tensor, aspect: float = 1.0) -> torch.Tensor:
     cos, sin = torch.cos(a), torch.sin(a)
     z = torch.zeros_like(a)
     return torch.stack([cos, -sin * aspect, z, sin / aspect, cos, z], dim=1).view(-1, 2, 3)
-
 
 
 def _family_codes(chunks: Sequence[tuple[str, int]], names: Sequence[str]) -> torch.Tensor:

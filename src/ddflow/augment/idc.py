@@ -19,7 +19,6 @@ ALWAYS_BEFORE = ("flip", "color")   # applied first, in this order, whenever lis
 ALWAYS_AFTER = ("cutout",)          # applied last whenever listed
 
 
-
 class IDCAugment:
     """IDC's DiffAug on DSA's transforms (module doc). A draw is a list of single-family DSA draws applied in
     order; each has size n (per sample) or 1 (shared by the whole batch)."""

@@ -11,6 +11,7 @@ from ..errors import DdflowError
 from .registry import DatasetInfo
 from .sources import _validate, load_arrays
 
+
 def class_counts(y: np.ndarray | torch.Tensor, classes: int) -> np.ndarray:
     y = y.cpu().numpy() if isinstance(y, torch.Tensor) else np.asarray(y)
     y = y.astype(np.int64, copy=False).ravel()

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 from ..errors import DdflowError
 
+
 @dataclass(frozen=True)
 class DatasetInfo:
     name: str
@@ -40,7 +41,7 @@ DATASETS: dict[str, DatasetInfo] = {
                             "torchvision", 500, "CIFAR100"),
     "tiny": DatasetInfo("tiny", 3, 64, 200, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225), _FLIP, "folder", 500,
                         "TinyImageNet"),
-    # the kernel family's ImageNet data (ISA Table 7; readers and sources in ddflow.data_kernel); mean/std: FRePo's
+    # the kernel family's ImageNet data (ISA Table 7; readers in ddflow.data.folders); mean/std: FRePo's
     # lib/dataset/dataloader.py data_stats
     "imagenette": DatasetInfo("imagenette", 3, 128, 10, (0.4626, 0.4588, 0.4251), (0.2790, 0.2745, 0.2973), _FLIP,
                               "class-folders", None, "ImageNette-128"),

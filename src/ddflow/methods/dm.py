@@ -16,8 +16,8 @@ from ..augment import DSA
 from ..errors import DdflowError
 from ..nets import build_net, has_batchnorm
 from ..ops.real_batches import make_sampler
-from .registry import register
 from .base import Method
+from .registry import register
 
 
 @register("dm")

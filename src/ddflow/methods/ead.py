@@ -3,7 +3,7 @@ as DESIGN.md section 5 states it).
 
 Synthetic images are initialised from real images per class, soft labels (logits, learned) from the final expert's
 predictions on them. Each iteration draws a synthetic minibatch S_t, two real minibatches D_p and D_t from the
-training split, and t_m checkpoints theta^t from the lr-weighted pool (ddflow.trajectory), and minimises
+training split, and t_m checkpoints theta^t from the lr-weighted pool (ddflow.trajectory_sampling), and minimises
 
     | sum_t  c * <g_P(theta^t), grad L(D_t, theta^t)>  -  <g_P(theta^t), grad L(S_t, theta^t)> |,
     g_P = grad L(D_p, theta^t)  (mean losses; soft-target cross-entropy on S_t)
@@ -24,8 +24,8 @@ from ..errors import DdflowError
 from ..nets import build_net, has_batchnorm
 from ..ops.losses import soft_ce
 from ..trajectory_sampling import load_pool
-from .registry import register
 from .base import Method
+from .registry import register
 
 
 def literal_coefficient(n_real: int, n_syn: int) -> float:

@@ -14,7 +14,7 @@ Per step (frepo.py proto_train_and_evaluate / proto_train_step):
 
 ISA (isa.py) replaces the kernel loss: keep the `keep` fraction (topk = 1 - p) of the real batch with the largest
 per-sample KRR error, and for each kept sample i and its most cosine-similar other kept sample j the closed-form
-mean of the squared residual along phi_i + l (phi_i - phi_j), l in [0, eps] (ddflow.kernel.isa_loss), averaged over
+mean of the squared residual along phi_i + l (phi_i - phi_j), l in [0, eps] (ddflow.ops.krr.isa_loss), averaged over
 classes (`reduce: mean`; FRePo's is `half_sum`). keep 1, eps 0, reduce half_sum is FRePo exactly.
 
 The Fig. 5 variants of the ISA paper are method ids here with fixed options: frepo-drop-hard{10,20,30} discard the
@@ -35,8 +35,8 @@ from ..nets import build_frepo_conv
 from ..ops.krr import centred_onehot, flip_support, frepo_kernel_loss, init_learned_labels, isa_loss
 from ..ops.losses import margin_loss, mse_half_sum
 from ..ops.optim import LAMB, cosine_lr
-from .registry import register
 from .base import Method
+from .registry import register
 
 
 class FRePoFamily(Method):

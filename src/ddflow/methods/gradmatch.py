@@ -7,9 +7,9 @@ gradients of the CE loss on a real batch of class c and on the synthetic images 
 one SGD step (momentum 0.5) on the synthetic images follows, and unless it is the last round the network trains
 `inner_loop` epochs on the (detached) synthetic set. DSA applies one Siamese augmentation draw per class to the
 real and the synthetic batch, and per-sample DSA while training the network; DC uses no augmentation.
-The per-class gradients come from ddflow.matching.per_class_grads: one vmapped computation for all classes on
+The per-class gradients come from ddflow.ops.gradmatch.per_class_grads: one vmapped computation for all classes on
 CUDA, a loop over classes (as the official code) on the CPU; the loss is the same.
-The `-dream` variants take the real batch from DREAM's representative sampler (ddflow.sampling).
+The `-dream` variants take the real batch from DREAM's representative sampler (ddflow.ops.real_batches).
 """
 from __future__ import annotations
 
@@ -19,11 +19,11 @@ import torch
 import torch.nn.functional as F
 
 from ..augment import DSA
-from ..ops.gradmatch import loops_for, match_distance, per_class_grads
 from ..nets import build_net, has_batchnorm
+from ..ops.gradmatch import loops_for, match_distance, per_class_grads
 from ..ops.real_batches import make_sampler
-from .registry import register
 from .base import Method
+from .registry import register
 
 BN_IMAGES_PER_CLASS = 16  # official main.py BNSizePC
 

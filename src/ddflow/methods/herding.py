@@ -6,8 +6,8 @@ from __future__ import annotations
 import torch
 
 from ..featnet import load_feature_net
-from .registry import register
 from .base import RealSelection
+from .registry import register
 
 
 def herding_select(features: torch.Tensor, k: int) -> torch.Tensor:

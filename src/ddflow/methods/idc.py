@@ -3,7 +3,7 @@ snu-mllab/Efficient-Dataset-Condensation condense.py) and DREAM: representative 
 ICCV 2023; lyq312318224/DREAM condense.py). reference/methods.md sections 4 and 5.
 
 The synthetic images live in pixel space [0, 1] (clamped at every outer iteration); each decodes by
-multi-formation into factor^2 training images (ddflow.idc_ops.decode). One outer iteration (= one step()):
+multi-formation into factor^2 training images (ddflow.ops.multiformation.decode). One outer iteration (= one step()):
 a fresh ConvNet (instance norm) and its SGD optimiser; then `inner_loops` times:
   1. for every class c: real batch of class c (random, or DREAM's centroid-nearest images), the decoded synthetic
      images of class c (at most batch_syn_max, a random subset beyond), both normalised and put through ONE shared
@@ -18,30 +18,31 @@ Timing (seconds per inner loop of clustering, image update and the whole loop) i
 from __future__ import annotations
 
 import time
+
 import torch
 import torch.nn.functional as F
 
-from ..data import denormalize
-from ..errors import DdflowError
 from ..augment import IDCAugment
 from ..augment.cutmix import cutmix_apply, maybe_cutmix
+from ..data import denormalize
 from ..data.real import mean_std
+from ..errors import DdflowError
 from ..nets import build_net
 from ..ops.gradmatch import conv_grad_distance, conv_weights
 from ..ops.kmeans import representative_indices
 from ..ops.losses import cutmix_loss
 from ..ops.multiformation import decode, tile
 from ..ops.real_batches import RepresentativeSampler, make_sampler
-from .registry import register
 from .base import Method
+from .registry import register
 
 TIMERS = ("clustering", "update_images", "inner_loop")
-
 
 
 def lr_img(base: float, ipc: int, size: int, base_size: int) -> float:
     """Official tune_lr_img: base x (ipc / 10) x (size / base_size)^2 (base_size 28 for MNIST, 32 otherwise)."""
     return base * (ipc / 10) * (size / base_size) ** 2
+
 
 @register("idc")
 class IDC(Method):

@@ -21,11 +21,11 @@ from torch.func import functional_call
 
 from ..augment import DSA
 from ..errors import DdflowError
-from ..nets import build_net, has_batchnorm
 from ..experts import load_expert
+from ..nets import build_net, has_batchnorm
 from ..trajectory_sampling import load_manifest
-from .registry import register
 from .base import Method
+from .registry import register
 
 
 def student_unroll(net: torch.nn.Module, start: dict[str, torch.Tensor], images: torch.Tensor,

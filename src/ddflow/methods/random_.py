@@ -1,8 +1,8 @@
 """Random: IPC real training images drawn uniformly per class (DC, ICLR 2021, Table 1 baseline)."""
 from __future__ import annotations
 
-from .registry import register
 from .base import RealSelection
+from .registry import register
 
 
 @register("random")

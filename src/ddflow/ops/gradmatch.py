@@ -80,7 +80,6 @@ def conv_weights(net: torch.nn.Module) -> list[torch.Tensor]:
     return [p for p in net.parameters() if p.dim() == 4]
 
 
-
 def conv_grad_distance(g_syn: list[torch.Tensor], g_real: list[torch.Tensor], metric: str) -> torch.Tensor:
     """Sum over the tensors of 'mse' = sum (a - b)^2 or 'l1' = sum |a - b| (official condense.py dist)."""
     if metric not in IDC_METRICS:

@@ -18,7 +18,6 @@ def krr_lambda(k_ss: torch.Tensor, reg: float = 1e-6) -> torch.Tensor:
     return abs(reg) * torch.diagonal(k_ss, dim1=-2, dim2=-1).sum(-1) / k_ss.shape[-1]
 
 
-
 def krr_weights(phi_s: torch.Tensor, y_s: torch.Tensor, reg: float = 1e-6) -> torch.Tensor:
     """W = (K_ss + lambda I)^-1 Y_s with K_ss = phi_s phi_s^T; the prediction at phi_t is phi_t phi_s^T W."""
     k_ss = phi_s @ phi_s.T
@@ -30,11 +29,9 @@ def krr_weights(phi_s: torch.Tensor, y_s: torch.Tensor, reg: float = 1e-6) -> to
     return torch.linalg.solve(a, y_s)  # not positive definite in float32: the general solver
 
 
-
 def krr_predict(phi_t: torch.Tensor, phi_s: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
     """K_ts W = phi_t (phi_s^T W): the (d, C) projection first, so a large test set costs one matrix product."""
     return phi_t @ (phi_s.T @ w)
-
 
 
 def centred_onehot(y: torch.Tensor, classes: int) -> torch.Tensor:
@@ -42,11 +39,9 @@ def centred_onehot(y: torch.Tensor, classes: int) -> torch.Tensor:
     return F.one_hot(y, classes).float() - 1.0 / classes
 
 
-
 def init_learned_labels(y: torch.Tensor, classes: int) -> torch.Tensor:
     """FRePo's init_proto(scale_y=True): (one_hot - 1/C) / sqrt(C / 10)."""
     return centred_onehot(y, classes) / math.sqrt(classes / 10)
-
 
 
 def frepo_kernel_loss(phi_t: torch.Tensor, y_t: torch.Tensor, phi_s: torch.Tensor, y_s: torch.Tensor,
@@ -54,7 +49,6 @@ def frepo_kernel_loss(phi_t: torch.Tensor, y_t: torch.Tensor, phi_s: torch.Tenso
     """FRePo: KRR of the real batch from the support, mean over the batch of 0.5 * sum over classes of the error^2."""
     pred = krr_predict(phi_t, phi_s, krr_weights(phi_s, y_s, reg))
     return mse_half_sum(pred, y_t)
-
 
 
 def select_by_error(err: torch.Tensor, keep: float) -> torch.Tensor:
@@ -68,7 +62,6 @@ def select_by_error(err: torch.Tensor, keep: float) -> torch.Tensor:
     return order[:n]
 
 
-
 def isa_closed_form(a: torch.Tensor, b: torch.Tensor, eps: float, reduce: str = "mean") -> torch.Tensor:
     """Per-sample loss of the segment r(l) = A + l B, l uniform on [0, eps]: A^2 + eps A B + eps^2 B^2 / 3, then
     reduced over classes ('mean' = ISA's code, 'half_sum' = FRePo's 0.5 * sum). eps = 0 gives A^2."""
@@ -80,14 +73,12 @@ def isa_closed_form(a: torch.Tensor, b: torch.Tensor, eps: float, reduce: str = 
     raise DdflowError(f"ISA reduce {reduce!r} not in ('mean', 'half_sum')")
 
 
-
 def nearest_other(phi: torch.Tensor) -> torch.Tensor:
     """For each row, the index of the most cosine-similar OTHER row (ISA: the second of the top-2 similarities)."""
     z = F.normalize(phi, dim=1)
     sim = z @ z.T
     sim.fill_diagonal_(-float("inf"))
     return sim.argmax(1)
-
 
 
 def isa_loss(phi_t: torch.Tensor, y_t: torch.Tensor, phi_s: torch.Tensor, y_s: torch.Tensor, keep: float = 0.8,
@@ -110,7 +101,6 @@ def isa_loss(phi_t: torch.Tensor, y_t: torch.Tensor, phi_s: torch.Tensor, y_s: t
     j = nearest_other(phi_t.detach())
     b = (phi_t - phi_t[j]) @ proj - (y_t - y_t[j])
     return isa_closed_form(a, b, eps, reduce).mean()
-
 
 
 def flip_support(x: torch.Tensor, y: torch.Tensor, use_flip: bool) -> tuple[torch.Tensor, torch.Tensor]:

@@ -26,7 +26,6 @@ def margin_loss(y_proto: torch.Tensor) -> torch.Tensor:
     return -torch.clamp(top[:, 0] - top[:, 1], max=1.0 / y_proto.shape[-1]).mean()
 
 
-
 def mse_half_sum(pred: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """FRePo's mean_squared_loss: mean over the batch of 0.5 * sum over classes of (pred - y)^2. Works on (..., B, C)
     and returns the leading dims."""

@@ -31,7 +31,6 @@ def decode(images: torch.Tensor, labels: torch.Tensor, factor: int) -> tuple[tor
     return out, labels.repeat(factor * factor)
 
 
-
 def tile(images: torch.Tensor, factor: int) -> torch.Tensor:
     """The official 'mix' initialisation: (n * factor^2, C, H, W) -> (n, C, H, W). Images [k*n, (k+1)*n) are
     resized (nearest) into patch k = (i, j) of the n stored images, row-major; with H % factor = r the first r

@@ -44,12 +44,10 @@ class LAMB(torch.optim.Optimizer):
         return None
 
 
-
 def cosine_lr(lr: float, step: int, total: int, alpha: float) -> float:
     """optax.cosine_decay_schedule(lr, total, alpha) at `step`."""
     frac = min(step, total) / max(total, 1)
     return lr * ((1 - alpha) * 0.5 * (1 + math.cos(math.pi * frac)) + alpha)
-
 
 
 def warmup_cosine_lr(lr: float, step: int, total: int, warmup: int, alpha: float) -> float:

@@ -7,8 +7,8 @@ import torch
 from torch import nn
 
 from ..data import RealData
-from .kmeans import representative_indices
 from ..nets import has_batchnorm
+from .kmeans import representative_indices
 
 
 class RandomSampler:

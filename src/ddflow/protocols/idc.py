@@ -1,9 +1,10 @@
-"""The `idc` evaluation protocol (official IDC test.py / train.py; docs/protocols.md).
+"""The `idc` evaluation protocol (snu-mllab/Efficient-Dataset-Condensation test.py / train.py).
 
 The distilled images are decoded by multi-formation and normalised (DistilledSet.decoded()), and K fresh ConvNets
-train on them together (ddflow.train.train_stack): SGD lr 0.01, momentum 0.9, weight decay 5e-4, batch 64, `epochs` epochs, lr x0.2 after 2/3 and 5/6 of the epochs
-(MultiStepLR), per-sample IDC DiffAug (`strategy` as given) and CutMix (beta, p) unless
-`mixup` is 'vanilla'. Test accuracy after the final epoch (IDC and DREAM report the best of periodic evaluations).
+train on them together (ddflow.train.train_stack): SGD lr 0.01, momentum 0.9, weight decay 5e-4, batch 64,
+`epochs` epochs, lr x0.2 after 2/3 and 5/6 of the epochs (MultiStepLR), per-sample IDC DiffAug (`strategy` as given)
+and CutMix (beta, p) unless `mixup` is 'vanilla'. Test accuracy after the final epoch (IDC and DREAM report the
+best of periodic evaluations).
 
 CutMix over K stacked models: each model draws its own DiffAug, its own CutMix coin, Beta draw, permutation and box
 from its own generator, per minibatch, after its data order; `_StackAugment.augment_many` records the K CutMix

@@ -1,6 +1,6 @@
 """ISA's analyses (paper-tables.md P6): Fig. 5 (discarding the hardest vs the easiest samples), the information test,
 recall of the real data by the synthetic set, and Fig. 6 (a 2-D embedding of real and synthetic images). Fig. 8
-(accuracy vs distillation step) is ddflow.figures.accuracy_vs_iteration over snapshot cells.
+(accuracy vs distillation step) is ddflow.report.figures.accuracy_vs_iteration over snapshot cells.
 
 Fixed feature space (recall, information test, Fig. 6): the dataset's feature net (rule featnet: the default ConvNet
 trained on the full training split, the net herding selects with), embed() features. Synthetic images are mapped
@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from collections import defaultdict
 from pathlib import Path
-from typing import Any
 
 import matplotlib
 
@@ -117,7 +116,8 @@ def recall(real: torch.Tensor, syn: torch.Tensor, k: int = 5) -> float:
 
 
 def recall_table(distilled_paths: list[str | Path], data: RealData, net: torch.nn.Module, out_prefix: str | Path,
-                 k: int = 5, n_real: int = 2000) -> pd.DataFrame:
+                 k: int = 5, n_real: int = 2000, paper: dict[str, float] | None = None) -> pd.DataFrame:
+    """Recall of each distilled set; `paper` = the paper's values by method (workflow/papers/isa_recall.yaml)."""
     g = generator("isa-recall", data.info.name)
     idx = torch.randperm(len(data.y_train), generator=g)[:n_real]
     real = features(net, data.x_train[idx])
@@ -130,14 +130,17 @@ def recall_table(distilled_paths: list[str | Path], data: RealData, net: torch.n
     df = pd.DataFrame(rows)
     notes = [f"Recall (P6: Sajjadi et al. 2018 / k-NN balls): the fraction of {len(real)} random real training images "
              f"inside the union of k-nearest-neighbour balls around the synthetic images, in the feature space of the "
-             "dataset's feature net (ConvNet trained on the full training split, rule featnet).",
-             "Paper (CIFAR10): 0.84 for FRePo, 0.89 when easy samples are discarded."]
+             "dataset's feature net (ConvNet trained on the full training split, rule featnet)."]
+    if paper:
+        notes.append("Paper (CIFAR10): " + ", ".join(f"{v} ({m})" for m, v in paper.items()) + ".")
     _write_table(df, out_prefix, "ISA recall of the real data by the synthetic set", notes)
     return df
 
 
 def information_table(distilled_paths: list[str | Path], data: RealData, net: torch.nn.Module,
-                      out_prefix: str | Path, batch: int, batches: int) -> pd.DataFrame:
+                      out_prefix: str | Path, batch: int, batches: int,
+                      paper: dict[str, float] | None = None) -> pd.DataFrame:
+    """The information test of each distilled set; `paper` = the paper's MSEs (workflow/papers/isa_information.yaml)."""
     rows = []
     for p in distilled_paths:
         d = load_distilled(p)
@@ -146,8 +149,9 @@ def information_table(distilled_paths: list[str | Path], data: RealData, net: to
     df = pd.DataFrame(rows)
     notes = [f"Real batches of {batch} ({batches} batches) split by the distilled set's per-sample KRR error in the "
              "feature net's feature space: easy_from_hard = MSE of predicting the 20 % easiest from the 80 % hardest "
-             "by KRR, hard_from_easy = the 20 % hardest from the 80 % easiest.",
-             "Paper (P6): 0.0661 (easy from hard) vs 0.1430 (hard from easy)."]
+             "by KRR, hard_from_easy = the 20 % hardest from the 80 % easiest."]
+    if paper:
+        notes.append("Paper (P6): " + " vs ".join(f"{v} ({k.replace('_', ' ')})" for k, v in paper.items()) + ".")
     _write_table(df, out_prefix, "ISA information test", notes)
     return df
 

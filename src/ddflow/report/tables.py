@@ -19,14 +19,27 @@ DASH = "—"
 _PM = re.compile(r"^\s*([-+]?\d+(?:\.\d+)?)\s*(?:±\s*(\d+(?:\.\d+)?))?\s*$")
 
 
+TABLE_KINDS = ("cells", "timing")             # results/tables/{name}.{csv,md,tex}: evaluation cells / run timing
+SPEC_KINDS = TABLE_KINDS + ("information", "recall", "figure")  # ISA's side tables, paper figures
+
+
 def load_spec(path: str | Path) -> dict[str, Any]:
+    """A paper table's or figure's spec (workflow/papers/*.yaml). `kind` (default cells) says what it is; a table
+    needs name, title, rows, paper_datasets and paper_ipcs, an analysis or figure name, title and methods."""
     path = Path(path)
     if not path.exists():
         raise DdflowError(f"{path}: no such table spec")
     spec = yaml.safe_load(path.read_text())
-    for key in ("name", "title", "rows", "paper_datasets", "paper_ipcs"):
+    if not isinstance(spec, dict):
+        raise DdflowError(f"{path}: a spec is a mapping of keys, got {type(spec).__name__}")
+    kind = spec.setdefault("kind", "cells")
+    if kind not in SPEC_KINDS:
+        raise DdflowError(f"{path}: kind {kind!r} unknown; allowed: {', '.join(SPEC_KINDS)}")
+    needed = ("name", "title", "rows", "paper_datasets", "paper_ipcs") if kind in TABLE_KINDS else \
+        ("name", "title", "methods")
+    for key in needed:
         if key not in spec:
-            raise DdflowError(f"{path}: table spec lacks {key!r}")
+            raise DdflowError(f"{path}: {kind} spec lacks {key!r}")
     return spec
 
 
@@ -73,7 +86,8 @@ def build_table(spec_path: str | Path, cell_paths: list[str | Path], datasets: l
             for ipc in ipcs:
                 pv = (row.get("paper") or {}).get(paper_ds, {}) or {}
                 p_mean, p_std = parse_paper_value(pv.get(ipc))
-                ours = pooled.get((row.get("protocol", "dc"), row.get("method"), ds, ipc)) if row.get("method") else None
+                key = (row.get("protocol", "dc"), row.get("method"), ds, ipc)
+                ours = pooled.get(key) if row.get("method") else None
                 records.append({
                     "row": row["label"], "method": row.get("method") or "", "protocol": row.get("protocol", ""),
                     "dataset": ds, "paper_dataset": paper_ds,
@@ -135,7 +149,7 @@ def notes(table: dict[str, Any]) -> list[str]:
             lines.append(f"{r['label']}: {r['note']}")
     ran = df[df.n_models > 0]
     if len(ran):
-        models = sorted(set(ran.n_models)); seeds = sorted(set(ran.n_seeds))
+        models, seeds = sorted(set(ran.n_models)), sorted(set(ran.n_seeds))
         lines.append(f"Ours: final-epoch test accuracy (%), mean ± std (population) over all evaluation models of all "
                      f"distillation seeds ({'/'.join(map(str, models))} models from {'/'.join(map(str, seeds))} "
                      f"seed(s) per cell); {DASH} = not run or not reported.")

@@ -1,0 +1,27 @@
+# Stage 2 (trajectory methods: MTT, EAD): expert trajectories, trained in blocks of experts (workflow/hparams/
+# experts.yaml: experts, block). One job per block writes its experts' files results/experts/{dataset}/{prep}/{net}/
+# e{i}.pt and then the block's receipt block{block}.json (its declared output: it exists only when every expert
+# file of the block is whole). A killed block resumes from results/resume/experts/.
+
+
+rule experts:
+    input:
+        data="results/data/{dataset}.npz",
+    output:
+        "results/experts/{dataset}/{prep}/{net}/block{block}.json",
+    log:
+        "results/logs/experts/{dataset}/{prep}/{net}/block{block}.log",
+    conda:
+        ENV
+    threads: 1
+    resources:
+        gpu=GPU,
+    params:
+        settings=expert_settings_json,
+        block=expert_block_args,
+        resume="results/resume/experts/{dataset}/{prep}/{net}/block{block}.pt",
+        device=config["device"],
+    shell:
+        "python -m ddflow experts --dataset {wildcards.dataset} --prep {wildcards.prep} --net {wildcards.net}"
+        " --data {input.data} --settings '{params.settings}' {params.block} --receipt {output}"
+        " --resume {params.resume} --device {params.device} --threads {threads} > {log} 2>&1"

@@ -1,0 +1,34 @@
+# Stage 3 (trajectory methods): checkpoint sampling. Manifests of (expert, epoch) checkpoints: MTT's windows
+# (a JSON naming the experts) and EAD's pool (one compact tensor file of the drawn checkpoints).
+
+
+rule mtt_windows:
+    input:
+        expert_receipts,
+    output:
+        "results/trajectories/{dataset}/{prep}/{net}/mtt-m{m}-t{t}.json",
+    log:
+        "results/logs/trajectories/{dataset}/{prep}/{net}/mtt-m{m}-t{t}.log",
+    conda:
+        ENV
+    params:
+        experts=expert_files,
+    shell:
+        "python -m ddflow trajectory-sample --sampler mtt-m{wildcards.m}-t{wildcards.t} --dataset {wildcards.dataset}"
+        " --prep {wildcards.prep} --net {wildcards.net} --out {output} {params.experts} > {log} 2>&1"
+
+
+rule ead_pool:
+    input:
+        expert_receipts,
+    output:
+        "results/trajectories/{dataset}/{prep}/{net}/ead-p{p}.pt",
+    log:
+        "results/logs/trajectories/{dataset}/{prep}/{net}/ead-p{p}.log",
+    conda:
+        ENV
+    params:
+        experts=expert_files,
+    shell:
+        "python -m ddflow trajectory-sample --sampler ead-p{wildcards.p} --dataset {wildcards.dataset}"
+        " --prep {wildcards.prep} --net {wildcards.net} --out {output} {params.experts} > {log} 2>&1"
