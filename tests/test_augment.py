@@ -404,8 +404,9 @@ def mnist_like(n: int = 4, seed: int = 0) -> torch.Tensor:
     return torch.rand(n, 1, 28, 28, generator=gen(2000 + seed))
 
 
-def _mean_padded(img: torch.Tensor, pad: int) -> torch.Tensor:
-    m = img.mean(dim=(1, 2), keepdim=True)
+def _batch_mean_padded(img: torch.Tensor, batch: torch.Tensor, pad: int) -> torch.Tensor:
+    """img padded by `pad` with the batch's per-channel mean (official utils.py augment, cropfun)."""
+    m = batch.mean(dim=(0, 2, 3)).view(-1, 1, 1)
     c, h, w = img.shape
     out = m.expand(c, h + 2 * pad, w + 2 * pad).clone()
     out[:, pad:pad + h, pad:pad + w] = img
@@ -420,21 +421,23 @@ def test_dc_noise_only_adds_gaussian_noise_of_std_0001():
     assert abs(float(d.mean())) < 1e-4
 
 
-def test_dc_crop_is_an_integer_window_of_the_mean_padded_image():
+def test_dc_crop_is_an_integer_window_of_the_batch_mean_padded_image():
+    """Official VICO-UoE/DatasetCondensation utils.py augment/cropfun: pad with the minibatch's per-channel mean,
+    window offsets np.random.permutation(crop * 2)[0], i.e. 0..2*crop-1 (shifts -4..+3)."""
     aug = DCAugment("crop")
     x = mnist_like(6)
     draw = aug.sample(x.shape, gen(3))
     out = aug.apply(x, draw)
     found = []
     for k in range(6):
-        padded = _mean_padded(x[k], 4)
-        hits = [(r, c) for r in range(9) for c in range(9)
+        padded = _batch_mean_padded(x[k], x, 4)
+        hits = [(r, c) for r in range(8) for c in range(8)
                 if torch.allclose(out[k], padded[:, r:r + 28, c:c + 28], atol=1e-6)]
-        assert hits, f"image {k} is not a window of its mean-padded self"
+        assert hits, f"image {k} is not a window of its batch-mean-padded self"
         found.append(hits[0])
     assert found == [tuple(rc) for rc in draw["crop"].tolist()]
     offsets = aug.sample((3000, 1, 28, 28), gen(0))["crop"]
-    assert sorted(set(offsets.flatten().tolist())) == list(range(9))
+    assert sorted(set(offsets.flatten().tolist())) == list(range(8))
 
 
 def test_dc_chooses_one_transform_per_image():
@@ -449,41 +452,63 @@ def test_dc_chooses_one_transform_per_image():
     diff = (out - x).abs().amax(dim=(1, 2, 3))
     assert torch.all(diff[is_noise] < 0.01) and torch.all(diff[is_noise] > 0)
     for k in torch.nonzero(~is_noise).squeeze(1)[:5].tolist():
-        # crop only, no noise: exactly a window of the mean-padded image
-        padded = _mean_padded(x[k], 4)
+        # crop only, no noise: exactly a window of the batch-mean-padded image
+        padded = _batch_mean_padded(x[k], x, 4)
         assert any(torch.allclose(out[k], padded[:, r:r + 28, c:c + 28], atol=1e-6)
-                   for r in range(9) for c in range(9))
+                   for r in range(8) for c in range(8))
 
 
-@pytest.mark.parametrize("strategy", ["scale", "rotate"])
-def test_dc_scale_and_rotate_fill_with_the_image_mean(strategy):
-    aug = DCAugment(strategy)
-    const = torch.full((4, 1, 28, 28), 3.0)
-    assert torch.allclose(aug(const, gen(0)), const, atol=1e-5)
-    x = mnist_like(16)
-    out = aug(x, gen(1))
-    assert not torch.allclose(out, x, atol=1e-3)
-    # zoom/rotation about the centre with mean fill keeps each image's mean close to the original
-    assert torch.allclose(out.mean(dim=(2, 3)), x.mean(dim=(2, 3)), atol=0.05)
+def _draw(kind: str, values: torch.Tensor, n: int) -> dict:
+    d = {"n": n, "choice": torch.full((n,), DC_TRANSFORMS.index(kind)), "crop": torch.zeros(0, 2, dtype=torch.long),
+         "scale": torch.zeros(0, 2), "rotate": torch.zeros(0), "noise": torch.zeros(0, 1, 28, 28)}
+    d[kind] = values
+    return d
+
+
+def test_dc_scale_is_a_nearest_resize_on_a_zero_canvas_cropped_at_the_centre():
+    """Official utils.py augment/scalefun: h = int(U * H), w = int(U * H), F.interpolate (nearest) into a zero
+    canvas of side max(h, w, H, W) at int((side - h) / 2), then the centre H x W window; computed here by hand."""
+    aug = DCAugment("scale")
+    x = mnist_like(2)
+    factors = torch.tensor([[0.85, 1.13], [1.19, 0.81]])
+    out = aug.apply(x, _draw("scale", factors, 2))
+    for i, (fh, fw) in enumerate(factors.tolist()):
+        sh, sw = int(fh * 28), int(fw * 28)
+        rows = (torch.arange(sh) * 28 / sh).floor().long()  # nearest: source index floor(dst * in / out)
+        cols = (torch.arange(sw) * 28 / sw).floor().long()
+        small = x[i][:, rows][:, :, cols]
+        side = max(sh, sw, 28)
+        canvas = torch.zeros(1, side, side)
+        canvas[:, (side - sh) // 2:(side - sh) // 2 + sh, (side - sw) // 2:(side - sw) // 2 + sw] = small
+        r = (side - 28) // 2
+        assert torch.equal(out[i], canvas[:, r:r + 28, r:r + 28])
+
+
+def test_dc_rotate_is_scipys_spline_rotation_filled_with_the_batch_mean():
+    """Official utils.py augment/rotatefun: scipy.ndimage.rotate(image, integer angle, axes=(-2, -1),
+    cval=np.mean(channel means)), reshape then the centre window; a constant batch stays constant."""
+    from scipy.ndimage import rotate
+    aug = DCAugment("rotate")
+    const = torch.full((3, 1, 28, 28), 3.0)
+    assert torch.allclose(aug(const, gen(0)), const, atol=1e-4)
+    x = mnist_like(2)
+    out = aug.apply(x, _draw("rotate", torch.tensor([30.0, -44.0]), 2))
+    fill = float(x.mean())
+    for i, angle in enumerate((30.0, -44.0)):
+        turned = rotate(x[i].numpy(), angle=angle, axes=(-2, -1), cval=fill)
+        r = (turned.shape[-1] - 28) // 2
+        assert torch.allclose(out[i], torch.from_numpy(turned[:, r:r + 28, r:r + 28]), atol=1e-6)
+    out = aug.apply(x, _draw("rotate", torch.tensor([90.0, -90.0]), 2))
+    assert torch.allclose(out[0], torch.rot90(x[0], 1, dims=(1, 2)), atol=1e-4)
+    assert torch.allclose(out[1], torch.rot90(x[1], -1, dims=(1, 2)), atol=1e-4)
 
 
 def test_dc_rotate_and_scale_draws_in_range():
+    """Official: angle np.random.randint(-rotate, rotate) = whole degrees in [-45, 44]; scale factors U(0.8, 1.2)."""
     d = DCAugment("scale_rotate").sample((2000, 1, 28, 28), gen(0))
     assert d["scale"].min() >= 0.8 - 1e-6 and d["scale"].max() <= 1.2 + 1e-6
-    assert d["rotate"].abs().max() <= 45 + 1e-4 and d["rotate"].abs().max() > 40
+    assert sorted(set(d["rotate"].tolist())) == [float(a) for a in range(-45, 45)]
     assert d["scale"].shape[0] + d["rotate"].shape[0] == 2000
-
-
-def test_dc_rotate_by_hand_90_degrees_equals_rot90():
-    aug = DCAugment("rotate")
-    x = mnist_like(2)
-    draw = {"n": 2, "choice": torch.full((2,), DC_TRANSFORMS.index("rotate")),
-            "crop": torch.zeros(0, 2, dtype=torch.long), "scale": torch.zeros(0, 2),
-            "rotate": torch.tensor([90.0, -90.0]), "noise": torch.zeros(0, 1, 28, 28)}
-    out = aug.apply(x, draw)
-    inner = (slice(None), slice(1, -1), slice(1, -1))
-    assert torch.allclose(out[0][inner], torch.rot90(x[0], 1, dims=(1, 2))[inner], atol=1e-4)
-    assert torch.allclose(out[1][inner], torch.rot90(x[1], -1, dims=(1, 2))[inner], atol=1e-4)
 
 
 def test_dc_deterministic_by_generator():

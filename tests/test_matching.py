@@ -115,14 +115,29 @@ def test_dream_selection_is_nearest_to_centroids_and_changes_with_the_network(mn
     assert not torch.equal(random.indices(None, 0), random.indices(None, 1))
 
 
-def test_dm_dream_reclusters_every_10_iterations(mnist5k, monkeypatch):
-    m = _gm("dm-dream", mnist5k, iterations=12)
+@pytest.mark.parametrize("count,expected", [("network", 12), ("global", 2)])
+def test_dm_dream_reclustering_cadence(mnist5k, monkeypatch, count, expected):
+    """DREAM's condense.py clusters when `ot % args.interval == 0` inside one network's loop (the count restarts per
+    network): DM draws a network per iteration, so `network` clusters at all 12 iterations, `global` at 0 and 10."""
+    m = _gm("dm-dream", mnist5k, iterations=12, representative={"every": 10, "pool": 40, "count": count})
     calls = []
     original = RepresentativeSampler.recluster
     monkeypatch.setattr(RepresentativeSampler, "recluster", lambda self, net: (calls.append(1), original(self, net))[1])
     for it in range(12):
         m.step(it)
-    assert len(calls) == 2  # iterations 0 and 10
+    assert len(calls) == expected
+
+
+def test_dsa_dream_clusters_on_each_new_networks_first_step(mnist5k, monkeypatch):
+    """count network: every step() (a new network) clusters at its outer loop 0, then every `every` outer loops."""
+    m = _gm("dsa-dream", mnist5k, iterations=2, representative={"every": 10, "pool": 40, "count": "network"})
+    seen = []
+    original = RepresentativeSampler.indices
+    monkeypatch.setattr(RepresentativeSampler, "indices",
+                        lambda self, net, step: (seen.append(step), original(self, net, step))[1])
+    m.step(0)
+    m.step(1)
+    assert seen == [0, 0]  # IPC 1: one outer loop per network; each network's first step is step 0
 
 
 def test_dsa_dream_resumes_exactly(mnist5k_path, tmp_path):

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import sys
@@ -49,7 +50,9 @@ def cmd_evaluate(a) -> None:
     distilled = load_distilled(a.distilled)
     settings = protocol_settings(distilled.method, distilled.dataset, distilled.ipc, a.preset, a.protocol,
                                  a.hparams_dir)
-    data = load_real(a.data, get_info(distilled.dataset), device)
+    # the real data normalised as the distilled set was (a method may normalise with another dataset's statistics)
+    info = dataclasses.replace(get_info(distilled.dataset), mean=tuple(distilled.mean), std=tuple(distilled.std))
+    data = load_real(a.data, info, device)
     write_json(evaluate_cell(distilled, a.protocol, settings, data, device), a.out)
 
 

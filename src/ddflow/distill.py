@@ -17,7 +17,7 @@ from typing import Any
 import torch
 
 from . import hparams as hparams_mod
-from .data import check_ipc, get_info, load_real
+from .data import check_ipc, get_info, load_real, normalized_as
 from .data.spaces import preprocess
 from .errors import DdflowError
 from .io import load_pt, save_pt
@@ -45,8 +45,8 @@ def run(method_id: str, dataset: str, ipc: int, seed: int, preset: str, device: 
     iteration listed in the hparams' `snapshots` is written there as it{N}.pt (same format as the output);
     snapshots are staged beside the resume file, so a resumed job still delivers the early ones."""
     cls = get_method(method_id)
-    info = get_info(dataset)
     hp = hparams_mod.resolve(method_id, dataset, ipc, preset, hp_dir)
+    info = normalized_as(get_info(dataset), hp.get("normalize_as"))
     data = load_real(data_path, info, device)
     check_ipc(data.y_train.cpu().numpy(), info.classes, ipc, where=f"{dataset} ({data_path})")
     missing = [r for r in cls.requires if r not in (inputs or {})]

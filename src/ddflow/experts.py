@@ -17,7 +17,7 @@ from typing import Any
 import torch
 
 from .augment import make_augment
-from .data import RealData, get_info, load_real
+from .data import RealData, get_info, load_real, normalized_as
 from .data.spaces import preprocess
 from .errors import DdflowError
 from .io import load_pt, save_pt, write_json
@@ -63,7 +63,7 @@ def train_experts(dataset: str, prep: str, net: str, indices: list[int], setting
     block's expert files and test accuracies) is written last, so it exists only when every expert file does."""
     if len(indices) != len(outs):
         raise DdflowError("train_experts: one output per expert index")
-    info = get_info(dataset)
+    info = normalized_as(get_info(dataset), settings.get("normalize_as"))
     raw = load_real(data_path, info, device)
     data, _ = expert_data(raw, prep, settings.get("zca_eps"))
     gens = [generator("expert", dataset, prep, net, i) for i in indices]
@@ -112,7 +112,7 @@ def train_experts(dataset: str, prep: str, net: str, indices: list[int], setting
     seconds = time.time() - t0
     for k, (i, out) in enumerate(zip(indices, outs)):
         save_pt({"format": EXPERT_FORMAT, "dataset": dataset, "prep": prep, "net": net, "index": i,
-                 "epochs": epochs, "lr": lrs, "settings": settings,
+                 "epochs": epochs, "lr": lrs, "settings": settings, "mean": list(info.mean), "std": list(info.std),
                  "params": {n: torch.stack([t[k] for t in traj[n]]) for n in names},
                  "test_accuracy": accs[k], "seconds": seconds, **peak_memory_mb(device)}, out)
     if receipt is not None:

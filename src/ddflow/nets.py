@@ -9,10 +9,10 @@ FRePo's Conv (yongchao97/FRePo lib/models/networks.py `Conv`; FRePo, ISA and the
 blocks of [norm (every block but the first), Conv 3x3 with bias and width * 2**i channels, ReLU, avg-pool 2x2];
 flatten; Dense. A 1-channel input gets padding 3 on the first conv (kernel//2 + 2), so 28 px behaves like 32 px.
 Depth by resolution: the smallest depth that pools the (padded) input to 4x4, i.e. 3 at 28/32 px, 4 at 64 px, 5 at
-128 px. Source: FRePo's README runs depth 3 on 32 px data; the FRePo paper (NeurIPS 2022, appendix "Implementation
-details") uses Conv-4 for 64 px and Conv-5 for 128 px inputs [from memory of the paper: verify]; the 4x4 rule
-reproduces both. BatchNorm here uses PyTorch momentum 0.9, which is flax's momentum=0.1 (flax keeps
-`momentum * old + (1 - momentum) * batch`), eps 1e-5. Initialisation: flax defaults, LeCun normal (truncated at
+128 px. Sources: FRePo's README runs depth 3 on 32 px data; FRePo issue #3 (the author) advises depth 4 for
+TinyImageNet (64 px); 5 at 128 px is ours, the same "pool to 4x4" rule (no official script runs 128 px). BatchNorm
+here uses PyTorch momentum 0.9, which is flax's momentum=0.1 (flax keeps `momentum * old + (1 - momentum) *
+batch`), eps 1e-5. Initialisation: flax defaults, LeCun normal (truncated at
 2 std) weights, zero biases.
 """
 from __future__ import annotations

@@ -54,7 +54,24 @@ def _check_experts(expert_paths: list[str], dataset: str, prep: str, net: str, n
         if e["epochs"] < need_epochs:
             raise DdflowError(f"{p}: expert trained for {e['epochs']} epochs, the sampler needs epoch {need_epochs}")
         experts.append(e)
+    stats = {(tuple(e.get("mean") or ()), tuple(e.get("std") or ())) for e in experts}
+    if len(stats) > 1:
+        raise DdflowError(f"checkpoint sampling: the experts were trained on differently normalised data {stats}")
     return experts
+
+
+def normalization(experts: list[dict]) -> dict[str, list[float]]:
+    """The mean/std the experts' data was normalised with (files of older versions carry none: {})."""
+    e = experts[0]
+    return {"mean": list(e["mean"]), "std": list(e["std"])} if "mean" in e else {}
+
+
+def check_normalization(source: dict, info, where: str) -> None:
+    """A trajectory method must see the data normalised as its experts did (hparams normalize_as on both)."""
+    if "mean" in source and (tuple(source["mean"]) != tuple(info.mean) or tuple(source["std"]) != tuple(info.std)):
+        raise DdflowError(f"{where}: experts trained on data normalised with mean {source['mean']} / std "
+                          f"{source['std']}, this distillation normalises with {list(info.mean)} / {list(info.std)}: "
+                          "set the same normalize_as in workflow/hparams/experts.yaml and the method's hparams")
 
 
 def write_mtt_manifest(sampler: str, dataset: str, prep: str, net: str, expert_paths: list[str],
@@ -70,7 +87,7 @@ def write_mtt_manifest(sampler: str, dataset: str, prep: str, net: str, expert_p
     manifest = {"format": MANIFEST_FORMAT, "sampler": sampler, "dataset": dataset, "prep": prep, "net": net,
                 "expert_epochs": length, "max_start_epoch": max_start,
                 "experts": [str(p) for p in expert_paths], "epochs": [e["epochs"] for e in experts],
-                "lr": [e["lr"] for e in experts]}
+                "lr": [e["lr"] for e in experts], **normalization(experts)}
     write_json(manifest, out)
     return manifest
 
@@ -118,7 +135,7 @@ def write_ead_pool(sampler: str, dataset: str, prep: str, net: str, expert_paths
     final = {n: experts[0]["params"][n][-1].clone() for n in names}
     pool = {"format": POOL_FORMAT, "sampler": sampler, "dataset": dataset, "prep": prep, "net": net,
             "experts": [str(p) for p in expert_paths], "refs": torch.tensor(chosen, dtype=torch.int64),
-            "weights": weights[picks].float(), "params": params, "final": final}
+            "weights": weights[picks].float(), "params": params, "final": final, **normalization(experts)}
     save_pt(pool, out)
     return pool
 

@@ -1,24 +1,25 @@
 """DC's per-image augmentation (``crop``, ``scale``, ``rotate``, ``noise``), used when evaluating DC, Random and
-Herding on MNIST-like data: every image independently picks one transform. Draws come from explicit CPU
-generators; ``augment_many`` as in ddflow.augment.dsa."""
+Herding on MNIST-like data: every image independently picks one transform. It follows the official
+VICO-UoE/DatasetCondensation utils.py `augment` (applied per minibatch in `epoch`, mode train) transform for
+transform: the crop pads with the minibatch's per-channel mean and shifts by -crop..crop-1 (np.random.permutation(
+2 * crop)[0]); the scale resizes to int(U(1-s, 1+s) * H) x int(U(1-s, 1+s) * H) pixels with nearest interpolation
+(F.interpolate's default) on a zero canvas, centre-cropped back; the rotate turns by an integer angle in
+[-rotate, rotate) (np.random.randint) with scipy.ndimage.rotate (cubic spline, reshape, constant fill with the mean
+of the minibatch's channel means), centre-cropped back; noise adds noise * N(0, 1). Only the random streams differ:
+draws come from explicit CPU generators, not numpy's global state. ``augment_many`` as in ddflow.augment.dsa, each
+chunk (one model's minibatch) with its own mean."""
 from __future__ import annotations
 
 import math
 from typing import Sequence
 
+import numpy as np
 import torch
+import torch.nn.functional as F
+from scipy.ndimage import rotate as spline_rotate
 
 from ..errors import DdflowError
-from .geometry import (
-    _check_generator,
-    _check_images,
-    _check_many,
-    _parse_strategy,
-    _rotate_theta,
-    _scale_theta,
-    _shift,
-    _warp,
-)
+from .geometry import _check_generator, _check_images, _check_many, _parse_strategy
 
 DC_TRANSFORMS: tuple[str, ...] = ("crop", "scale", "rotate", "noise")
 
@@ -26,22 +27,21 @@ DC_TRANSFORMS: tuple[str, ...] = ("crop", "scale", "rotate", "noise")
 class DCAugment:
     """DC's per-image augmentation: every image picks ONE of the strategy's transforms uniformly.
 
-    crop: pad by `crop` px with the image's per-channel mean, take an HxW window at integer offsets
-    (r, c) in [0, 2*crop]; scale: zoom about the centre by (s_h, s_w) uniform in [1-scale, 1+scale],
-    filled with the per-channel mean; rotate: angle uniform in [-rotate, rotate] degrees about the
-    centre, filled with the per-channel mean; noise: x + noise * N(0, 1). No gradients.
+    crop: pad by `crop` px with the minibatch's per-channel mean, take an HxW window at integer offsets
+    (r, c) in [0, 2*crop); scale: factors (f_h, f_w) uniform in [1-scale, 1+scale] (module doc); rotate: an
+    integer angle in [-rotate, rotate) degrees (module doc); noise: x + noise * N(0, 1). No gradients.
 
     Draw layout (CPU tensors)::
 
         {"n": int,
          "choice": int64 (n,),           # index into DC_TRANSFORMS per image, -1 = identity
          "crop": int64 (k_crop, 2),      # (r, c) window offsets, for the images choosing crop, in order
-         "scale": float32 (k_scale, 2),  # (s_h, s_w) zoom factors
-         "rotate": float32 (k_rotate,),  # degrees
+         "scale": float32 (k_scale, 2),  # (f_h, f_w) size factors
+         "rotate": float32 (k_rotate,),  # whole degrees
          "noise": float32 (k_noise, C, H, W)}  # already multiplied by `noise`
     """
 
-    def __init__(self, strategy: str, crop: int = 4, scale: float = 0.2, rotate: float = 45.0, noise: float = 0.001):
+    def __init__(self, strategy: str, crop: int = 4, scale: float = 0.2, rotate: int = 45, noise: float = 0.001):
         self.strategy = strategy
         self.transforms: tuple[str, ...] = _parse_strategy(strategy, DC_TRANSFORMS, "DC augmentation")
         if isinstance(crop, bool) or not isinstance(crop, int) or crop < 0:
@@ -51,7 +51,11 @@ class DCAugment:
                 raise DdflowError(f"DCAugment {name} must be a finite number >= 0, got {v!r}")
         if scale >= 1:
             raise DdflowError(f"DCAugment scale must be < 1 (zoom factors 1 +- scale), got {scale!r}")
-        self.crop, self.scale, self.rotate, self.noise = crop, float(scale), float(rotate), float(noise)
+        if "crop" in self.transforms and crop < 1:
+            raise DdflowError(f"DCAugment crop must be >= 1 when the strategy crops, got {crop!r}")
+        if "rotate" in self.transforms and (int(rotate) != rotate or rotate < 1):
+            raise DdflowError(f"DCAugment rotate must be a whole number of degrees >= 1, got {rotate!r}")
+        self.crop, self.scale, self.rotate, self.noise = crop, float(scale), int(rotate), float(noise)
 
     def __repr__(self) -> str:
         return (f"DCAugment({self.strategy!r}, crop={self.crop}, scale={self.scale}, "
@@ -84,40 +88,47 @@ class DCAugment:
                 continue
             k = int((choice == code).sum())
             if t == "crop":
-                draw["crop"] = torch.randint(0, 2 * self.crop + 1, (k, 2), generator=g)
+                draw["crop"] = torch.randint(0, 2 * self.crop, (k, 2), generator=g)
             elif t == "scale":
                 draw["scale"] = torch.rand(k, 2, generator=g) * (2 * self.scale) + (1 - self.scale)
             elif t == "rotate":
-                draw["rotate"] = (torch.rand(k, generator=g) * 2 - 1) * self.rotate
+                draw["rotate"] = torch.randint(-self.rotate, self.rotate, (k,), generator=g).float()
             elif t == "noise":
                 draw["noise"] = torch.randn(k, c, h, w, generator=g) * self.noise
         return draw
 
-    @staticmethod
-    def _concat(draws: Sequence[dict]) -> dict:
-        out = {"n": sum(d["n"] for d in draws)}
-        for key in ("choice", "crop", "scale", "rotate", "noise"):
-            out[key] = torch.cat([d[key] for d in draws], dim=0)
-        return out
-
-    def _transform(self, t: str, x: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        """t applied to x (k, C, H, W) with its parameters v (CPU, first dimension k)."""
-        _, _, h, w = x.shape
+    def _transform(self, t: str, x: torch.Tensor, v: torch.Tensor, mean: torch.Tensor) -> torch.Tensor:
+        """t applied to x (k, C, H, W) with its parameters v (CPU, first dimension k); `mean` = the minibatch's
+        per-channel mean (C,)."""
+        k, c, h, w = x.shape
         if t == "noise":
             return x + v.to(device=x.device, dtype=x.dtype)
-        mean = x.mean(dim=(2, 3), keepdim=True)  # per image, per channel
-        centred = x - mean  # transforms fill with 0 here, i.e. with the mean after adding it back
+        out = torch.empty_like(x)
         if t == "crop":
-            moved = _shift(centred, v[:, 0] - self.crop, v[:, 1] - self.crop)
+            p = self.crop
+            padded = mean.view(1, c, 1, 1).expand(k, c, h + 2 * p, w + 2 * p).clone()
+            padded[:, :, p:p + h, p:p + w] = x
+            for i, (r, s) in enumerate(v.tolist()):
+                out[i] = padded[i, :, r:r + h, s:s + w]
         elif t == "scale":
-            # zoom by s about the centre: output point u samples the input at u / s
-            moved = _warp(centred, _scale_theta(1.0 / v[:, 1].double(), 1.0 / v[:, 0].double()))
+            for i, (fh, fw) in enumerate(v.tolist()):
+                sh, sw = int(fh * h), int(fw * h)  # official: both sizes from shape[2]
+                resized = F.interpolate(x[i:i + 1], [sh, sw])[0]  # nearest
+                side = max(sh, sw, h, w)
+                canvas = x.new_zeros(c, side, side)
+                r0, c0 = int((side - sh) / 2), int((side - sw) / 2)
+                canvas[:, r0:r0 + sh, c0:c0 + sw] = resized
+                r1, c1 = int((side - h) / 2), int((side - w) / 2)
+                out[i] = canvas[:, r1:r1 + h, c1:c1 + w]
         elif t == "rotate":
-            aspect = (h - 1) / (w - 1) if h > 1 and w > 1 else 1.0
-            moved = _warp(centred, _rotate_theta(v.double() * (math.pi / 180), aspect))
+            fill = float(mean.double().mean())  # official cval = np.mean(mean)
+            for i, angle in enumerate(v.tolist()):
+                turned = spline_rotate(x[i].cpu().float().numpy(), angle=angle, axes=(-2, -1), cval=fill)
+                r, s = int((turned.shape[-2] - h) / 2), int((turned.shape[-1] - w) / 2)
+                out[i] = torch.from_numpy(np.ascontiguousarray(turned[:, r:r + h, s:s + w])).to(out)
         else:  # pragma: no cover - the constructor rejects other names
             raise DdflowError(f"unknown DC augmentation {t!r}")
-        return moved + mean
+        return out
 
     def apply(self, x: torch.Tensor, draw: dict) -> torch.Tensor:
         _check_images(x)
@@ -127,6 +138,7 @@ class DCAugment:
             raise DdflowError(f"draw was sampled for {draw['n']} images but the batch holds {x.shape[0]}")
         choice = draw["choice"]
         with torch.no_grad():
+            mean = x.detach().mean(dim=(0, 2, 3))  # official: per channel over the whole minibatch, before any change
             out = x.detach().clone()
             for code, t in enumerate(DC_TRANSFORMS):
                 idx = torch.nonzero(choice == code).squeeze(1)
@@ -135,7 +147,7 @@ class DCAugment:
                 if draw[t].shape[0] != idx.numel():
                     raise DdflowError(f"draw holds {draw[t].shape[0]} {t!r} parameters for {idx.numel()} images")
                 idx_dev = idx.to(x.device)
-                out.index_copy_(0, idx_dev, self._transform(t, x.detach().index_select(0, idx_dev), draw[t]))
+                out.index_copy_(0, idx_dev, self._transform(t, x.detach().index_select(0, idx_dev), draw[t], mean))
         return out
 
     def __call__(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
@@ -149,7 +161,10 @@ class DCAugment:
         if not sizes:
             raise DdflowError("call_many needs at least one chunk")
         _, c, h, w = x.shape
-        draws = [self.sample((s, c, h, w), g) for s, g in zip(sizes, generators)]
-        return self.apply(x, self._concat(draws))
+        out, start = [], 0
+        for s, g in zip(sizes, generators):  # each chunk is one model's minibatch, with its own minibatch mean
+            out.append(self.apply(x[start:start + s], self.sample((s, c, h, w), g)))
+            start += s
+        return torch.cat(out)
 
     augment_many = call_many

@@ -5,7 +5,7 @@ ddflow.data.folders).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from ..errors import DdflowError
 
@@ -57,3 +57,14 @@ def get_info(name: str) -> DatasetInfo:
         return DATASETS[name]
     except (KeyError, TypeError):
         raise DdflowError(f"unknown dataset {name!r}; known datasets: {', '.join(DATASETS)}") from None
+
+
+def normalized_as(info: DatasetInfo, other: str | None) -> DatasetInfo:
+    """`info` with the mean/std of dataset `other` (None: unchanged). MTT, IDC and DREAM normalise CIFAR-100 with
+    CIFAR-10's statistics (a method's hparams `normalize_as`); the distilled record keeps what it used."""
+    if not other or other == info.name:
+        return info
+    ref = get_info(other)
+    if ref.channels != info.channels:
+        raise DdflowError(f"normalize_as {other!r}: {ref.channels} channels, dataset {info.name!r} has {info.channels}")
+    return replace(info, mean=ref.mean, std=ref.std)

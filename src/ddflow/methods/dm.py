@@ -5,8 +5,8 @@ Each iteration draws a fresh randomly initialised ConvNet (frozen), and for ever
 with one Siamese DSA draw per class shared by the real and the synthetic batch. One SGD step (momentum 0.5) on
 the synthetic images per iteration; no network training. The instance-norm ConvNet treats every image
 independently, so all classes go through one batched forward instead of the official per-class loop (same loss).
-`dm-dream` takes the real batch from DREAM's representative sampler, re-clustered every 10 iterations with the
-network of the iteration that re-clusters.
+`dm-dream` takes the real batch from DREAM's representative sampler, clustered on the iteration's network: at every
+iteration with `count: network` (DREAM's cadence, each network's first step clusters), every 10 with `global`.
 """
 from __future__ import annotations
 
@@ -52,7 +52,8 @@ class DM(Method):
         net.train()
         for p in net.parameters():
             p.requires_grad_(False)
-        real_idx = self.sampler.indices(net, it)  # DREAM variant: re-clusters with this iteration's net
+        # DREAM variant: a fresh network every iteration, so count 'network' re-clusters at every iteration
+        real_idx = self.sampler.indices(net, 0 if self.sampler.per_network else it)
         syn = self.images.view(self.classes, self.ipc, *self.images.shape[1:])
         real_aug, syn_aug = [], []
         for c in range(self.classes):

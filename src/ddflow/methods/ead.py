@@ -2,8 +2,9 @@
 as DESIGN.md section 5 states it).
 
 Synthetic images are initialised from real images per class, soft labels (logits, learned) from the final expert's
-predictions on them. Each iteration draws a synthetic minibatch S_t, two real minibatches D_p and D_t from the
-training split, and t_m checkpoints theta^t from the lr-weighted pool (ddflow.trajectory_sampling), and minimises
+predictions on them. Each iteration draws a synthetic minibatch S_t, two disjoint real minibatches D_p and D_t from
+the training split (once per iteration, shared by its checkpoints: the paper's Algorithm 1), and t_m checkpoints
+theta^t from the lr-weighted pool (ddflow.trajectory_sampling), and minimises
 
     | sum_t  c * <g_P(theta^t), grad L(D_t, theta^t)>  -  <g_P(theta^t), grad L(S_t, theta^t)> |,
     g_P = grad L(D_p, theta^t)  (mean losses; soft-target cross-entropy on S_t)
@@ -23,7 +24,7 @@ from torch.func import functional_call, grad, jvp
 from ..errors import DdflowError
 from ..nets import build_net, has_batchnorm
 from ..ops.losses import soft_ce
-from ..trajectory_sampling import load_pool
+from ..trajectory_sampling import check_normalization, load_pool
 from .base import Method
 from .registry import register
 
@@ -66,6 +67,7 @@ class EAD(Method):
     def init(self) -> None:
         hp, info = self.hp, self.data.info
         self.pool = load_pool(self.inputs["trajectories"], info.name, hp["prep"], hp["net"])
+        check_normalization(self.pool, info, self.inputs["trajectories"])
         self.pool_size = len(self.pool["refs"])
         if int(hp["t_m"]) > self.pool_size:
             raise DdflowError(f"ead: t_m = {hp['t_m']} checkpoints per iteration, the pool holds {self.pool_size}")
@@ -89,12 +91,12 @@ class EAD(Method):
         s_idx = torch.randperm(n_syn, generator=g)[:int(hp["batch_syn"] or n_syn)].to(self.device)
         picks = torch.randperm(self.pool_size, generator=g)[:int(hp["t_m"])].tolist()
         b = int(hp["batch_real"])
-        batches, params = [], []
-        for t in picks:
-            idx = torch.randperm(n_real, generator=g)[:2 * b].to(self.device)  # D_p and D_t disjoint
-            xr, yr = self.data.x_train[idx], self.data.y_train[idx]
-            batches.append((xr[:b], yr[:b], xr[b:], yr[b:]))
-            params.append({n: v[t].to(self.device) for n, v in self.pool["params"].items()})
+        # EAD Algorithm 1: D_p and D_t (disjoint) are drawn once per iteration and shared by its t_m checkpoints
+        idx = torch.randperm(n_real, generator=g)[:2 * b].to(self.device)
+        xr, yr = self.data.x_train[idx], self.data.y_train[idx]
+        pair = (xr[:b], yr[:b], xr[b:], yr[b:])
+        batches = [pair] * len(picks)
+        params = [{n: v[t].to(self.device) for n, v in self.pool["params"].items()} for t in picks]
         probs = F.softmax(self.label_logits, -1)
         loss = ead_loss(self.net, params, batches, self.images[s_idx], probs[s_idx], self.coef)
         if not torch.isfinite(loss):

@@ -89,7 +89,7 @@ class GradientMatching(Method):
         for ol in range(self.outer):
             if bn:
                 self._fix_batchnorm_stats(net)
-            idx = self.sampler.indices(net, self.matching_steps)
+            idx = self.sampler.indices(net, ol if self.sampler.per_network else self.matching_steps)
             self.matching_steps += 1
             real = self.data.x_train[idx].to(self.device)
             syn = self.images.view(self.classes, self.ipc, *self.images.shape[1:])

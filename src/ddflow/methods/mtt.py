@@ -23,7 +23,7 @@ from ..augment import DSA
 from ..errors import DdflowError
 from ..experts import load_expert
 from ..nets import build_net, has_batchnorm
-from ..trajectory_sampling import load_manifest
+from ..trajectory_sampling import check_normalization, load_manifest
 from .base import Method
 from .registry import register
 
@@ -62,6 +62,7 @@ class MTT(Method):
     def init(self) -> None:
         hp, info = self.hp, self.data.info
         self.manifest = load_manifest(self.inputs["trajectories"], info.name, hp["prep"], hp["net"])
+        check_normalization(self.manifest, info, self.inputs["trajectories"])
         for key in ("expert_epochs", "max_start_epoch"):
             if int(self.manifest[key]) != int(hp[key]):
                 raise DdflowError(f"{self.inputs['trajectories']}: manifest {key} {self.manifest[key]} != hparams "

@@ -1,17 +1,26 @@
 """Which real images a matching step uses, per class: a fresh random batch (DC/DSA/DM), or DREAM's
 representative batch: the images nearest to the k-means centroids (k = real batch size) of the current network's
-embed() features of the class, re-clustered every `every` matching steps (DREAM, ICCV 2023)."""
+embed() features of the class, re-clustered every `every` matching steps (DREAM, ICCV 2023). `count: network`
+(DREAM's condense.py: `if ot % args.interval == 0` inside the loop over one network's inner steps) restarts the
+step count with each new network, so every network's first matching step clusters on that network; `count: global`
+counts matching steps across networks."""
 from __future__ import annotations
 
 import torch
 from torch import nn
 
 from ..data import RealData
+from ..errors import DdflowError
 from ..nets import has_batchnorm
 from .kmeans import representative_indices
 
+COUNTS = ("network", "global")
+
 
 class RandomSampler:
+    #: whether the step count passed to indices() restarts with each new network (DREAM's cadence, below)
+    per_network = False
+
     def __init__(self, data: RealData, batch: int, generator: torch.Generator):
         self.data, self.generator = data, generator
         self.batch = min(batch, min(len(i) for i in data.indices_per_class()))
@@ -32,9 +41,12 @@ class RepresentativeSampler(RandomSampler):
     """DREAM: per class, the `batch` images nearest to k-means centroids of embed() features, k = batch."""
 
     def __init__(self, data: RealData, batch: int, generator: torch.Generator, every: int = 10,
-                 pool: int | None = None, kmeans_iters: int = 100):
+                 pool: int | None = None, kmeans_iters: int = 100, count: str = "network"):
         super().__init__(data, batch, generator)
+        if count not in COUNTS:
+            raise DdflowError(f"representative.count {count!r} not in {COUNTS}")
         self.every, self.pool, self.kmeans_iters = every, pool, kmeans_iters
+        self.per_network = count == "network"
         self.current: torch.Tensor | None = None
 
     @torch.no_grad()
@@ -70,4 +82,5 @@ def make_sampler(hp: dict, data: RealData, generator: torch.Generator) -> Random
     if not rep:
         return RandomSampler(data, hp["batch_real"], generator)
     return RepresentativeSampler(data, hp["batch_real"], generator, every=rep.get("every", 10),
-                                 pool=rep.get("pool"), kmeans_iters=rep.get("kmeans_iters", 100))
+                                 pool=rep.get("pool"), kmeans_iters=rep.get("kmeans_iters", 100),
+                                 count=rep.get("count", "network"))
