@@ -15,7 +15,7 @@ translate 0.125, zoom ('scale') 1.25, cutout res/4 (ratio 0.25); DSA's colour ji
 ranges of DSA) stands in for FRePo's colour op. No flip for 1-channel data (FRePo: none for MNIST/FMNIST).
 
 krr: the same K networks trained the same way, then each network's features phi give the KRR prediction of the test
-set from the support (the distilled images, plus their flips where the distillation used them) with the learned
+set from the support (the distilled images, plus their flips on colour data: eval.py's use_flip) with the learned
 labels, lambda = 1e-6 trace(K_ss)/n; accuracy = argmax against the true class.
 """
 from __future__ import annotations
@@ -98,10 +98,12 @@ def train_frepo(images: torch.Tensor, targets: torch.Tensor, info, settings: dic
     return stack
 
 
-def _use_flip(settings: dict, record: DistilledSet, info) -> bool:
+def _use_flip(settings: dict, info) -> bool:
+    """FRePo's and ISA's script/eval.py set use_flip for every dataset but MNIST/FashionMNIST, whatever the
+    distillation used (ISA's Table 6 KRR numbers were made by that script): auto = colour data."""
     flag = settings.get("use_flip", "auto")
     if flag in (None, "auto"):
-        return bool(record.extra.get("use_flip", info.channels == 3))
+        return info.channels == 3
     return bool(flag)
 
 
@@ -138,6 +140,6 @@ def evaluate_krr(record: DistilledSet, data: RealData, settings: dict, generator
     info = data.info
     targets = as_targets(record.labels, info.classes)
     stack = train_frepo(record.images, targets, info, settings, generators, device, desc("krr", record)).train(False)
-    support, y_s = flip_support(record.images.to(device), targets.to(device), _use_flip(settings, record, info))
+    support, y_s = flip_support(record.images.to(device), targets.to(device), _use_flip(settings, info))
     return krr_accuracy(stack, support, y_s, data.x_test.to(device), data.y_test.to(device),
                         float(settings.get("krr_reg", 1e-6)))
