@@ -3,6 +3,11 @@
 Protocol settings = workflow/hparams/protocols.yaml[protocol] (the protocol's fixed optimiser settings) updated by
 the method's `eval: {protocol: {...}}` hyperparameters (epochs, augmentation, number of models), as in the official
 code, where the evaluation length and augmentation follow the method and the dataset.
+
+Network: a protocol with a `net` setting (dc, mtt, soft, idc) evaluates on the method's own `net` (its resolved
+hparams), as the official code evaluates on the model it distils with (e.g. MTT's Tiny ImageNet ConvNetD4), unless
+the method's `eval: {protocol: {net: ...}}` names another; protocols.yaml's `net` applies to methods without a `net`
+(random, herding). The kernel protocols (frepo, krr) build FRePo's Conv from width/depth and take no `net`.
 """
 from __future__ import annotations
 
@@ -37,6 +42,8 @@ def protocol_settings(method: str, dataset: str, ipc: int, preset: str, name: st
     if specific is None:
         raise DdflowError(f"method {method!r} has no settings for protocol {name!r} in its hparams (eval.{name})")
     settings = hparams_mod.deep_merge(base, specific)
+    if "net" in base and "net" not in specific and hp.get("net"):
+        settings["net"] = hp["net"]
     if settings.get("augment") == "dsa" and settings.get("strategy", "auto") == "auto":
         settings["strategy"] = get_info(dataset).dsa_strategy
     return settings
