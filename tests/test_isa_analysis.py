@@ -7,7 +7,7 @@ import torch
 
 from ddflow.nets import build_net
 from ddflow.ops import krr as K
-from ddflow.records import DistilledSet
+from ddflow.records import DistilledSet, load_distilled
 from ddflow.report import isa as A
 
 
@@ -81,3 +81,19 @@ def test_analyses_run_on_cuda_with_distilled_sets_loaded_on_the_cpu(mnist5k, mni
         assert (tmp_path / "fig6.png").stat().st_size > 1000
     finally:
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = old
+
+
+def test_information_test_draws_the_same_real_batches_for_every_method(mnist5k, featnet, tmp_path, monkeypatch):
+    drawn: dict[str, list[list[int]]] = {}
+    real_randperm = torch.randperm
+
+    def spy(n, *args, **kwargs):
+        out = real_randperm(n, *args, **kwargs)
+        drawn.setdefault(current, []).append(out[:200].tolist())
+        return out
+
+    monkeypatch.setattr(A.torch, "randperm", spy)
+    for current in ("frepo", "isa"):
+        A.information_test(load_distilled(_distilled(mnist5k, current, tmp_path)), mnist5k, featnet, batch=200,
+                           batches=2)
+    assert len(drawn["frepo"]) == 2 and drawn["frepo"] == drawn["isa"]

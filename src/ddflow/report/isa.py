@@ -90,9 +90,9 @@ def information_test(distilled: DistilledSet, data: RealData, net: torch.nn.Modu
     """P6's information test on real batches ranked by the distilled set's per-sample KRR error (feature-net
     features): (a) KRR-predict the 20 % easiest from the 80 % hardest, (b) the 20 % hardest from the 80 % easiest
     (`hard` = 0.8). MSE = mean over samples and classes of (prediction - centred one-hot)^2, averaged over
-    `batches` batches."""
+    `batches` batches. The real batches depend on (dataset, IPC, seed) only: every method's row sees the same ones."""
     info = data.info
-    g = generator("isa-information", distilled.method, info.name, distilled.ipc, distilled.seed)
+    g = generator("isa-information", info.name, distilled.ipc, distilled.seed)
     phi_s = features(net, distilled.to_normalized())
     w = krr_weights(phi_s, soft_targets(distilled, info.classes).to(phi_s.device), reg)
     res = {"easy_from_hard": 0.0, "hard_from_easy": 0.0}
