@@ -337,3 +337,24 @@ def test_repository_idc_settings_state_the_official_strategy_and_the_protocol_re
                                     ("mnist", "color_crop_scale_rotate", "color_crop_scale_rotate")):
         s = protocol_settings("idc", dataset, 10, "paper", "idc")
         assert s["strategy"] == official and eval_strategy(s["strategy"], s["mixup"]) == used, dataset
+
+
+def test_timing_table_prints_the_preset_of_the_runs_in_markdown_and_latex(tmp_path):
+    from ddflow.report.timing import build_timing_table, write_timing_table
+
+    info = get_info("cifar10")
+    paths = []
+    for seed, preset in ((0, "quick"), (1, "paper")):
+        rec = DistilledSet(images=torch.zeros(1), labels=torch.zeros(1), method="dream", dataset="cifar10", ipc=10,
+                           seed=seed, mean=info.mean, std=info.std, preset=preset,
+                           extra={"timing": {"clustering_s": 0.1, "update_images_s": 0.2, "inner_loop_s": 0.3,
+                                             "inner_loops": 4, "device": "cpu"}})
+        paths.append(tmp_path / f"dream{seed}.pt")
+        rec.save(paths[-1])
+    write_timing_table(build_timing_table(ROOT_PAPERS / "dream_t2.yaml", paths), tmp_path / "t2")
+    md = (tmp_path / "t2.md").read_text().splitlines()
+    header = next(line for line in md if line.startswith("| Dataset"))
+    row = next(line for line in md if line.startswith("| CIFAR10"))
+    assert header.rstrip(" |").endswith("preset") and row.rstrip(" |").endswith("paper, quick")
+    tex = (tmp_path / "t2.tex").read_text()
+    assert "preset" in tex and "paper, quick" in tex
