@@ -50,7 +50,7 @@ def protocol_settings(method: str, dataset: str, ipc: int, preset: str, name: st
         settings["net"] = hp["net"]
     if settings.get("augment") == "dsa" and settings.get("strategy", "auto") == "auto":
         settings["strategy"] = get_info(dataset).dsa_strategy
-    if settings.get("steps", None) == "auto":
+    if settings.get("steps") == "auto":
         settings["steps_by_prototypes"] = _step_table(doc, settings.get("step_table"), method, name)
     return settings
 
