@@ -1,5 +1,6 @@
 """The distillation runner: resume after a kill, determinism, clear errors on broken files."""
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -12,7 +13,7 @@ import torch
 from ddflow.distill import run
 from ddflow.errors import DdflowError
 from ddflow.io import load_pt
-from ddflow.records import load_distilled
+from ddflow.records import DistilledSet, load_distilled
 
 CPU = torch.device("cpu")
 ROOT = Path(__file__).resolve().parents[1]
@@ -126,3 +127,58 @@ def test_snapshots_survive_a_kill_and_equal_those_of_an_uninterrupted_run(mnist5
         assert a.iterations == b.iterations == int(name[2:-3])
         assert torch.equal(a.images, b.images)
     assert not (tmp_path / "state.pt.snapshots").exists()
+
+
+def test_a_kill_between_delivering_snapshots_and_writing_the_output_leaves_a_rerun_that_finishes(
+        mnist5k_path, tmp_path, tiny_hparams, monkeypatch):
+    """Before: the snapshots were moved out of the staging folder, so every rerun after such a kill (resumed from the
+    resume file) failed with "snapshot of iteration 0 missing"."""
+    text = (tiny_hparams / "dm.yaml").read_text().replace("snapshots: [0, 20, 40]", "snapshots: [0, 2, 5]")
+    (tiny_hparams / "dm.yaml").write_text(text)
+    full_dir = tmp_path / "full"
+    full = _run(mnist5k_path, tmp_path / "full.pt", tiny_hparams, snapshot_dir=full_dir)
+    out, resume, snaps = tmp_path / "out.pt", tmp_path / "state.pt", tmp_path / "snaps"
+    kw = {"resume": resume, "save_every": 4, "snapshot_dir": snaps}
+    real_save = DistilledSet.save
+
+    def killed_at_the_output(self, path):
+        if Path(path) == out:
+            raise KeyboardInterrupt("killed")
+        real_save(self, path)
+
+    def kill_then_rerun():
+        monkeypatch.setattr(DistilledSet, "save", killed_at_the_output)
+        with pytest.raises(KeyboardInterrupt):
+            _run(mnist5k_path, out, tiny_hparams, **kw)
+        monkeypatch.setattr(DistilledSet, "save", real_save)
+        assert not out.exists() and load_pt(resume)["iteration"] == 4
+        assert sorted(p.name for p in snaps.iterdir()) == ["it0.pt", "it2.pt", "it5.pt"]
+
+    def check():
+        result = _run(mnist5k_path, out, tiny_hparams, **kw)
+        assert torch.equal(result.images, full.images) and not resume.exists()
+        assert not (tmp_path / "state.pt.snapshots").exists()
+        for name in ("it0.pt", "it2.pt", "it5.pt"):
+            assert torch.equal(load_distilled(snaps / name).images, load_distilled(full_dir / name).images)
+
+    kill_then_rerun()
+    check()                                              # a plain rerun
+    out.unlink()
+    kill_then_rerun()
+    shutil.rmtree(snaps)                                 # Snakemake removes an incomplete job's output folder
+    check()
+    out.unlink()
+    kill_then_rerun()
+    staged = tmp_path / "state.pt.snapshots"
+    for name in ("it0.pt", "it2.pt"):
+        (staged / name).unlink()                         # moved, not copied (a job of an earlier version)
+    check()
+    # a snapshot of another cell in the folder is not taken for this one's
+    out.unlink()
+    kill_then_rerun()
+    (staged / "it0.pt").unlink()
+    other = load_distilled(snaps / "it0.pt")
+    other.seed = 1
+    other.save(snaps / "it0.pt")
+    with pytest.raises(DdflowError, match="snapshot of iteration 0 missing"):
+        _run(mnist5k_path, out, tiny_hparams, **kw)

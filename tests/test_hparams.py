@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import pytest
 
 from ddflow import hparams
@@ -81,3 +83,44 @@ def test_dsa_dream_quick_preset_gets_the_dc_quick_reductions():
     hp = hparams.resolve("dsa-dream", "mnist5k", 1, "quick")
     assert hp["iterations"] == 40 and hp["batch_real"] == 16 and hp["init"] == "real"
     assert hp["representative"]["pool"] == 64 and hp["eval"]["dc"]["augment"] == "dsa"
+
+
+def _lists_dataset(method: str, dataset: str) -> bool:
+    """Whether the method's hparams (or an ancestor's) name `dataset` in an override."""
+    for doc in hparams._lineage(method, None):
+        for rule in (doc.get("overrides") or []) + (doc.get("quick_overrides") or []):
+            value = rule.get("when", {}).get("dataset", [])
+            if dataset in (value if isinstance(value, list) else [value]):
+                return True
+    return False
+
+
+def test_every_paper_cell_evaluates_on_the_methods_own_net_unless_its_eval_section_names_one():
+    """GeorgeCazenavette/mtt-distillation distill.py line 36 (commit 50dccea): get_eval_pool(eval_mode 'S', model)
+    evaluates on the model it distils with, e.g. Tiny ImageNet's ConvNetD4."""
+    import yaml
+
+    root = Path(__file__).resolve().parents[1]
+    grid = yaml.safe_load((root / "config.yaml").read_text())["grid"]["paper"]
+    base = yaml.safe_load((root / "workflow" / "hparams" / "protocols.yaml").read_text())
+    checked = 0
+    for method in grid["methods"]:
+        datasets = list(grid["datasets"]) + (["tiny"] if _lists_dataset(method, "tiny") else [])
+        for dataset in datasets:
+            for ipc in grid["ipcs"]:
+                hp = hparams.resolve(method, dataset, ipc, "paper")
+                for name, specific in hp["eval"].items():
+                    if "net" not in base[name]:
+                        continue  # frepo / krr: FRePo's Conv from width and depth
+                    expected = specific.get("net") or hp.get("net") or base[name]["net"]
+                    assert protocol_settings(method, dataset, ipc, "paper", name)["net"] == expected, \
+                        (method, dataset, ipc, name)
+                    checked += 1
+    assert checked > 100
+    assert protocol_settings("mtt", "tiny", 10, "paper", "mtt")["net"] == "ConvNetD4"
+    assert protocol_settings("mtt", "cifar10", 10, "paper", "mtt")["net"] == "ConvNet"
+    # the quick preset distils MTT / EAD with ConvNetW32 and evaluates on ConvNet-128 (README), stated explicitly
+    for method, name in (("mtt", "mtt"), ("ead", "soft"), ("ead-literal", "soft")):
+        assert hparams.resolve(method, "mnist5k", 1, "quick")["net"] == "ConvNetW32"
+        for ipc in (1, 10):
+            assert protocol_settings(method, "mnist5k", ipc, "quick", name)["net"] == "ConvNet"

@@ -293,3 +293,68 @@ def test_timing_table_puts_each_runs_seconds_per_inner_loop_beside_the_paper(tmp
     write_timing_table(table, tmp_path / "t2")
     md = (tmp_path / "t2.md").read_text()
     assert "| CIFAR10 " in md and "H100" in md and (tmp_path / "t2.tex").exists()
+
+
+@pytest.mark.parametrize("mixup", ["cut", "vanilla"])
+def test_protocol_follows_idcs_cutout_removal_and_counts_coinciding_milestones_twice(small, mixup, monkeypatch):
+    """snu-mllab/Efficient-Dataset-Condensation (commit ceac95a) argument.py lines 451-452: `if args.mixup == 'cut':
+    args.dsa_strategy = remove_aug(args.dsa_strategy, 'cutout')`; train.py lines 109-110: MultiStepLR(milestones=
+    [2E//3, 5E//6], gamma=0.2), which applies gamma once per listed milestone: at E = 3 both are 2, gamma^2 after
+    epoch 2 (epoch index 1)."""
+    import ddflow.protocols.idc as idc_protocol
+
+    seen = {}
+
+    class SpyAugment(IDCAugment):
+        def __init__(self, strategy, *args, **kwargs):
+            seen["strategy"] = strategy
+            super().__init__(strategy, *args, **kwargs)
+
+    real_train = idc_protocol.train_stack
+
+    def spy_train(stack, x, y, generators, ts, *args, **kwargs):
+        seen["decay_epochs"] = ts.decay_epochs
+        return real_train(stack, x, y, generators, ts, *args, **kwargs)
+
+    monkeypatch.setattr(idc_protocol, "IDCAugment", SpyAugment)
+    monkeypatch.setattr(idc_protocol, "train_stack", spy_train)
+    settings = {"net": "ConvNet", "lr": 0.01, "momentum": 0.9, "weight_decay": 5e-4, "batch": 8, "epochs": 3,
+                "decay_factor": 0.2, "mixup": mixup, "cutmix_p": 0.5, "cutmix_beta": 1.0,
+                "strategy": "color_crop_cutout_flip_scale_rotate", "batching": "loop"}
+    rec = _record(torch.rand(20, 1, 28, 28), torch.arange(10).repeat(2), small, space="pixels", factor=1)
+    evaluate_idc(rec, small, settings, [torch.Generator().manual_seed(1)], CPU)
+    expected = "color_crop_flip_scale_rotate" if mixup == "cut" else "color_crop_cutout_flip_scale_rotate"
+    assert seen == {"strategy": expected, "decay_epochs": (1, 1)}
+    assert [idc_protocol.decay_epochs(e) for e in (1, 2, 3, 6, 1000)] == [(), (0, 0), (1, 1), (3, 4), (665, 832)]
+
+
+def test_repository_idc_settings_state_the_official_strategy_and_the_protocol_removes_cutout():
+    from ddflow.protocols import protocol_settings
+    from ddflow.protocols.idc import eval_strategy
+
+    for dataset, official, used in (("cifar10", "color_crop_cutout_flip_scale_rotate", "color_crop_flip_scale_rotate"),
+                                    ("svhn", "color_crop_cutout_scale_rotate", "color_crop_scale_rotate"),
+                                    ("mnist", "color_crop_scale_rotate", "color_crop_scale_rotate")):
+        s = protocol_settings("idc", dataset, 10, "paper", "idc")
+        assert s["strategy"] == official and eval_strategy(s["strategy"], s["mixup"]) == used, dataset
+
+
+def test_timing_table_prints_the_preset_of_the_runs_in_markdown_and_latex(tmp_path):
+    from ddflow.report.timing import build_timing_table, write_timing_table
+
+    info = get_info("cifar10")
+    paths = []
+    for seed, preset in ((0, "quick"), (1, "paper")):
+        rec = DistilledSet(images=torch.zeros(1), labels=torch.zeros(1), method="dream", dataset="cifar10", ipc=10,
+                           seed=seed, mean=info.mean, std=info.std, preset=preset,
+                           extra={"timing": {"clustering_s": 0.1, "update_images_s": 0.2, "inner_loop_s": 0.3,
+                                             "inner_loops": 4, "device": "cpu"}})
+        paths.append(tmp_path / f"dream{seed}.pt")
+        rec.save(paths[-1])
+    write_timing_table(build_timing_table(ROOT_PAPERS / "dream_t2.yaml", paths), tmp_path / "t2")
+    md = (tmp_path / "t2.md").read_text().splitlines()
+    header = next(line for line in md if line.startswith("| Dataset"))
+    row = next(line for line in md if line.startswith("| CIFAR10"))
+    assert header.rstrip(" |").endswith("preset") and row.rstrip(" |").endswith("paper, quick")
+    tex = (tmp_path / "t2.tex").read_text()
+    assert "preset" in tex and "paper, quick" in tex

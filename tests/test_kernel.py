@@ -184,9 +184,47 @@ def test_schedules_and_eval_steps():
     assert warmup_cosine_lr(1.0, 0, 1000, 500, 0.01) == 0.0
     assert math.isclose(warmup_cosine_lr(1.0, 250, 1000, 500, 0.01), 0.5)
     assert math.isclose(warmup_cosine_lr(1.0, 1000, 1000, 500, 0.01), 0.01)
-    assert [eval_steps(n, "auto") for n in (10, 100, 200, 500, 1000, 5000)] == [1000, 2000, 20000, 5000, 10000, 40000]
-    assert eval_steps(20, "auto") == 1000 and eval_steps(300, "auto") == 20000 and eval_steps(5, None) == 1000
-    assert eval_steps(100, 7) == 7
+    table = {10: 1000, 100: 2000, 200: 20000}
+    assert [eval_steps(n, "auto", table) for n in (10, 100, 200, 5000)] == [1000, 2000, 20000, 20000]
+    assert eval_steps(20, "auto", table) == 1000 and eval_steps(150, None, table) == 2000
+    assert eval_steps(5, "auto", table) == 1000          # below the smallest count: its entry
+    assert eval_steps(100, 7) == 7 and eval_steps(100, 7, table) == 7
+    with pytest.raises(DdflowError, match="step table"):
+        eval_steps(100, "auto")
+
+
+# (method, dataset, IPC) -> steps. FRePo: yongchao97/FRePo script/eval.py line 208; ISA: fiona-lxd/ISA
+# script/eval.py line 208 (step_per_prototpyes in main). Prototypes = IPC x classes.
+STEPS = {
+    ("frepo", "cifar10", 1): 1000, ("frepo", "cifar100", 1): 2000, ("frepo", "cifar100", 10): 10000,
+    ("frepo", "tiny", 1): 20000, ("frepo", "tiny", 10): 40000, ("frepo", "imagenet64", 1): 10000,
+    ("frepo", "imagenet64", 2): 40000, ("frepo", "cifar100", 50): 40000,
+    ("isa", "cifar10", 1): 1000, ("isa", "cifar100", 1): 2000, ("isa", "cifar100", 10): 4000,
+    ("isa", "tiny", 1): 2000, ("isa", "tiny", 10): 5000, ("isa", "imagenet64", 1): 4000,
+    ("isa", "imagenet64", 2): 5000, ("isa", "cifar100", 50): 40000,
+}
+
+
+@pytest.mark.parametrize("protocol", ["frepo", "krr"])
+def test_isa_cells_use_isas_step_table_and_frepo_cells_frepos(protocol):
+    from ddflow.data import get_info
+    from ddflow.protocols import protocol_settings
+
+    for (method, dataset, ipc), steps in STEPS.items():
+        s = protocol_settings(method, dataset, ipc, "paper", protocol)
+        assert s["step_table"] == method and s["steps"] == "auto"
+        n = ipc * get_info(dataset).classes
+        assert eval_steps(n, s["steps"], s["steps_by_prototypes"]) == steps, (method, dataset, ipc)
+    # every row of ISA's Tables 6 and 7: ISA's rows on ISA's table, FRePo's on FRePo's
+    for name in ("isa_t6", "isa_t7"):
+        spec = yaml.safe_load((ROOT / "workflow" / "papers" / f"{name}.yaml").read_text())
+        for row in spec["rows"]:
+            for dataset in spec["paper_datasets"]:
+                for ipc in spec["paper_ipcs"]:
+                    s = protocol_settings(row["method"], dataset, ipc, "paper", row["protocol"])
+                    assert s["step_table"] == {"isa": "isa", "frepo": "frepo"}[row["method"]], (name, row, dataset)
+    # the quick preset's fixed steps need no table
+    assert "steps_by_prototypes" not in protocol_settings("isa", "mnist5k", 1, "quick", protocol)
 
 
 def test_learned_labels_init_and_margin():
@@ -232,3 +270,15 @@ def test_block_zca_whitens_each_checkerboard_block_with_one_shared_transform():
     ev, vec = torch.linalg.eigh(cov)
     t = (vec * (ev + 0.1 * ev.sum() / 48).rsqrt()) @ vec.T
     assert torch.allclose(to_blocks(w, 4).double(), xc.reshape(200, 4, 48) @ t, atol=1e-4)
+
+
+def test_auto_steps_without_a_named_step_table_is_a_clear_error(tmp_path):
+    from ddflow.protocols import protocol_settings
+
+    (tmp_path / "protocols.yaml").write_text((ROOT / "workflow" / "hparams" / "protocols.yaml").read_text())
+    (tmp_path / "m.yaml").write_text("paper: {eval: {frepo: {models: 1}}}\n")
+    with pytest.raises(DdflowError, match="step_table"):
+        protocol_settings("m", "cifar10", 1, "paper", "frepo", tmp_path)
+    (tmp_path / "m.yaml").write_text("paper: {eval: {frepo: {step_table: nope}}}\n")
+    with pytest.raises(DdflowError, match="frepo, isa; got 'nope'"):
+        protocol_settings("m", "cifar10", 1, "paper", "frepo", tmp_path)

@@ -1,9 +1,13 @@
 """Gradient matching (DC/DSA) and DREAM's representative sampling."""
+from pathlib import Path
+
 import pytest
 import torch
 import torch.nn.functional as F
+import yaml
 
 from ddflow import hparams
+from ddflow.distill import run
 from ddflow.errors import DdflowError
 from ddflow.methods import get_method
 from ddflow.nets import build_net
@@ -193,3 +197,34 @@ def test_dream_variants_share_their_base_methods_initial_set_and_evaluation_mode
                 "augment": "none", "models": 2}
     accs = [evaluate_cell(sets[m], "dc", settings, mnist5k, cpu)["accuracies"] for m in ("dsa", "dsa-dream")]
     assert accs[0] == accs[1]  # same set, same model draws: same numbers
+
+
+@pytest.mark.parametrize("method", ["dc-dream", "dsa-dream"])
+def test_dream_variants_run_on_a_batchnorm_net_with_its_layers_kept_frozen(method, mnist5k_path, mnist5k, tmp_path):
+    """The official DC loop freezes the BatchNorm layers after fixing their statistics (VICO-UoE/DatasetCondensation
+    main.py lines 158-174, "freeze the running mu and sigma"); DREAM's re-clustering must hand the net back with
+    every module's own training flag (before: torch.func.grad failed on BatchNorm's in-place statistics update).
+    `mnist5k`: one CPU thread."""
+    root = Path(__file__).resolve().parents[1] / "workflow" / "hparams"
+    hp_dir = tmp_path / "hparams"
+    hp_dir.mkdir()
+    for f in root.glob("*.yaml"):
+        (hp_dir / f.name).write_text(f.read_text())
+    doc = yaml.safe_load((hp_dir / f"{method}.yaml").read_text())
+    doc["quick"] = {"net": "ConvNetBN", "iterations": 2, "batch_real": 4, "snapshots": [],
+                    "loops": {1: [2, 1]}, "representative": {"every": 1, "pool": 16, "kmeans_iters": 5}}
+    (hp_dir / f"{method}.yaml").write_text(yaml.safe_dump(doc))
+    out = run(method, "mnist5k", 1, 0, "quick", torch.device("cpu"), mnist5k_path, tmp_path / "out.pt",
+              hp_dir=hp_dir)
+    assert out.iterations == 2 and torch.isfinite(out.images).all()
+
+
+def test_representative_sampler_restores_every_modules_own_training_flag(mnist5k):
+    net = build_net("ConvNetBN", 1, 10, 28, torch.Generator().manual_seed(0)).train()
+    for m in net.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.eval()
+    before = [m.training for m in net.modules()]
+    sampler = RepresentativeSampler(mnist5k, 4, torch.Generator().manual_seed(0), every=1, pool=16, kmeans_iters=5)
+    sampler.indices(net, 0)
+    assert [m.training for m in net.modules()] == before and net.training and not all(before)

@@ -1,4 +1,5 @@
 """The batched trainer: K models trained together follow exactly the K separate runs."""
+import pytest
 import torch
 
 from ddflow.augment import DSA
@@ -63,3 +64,31 @@ def test_training_fits_a_small_set_and_accuracy_is_per_model():
     train_stack(stack, x, y, gens, TrainSettings(epochs=30, batch=20))
     accs = accuracy(stack, x, y)
     assert len(accs) == 2 and all(a >= 90.0 for a in accs)
+
+
+def test_a_repeated_decay_epoch_applies_the_factor_once_per_occurrence_as_multisteplr(monkeypatch):
+    """MultiStepLR counts its milestones: [2, 2] multiplies the lr by gamma^2 at epoch 2 (IDC's train.py with
+    E = 3: milestones 2E//3 = 5E//6 = 2)."""
+    import ddflow.train as train_mod
+
+    lrs = []
+
+    class Spy(StackedSGD):
+        def step(self):
+            lrs.append(self.lr)
+            super().step()
+
+    monkeypatch.setattr(train_mod, "StackedSGD", Spy)
+    x, y = _data(10)
+    gens = _gens(1)
+    stack = NetStack(build_net("ConvNet", 1, 10, 28), gens, "cpu", "loop")
+    train_stack(stack, x, y, gens, TrainSettings(epochs=4, lr=0.01, batch=10, decay_epochs=(1, 1), decay_factor=0.2))
+    p = torch.zeros(1, requires_grad=True)
+    opt = torch.optim.SGD([p], lr=0.01)
+    sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=[2, 2], gamma=0.2)
+    ref = []
+    for _ in range(4):
+        ref.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert lrs == ref and ref[2] == pytest.approx(0.01 * 0.04)

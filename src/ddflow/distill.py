@@ -8,7 +8,6 @@ file and gives the same result as an uninterrupted run on the CPU.
 from __future__ import annotations
 
 import logging
-import os
 import shutil
 import time
 from pathlib import Path
@@ -20,10 +19,10 @@ from . import hparams as hparams_mod
 from .data import check_ipc, get_info, load_real, normalized_as
 from .data.spaces import preprocess
 from .errors import DdflowError
-from .io import load_pt, save_pt
+from .io import atomic_path, load_pt, save_pt
 from .methods import get_method
 from .progress import Progress
-from .records import DistilledSet
+from .records import DistilledSet, load_distilled
 from .runtime import peak_memory_mb, reset_peak
 from .seeding import generator
 
@@ -43,7 +42,8 @@ def run(method_id: str, dataset: str, ipc: int, seed: int, preset: str, device: 
     """Run (or resume) one distillation. `stop_after` ends the loop early without an output, leaving only
     the resume file: it is how tests simulate a killed job. With `snapshot_dir`, the synthetic set after each
     iteration listed in the hparams' `snapshots` is written there as it{N}.pt (same format as the output);
-    snapshots are staged beside the resume file, so a resumed job still delivers the early ones."""
+    snapshots are staged beside the resume file, so a resumed job still delivers the early ones; they are copied
+    into snapshot_dir before the output is written and the staging folder is removed after it (deliver_snapshots)."""
     cls = get_method(method_id)
     hp = hparams_mod.resolve(method_id, dataset, ipc, preset, hp_dir)
     info = normalized_as(get_info(dataset), hp.get("normalize_as"))
@@ -114,16 +114,38 @@ def run(method_id: str, dataset: str, ipc: int, seed: int, preset: str, device: 
 
     result = record(total, final_stats=stats, **peak_memory_mb(device))
     if snapshot_dir is not None:
-        Path(snapshot_dir).mkdir(parents=True, exist_ok=True)
-        for n in wanted:
-            src = staging / f"it{n}.pt"
-            if not src.exists():
-                raise DdflowError(f"{src}: snapshot of iteration {n} missing (resume files deleted by hand?)")
-            os.replace(src, Path(snapshot_dir) / f"it{n}.pt")
-        if staging is not None and staging.exists() and staging != Path(snapshot_dir):
-            shutil.rmtree(staging)
+        deliver_snapshots(wanted, staging, Path(snapshot_dir), identity)
     result.save(out)
     if resume is not None and resume.exists():
         resume.unlink()
+    if staging is not None and staging.exists() and staging != Path(snapshot_dir):
+        shutil.rmtree(staging)
     log.info("wrote %s (%d images, %.1f s)", out, len(result.images), result.seconds)
     return result
+
+
+def _same_cell(path: Path, identity: dict[str, Any]) -> bool:
+    """Whether a delivered snapshot belongs to this cell (method, dataset, IPC, seed, preset, hyperparameters)."""
+    try:
+        d = load_distilled(path)
+    except DdflowError:
+        return False
+    return {"method": d.method, "dataset": d.dataset, "ipc": d.ipc, "seed": d.seed, "preset": d.preset,
+            "hparams": d.hparams} == identity
+
+
+def deliver_snapshots(wanted: list[int], staging: Path | None, snapshot_dir: Path, identity: dict[str, Any]) -> None:
+    """Copy each staged it{N}.pt into snapshot_dir (atomically), before the output is written. Idempotent: the
+    staged copies stay until the output exists (a rerun after a kill in between, or after Snakemake removed the
+    incomplete snapshot folder, delivers them again), and a snapshot already in snapshot_dir for this cell counts as
+    delivered (a folder left by a job killed after an earlier version moved its snapshots there)."""
+    snapshot_dir.mkdir(parents=True, exist_ok=True)
+    for n in wanted:
+        src, dst = staging / f"it{n}.pt", snapshot_dir / f"it{n}.pt"
+        if src.exists():
+            if src != dst:
+                with atomic_path(dst) as tmp:
+                    shutil.copyfile(src, tmp)
+        elif not (dst.exists() and _same_cell(dst, identity)):
+            raise DdflowError(f"{src}: snapshot of iteration {n} missing and not delivered to {snapshot_dir} "
+                              "(resume files deleted by hand?)")

@@ -106,7 +106,8 @@ class TrainSettings:
     momentum: float = 0.9
     weight_decay: float = 5e-4
     batch: int = 256
-    decay_epochs: tuple[int, ...] = ()   # after these epoch indices the lr is multiplied by decay_factor
+    decay_epochs: tuple[int, ...] = ()   # after these epoch indices the lr is multiplied by decay_factor, once per
+                                         # occurrence (a repeated index decays twice, as MultiStepLR's milestones)
     decay_factor: float = 0.1
     reset_momentum_on_decay: bool = True  # DC's evaluate_synset recreates the optimiser at the decay
 
@@ -138,8 +139,9 @@ def train_stack(stack: NetStack, x: torch.Tensor, y: torch.Tensor, generators: l
             opt.step()
             total += losses.detach() * b
         last = (total / n).cpu()
-        if ep in settings.decay_epochs:
-            opt.lr *= settings.decay_factor
+        decays = settings.decay_epochs.count(ep)
+        if decays:
+            opt.lr *= settings.decay_factor ** decays
             if settings.reset_momentum_on_decay:
                 opt.reset_momentum()
         progress.update(ep + 1, loss=float(last.mean()))

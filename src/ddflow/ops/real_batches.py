@@ -51,7 +51,9 @@ class RepresentativeSampler(RandomSampler):
 
     @torch.no_grad()
     def recluster(self, net: nn.Module) -> torch.Tensor:
-        was_training = net.training
+        # every module's own flag: DC's loop freezes the BatchNorm layers of a training net (main.py, "freeze the
+        # running mu and sigma"); a net-wide train(True) afterwards would un-freeze them
+        modes = [(m, m.training) for m in net.modules()]
         if has_batchnorm(net):  # features from the frozen statistics, without updating them
             net.eval()
         picks = []
@@ -61,7 +63,8 @@ class RepresentativeSampler(RandomSampler):
             feats = torch.cat([net.embed(self.data.x_train[idx[s:s + 500]]) for s in range(0, len(idx), 500)])
             chosen = representative_indices(feats, self.batch, self.generator, self.kmeans_iters)
             picks.append(idx[chosen.to(idx.device)])
-        net.train(was_training)
+        for m, mode in modes:
+            m.training = mode
         return torch.stack(picks)
 
     def indices(self, net: nn.Module | None, step: int) -> torch.Tensor:

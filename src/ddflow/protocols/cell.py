@@ -3,6 +3,14 @@
 Protocol settings = workflow/hparams/protocols.yaml[protocol] (the protocol's fixed optimiser settings) updated by
 the method's `eval: {protocol: {...}}` hyperparameters (epochs, augmentation, number of models), as in the official
 code, where the evaluation length and augmentation follow the method and the dataset.
+
+Network: a protocol with a `net` setting (dc, mtt, soft, idc) evaluates on the method's own `net` (its resolved
+hparams), as the official code evaluates on the model it distils with (e.g. MTT's Tiny ImageNet ConvNetD4), unless
+the method's `eval: {protocol: {net: ...}}` names another; protocols.yaml's `net` applies to methods without a `net`
+(random, herding). The kernel protocols (frepo, krr) build FRePo's Conv from width/depth and take no `net`.
+
+Steps: with `steps: auto` (frepo, krr) the method's `step_table` names one of protocols.yaml's `step_tables` (FRePo's
+or ISA's script/eval.py step_per_prototpyes); the resolved settings carry it as `steps_by_prototypes`.
 """
 from __future__ import annotations
 
@@ -31,15 +39,28 @@ def protocol_settings(method: str, dataset: str, ipc: int, preset: str, name: st
     if name not in PROTOCOLS:
         raise DdflowError(f"unknown evaluation protocol {name!r}; known: {', '.join(PROTOCOLS)}")
     hp_dir = hparams_mod.hparams_dir(hp_dir)
-    base = (yaml.safe_load((hp_dir / "protocols.yaml").read_text()) or {}).get(name, {})
+    doc = yaml.safe_load((hp_dir / "protocols.yaml").read_text()) or {}
+    base = doc.get(name, {})
     hp = hparams_mod.resolve(method, dataset, ipc, preset, hp_dir)
     specific = (hp.get("eval") or {}).get(name)
     if specific is None:
         raise DdflowError(f"method {method!r} has no settings for protocol {name!r} in its hparams (eval.{name})")
     settings = hparams_mod.deep_merge(base, specific)
+    if "net" in base and "net" not in specific and hp.get("net"):
+        settings["net"] = hp["net"]
     if settings.get("augment") == "dsa" and settings.get("strategy", "auto") == "auto":
         settings["strategy"] = get_info(dataset).dsa_strategy
+    if settings.get("steps") == "auto":
+        settings["steps_by_prototypes"] = _step_table(doc, settings.get("step_table"), method, name)
     return settings
+
+
+def _step_table(doc: dict, table: str | None, method: str, name: str) -> dict[int, int]:
+    tables = doc.get("step_tables") or {}
+    if table not in tables:
+        raise DdflowError(f"method {method!r}, protocol {name!r}: steps 'auto' needs eval.{name}.step_table, one of "
+                          f"{', '.join(tables) or '(none in protocols.yaml step_tables)'}; got {table!r}")
+    return {int(k): int(v) for k, v in tables[table].items()}
 
 
 def evaluate_cell(record: DistilledSet, protocol_name: str, settings: dict, data: RealData,

@@ -6,8 +6,10 @@ eps 1e-8, no weight decay: optax.adam ignores the weight_decay it is given), a l
 then cosine decay to 1 % over the remaining steps, MSE (0.5 * sum over classes, mean over the batch) on the learned
 labels (hard labels become FRePo's centred one-hot), batch min(N, 500) taken in a fixed order over the repeated set
 (tf `cache().repeat().batch()`, no shuffle), one augmentation family per batch with per-image parameters. The number
-of steps follows FRePo's table by number of prototypes; for a count not in it, the entry of the largest listed count
-below it (1000 below 10). Test accuracy of every model after the last step.
+of steps follows a table by number of prototypes, `steps_by_prototypes` (resolved from the method's `step_table`:
+FRePo's or ISA's script/eval.py, workflow/hparams/protocols.yaml step_tables); for a count not in it, the entry of
+the largest listed count below it (the smallest entry below the smallest count). Test accuracy of every model after
+the last step.
 
 Augmentation: FRePo's `flip_color_crop_rotate_translate_cutout` (augmax, one op per batch) is approximated by
 ddflow's DSA in single-family mode with FRePo's ranges where DSA has the same transform: rotate +-15 degrees,
@@ -37,16 +39,19 @@ from ..records import DistilledSet
 from ..train import NetStack, accuracy
 from .registry import desc, protocol
 
-# FRePo script/eval.py step_per_prototpyes
-STEPS_BY_PROTOTYPES = {10: 1000, 100: 2000, 200: 20000, 400: 5000, 500: 5000, 1000: 10000, 2000: 40000, 5000: 40000}
 FREPO_AUG = DSAParams(ratio_scale=1.25, ratio_rotate=15.0, ratio_crop_pad=0.125, ratio_cutout=0.25)
 
 
-def eval_steps(n: int, setting) -> int:
+def eval_steps(n: int, setting, table: dict | None = None) -> int:
+    """`setting` steps, or with 'auto' / None the table's entry for n prototypes (the largest listed count <= n)."""
     if setting not in (None, "auto"):
         return int(setting)
-    listed = [c for c in sorted(STEPS_BY_PROTOTYPES) if c <= n]
-    return STEPS_BY_PROTOTYPES[listed[-1]] if listed else STEPS_BY_PROTOTYPES[10]
+    if not table:
+        raise DdflowError("evaluation steps 'auto' without a step table (settings steps_by_prototypes; see "
+                          "ddflow.protocols.cell.protocol_settings)")
+    table = {int(k): int(v) for k, v in table.items()}
+    listed = [c for c in sorted(table) if c <= n]
+    return table[listed[-1] if listed else min(table)]
 
 
 def as_targets(labels: torch.Tensor, classes: int) -> torch.Tensor:
@@ -73,7 +78,7 @@ def train_frepo(images: torch.Tensor, targets: torch.Tensor, info, settings: dic
                 generators: list[torch.Generator], device: torch.device, desc: str) -> NetStack:
     stack = frepo_stack(info, settings, generators, device).train(True)
     n, k = len(images), stack.k
-    steps = eval_steps(n, settings.get("steps"))
+    steps = eval_steps(n, settings.get("steps"), settings.get("steps_by_prototypes"))
     bs = min(n, int(settings["batch"]))
     lr = float(settings["lr"])
     opt = torch.optim.Adam(stack.parameters(), lr=lr, betas=(0.9, 0.999), eps=1e-8)  # elementwise: K Adams

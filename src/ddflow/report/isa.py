@@ -5,6 +5,10 @@ recall of the real data by the synthetic set, and Fig. 6 (a 2-D embedding of rea
 Fixed feature space (recall, information test, Fig. 6): the dataset's feature net (rule featnet: the default ConvNet
 trained on the full training split, the net herding selects with), embed() features. Synthetic images are mapped
 back to the normalised space the feature net was trained in (ZCA-space sets through the inverse ZCA).
+
+Devices: the feature net's device does the work. `features` moves every input chunk there (distilled sets load on
+the CPU, the real data and the net may sit on CUDA), labels follow their features, and arrays for the figures come
+back through `.cpu()`.
 """
 from __future__ import annotations
 
@@ -35,9 +39,15 @@ def soft_targets(distilled: DistilledSet, classes: int) -> torch.Tensor:
     return centred_onehot(y.long(), classes) if y.dim() == 1 else y.float()
 
 
+def net_device(net: torch.nn.Module) -> torch.device:
+    return next(net.parameters()).device
+
+
 @torch.no_grad()
 def features(net: torch.nn.Module, x: torch.Tensor, chunk: int = 1000) -> torch.Tensor:
-    return torch.cat([net.embed(x[i:i + chunk]) for i in range(0, len(x), chunk)])
+    """embed() features on the net's device, whatever device `x` is on."""
+    dev = net_device(net)
+    return torch.cat([net.embed(x[i:i + chunk].to(dev)) for i in range(0, len(x), chunk)])
 
 
 def _write_table(df: pd.DataFrame, out_prefix: str | Path, title: str, notes: list[str]) -> None:
@@ -80,16 +90,16 @@ def information_test(distilled: DistilledSet, data: RealData, net: torch.nn.Modu
     """P6's information test on real batches ranked by the distilled set's per-sample KRR error (feature-net
     features): (a) KRR-predict the 20 % easiest from the 80 % hardest, (b) the 20 % hardest from the 80 % easiest
     (`hard` = 0.8). MSE = mean over samples and classes of (prediction - centred one-hot)^2, averaged over
-    `batches` batches."""
+    `batches` batches. The real batches depend on (dataset, IPC, seed) only: every method's row sees the same ones."""
     info = data.info
-    g = generator("isa-information", distilled.method, info.name, distilled.ipc, distilled.seed)
+    g = generator("isa-information", info.name, distilled.ipc, distilled.seed)
     phi_s = features(net, distilled.to_normalized())
-    w = krr_weights(phi_s, soft_targets(distilled, info.classes), reg)
+    w = krr_weights(phi_s, soft_targets(distilled, info.classes).to(phi_s.device), reg)
     res = {"easy_from_hard": 0.0, "hard_from_easy": 0.0}
     for _ in range(batches):
         idx = torch.randperm(len(data.y_train), generator=g)[:batch]
         phi = features(net, data.x_train[idx])
-        y = centred_onehot(data.y_train[idx], info.classes)
+        y = centred_onehot(data.y_train[idx].to(phi.device), info.classes)
         err = (krr_predict(phi, phi_s, w) - y).square().mean(-1)
         order = err.argsort(descending=True)                     # hardest first
         n_big = int(hard * len(order))
@@ -168,10 +178,10 @@ def fig6(distilled_paths: list[str | Path], data: RealData, net: torch.nn.Module
         idx = idx[torch.randperm(len(idx), generator=g)[:n_real // len(classes)]]
         real_x.append(data.x_train[idx]), real_y.append(data.y_train[idx])
     phi = features(net, torch.cat(real_x))
-    y = torch.cat(real_y)
+    y = torch.cat(real_y).cpu()
     mean = phi.mean(0)
     _, _, v = torch.linalg.svd(phi - mean, full_matrices=False)
-    proj = lambda f: ((f - mean) @ v[:2].T).numpy()  # noqa: E731
+    proj = lambda f: ((f - mean) @ v[:2].T).cpu().numpy()  # noqa: E731
     pr = proj(phi)
     fig, ax = plt.subplots(figsize=(6, 4.5))
     for i, c in enumerate(classes):

@@ -57,6 +57,7 @@ def write_timing_table(table: dict, out_prefix: str | Path) -> None:
             item[f"{head} ours"] = _fmt(r[f"ours_{col}_s"])
             item[f"{head} paper"] = _fmt(r[f"paper_{col}_s"])
         item["device"] = r["device"]
+        item["preset"] = r["preset"]
         rows.append(item)
     wide = pd.DataFrame(rows)
     notes = [f"Source of paper values: {spec.get('source', '')}; {DASH} = not applicable or not reported."]
