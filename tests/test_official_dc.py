@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 
+import pytest
 import torch
 import torch.nn.functional as F
 from torch.func import functional_call
@@ -23,6 +24,15 @@ CPU = torch.device("cpu")
 EPOCHS = 4                      # evaluate_synset trains EPOCHS + 1 = 5 epochs, lr x0.1 after epoch index 3
 SETTINGS = {"net": "ConvNetW32", "lr": 0.05, "momentum": 0.9, "weight_decay": 5e-4, "batch": 8, "epochs": EPOCHS,
             "augment": "none", "strategy": "none", "batching": "loop"}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """One intra-op thread: the CPU is shared, and small convolutions run several times faster so."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
 
 
 def _data(n=20, seed=0):

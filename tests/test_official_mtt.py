@@ -21,6 +21,15 @@ CPU = torch.device("cpu")
 EPOCHS = 6          # expert epochs on file: long enough that an off-by-one window would not raise
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """One intra-op thread: the CPU is shared, and small convolutions run several times faster so."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture(scope="module")
 def small():
     g = torch.Generator().manual_seed(0)
