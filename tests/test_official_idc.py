@@ -236,7 +236,7 @@ def test_matching_augments_real_and_synthetic_batch_with_one_shared_draw(monkeyp
 
 
 def test_one_image_optimiser_step_per_class_on_that_class_only(monkeypatch):
-    """condense.py lines 527-541: for c in range(nclass): the class's matching loss, optim_img.zero_grad(),
+    """condense.py lines 526-541: for c in range(nclass): the class's matching loss, optim_img.zero_grad(),
     loss.backward(), optim_img.step(): nclass steps per inner loop, each with the gradient of one class's images."""
     m = _method("idc", _random_data(), inner_loops=2)
     grads = []
@@ -258,7 +258,7 @@ def test_one_image_optimiser_step_per_class_on_that_class_only(monkeypatch):
 
 @pytest.mark.parametrize("n_data,batches", [(10, 3), (8, 2), (3, 1)])
 def test_network_update_sees_n_data_rounded_up_to_whole_real_batches(monkeypatch, n_data, batches):
-    """train.py train_epoch lines 189-252 on loader_real (batches of batch_real, condense.py lines 460-466):
+    """train.py train_epoch lines 189-252 on loader_real (batches of batch_real, condense.py lines 458-466):
     `num_exp += len(target); if n_data > 0 and num_exp >= n_data: break`: whole batches until at least n_data
     images were seen, i.e. ceil(n_data / batch_real) batches of batch_real distinct images."""
     built = _spy_nets(monkeypatch)
@@ -270,8 +270,8 @@ def test_network_update_sees_n_data_rounded_up_to_whole_real_batches(monkeypatch
 
 def test_dream_first_outer_iteration_matches_with_the_kmeans_network(monkeypatch):
     """DREAM condense.py line 517: the model is built before the initialisation, which clusters with it (lines
-    526-533 kmean; 539-551 mix with k-means); line 601 `if it % args.fix_iter == 0 and it != 0`: outer iteration 0
-    keeps that model (a fresh one only from iteration 1 on)."""
+    526-533 kmean; 539-568 mix, k-means-selected unless f2_init is random); line 601
+    `if it % args.fix_iter == 0 and it != 0`: outer iteration 0 keeps that model (a fresh one from iteration 1 on)."""
     built = _spy_nets(monkeypatch)
     m = _method("dream", _random_data(), ipc=1, n_data=4)
     assert m.hp["init"] == "kmeans" and len(built) == 1                                 # the k-means network

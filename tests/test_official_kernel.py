@@ -67,11 +67,12 @@ def _isa_brute_force(phi_t, y_t, phi_s, y_s, keep, eps, reduce, reg, nodes=6):
 
 @pytest.mark.parametrize("keep,eps,reduce", [(1.0, 0.5, "mean"), (0.75, 1.5, "mean"), (0.5, 1.0, "half_sum")])
 def test_isa_loss_is_the_mean_squared_krr_residual_over_the_interpolation_segment(keep, eps, reduce):
-    """isa.py mixup_data_linear (lines 171-197) with proto_train_step (lines 200-227): hardest `topk` of the batch by
-    per-sample KRR error (line 214, 174-178), j = second of top_k(cosine similarity, 2) (line 189), delta_1 =
-    feat_t - feat_t[j], delta_2 = y_t - y_t[j] (lines 191-192), per-sample mean over classes of A^2 + eps A B +
-    eps^2 B^2 / 3 (line 195), averaged (line 219). Checked against the segment integral computed by quadrature,
-    value and gradients (support features and learned labels)."""
+    """isa.py mixup_data_linear (lines 171-198) called from proto_train_step (lines 213-220): the hardest `topk` of
+    the batch by per-sample KRR error (top_k of the losses, line 214; the first int(topk * B), lines 173-181),
+    j = second index of top_k(cosine similarity, 2) (line 190), delta_1 = feat_t - feat_t[j], delta_2 = y_t - y_t[j]
+    (lines 192-193), A and B (lines 194-195), per-sample mean over classes of A^2 + eps A B + eps^2 B^2 / 3
+    (line 196), averaged over the kept samples (line 220). Checked against the segment integral computed by
+    quadrature, value and gradients (support features and learned labels)."""
     g = torch.Generator().manual_seed(int(eps * 10) + int(keep * 100))
     dt = torch.float64
     phi_t = torch.randn(24, 16, generator=g, dtype=dt)
