@@ -140,8 +140,6 @@ def test_student_batches_are_the_chunks_of_one_permutation_until_they_run_out(sm
     assert all(sorted(b.tolist()) == list(range(10)) for b in seen[0])
 
 
-@pytest.mark.xfail(strict=True, reason="ddflow keeps the unused chunks across iterations (MTT.chunks is state); the "
-                   "official distill.py line 340 sets indices_chunks = [] at the start of every iteration")
 def test_student_batches_restart_from_a_fresh_permutation_every_iteration(small, experts, tmp_path, monkeypatch):
     """distill.py line 340: `indices_chunks = []` inside the iteration loop (line 185), so every iteration starts a
     fresh permutation: with 10 images, batch_syn 5 and 3 steps, steps 1 and 2 of EVERY iteration are the two
@@ -154,8 +152,6 @@ def test_student_batches_restart_from_a_fresh_permutation_every_iteration(small,
         assert sorted(torch.cat(batches[:2]).tolist()) == list(range(10))
 
 
-@pytest.mark.xfail(strict=True, reason="ddflow takes the chunks from the front (chunks.pop(0)); the official "
-                   "distill.py line 348 takes them from the back (indices_chunks.pop()), the short remainder first")
 def test_student_batches_take_the_last_chunk_first(small, experts, tmp_path, monkeypatch):
     """distill.py line 348: `these_indices = indices_chunks.pop()`: the chunks of split(randperm(10), 4) =
     [4, 4, 2] are used from the end, so the steps of an iteration see 2, 4, 4 images (3 steps = exactly one

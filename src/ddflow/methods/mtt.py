@@ -57,7 +57,7 @@ def trajectory_loss(final: dict[str, torch.Tensor], start: dict[str, torch.Tenso
 class MTT(Method):
     protocols = ("mtt",)
     requires = ("trajectories",)
-    state = ("images", "syn_lr", "opt_img", "opt_lr", "order", "chunks")
+    state = ("images", "syn_lr", "opt_img", "opt_lr", "order")
 
     def init(self) -> None:
         hp, info = self.hp, self.data.info
@@ -82,7 +82,6 @@ class MTT(Method):
         self.opt_lr = torch.optim.SGD([self.syn_lr], lr=hp["lr_lr"], momentum=hp["momentum"])
         self.dsa = DSA(self.dsa_strategy()) if hp.get("dsa", True) else None
         self.order = torch.randperm(len(self.manifest["experts"]), generator=self.generator).tolist()
-        self.chunks: list[torch.Tensor] = []  # the current permutation's unused chunks (official indices_chunks)
         self._cache: tuple[int, dict] | None = None
 
     def expert(self, k: int) -> dict[str, Any]:
@@ -93,12 +92,16 @@ class MTT(Method):
         return self._cache[1]
 
     def next_batches(self, steps: int) -> list[torch.Tensor]:
+        """The synthetic minibatch of each student step (official distill.py lines 340-348): the chunks of a random
+        permutation split by batch_syn, taken from the last (indices_chunks.pop()), a new permutation whenever they
+        run out, and a fresh start at every iteration (indices_chunks = [] inside the iteration loop)."""
         n, size = len(self.images), int(self.hp.get("batch_syn") or len(self.images))
+        chunks: list[torch.Tensor] = []
         out = []
         for _ in range(steps):
-            if not self.chunks:
-                self.chunks = list(torch.randperm(n, generator=self.generator).split(size))
-            out.append(self.chunks.pop(0))
+            if not chunks:
+                chunks = list(torch.randperm(n, generator=self.generator).split(size))
+            out.append(chunks.pop())
         return out
 
     def step(self, it: int) -> dict[str, float]:
