@@ -32,6 +32,20 @@ def setup(threads: int | None = None) -> None:
         torch.set_num_threads(int(os.environ["SNAKEMAKE_THREADS"]))
 
 
+def to_device(t: torch.Tensor, device: torch.device | str, dtype: torch.dtype | None = None) -> torch.Tensor:
+    """`t` as `dtype` (cast where it lies) on `device`. A CPU tensor bound for a GPU is staged in pinned memory and
+    copied without blocking: a plain `.to('cuda')` of pageable memory is a copy plus a stream synchronisation, so a
+    hot loop that moves a small random draw per step (a permutation, augmentation parameters) would wait for all
+    queued GPU work every step; the caching host allocator keeps the pinned copy alive until the transfer is done.
+    On the CPU this is `t.to(dtype).to(device)`: the same values as before."""
+    if dtype is not None:
+        t = t.to(dtype)
+    device = torch.device(device)
+    if device.type == "cuda" and t.device.type == "cpu":
+        return t.pin_memory().to(device, non_blocking=True)
+    return t.to(device)
+
+
 def reset_peak(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)

@@ -19,6 +19,7 @@ from torch.func import functional_call, stack_module_state
 
 from .nets import has_batchnorm, init_params_
 from .progress import Progress
+from .runtime import to_device
 
 log = logging.getLogger(__name__)
 
@@ -121,10 +122,10 @@ def train_stack(stack: NetStack, x: torch.Tensor, y: torch.Tensor, generators: l
     n, k = len(x), stack.k
     opt = StackedSGD(stack.parameters(), settings.lr, settings.momentum, settings.weight_decay)
     progress = Progress(settings.epochs, desc)
-    last = torch.zeros(k)
+    total = None
     for ep in range(settings.epochs):
-        perms = torch.stack([torch.randperm(n, generator=g) for g in generators]).to(x.device)
-        total = torch.zeros(k, device=x.device)
+        perms = to_device(torch.stack([torch.randperm(n, generator=g) for g in generators]), x.device)
+        total = torch.zeros(k, device=x.device)  # stays on the device: no host sync per epoch
         for start in range(0, n, settings.batch):
             idx = perms[:, start:start + settings.batch]
             b = idx.shape[1]
@@ -137,14 +138,13 @@ def train_stack(stack: NetStack, x: torch.Tensor, y: torch.Tensor, generators: l
             losses.sum().backward()
             opt.step()
             total += losses.detach() * b
-        last = (total / n).cpu()
         if ep in settings.decay_epochs:
             opt.lr *= settings.decay_factor
             if settings.reset_momentum_on_decay:
                 opt.reset_momentum()
-        progress.update(ep + 1, loss=float(last.mean()))
+        progress.update(ep + 1, loss=(total / n).mean())  # read only when a progress line is due
     progress.close()
-    return last.tolist()
+    return (total / n).cpu().tolist() if total is not None else [0.0] * k
 
 
 @torch.no_grad()

@@ -9,6 +9,7 @@ from typing import Sequence
 import torch
 
 from ..errors import DdflowError
+from ..runtime import to_device
 from .geometry import (
     _check_generator,
     _check_images,
@@ -104,7 +105,7 @@ class DCAugment:
         """t applied to x (k, C, H, W) with its parameters v (CPU, first dimension k)."""
         _, _, h, w = x.shape
         if t == "noise":
-            return x + v.to(device=x.device, dtype=x.dtype)
+            return x + to_device(v, x.device, x.dtype)
         mean = x.mean(dim=(2, 3), keepdim=True)  # per image, per channel
         centred = x - mean  # transforms fill with 0 here, i.e. with the mean after adding it back
         if t == "crop":
@@ -134,7 +135,7 @@ class DCAugment:
                     continue
                 if draw[t].shape[0] != idx.numel():
                     raise DdflowError(f"draw holds {draw[t].shape[0]} {t!r} parameters for {idx.numel()} images")
-                idx_dev = idx.to(x.device)
+                idx_dev = to_device(idx, x.device)
                 out.index_copy_(0, idx_dev, self._transform(t, x.detach().index_select(0, idx_dev), draw[t]))
         return out
 

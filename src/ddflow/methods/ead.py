@@ -23,6 +23,7 @@ from torch.func import functional_call, grad, jvp
 from ..errors import DdflowError
 from ..nets import build_net, has_batchnorm
 from ..ops.losses import soft_ce
+from ..runtime import to_device
 from ..trajectory_sampling import load_pool
 from .base import Method
 from .registry import register
@@ -91,10 +92,10 @@ class EAD(Method):
         b = int(hp["batch_real"])
         batches, params = [], []
         for t in picks:
-            idx = torch.randperm(n_real, generator=g)[:2 * b].to(self.device)  # D_p and D_t disjoint
+            idx = to_device(torch.randperm(n_real, generator=g)[:2 * b], self.device)  # D_p and D_t disjoint
             xr, yr = self.data.x_train[idx], self.data.y_train[idx]
             batches.append((xr[:b], yr[:b], xr[b:], yr[b:]))
-            params.append({n: v[t].to(self.device) for n, v in self.pool["params"].items()})
+            params.append({n: to_device(v[t], self.device) for n, v in self.pool["params"].items()})
         probs = F.softmax(self.label_logits, -1)
         loss = ead_loss(self.net, params, batches, self.images[s_idx], probs[s_idx], self.coef)
         if not torch.isfinite(loss):
@@ -102,7 +103,7 @@ class EAD(Method):
         self.opt.zero_grad()
         loss.backward()
         self.opt.step()
-        return {"loss": loss.item()}
+        return {"loss": loss.detach()}
 
     def result(self) -> dict:
         return {"images": self.images.detach().cpu(), "labels": F.softmax(self.label_logits.detach(), -1).cpu(),
