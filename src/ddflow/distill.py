@@ -120,7 +120,7 @@ def run(method_id: str, dataset: str, ipc: int, seed: int, preset: str, device: 
             progress.close()
             return None
         if budget_s is not None and done < total and time.time() - t_call >= budget_s:
-            log.warning("%s: time budget of %.0f s spent after %d of %d iterations; stopping (truncated)",
+            log.warning("%s: time budget of %.3g s spent after %d of %d iterations; stopping (truncated)",
                         method_id, budget_s, done, total)
             break
     progress.close()
