@@ -9,7 +9,11 @@ import sys
 import time
 
 import torch
-from tqdm import tqdm
+
+try:
+    from tqdm import tqdm
+except ImportError:  # a minimal environment (the smoke test's: torch, numpy, pyyaml, ...): log lines only
+    tqdm = None
 
 log = logging.getLogger("ddflow")
 
@@ -24,7 +28,8 @@ class Progress:
         self.total, self.desc, self.every_s, self.bar_every_s = total, desc, every_s, bar_every_s
         self.t0 = self.last = self.last_bar = time.time()
         self.n = start
-        self.bar = tqdm(total=total, initial=start, desc=desc, leave=False) if sys.stderr.isatty() else None
+        self.bar = (tqdm(total=total, initial=start, desc=desc, leave=False)
+                    if tqdm is not None and sys.stderr.isatty() else None)
 
     def update(self, n: int, **stats) -> None:
         now = time.time()
