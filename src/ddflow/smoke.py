@@ -1,7 +1,7 @@
 """`python -m ddflow smoke`: ten minutes on one GPU, against the official code's numbers (issue 14).
 
 Steps (each time-boxed by its budget; a step that runs out stops its loop, reports what it reached and still
-evaluates it, marked truncated):
+evaluates it, marked truncated; an evaluation or an expert epoch is never cut):
   dc    DC, MNIST, IPC 1, paper preset (1000 iterations), protocol `dc` with 10 models: accuracy.
   dm    DM, CIFAR-10, IPC 10, paper preset with 4000 iterations, protocol `dc` with 5 models on the snapshot at 2000
         and on the final set: accuracy; and DM's seconds per iteration (the run's own time / its iterations).
@@ -10,9 +10,9 @@ evaluates it, marked truncated):
         CIFAR-10, IPC 10, syn_steps 30 on them: seconds per iteration.
   eval  protocol `dc` on DM's final set (100 images, 1000 epochs, DSA) with K = 1 and K = 20 models batched.
 The distillations run through ddflow.distill.run, the evaluations through ddflow.protocols.evaluate_cell with
-protocol_settings, so every number is the pipeline's. Only torch, torchvision, numpy, pandas, matplotlib and
-pyyaml are needed (no Snakemake, no network): datasets are local npz files (uint8 NHWC x_train, y_train, x_test,
-y_test), hyperparameters come from the checkout's workflow/hparams (or --hparams-dir).
+protocol_settings, so every number is the pipeline's. It imports only torch, numpy and pyyaml (tqdm if present;
+no Snakemake, no network): datasets are local npz files (uint8 NHWC x_train, y_train, x_test, y_test),
+hyperparameters come from the checkout's workflow/hparams (or --hparams-dir).
 `tiny=True` runs every step at toy size (ConvNetW32 nets, a few iterations and epochs, a 200-image slice of the
 embedded mnist5k and random 32x32 images for CIFAR-10) so the command can be tested on a CPU.
 Output: smoke.json and smoke.md in the output folder (ddflow.report.smoke writes the Markdown).
