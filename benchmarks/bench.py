@@ -20,17 +20,12 @@ import torch
 from ddflow import hparams
 from ddflow.augment import make_augment
 from ddflow.data import get_info, load_real, prepare
-from ddflow.data.spaces import preprocess
 from ddflow.methods import get_method
 from ddflow.nets import build_net
-from ddflow.runtime import peak_memory_mb, reset_peak, resolve_device
+from ddflow.runtime import resolve_device
 from ddflow.seeding import generator
+from ddflow.speed import sync, time_method
 from ddflow.train import NetStack, TrainSettings, train_stack
-
-
-def _sync(device):
-    if device.type == "cuda":
-        torch.cuda.synchronize()
 
 
 def bench_eval(data, device, ipc: int, k: int, epochs: int, batching: str) -> dict:
@@ -41,49 +36,18 @@ def bench_eval(data, device, ipc: int, k: int, epochs: int, batching: str) -> di
     stack = NetStack(build_net("ConvNet", info.channels, info.classes, info.size), gens, device, batching)
     aug = make_augment("dsa", info.dsa_strategy)
     train_stack(stack, x, y, gens, TrainSettings(epochs=2), aug)  # warm-up
-    _sync(device)
+    sync(device)
     t0 = time.time()
     train_stack(stack, x, y, gens, TrainSettings(epochs=epochs), aug)
-    _sync(device)
+    sync(device)
     dt = time.time() - t0
     return {"bench": "eval_dc_dsa", "dataset": info.name, "ipc": ipc, "models": k, "batching": stack.batching,
             "epochs": epochs, "seconds_per_epoch": dt / epochs, "model_epochs_per_s": k * epochs / dt}
 
 
 def bench_dm(data, device, ipc: int, iters: int, preset: str) -> dict:
-    hp = hparams.resolve("dm", data.info.name, ipc, preset)
-    m = get_method("dm")(hp, data, ipc, generator("bench-dm"), device)
-    m.init()
-    m.step(0)
-    _sync(device)
-    t0 = time.time()
-    for it in range(iters):
-        m.step(it)
-    _sync(device)
-    dt = time.time() - t0
-    return {"bench": "dm", "dataset": data.info.name, "ipc": ipc, "preset": preset,
-            "batch_real": hp["batch_real"], "iterations_per_s": iters / dt}
-
-
-def bench_method(data, device, method: str, ipc: int, iters: int, preset: str, hp: dict | None = None,
-                 inputs: dict[str, str] | None = None) -> dict:
-    """Seconds per distillation iteration of any registered method (dc, dsa, dm, ...) after one warm-up step, and
-    the peak memory of the timed steps. `hp` replaces the resolved hyperparameters; `inputs` as the runner's."""
-    hp = hp if hp is not None else hparams.resolve(method, data.info.name, ipc, preset)
-    cls = get_method(method)
-    data, _ = preprocess(data, cls.preprocessing(hp, data.info))  # as the runner does before init()
-    m = cls(hp, data, ipc, generator("bench", method), device, inputs)
-    m.init()
-    m.step(0)
-    _sync(device)
-    reset_peak(device)
-    t0 = time.time()
-    for it in range(1, iters + 1):
-        m.step(it)
-    _sync(device)
-    dt = (time.time() - t0) / iters
-    return {"bench": "distill", "method": method, "dataset": data.info.name, "ipc": ipc, "preset": preset,
-            "seconds_per_iteration": dt, "iterations_per_s": 1 / dt, **peak_memory_mb(device)}
+    r = time_method(data, device, "dm", ipc, iters, preset)
+    return {**r, "bench": "dm", "batch_real": hparams.resolve("dm", data.info.name, ipc, preset)["batch_real"]}
 
 
 # ---- trajectory family (issue 3): expert epochs/s, MTT / EAD iterations/s, MTT unroll memory ------------------
@@ -113,11 +77,11 @@ def bench_experts(data, device, k: int, epochs: int, net: str = "ConvNet") -> di
     aug = make_augment("dsa", "color_crop_cutout_flip_scale_rotate")
     ts = TrainSettings(epochs=1, lr=0.01, momentum=0.0, weight_decay=0.0, batch=256)
     train_stack(stack, data.x_train[:1024], data.y_train[:1024], gens, ts, aug)  # warm-up
-    _sync(device)
+    sync(device)
     t0 = time.time()
     for _ in range(epochs):
         train_stack(stack, data.x_train, data.y_train, gens, ts, aug)
-    _sync(device)
+    sync(device)
     dt = time.time() - t0
     return {"bench": "experts", "dataset": info.name, "net": net, "experts": k, "batching": stack.batching,
             "seconds_per_epoch_per_expert": dt / (epochs * k), "expert_epochs_per_s": k * epochs / dt}
@@ -145,7 +109,7 @@ def bench_trajectory_method(data, device, method: str, ipc: int, iters: int, pre
             paths = _fake_experts(data, hp["net"], 2, max(2, int(hp["pool"]) // 2 + 1), tmp)
             write_ead_pool(f"ead-p{hp['pool']}", data.info.name, "raw", hp["net"], paths, tmp / "pool.pt")
             inputs = {"trajectories": str(tmp / "pool.pt")}
-        result = bench_method(data, device, method, ipc, iters, preset, hp=hp, inputs=inputs)
+        result = time_method(data, device, method, ipc, iters, preset, hp=hp, inputs=inputs)
     return {**result, "net": hp["net"], "syn_steps": hp.get("syn_steps"), "batch_syn": hp.get("batch_syn")}
 
 
@@ -168,10 +132,10 @@ def bench_idc(data, device, method: str, ipc: int, inner_loops: int, preset: str
     m.hp["inner_loops"] = inner_loops
     m.timing = {k: 0.0 for k in m.timing}
     m.loops_done = 0
-    _sync(device)
+    sync(device)
     t0 = time.time()
     m.step(1)
-    _sync(device)
+    sync(device)
     dt = (time.time() - t0) / inner_loops
     t = m.result()["timing"]
     return {"bench": "idc_inner_loop", "method": method, "dataset": data.info.name, "ipc": ipc, "preset": preset,
@@ -190,7 +154,7 @@ KERNEL_PAPER_STEPS_PER_S = {"frepo": 500_000 / (2.4 * 3600), "isa": 500_000 / (2
 def bench_kernel(data, device, ipc: int, iters: int, preset: str) -> list[dict]:
     out = []
     for method in ("frepo", "isa"):
-        r = bench_method(data, device, method, ipc, iters, preset)
+        r = time_method(data, device, method, ipc, iters, preset)
         r["paper_a100_steps_per_s"] = KERNEL_PAPER_STEPS_PER_S[method]
         out.append(r)
     out.append({"bench": "isa_over_frepo", "cost_ratio": out[0]["iterations_per_s"] / out[1]["iterations_per_s"],
@@ -246,7 +210,7 @@ def main() -> None:
     results.append(bench_dm(data, device, a.ipc, a.dm_iters, a.preset))
     print(json.dumps(results[-1]), flush=True)
     for method in a.methods:
-        results.append(bench_method(data, device, method, a.ipc, a.gm_iters, a.preset))
+        results.append(time_method(data, device, method, a.ipc, a.gm_iters, a.preset))
         print(json.dumps(results[-1]), flush=True)
     for batching in ("vmap", "loop"):
         one = [r for r in results if r.get("models") == 1 and r.get("batching") == batching]

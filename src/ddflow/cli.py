@@ -6,6 +6,7 @@ import dataclasses
 import json
 import logging
 import sys
+from pathlib import Path
 
 from .errors import DdflowError
 
@@ -138,6 +139,16 @@ def cmd_isa_fig6(a) -> None:
     fig6(a.distilled, data, net, a.out)
 
 
+def cmd_smoke(a) -> int:
+    """Ten minutes on one GPU (ddflow.smoke): prints the Markdown table; 1 when a step failed."""
+    from .runtime import resolve_device
+    from .smoke import run_smoke
+    report = run_smoke(a.out, resolve_device(a.device), mnist=a.mnist, cifar10=a.cifar10, hp_dir=a.hparams_dir,
+                       tiny=a.tiny, budget=a.budget, steps=a.steps)
+    print((Path(a.out) / "smoke.md").read_text(), end="")
+    return 1 if any(s.get("error") for s in report["steps"].values()) else 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="ddflow", description=__doc__)
     sub = parser.add_subparsers(dest="cmd", required=True)
@@ -248,12 +259,21 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("distilled", nargs="+")
         p.set_defaults(fn=fn)
 
+    p = sub.add_parser("smoke", help="ten minutes on one GPU: accuracy against the official code, and speed")
+    _common(p)
+    p.add_argument("--out", required=True, help="folder for smoke.json, smoke.md and the runs' files")
+    p.add_argument("--mnist", default=None, help="MNIST npz (uint8 NHWC x_train, y_train, x_test, y_test)")
+    p.add_argument("--cifar10", default=None, help="CIFAR-10 npz (same layout)")
+    p.add_argument("--tiny", action="store_true", help="toy sizes on the CPU (makes missing datasets)")
+    p.add_argument("--budget", type=float, default=None, help="seconds per step (default: per-step budgets)")
+    p.add_argument("--steps", nargs="+", default=None, help="a subset of: dc dm dsa mtt eval (default all)")
+    p.set_defaults(fn=cmd_smoke)
+
     a = parser.parse_args(argv)
     from .runtime import setup
     setup(getattr(a, "threads", None))
     try:
-        a.fn(a)
+        return a.fn(a) or 0
     except DdflowError as e:
         print(f"ddflow error: {e}", file=sys.stderr)
         return 2
-    return 0

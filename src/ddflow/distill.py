@@ -21,7 +21,7 @@ from .data.spaces import preprocess
 from .errors import DdflowError
 from .io import atomic_path, load_pt, save_pt
 from .methods import get_method
-from .progress import Progress
+from .progress import Progress, as_number
 from .records import DistilledSet, load_distilled
 from .runtime import peak_memory_mb, reset_peak
 from .seeding import generator
@@ -38,14 +38,22 @@ def snapshot_iterations(hp: dict[str, Any]) -> list[int]:
 def run(method_id: str, dataset: str, ipc: int, seed: int, preset: str, device: torch.device,
         data_path: str | Path, out: str | Path, resume: str | Path | None = None,
         inputs: dict[str, str] | None = None, hp_dir: str | Path | None = None, save_every: int = 100,
-        stop_after: int | None = None, snapshot_dir: str | Path | None = None) -> DistilledSet | None:
+        stop_after: int | None = None, snapshot_dir: str | Path | None = None, budget_s: float | None = None,
+        overrides: dict[str, Any] | None = None) -> DistilledSet | None:
     """Run (or resume) one distillation. `stop_after` ends the loop early without an output, leaving only
     the resume file: it is how tests simulate a killed job. With `snapshot_dir`, the synthetic set after each
     iteration listed in the hparams' `snapshots` is written there as it{N}.pt (same format as the output);
     snapshots are staged beside the resume file, so a resumed job still delivers the early ones; they are copied
-    into snapshot_dir before the output is written and the staging folder is removed after it (deliver_snapshots)."""
+    into snapshot_dir before the output is written and the staging folder is removed after it (deliver_snapshots).
+    `overrides` are merged into the resolved hyperparameters (and recorded with them). `budget_s` bounds this
+    call's wall time: once it is spent (checked after every iteration) the loop stops and the output is written as
+    a finished run of the iterations done, marked `truncated` with the `planned_iterations` in its extras; the
+    snapshots it reached are delivered."""
+    t_call = time.time()
     cls = get_method(method_id)
     hp = hparams_mod.resolve(method_id, dataset, ipc, preset, hp_dir)
+    if overrides:
+        hp = hparams_mod.deep_merge(hp, overrides)
     info = normalized_as(get_info(dataset), hp.get("normalize_as"))
     data = load_real(data_path, info, device)
     check_ipc(data.y_train.cpu().numpy(), info.classes, ipc, where=f"{dataset} ({data_path})")
@@ -98,9 +106,10 @@ def run(method_id: str, dataset: str, ipc: int, seed: int, preset: str, device: 
     if start == 0:
         snapshot(0)
     progress = Progress(total, f"distill {method_id}/{dataset}/ipc{ipc}/s{seed}", start=start)
-    stats: dict[str, float] = {}
+    stats: dict[str, Any] = {}
+    done = start
     for it in range(start, total):
-        stats = method.step(it)
+        stats = method.step(it)  # values may be device tensors: read only by progress lines and the record
         done = it + 1
         progress.update(done, **stats)
         snapshot(done)
@@ -110,11 +119,16 @@ def run(method_id: str, dataset: str, ipc: int, seed: int, preset: str, device: 
         if stop_after is not None and done >= stop_after:
             progress.close()
             return None
+        if budget_s is not None and done < total and time.time() - t_call >= budget_s:
+            log.warning("%s: time budget of %.3g s spent after %d of %d iterations; stopping (truncated)",
+                        method_id, budget_s, done, total)
+            break
     progress.close()
 
-    result = record(total, final_stats=stats, **peak_memory_mb(device))
+    cut = {"truncated": True, "planned_iterations": total} if done < total else {}
+    result = record(done, final_stats={k: as_number(v) for k, v in stats.items()}, **cut, **peak_memory_mb(device))
     if snapshot_dir is not None:
-        deliver_snapshots(wanted, staging, Path(snapshot_dir), identity)
+        deliver_snapshots([n for n in wanted if n <= done], staging, Path(snapshot_dir), identity)
     result.save(out)
     if resume is not None and resume.exists():
         resume.unlink()

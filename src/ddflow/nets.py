@@ -135,7 +135,8 @@ def build_net(name: str, channels: int, classes: int, im_size: int, generator: t
     net = ConvNet(channels, classes, im_size, parse_net(name))
     if generator is not None:
         init_params_(net, generator)
-    return net.to(device)
+    # DM, DC and DSA build a fresh net every iteration: no stream synchronisation per parameter (runtime.to_device)
+    return net.to(device, non_blocking=torch.device(device).type == "cuda")
 
 
 @torch.no_grad()

@@ -1,32 +1,47 @@
-"""Progress for long loops: a tqdm bar on a terminal, periodic log lines otherwise (Snakemake logs)."""
+"""Progress for long loops: a tqdm bar on a terminal, periodic log lines otherwise (Snakemake logs).
+
+Stats may be tensors still on the device (a loss): they are read (one host sync) only when a line or a bar refresh
+is due, not every step, so reporting progress does not stall a GPU loop."""
 from __future__ import annotations
 
 import logging
 import sys
 import time
 
-from tqdm import tqdm
+import torch
+
+try:
+    from tqdm import tqdm
+except ImportError:  # a minimal environment (the smoke test's: torch, numpy, pyyaml, ...): log lines only
+    tqdm = None
 
 log = logging.getLogger("ddflow")
 
 
-class Progress:
-    def __init__(self, total: int, desc: str, every_s: float = 15.0, start: int = 0):
-        self.total, self.desc, self.every_s = total, desc, every_s
-        self.t0 = self.last = time.time()
-        self.n = start
-        self.bar = tqdm(total=total, initial=start, desc=desc, leave=False) if sys.stderr.isatty() else None
+def as_number(value):
+    """A stat as a Python number: a tensor is read (a host sync); anything else is returned as it is."""
+    return value.item() if isinstance(value, torch.Tensor) else value
 
-    def update(self, n: int, **stats: float) -> None:
+
+class Progress:
+    def __init__(self, total: int, desc: str, every_s: float = 15.0, start: int = 0, bar_every_s: float = 1.0):
+        self.total, self.desc, self.every_s, self.bar_every_s = total, desc, every_s, bar_every_s
+        self.t0 = self.last = self.last_bar = time.time()
+        self.n = start
+        self.bar = (tqdm(total=total, initial=start, desc=desc, leave=False)
+                    if tqdm is not None and sys.stderr.isatty() else None)
+
+    def update(self, n: int, **stats) -> None:
+        now = time.time()
         if self.bar is not None:
             self.bar.update(n - self.n)
-            if stats:
-                self.bar.set_postfix({k: f"{v:.4g}" for k, v in stats.items()}, refresh=False)
+            if stats and (now - self.last_bar >= self.bar_every_s or n == self.total):
+                self.last_bar = now
+                self.bar.set_postfix({k: f"{as_number(v):.4g}" for k, v in stats.items()}, refresh=False)
         self.n = n
-        now = time.time()
         if self.bar is None and (now - self.last >= self.every_s or n == self.total):
             self.last = now
-            extra = " ".join(f"{k}={v:.4g}" for k, v in stats.items())
+            extra = " ".join(f"{k}={as_number(v):.4g}" for k, v in stats.items())
             rate = (n / max(now - self.t0, 1e-9))
             log.info("%s %d/%d (%.2f/s) %s", self.desc, n, self.total, rate, extra)
 

@@ -32,6 +32,19 @@ def setup(threads: int | None = None) -> None:
         torch.set_num_threads(int(os.environ["SNAKEMAKE_THREADS"]))
 
 
+def to_device(t: torch.Tensor, device: torch.device | str, dtype: torch.dtype | None = None) -> torch.Tensor:
+    """`t` as `dtype` (cast where it lies) on `device`, copied without blocking the host when it goes to a GPU. A
+    plain `.to('cuda')` is a copy followed by a stream synchronisation (the host waits for all queued GPU work), so a
+    hot loop that moves a small random draw every step (a permutation, augmentation parameters) would stall every
+    step. A host-to-device non_blocking copy from ordinary pageable memory is safe, CUDA stages the data before the
+    call returns (PyTorch tutorial "A guide on good usage of non_blocking and pin_memory()": `.to(device,
+    non_blocking=True)` is also faster than pinning first); only device-to-host non_blocking copies need a
+    synchronisation, and this helper makes none. On the CPU this is `t.to(dtype).to(device)`: the same values."""
+    if dtype is not None:
+        t = t.to(dtype)
+    return t.to(device, non_blocking=torch.device(device).type == "cuda")
+
+
 def reset_peak(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)

@@ -7,6 +7,8 @@ import math
 import numpy as np
 import torch
 
+from ..runtime import to_device
+
 
 def cutmix_draw(n: int, height: int, width: int, generator: torch.Generator, beta: float = 1.0) -> dict:
     """One CutMix draw for a batch of n (official rand_bbox): lam ~ Beta(beta, beta) (from a numpy generator seeded
@@ -28,7 +30,7 @@ def cutmix_draw(n: int, height: int, width: int, generator: torch.Generator, bet
 def cutmix_apply(x: torch.Tensor, draw: dict) -> torch.Tensor:
     y1, y2, x1, x2 = draw["box"]
     out = x.clone()
-    out[:, :, y1:y2, x1:x2] = x[draw["perm"].to(x.device)][:, :, y1:y2, x1:x2]
+    out[:, :, y1:y2, x1:x2] = x[to_device(draw["perm"], x.device)][:, :, y1:y2, x1:x2]
     return out
 
 

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from scipy.ndimage import rotate as spline_rotate
 
 from ..errors import DdflowError
+from ..runtime import to_device
 from .geometry import _check_generator, _check_images, _check_many, _parse_strategy
 
 DC_TRANSFORMS: tuple[str, ...] = ("crop", "scale", "rotate", "noise")
@@ -102,7 +103,7 @@ class DCAugment:
         per-channel mean (C,)."""
         k, c, h, w = x.shape
         if t == "noise":
-            return x + v.to(device=x.device, dtype=x.dtype)
+            return x + to_device(v, x.device, x.dtype)
         out = torch.empty_like(x)
         if t == "crop":
             p = self.crop
@@ -146,7 +147,7 @@ class DCAugment:
                     continue
                 if draw[t].shape[0] != idx.numel():
                     raise DdflowError(f"draw holds {draw[t].shape[0]} {t!r} parameters for {idx.numel()} images")
-                idx_dev = idx.to(x.device)
+                idx_dev = to_device(idx, x.device)
                 out.index_copy_(0, idx_dev, self._transform(t, x.detach().index_select(0, idx_dev), draw[t], mean))
         return out
 

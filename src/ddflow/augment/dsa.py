@@ -36,6 +36,7 @@ from typing import Sequence
 import torch
 
 from ..errors import DdflowError
+from ..runtime import to_device
 from .geometry import (
     _check_generator,
     _check_images,
@@ -223,16 +224,16 @@ class DSA:
         if family == "none":
             return x
         if family == "color":
-            b = p["brightness"].to(device=x.device, dtype=x.dtype).view(n, 1, 1, 1)
-            s = p["saturation"].to(device=x.device, dtype=x.dtype).view(n, 1, 1, 1)
-            c = p["contrast"].to(device=x.device, dtype=x.dtype).view(n, 1, 1, 1)
+            b = to_device(p["brightness"], x.device, x.dtype).view(n, 1, 1, 1)
+            s = to_device(p["saturation"], x.device, x.dtype).view(n, 1, 1, 1)
+            c = to_device(p["contrast"], x.device, x.dtype).view(n, 1, 1, 1)
             x = x + b
             m = x.mean(dim=1, keepdim=True)
             x = (x - m) * s + m
             m = x.mean(dim=(1, 2, 3), keepdim=True)
             return (x - m) * c + m
         if family == "flip":
-            f = p["flip"].to(device=x.device).view(n, 1, 1, 1)
+            f = to_device(p["flip"], x.device).view(n, 1, 1, 1)
             return torch.where(f, x.flip(3), x)
         if family == "scale":
             return _warp(x, _scale_theta(p["scale"][:, 0], p["scale"][:, 1]))
@@ -248,7 +249,7 @@ class DSA:
             in_r = (rows >= box[:, 0:1]) & (rows < box[:, 2:3])  # (N, H)
             in_c = (cols >= box[:, 1:2]) & (cols < box[:, 3:4])  # (N, W)
             hole = in_r.unsqueeze(2) & in_c.unsqueeze(1)
-            keep = (~hole).unsqueeze(1).to(device=x.device, dtype=x.dtype)
+            keep = to_device((~hole).unsqueeze(1), x.device, x.dtype)
             return x * keep
         raise DdflowError(f"unknown DSA family {family!r} in draw; allowed: {', '.join(DSA_FAMILIES)}, or 'none'")
 
@@ -284,10 +285,10 @@ class DSA:
         for k, family in enumerate(families):
             idx = torch.nonzero(codes == k).squeeze(1)
             sub = {key: v.index_select(0, idx) for key, v in params.items()}
-            pieces.append(self._apply_family(family, x.index_select(0, idx.to(x.device)), sub))
+            pieces.append(self._apply_family(family, x.index_select(0, to_device(idx, x.device)), sub))
             order.append(idx)
         inverse = torch.argsort(torch.cat(order))
-        return torch.cat(pieces, dim=0).index_select(0, inverse.to(x.device))
+        return torch.cat(pieces, dim=0).index_select(0, to_device(inverse, x.device))
 
     def __call__(self, x: torch.Tensor, generator: torch.Generator, groups: int = 1) -> torch.Tensor:
         _check_images(x)

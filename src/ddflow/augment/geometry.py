@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import DdflowError
+from ..runtime import to_device
 
 
 def _round_half_up(value: float) -> int:
@@ -77,8 +78,8 @@ def _shift(x: torch.Tensor, dh: torch.Tensor, dw: torch.Tensor) -> torch.Tensor:
     mh = int(dh.abs().max())
     mw = int(dw.abs().max())
     xp = F.pad(x, (mw, mw, mh, mh)) if (mh or mw) else x
-    rows = (torch.arange(h).unsqueeze(0) + dh.unsqueeze(1) + mh).to(x.device)  # (N, H)
-    cols = (torch.arange(w).unsqueeze(0) + dw.unsqueeze(1) + mw).to(x.device)  # (N, W)
+    rows = to_device(torch.arange(h).unsqueeze(0) + dh.unsqueeze(1) + mh, x.device)  # (N, H)
+    cols = to_device(torch.arange(w).unsqueeze(0) + dw.unsqueeze(1) + mw, x.device)  # (N, W)
     xr = xp.gather(2, rows.view(n, 1, h, 1).expand(n, c, h, xp.shape[3]))
     return xr.gather(3, cols.view(n, 1, 1, w).expand(n, c, h, w))
 
@@ -86,7 +87,7 @@ def _shift(x: torch.Tensor, dh: torch.Tensor, dw: torch.Tensor) -> torch.Tensor:
 def _warp(x: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
     """grid_sample(x, affine_grid(theta)) with bilinear, zero padding, align_corners=True.
     theta: CPU (N, 2, 3), any float dtype."""
-    theta = theta.to(device=x.device, dtype=x.dtype)
+    theta = to_device(theta, x.device, x.dtype)
     grid = F.affine_grid(theta, list(x.shape), align_corners=True)
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=True)
 

@@ -64,7 +64,7 @@ class DM(Method):
         self.opt.zero_grad()
         loss.backward()
         self.opt.step()
-        return {"loss": loss.item()}
+        return {"loss": loss.detach()}  # read by the progress line when one is due
 
     def result(self) -> dict:
         return {"images": self.images.detach().cpu(), "labels": self.class_labels()}

@@ -24,6 +24,7 @@ from torch.func import functional_call, grad, jvp
 from ..errors import DdflowError
 from ..nets import build_net, has_batchnorm
 from ..ops.losses import soft_ce
+from ..runtime import to_device
 from ..trajectory_sampling import check_normalization, load_pool
 from .base import Method
 from .registry import register
@@ -92,11 +93,11 @@ class EAD(Method):
         picks = torch.randperm(self.pool_size, generator=g)[:int(hp["t_m"])].tolist()
         b = int(hp["batch_real"])
         # EAD Algorithm 1: D_p and D_t (disjoint) are drawn once per iteration and shared by its t_m checkpoints
-        idx = torch.randperm(n_real, generator=g)[:2 * b].to(self.device)
+        idx = to_device(torch.randperm(n_real, generator=g)[:2 * b], self.device)
         xr, yr = self.data.x_train[idx], self.data.y_train[idx]
         pair = (xr[:b], yr[:b], xr[b:], yr[b:])
         batches = [pair] * len(picks)
-        params = [{n: v[t].to(self.device) for n, v in self.pool["params"].items()} for t in picks]
+        params = [{n: to_device(v[t], self.device) for n, v in self.pool["params"].items()} for t in picks]
         probs = F.softmax(self.label_logits, -1)
         loss = ead_loss(self.net, params, batches, self.images[s_idx], probs[s_idx], self.coef)
         if not torch.isfinite(loss):
@@ -104,7 +105,7 @@ class EAD(Method):
         self.opt.zero_grad()
         loss.backward()
         self.opt.step()
-        return {"loss": loss.item()}
+        return {"loss": loss.detach()}
 
     def result(self) -> dict:
         return {"images": self.images.detach().cpu(), "labels": F.softmax(self.label_logits.detach(), -1).cpu(),

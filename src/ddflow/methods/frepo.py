@@ -35,6 +35,7 @@ from ..nets import build_frepo_conv
 from ..ops.krr import centred_onehot, flip_support, frepo_kernel_loss, init_learned_labels, isa_loss
 from ..ops.losses import margin_loss, mse_half_sum
 from ..ops.optim import LAMB, cosine_lr
+from ..runtime import to_device
 from .base import Method
 from .registry import register
 
@@ -98,7 +99,8 @@ class FRePoFamily(Method):
         net = self.nets[self.current]
         net.eval()  # features with the running statistics (FRePo nn_feat_fn: train=False)
         n_train = len(self.data.y_train)
-        real = torch.randperm(n_train, generator=self.generator)[:int(hp["batch_real"])].to(self.data.x_train.device)
+        real = torch.randperm(n_train, generator=self.generator)[:int(hp["batch_real"])]
+        real = to_device(real, self.data.x_train.device)
         with torch.no_grad():
             phi_t = net.embed(self.data.x_train[real].to(self.device))
         y_t = centred_onehot(self.data.y_train[real].to(self.device), self.classes)
@@ -111,7 +113,7 @@ class FRePoFamily(Method):
         loss.backward()
         self.opt.step()
         self._update_pool()
-        return {"loss": loss.item(), "kernel": kloss.item()}
+        return {"loss": loss.detach(), "kernel": kloss.detach()}
 
     def _update_pool(self) -> None:
         i = self.current

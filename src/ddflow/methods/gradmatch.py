@@ -22,6 +22,7 @@ from ..augment import DSA
 from ..nets import build_net, has_batchnorm
 from ..ops.gradmatch import loops_for, match_distance, per_class_grads
 from ..ops.real_batches import make_sampler
+from ..runtime import to_device
 from .base import Method
 from .registry import register
 
@@ -68,7 +69,7 @@ class GradientMatching(Method):
         batch = self.hp["batch_train"]
         net.train()
         for _ in range(self.inner):
-            perm = torch.randperm(len(x), generator=self.generator).to(self.device)
+            perm = to_device(torch.randperm(len(x), generator=self.generator), self.device)
             for s in range(0, len(x), batch):
                 xb = x[perm[s:s + batch]]
                 if self.dsa is not None:
@@ -85,7 +86,7 @@ class GradientMatching(Method):
         opt_net = torch.optim.SGD(net.parameters(), lr=hp["lr_net"])  # official: no momentum, no weight decay
         bn = has_batchnorm(net)
         y_syn = self.labels.view(self.classes, self.ipc)
-        total = 0.0
+        total = torch.zeros((), dtype=torch.float64, device=self.device)  # no host sync per round
         for ol in range(self.outer):
             if bn:
                 self._fix_batchnorm_stats(net)
@@ -105,7 +106,7 @@ class GradientMatching(Method):
             self.opt.zero_grad()
             loss.backward()
             self.opt.step()
-            total += loss.item()
+            total += loss.detach().double()
             if ol == self.outer - 1:
                 break
             self._train_net(net, opt_net)

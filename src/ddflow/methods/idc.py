@@ -164,7 +164,7 @@ class IDC(Method):
                                   weight_decay=hp["weight_decay_net"])
         with torch.no_grad():
             self.images.clamp_(0, 1)
-        total = 0.0
+        total = torch.zeros((), dtype=torch.float64, device=self.device)  # summed on the device: no sync per class
         rep = isinstance(self.sampler, RepresentativeSampler)
         for ot in range(int(hp["inner_loops"])):
             t0 = self._sync()
@@ -175,7 +175,7 @@ class IDC(Method):
                 self.opt.zero_grad()
                 loss.backward()
                 self.opt.step()
-                total += loss.item()
+                total += loss.detach().double()
             t2 = self._sync()
             self._train_net(net, opt_net)
             t3 = self._sync()

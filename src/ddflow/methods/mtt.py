@@ -23,6 +23,7 @@ from ..augment import DSA
 from ..errors import DdflowError
 from ..experts import load_expert
 from ..nets import build_net, has_batchnorm
+from ..runtime import to_device
 from ..trajectory_sampling import check_normalization, load_manifest
 from .base import Method
 from .registry import register
@@ -113,10 +114,11 @@ class MTT(Method):
         if target_epoch > e["epochs"]:
             raise DdflowError(f"mtt: window [{start_epoch}, {target_epoch}] beyond the {e['epochs']} epochs of "
                               f"{self.manifest['experts'][k]}")
-        start = {n: v[start_epoch].to(self.device) for n, v in e["params"].items()}
-        target = {n: v[target_epoch].to(self.device) for n, v in e["params"].items()}
+        start = {n: to_device(v[start_epoch], self.device) for n, v in e["params"].items()}
+        target = {n: to_device(v[target_epoch], self.device) for n, v in e["params"].items()}
         start_leaf = {n: v.clone().requires_grad_(True) for n, v in start.items()}
         batches = self.next_batches(int(hp["syn_steps"]))
+        batches = to_device(torch.cat(batches), self.device).split([len(b) for b in batches])  # one copy
         augment = (lambda x: self.dsa(x, self.generator)) if self.dsa is not None else None
         final = student_unroll(self.net, start_leaf, self.images, self.labels, self.syn_lr, batches, augment)
         loss = trajectory_loss(final, start, target)
@@ -129,7 +131,7 @@ class MTT(Method):
         loss.backward()
         self.opt_img.step()
         self.opt_lr.step()
-        return {"loss": loss.item(), "syn_lr": self.syn_lr.item(), "start": start_epoch}
+        return {"loss": loss.detach(), "syn_lr": self.syn_lr.detach().clone(), "start": start_epoch}
 
     def result(self) -> dict:
         return {"images": self.images.detach().cpu(), "labels": self.class_labels(), "lr": float(self.syn_lr.item())}

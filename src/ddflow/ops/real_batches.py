@@ -12,6 +12,7 @@ from torch import nn
 from ..data import RealData
 from ..errors import DdflowError
 from ..nets import has_batchnorm
+from ..runtime import to_device
 from .kmeans import representative_indices
 
 COUNTS = ("network", "global")
@@ -27,7 +28,7 @@ class RandomSampler:
 
     def indices(self, net: nn.Module | None, step: int) -> torch.Tensor:
         """(classes, batch) training indices: a fresh random draw per class."""
-        return torch.stack([idx[torch.randperm(len(idx), generator=self.generator)[:self.batch].to(idx.device)]
+        return torch.stack([idx[to_device(torch.randperm(len(idx), generator=self.generator)[:self.batch], idx.device)]
                             for idx in self.data.indices_per_class()])
 
     def state_dict(self) -> dict:

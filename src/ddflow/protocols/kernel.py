@@ -89,16 +89,16 @@ def train_frepo(images: torch.Tensor, targets: torch.Tensor, info, settings: dic
     for t in range(steps):
         for g in opt.param_groups:
             g["lr"] = warmup_cosine_lr(lr, t, steps, int(settings["warmup"]), float(settings["lr_alpha"]))
-        idx = (torch.arange(bs) + t * bs) % n
-        xb = x[idx.to(device)].repeat(k, 1, 1, 1)
+        idx = (torch.arange(bs, device=device) + t * bs) % n
+        xb = x[idx].repeat(k, 1, 1, 1)
         if aug is not None:
             xb = aug.augment_many(xb, [bs] * k, generators)
         out = stack.forward(xb.view(k, bs, *x.shape[1:]))
-        losses = mse_half_sum(out, y[idx.to(device)].unsqueeze(0).expand(k, -1, -1))
+        losses = mse_half_sum(out, y[idx].unsqueeze(0).expand(k, -1, -1))
         opt.zero_grad()
         losses.sum().backward()
         opt.step()
-        progress.update(t + 1, loss=float(losses.detach().mean()))
+        progress.update(t + 1, loss=losses.detach().mean())  # read when a line is due
     progress.close()
     return stack
 
