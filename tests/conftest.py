@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from ddflow.data import get_info, load_real, prepare
+from ddflow.data import RealData, get_info, load_real, prepare
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -27,3 +27,25 @@ def mnist5k_path(tmp_path_factory) -> Path:
 def mnist5k(mnist5k_path):
     torch.set_num_threads(1)
     return load_real(mnist5k_path, get_info("mnist5k"))
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """One intra-op thread for a module (`pytestmark = pytest.mark.usefixtures("one_thread")`): the CPU is shared,
+    and small convolutions run several times faster so."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="session")
+def random_real():
+    """A factory of small random mnist5k-shaped RealData: per_class N(0, 1) images of each of the 10 classes
+    (train), the first 10 as test."""
+    def make(per_class: int) -> RealData:
+        g = torch.Generator().manual_seed(0)
+        y = torch.arange(10).repeat(per_class)
+        x = torch.randn(10 * per_class, 1, 28, 28, generator=g)
+        return RealData(x, y, x[:10].clone(), y[:10].clone(), get_info("mnist5k"))
+    return make

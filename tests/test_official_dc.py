@@ -26,13 +26,7 @@ SETTINGS = {"net": "ConvNetW32", "lr": 0.05, "momentum": 0.9, "weight_decay": 5e
             "augment": "none", "strategy": "none", "batching": "loop"}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One intra-op thread: the CPU is shared, and small convolutions run several times faster so."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _data(n=20, seed=0):

@@ -23,13 +23,7 @@ from ddflow.ops.multiformation import decode, tile
 CPU = torch.device("cpu")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One intra-op thread: the CPU is shared, and small convolutions run several times faster so."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # ---- independent resizes --------------------------------------------------------------------------------------

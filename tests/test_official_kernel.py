@@ -13,7 +13,6 @@ import pytest
 import torch
 
 from ddflow import hparams
-from ddflow.data import RealData, get_info
 from ddflow.methods import get_method
 from ddflow.ops.krr import centred_onehot, isa_loss
 from ddflow.ops.optim import LAMB
@@ -21,13 +20,7 @@ from ddflow.ops.optim import LAMB
 CPU = torch.device("cpu")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One intra-op thread: the CPU is shared, and small convolutions run several times faster so."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # ---- ISA: brute force over the segment ----------------------------------------------------------------------------
@@ -142,11 +135,8 @@ def test_lamb_on_several_tensors_equals_optax_lamb_tensor_by_tensor(wd):
 
 # ---- FRePo's BatchNorm: eval mode for the kernel features, train mode for the online step ---------------------------
 @pytest.fixture(scope="module")
-def small():
-    g = torch.Generator().manual_seed(0)
-    y = torch.arange(10).repeat(6)
-    x = torch.randn(60, 1, 28, 28, generator=g)
-    return RealData(x, y, x[:10].clone(), y[:10].clone(), get_info("mnist5k"))
+def small(random_real):
+    return random_real(6)
 
 
 def _frepo(small):

@@ -9,7 +9,6 @@ import pytest
 import torch
 
 from ddflow import hparams
-from ddflow.data import RealData, get_info
 from ddflow.experts import EXPERT_FORMAT
 from ddflow.io import save_pt
 from ddflow.methods import get_method
@@ -21,21 +20,12 @@ CPU = torch.device("cpu")
 EPOCHS = 6          # expert epochs on file: long enough that an off-by-one window would not raise
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One intra-op thread: the CPU is shared, and small convolutions run several times faster so."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
-def small():
-    g = torch.Generator().manual_seed(0)
-    y = torch.arange(10).repeat(4)
-    x = torch.randn(40, 1, 28, 28, generator=g)
-    return RealData(x, y, x[:10].clone(), y[:10].clone(), get_info("mnist5k"))
+def small(random_real):
+    return random_real(4)
 
 
 @pytest.fixture(scope="module")
