@@ -1,6 +1,7 @@
 # Config validation, wildcard constraints, path builders, input functions and params: every function of the
 # workflow lives here; the other rule files hold rules only.
 import json
+import shlex
 import sys
 from pathlib import Path
 
@@ -150,6 +151,12 @@ def all_targets():
 
 
 # ---- input functions and params: data, experts, sampling, distillation ----------------------------------
+def shell_args(args):
+    """Command-line words joined for a shell command, each quoted: config strings (paths) never reach the shell
+    unquoted, whatever they hold (spaces, quotes, `$(...)`)."""
+    return " ".join(shlex.quote(str(a)) for a in args)
+
+
 def data_args(wildcards):
     src = (config.get("data") or {}).get(wildcards.dataset) or {}
     args = []
@@ -157,7 +164,7 @@ def data_args(wildcards):
         args += ["--npz", str(Path(src["npz"]).expanduser().resolve())]
     if src.get("root"):
         args += ["--root", str(Path(src["root"]).expanduser().resolve())]
-    return " ".join(args)
+    return shell_args(args)
 
 
 def expert_settings(dataset):
@@ -182,7 +189,7 @@ def expert_block_args(wildcards):
     """--indices and --outs of one block: the expert files it writes (results/experts/.../e{i}.pt)."""
     idx = expert_block_indices(wildcards)
     outs = [ddexperts.expert_path(wildcards.dataset, wildcards.prep, wildcards.net, i) for i in idx]
-    return "--indices " + " ".join(map(str, idx)) + " --outs " + " ".join(outs)
+    return shell_args(["--indices", *idx, "--outs", *outs])
 
 
 def expert_settings_json(wildcards):
@@ -197,7 +204,7 @@ def expert_receipts(wildcards):
 
 def expert_files(wildcards):
     s = expert_settings(wildcards.dataset)
-    return " ".join(
+    return shell_args(
         ddexperts.expert_path(wildcards.dataset, wildcards.prep, wildcards.net, i) for i in range(int(s["experts"]))
     )
 
@@ -214,7 +221,7 @@ def distill_inputs(wildcards):
 
 
 def distill_extra_args(wildcards, input):
-    return " ".join(f"--input {k}={v}" for k, v in input.items() if k != "data")
+    return shell_args(w for k, v in input.items() if k != "data" for w in ("--input", f"{k}={v}"))
 
 
 def method_hparams(wildcards):
@@ -324,4 +331,4 @@ def isa_table_distilled(wildcards):
 
 def isa_table_args(wildcards):
     s = analysis_settings(wildcards.dataset, wildcards.ipc)
-    return f"--batch {s['information_batch']} --batches {s['information_batches']} --k {s['recall_k']}"
+    return shell_args(["--batch", s["information_batch"], "--batches", s["information_batches"], "--k", s["recall_k"]])

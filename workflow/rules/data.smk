@@ -16,4 +16,4 @@ rule data:
     params:
         args=data_args,
     shell:
-        "python -m ddflow data --dataset {wildcards.dataset} --out {output} {params.args} > {log} 2>&1"
+        "python -m ddflow data --dataset {wildcards.dataset:q} --out {output:q} {params.args} > {log:q} 2>&1"

@@ -18,8 +18,8 @@ rule featnet:
         settings=featnet_settings,
         device=config["device"],
     shell:
-        "python -m ddflow featnet --dataset {wildcards.dataset} --data {input.data} --net {wildcards.net}"
-        " --settings '{params.settings}' --device {params.device} --threads {threads} --out {output} > {log} 2>&1"
+        "python -m ddflow featnet --dataset {wildcards.dataset:q} --data {input.data:q} --net {wildcards.net:q}"
+        " --settings {params.settings:q} --device {params.device:q} --threads {threads} --out {output:q} > {log:q} 2>&1"
 
 
 rule distill:
@@ -44,8 +44,8 @@ rule distill:
         preset=config["preset"],
         save_every=config.get("save_every", 100),
     shell:
-        "python -m ddflow distill --method {wildcards.method} --dataset {wildcards.dataset}"
-        " --ipc {wildcards.ipc} --seed {wildcards.seed} --preset {params.preset} --data {input.data}"
-        " --device {params.device} --threads {threads} --hparams-dir {params.hparams_dir}"
-        " --resume {params.resume} --save-every {params.save_every}"
-        " --snapshot-dir {output.snapshots} {params.extra} --out {output.final} > {log} 2>&1"
+        "python -m ddflow distill --method {wildcards.method:q} --dataset {wildcards.dataset:q}"
+        " --ipc {wildcards.ipc:q} --seed {wildcards.seed:q} --preset {params.preset:q} --data {input.data:q}"
+        " --device {params.device:q} --threads {threads} --hparams-dir {params.hparams_dir:q}"
+        " --resume {params.resume:q} --save-every {params.save_every:q}"
+        " --snapshot-dir {output.snapshots:q} {params.extra} --out {output.final:q} > {log:q} 2>&1"

@@ -20,9 +20,9 @@ rule evaluate:
         hparams_dir=HPARAMS,
         preset=config["preset"],
     shell:
-        "python -m ddflow evaluate --distilled {input.distilled} --data {input.data} --protocol {wildcards.protocol}"
-        " --preset {params.preset} --device {params.device} --threads {threads}"
-        " --hparams-dir {params.hparams_dir} --out {output} > {log} 2>&1"
+        "python -m ddflow evaluate --distilled {input.distilled:q} --data {input.data:q} --protocol {wildcards.protocol:q}"
+        " --preset {params.preset:q} --device {params.device:q} --threads {threads}"
+        " --hparams-dir {params.hparams_dir:q} --out {output:q} > {log:q} 2>&1"
 
 
 rule evaluate_snapshot:
@@ -44,6 +44,6 @@ rule evaluate_snapshot:
         hparams_dir=HPARAMS,
         preset=config["preset"],
     shell:
-        "python -m ddflow evaluate --distilled {input.snapshots}/it{wildcards.it}.pt --data {input.data}"
-        " --protocol {wildcards.protocol} --preset {params.preset} --device {params.device} --threads {threads}"
-        " --hparams-dir {params.hparams_dir} --out {output} > {log} 2>&1"
+        "python -m ddflow evaluate --distilled {input.snapshots:q}/it{wildcards.it:q}.pt --data {input.data:q}"
+        " --protocol {wildcards.protocol:q} --preset {params.preset:q} --device {params.device:q} --threads {threads}"
+        " --hparams-dir {params.hparams_dir:q} --out {output:q} > {log:q} 2>&1"

@@ -22,6 +22,6 @@ rule experts:
         resume="results/resume/experts/{dataset}/{prep}/{net}/block{block}.pt",
         device=config["device"],
     shell:
-        "python -m ddflow experts --dataset {wildcards.dataset} --prep {wildcards.prep} --net {wildcards.net}"
-        " --data {input.data} --settings '{params.settings}' {params.block} --receipt {output}"
-        " --resume {params.resume} --device {params.device} --threads {threads} > {log} 2>&1"
+        "python -m ddflow experts --dataset {wildcards.dataset:q} --prep {wildcards.prep:q} --net {wildcards.net:q}"
+        " --data {input.data:q} --settings {params.settings:q} {params.block} --receipt {output:q}"
+        " --resume {params.resume:q} --device {params.device:q} --threads {threads} > {log:q} 2>&1"

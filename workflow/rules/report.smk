@@ -32,12 +32,12 @@ rule table:
         ENV
     params:
         spec=table_spec,
-        datasets=" ".join(GRID["datasets"]),
-        ipcs=" ".join(map(str, GRID["ipcs"])),
+        datasets=GRID["datasets"],
+        ipcs=[str(i) for i in GRID["ipcs"]],
         prefix="results/tables/{table}",
     shell:
-        "python -m ddflow table --spec {params.spec} --datasets {params.datasets} --ipcs {params.ipcs}"
-        " --out-prefix {params.prefix} {input} > {log} 2>&1"
+        "python -m ddflow table --spec {params.spec:q} --datasets {params.datasets:q} --ipcs {params.ipcs:q}"
+        " --out-prefix {params.prefix:q} {input:q} > {log:q} 2>&1"
 
 
 rule grid_figure:
@@ -55,7 +55,7 @@ rule grid_figure:
     conda:
         ENV
     shell:
-        "python -m ddflow grid --distilled {input} --out {output} > {log} 2>&1"
+        "python -m ddflow grid --distilled {input:q} --out {output:q} > {log:q} 2>&1"
 
 
 rule acc_vs_ipc:
@@ -72,7 +72,7 @@ rule acc_vs_ipc:
     conda:
         ENV
     shell:
-        "python -m ddflow acc-vs-ipc --dataset {wildcards.dataset} --out {output} {input} > {log} 2>&1"
+        "python -m ddflow acc-vs-ipc --dataset {wildcards.dataset:q} --out {output:q} {input:q} > {log:q} 2>&1"
 
 
 rule dream_fig1:
@@ -91,8 +91,8 @@ rule dream_fig1:
     params:
         title=figure_title("dream_fig1"),
     shell:
-        "python -m ddflow acc-vs-iteration --dataset {wildcards.dataset} --ipc {wildcards.ipc}"
-        " --title '{params.title}' --out {output} {input} > {log} 2>&1"
+        "python -m ddflow acc-vs-iteration --dataset {wildcards.dataset:q} --ipc {wildcards.ipc:q}"
+        " --title {params.title:q} --out {output:q} {input:q} > {log:q} 2>&1"
 
 
 # ---- ISA's analyses (`snakemake isa_analyses` makes them all for the configured datasets and IPCs) -------------
@@ -117,7 +117,7 @@ rule isa_fig5:
     conda:
         ENV
     shell:
-        "python -m ddflow isa-fig5 --dataset {wildcards.dataset} --ipc {wildcards.ipc} --out {output} {input} > {log} 2>&1"
+        "python -m ddflow isa-fig5 --dataset {wildcards.dataset:q} --ipc {wildcards.ipc:q} --out {output:q} {input:q} > {log:q} 2>&1"
 
 
 rule isa_fig8:
@@ -136,8 +136,8 @@ rule isa_fig8:
     params:
         title=figure_title("isa_fig8"),
     shell:
-        "python -m ddflow acc-vs-iteration --dataset {wildcards.dataset} --ipc {wildcards.ipc}"
-        " --title '{params.title}' --out {output} {input} > {log} 2>&1"
+        "python -m ddflow acc-vs-iteration --dataset {wildcards.dataset:q} --ipc {wildcards.ipc:q}"
+        " --title {params.title:q} --out {output:q} {input:q} > {log:q} 2>&1"
 
 
 rule isa_fig6:
@@ -158,8 +158,8 @@ rule isa_fig6:
     params:
         device=config["device"],
     shell:
-        "python -m ddflow isa-fig6 --dataset {wildcards.dataset} --data {input.data} --feature-net {input.featnet}"
-        " --device {params.device} --threads 1 --out {output} {input.distilled} > {log} 2>&1"
+        "python -m ddflow isa-fig6 --dataset {wildcards.dataset:q} --data {input.data:q} --feature-net {input.featnet:q}"
+        " --device {params.device:q} --threads 1 --out {output:q} {input.distilled:q} > {log:q} 2>&1"
 
 
 rule isa_table:
@@ -186,6 +186,6 @@ rule isa_table:
         device=config["device"],
         prefix="results/tables/isa/{kind}_{dataset}_ipc{ipc}",
     shell:
-        "python -m ddflow isa-{wildcards.kind} --dataset {wildcards.dataset} --data {input.data}"
-        " --feature-net {input.featnet} --device {params.device} --threads 1 {params.args} --spec {params.spec}"
-        " --out-prefix {params.prefix} {input.distilled} > {log} 2>&1"
+        "python -m ddflow isa-{wildcards.kind:q} --dataset {wildcards.dataset:q} --data {input.data:q}"
+        " --feature-net {input.featnet:q} --device {params.device:q} --threads 1 {params.args} --spec {params.spec:q}"
+        " --out-prefix {params.prefix:q} {input.distilled:q} > {log:q} 2>&1"

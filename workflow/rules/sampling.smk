@@ -14,8 +14,8 @@ rule mtt_windows:
     params:
         experts=expert_files,
     shell:
-        "python -m ddflow trajectory-sample --sampler mtt-m{wildcards.m}-t{wildcards.t} --dataset {wildcards.dataset}"
-        " --prep {wildcards.prep} --net {wildcards.net} --out {output} {params.experts} > {log} 2>&1"
+        "python -m ddflow trajectory-sample --sampler mtt-m{wildcards.m:q}-t{wildcards.t:q} --dataset {wildcards.dataset:q}"
+        " --prep {wildcards.prep:q} --net {wildcards.net:q} --out {output:q} {params.experts} > {log:q} 2>&1"
 
 
 rule ead_pool:
@@ -30,5 +30,5 @@ rule ead_pool:
     params:
         experts=expert_files,
     shell:
-        "python -m ddflow trajectory-sample --sampler ead-p{wildcards.p} --dataset {wildcards.dataset}"
-        " --prep {wildcards.prep} --net {wildcards.net} --out {output} {params.experts} > {log} 2>&1"
+        "python -m ddflow trajectory-sample --sampler ead-p{wildcards.p:q} --dataset {wildcards.dataset:q}"
+        " --prep {wildcards.prep:q} --net {wildcards.net:q} --out {output:q} {params.experts} > {log:q} 2>&1"
