@@ -182,3 +182,26 @@ def test_a_kill_between_delivering_snapshots_and_writing_the_output_leaves_a_rer
     other.save(snaps / "it0.pt")
     with pytest.raises(DdflowError, match="snapshot of iteration 0 missing"):
         _run(mnist5k_path, out, tiny_hparams, **kw)
+
+
+def test_a_corrupt_resume_file_is_moved_aside_and_the_run_starts_afresh(mnist5k_path, tmp_path, tiny_hparams, caplog):
+    full = _run(mnist5k_path, tmp_path / "full.pt", tiny_hparams)
+    resume = tmp_path / "state.pt"
+    resume.write_bytes(b"half a torch file")
+    out = _run(mnist5k_path, tmp_path / "r.pt", tiny_hparams, resume=resume)
+    assert torch.equal(out.images, full.images)  # started afresh, same result as an uninterrupted run
+    assert (tmp_path / "state.pt.corrupt").read_bytes() == b"half a torch file" and not resume.exists()
+    assert "moved aside" in caplog.text
+
+
+@pytest.mark.parametrize("umask,mode", [(0o022, 0o644), (0o077, 0o600), (0o002, 0o664)])
+def test_outputs_respect_the_umask(tmp_path, umask, mode):
+    from ddflow.io import save_pt, write_json
+    old = os.umask(umask)
+    try:
+        save_pt({"a": 1}, tmp_path / "x.pt")
+        write_json({"a": 1}, tmp_path / "x.json")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "x.pt").stat().st_mode & 0o777 == mode
+    assert (tmp_path / "x.json").stat().st_mode & 0o777 == mode

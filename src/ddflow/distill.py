@@ -19,7 +19,7 @@ from . import hparams as hparams_mod
 from .data import check_ipc, get_info, load_real, normalized_as
 from .data.spaces import preprocess
 from .errors import DdflowError
-from .io import atomic_path, load_pt, save_pt
+from .io import atomic_path, load_resume, save_pt
 from .methods import get_method
 from .progress import Progress, as_number
 from .records import DistilledSet, load_distilled
@@ -69,8 +69,8 @@ def run(method_id: str, dataset: str, ipc: int, seed: int, preset: str, device: 
 
     start, elapsed = 0, 0.0
     resume = Path(resume) if resume else None
-    if resume is not None and resume.exists():
-        state = load_pt(resume, "resume file")
+    state = load_resume(resume) if resume is not None else None
+    if state is not None:
         if state.get("identity") != identity:
             log.warning("%s belongs to another configuration; starting afresh", resume)
         else:

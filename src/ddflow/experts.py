@@ -20,7 +20,7 @@ from .augment import make_augment
 from .data import RealData, get_info, load_real, normalized_as
 from .data.spaces import preprocess
 from .errors import DdflowError
-from .io import load_pt, save_pt, write_json
+from .io import load_pt, load_resume, save_pt, write_json
 from .nets import build_net
 from .progress import Progress
 from .runtime import peak_memory_mb
@@ -78,8 +78,8 @@ def train_experts(dataset: str, prep: str, net: str, indices: list[int], setting
     traj = {n: [v.detach().cpu().clone()] for n, v in stack.params.items()}  # per name: list over epochs of (K,...)
     start, seconds = 0, 0.0
     resume = Path(resume) if resume else None
-    if resume is not None and resume.exists():
-        state = load_pt(resume, "expert resume file")
+    state = load_resume(resume, "expert resume file") if resume is not None else None
+    if state is not None:
         if state.get("identity") == identity:
             start, seconds = state["epoch"], state["seconds"]
             traj = {n: list(state["traj"][n].unbind(0)) for n in names}

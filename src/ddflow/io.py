@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import tempfile
 from pathlib import Path
@@ -12,6 +13,8 @@ import numpy as np
 import torch
 
 from .errors import DdflowError
+
+log = logging.getLogger(__name__)
 
 
 @contextlib.contextmanager
@@ -24,10 +27,29 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     tmp = Path(tmp)
     try:
         yield tmp
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp's 0600 would hide results from the group on a shared cluster
         os.replace(tmp, path)
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def load_resume(path: Path, what: str = "resume file") -> dict | None:
+    """A resume file's state, or None (start afresh) when there is none. A corrupt or foreign one (a job killed
+    while writing it on a file system without atomic renames, a disk full) is moved aside to `<name>.corrupt` with
+    a warning instead of failing every rerun until someone deletes it by hand."""
+    if not path.exists():
+        return None
+    try:
+        state = load_pt(path, what)
+        if not isinstance(state, dict):
+            raise DdflowError(f"{path}: not a {what}")
+        return state
+    except DdflowError as e:
+        aside = path.with_name(path.name + ".corrupt")
+        os.replace(path, aside)
+        log.warning("%s; moved aside to %s, starting afresh", e, aside)
+        return None
 
 
 def save_pt(obj: Any, path: str | os.PathLike) -> None:
@@ -65,3 +87,10 @@ def read_json(path: str | os.PathLike, what: str = "result file") -> Any:
         return json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise DdflowError(f"{path}: corrupt {what} ({e})") from None
+
+
+def _umask() -> int:
+    """The process umask (read by setting and restoring it: there is no getter)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
