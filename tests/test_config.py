@@ -68,3 +68,38 @@ def test_command_line_lists_arrive_as_strings_and_are_coerced():
 
     c = coerce_cli_types(_cfg(ipcs=["1", "10"], seeds=["0"], methods=["dm"], datasets="null"))
     assert c["ipcs"] == [1, 10] and c["seeds"] == [0] and c["methods"] == ["dm"] and c["datasets"] is None
+
+
+def _npz(path, y):
+    import numpy as np
+    np.savez(path, x_train=np.zeros((len(y), 28, 28, 1), np.uint8), y_train=y,
+             x_test=np.zeros((10, 28, 28, 1), np.uint8), y_test=np.arange(10))
+
+
+def test_bad_labels_of_a_configured_npz_name_the_file_and_the_array(tmp_path):
+    import numpy as np
+    onehot = tmp_path / "onehot.npz"
+    _npz(onehot, np.eye(10, dtype=np.int64)[np.repeat(np.arange(10), 3)])
+    with pytest.raises(DdflowError, match=r"onehot\.npz.*y_train has shape \(30, 10\); expected \(N,\) class labels"):
+        check(_cfg(datasets=["mnist"], ipcs=[1], data={"mnist": {"npz": str(onehot)}}), HP, PAPERS)
+    out_of_range = tmp_path / "range.npz"
+    _npz(out_of_range, np.repeat(np.arange(1, 11), 3))
+    with pytest.raises(DdflowError, match=r"range\.npz.*y_train has labels in \[1, 10\]"):
+        check(_cfg(datasets=["mnist"], ipcs=[1], data={"mnist": {"npz": str(out_of_range)}}), HP, PAPERS)
+
+
+@pytest.mark.parametrize("spec,message", [
+    ({}, "a spec is a mapping"),
+    ({"name": "t", "title": "t", "paper_datasets": [], "paper_ipcs": [], "rows": []}, "non-empty list of rows"),
+    ({"name": "t", "title": "t", "paper_datasets": [], "paper_ipcs": [], "rows": [{"method": "dm"}]},
+     "must be a mapping with a 'label'"),
+    ({"name": "t", "title": "t", "paper_datasets": [], "paper_ipcs": [],
+      "rows": [{"label": "X", "method": "dm9", "protocol": "dc"}]}, "names method 'dm9', which is not implemented"),
+    ({"name": "t", "kind": "pie", "title": "t"}, "kind 'pie' unknown"),
+])
+def test_bad_table_specs_are_clear_errors_before_any_job(tmp_path, spec, message):
+    papers = tmp_path / "papers"
+    papers.mkdir()
+    (papers / "t.yaml").write_text(yaml.safe_dump(spec) if spec else "")
+    with pytest.raises(DdflowError, match=message):
+        check(_cfg(tables=["t"]), HP, papers)

@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 
 from .data import DATASETS, class_counts, get_info
+from .data.sources import as_labels
 from .errors import DdflowError
 from .hparams import PRESETS, load_file
 from .methods import REGISTRY
@@ -67,6 +68,7 @@ def _min_class_count(dataset: str, config: dict[str, Any]) -> tuple[int | None, 
                 y = z["y_train"]
         except Exception as e:
             raise DdflowError(f"config data.{dataset}.npz: cannot read y_train from {path} ({e})") from None
+        y = as_labels(y, get_info(dataset).classes, f"config data.{dataset}.npz: {path}", "y_train")
         counts = class_counts(y, get_info(dataset).classes)
         return int(counts.min()), str(path)
     return get_info(dataset).min_train_per_class, f"the standard {dataset} training split"
@@ -96,6 +98,9 @@ def check(config: dict[str, Any], hparams_dir: str | Path, papers_dir: str | Pat
             known = sorted(p.stem for p in Path(papers_dir).glob("*.yaml") if load_spec(p)["kind"] in TABLE_KINDS)
             raise DdflowError(f"config key 'tables': unknown table {t!r}; known: {', '.join(known)}")
         for method, protocol in table_rows(path):
+            if method not in REGISTRY:  # a row without `method` is a paper-only row; a named one must exist
+                raise DdflowError(f"{path}: a row names method {method!r}, which is not implemented; known: "
+                                  f"{', '.join(sorted(REGISTRY))} (leave `method` out for a paper-only row)")
             if method in grid["methods"] and protocol not in REGISTRY[method].protocols:
                 raise DdflowError(f"table {t}: protocol {protocol!r} does not fit method {method!r} "
                                   f"(fits: {', '.join(REGISTRY[method].protocols)})")

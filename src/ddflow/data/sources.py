@@ -42,7 +42,7 @@ def _as_uint8(x: np.ndarray, where: str, key: str) -> np.ndarray:
     return x.astype(np.uint8)
 
 
-def _as_labels(y: np.ndarray, classes: int, where: str, key: str) -> np.ndarray:
+def as_labels(y: np.ndarray, classes: int, where: str, key: str) -> np.ndarray:
     if y.ndim != 1:
         raise DdflowError(f"{where}: {key} has shape {y.shape}; expected (N,) class labels")
     if np.issubdtype(y.dtype, np.floating):
@@ -78,7 +78,7 @@ def _validate(arrays: dict[str, Any], info: DatasetInfo, where: str) -> dict[str
         if len(x) == 0:
             raise DdflowError(f"{where}: {xk} is empty")
         out[xk] = np.ascontiguousarray(_as_uint8(x, where, xk))
-        out[yk] = _as_labels(y, info.classes, where, yk)
+        out[yk] = as_labels(y, info.classes, where, yk)
         if len(out[xk]) != len(out[yk]):
             raise DdflowError(f"{where}: {xk} has {len(x)} images but {yk} has {len(y)} labels")
     return out

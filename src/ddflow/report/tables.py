@@ -40,6 +40,15 @@ def load_spec(path: str | Path) -> dict[str, Any]:
     for key in needed:
         if key not in spec:
             raise DdflowError(f"{path}: {kind} spec lacks {key!r}")
+    if kind in TABLE_KINDS:
+        rows = spec["rows"]
+        if not isinstance(rows, list) or not rows:
+            raise DdflowError(f"{path}: 'rows' must be a non-empty list of rows (label, method, protocol, paper)")
+        for i, row in enumerate(rows):
+            if not isinstance(row, dict) or not row.get("label"):
+                raise DdflowError(f"{path}: row {i + 1} must be a mapping with a 'label' (got {row!r})")
+    elif not isinstance(spec["methods"], list) or not spec["methods"]:
+        raise DdflowError(f"{path}: 'methods' must be a non-empty list of method ids")
     return spec
 
 
