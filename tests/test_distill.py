@@ -205,3 +205,18 @@ def test_outputs_respect_the_umask(tmp_path, umask, mode):
         os.umask(old)
     assert (tmp_path / "x.pt").stat().st_mode & 0o777 == mode
     assert (tmp_path / "x.json").stat().st_mode & 0o777 == mode
+
+
+def test_progress_lines_show_an_eta_and_the_rate_since_a_resume(caplog, monkeypatch):
+    import logging
+
+    from ddflow import progress as P
+    clock = iter([100.0, 110.0, 120.0])
+    monkeypatch.setattr(P.time, "time", lambda: next(clock))
+    monkeypatch.setattr(P, "tqdm", None)
+    with caplog.at_level(logging.INFO, logger="ddflow"):
+        p = P.Progress(100, "distill x", every_s=0.0, start=60)  # resumed at step 60 (t = 100 s)
+        p.update(70, loss=torch.tensor(0.5))                     # 10 steps in 10 s since the resume: 1/s
+    line = caplog.records[-1].getMessage()
+    assert "70/100 (1.00/s, ETA 0:00:30) loss=0.5" in line, line
+    assert P.eta(3725, 1.0) == "1:02:05" and P.eta(5, 0.0) == "?"

@@ -23,11 +23,23 @@ def as_number(value):
     return value.item() if isinstance(value, torch.Tensor) else value
 
 
+def rate_of(steps: int, seconds: float) -> float:
+    return steps / max(seconds, 1e-9)
+
+
+def eta(remaining: int, rate: float) -> str:
+    """Remaining time as h:mm:ss ('?' before the first step)."""
+    if rate <= 0:
+        return "?"
+    s = int(round(remaining / rate))
+    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
+
+
 class Progress:
     def __init__(self, total: int, desc: str, every_s: float = 15.0, start: int = 0, bar_every_s: float = 1.0):
         self.total, self.desc, self.every_s, self.bar_every_s = total, desc, every_s, bar_every_s
         self.t0 = self.last = self.last_bar = time.time()
-        self.n = start
+        self.n = self.start = start  # a resumed loop's rate counts only the steps done since it resumed
         self.bar = (tqdm(total=total, initial=start, desc=desc, leave=False)
                     if tqdm is not None and sys.stderr.isatty() else None)
 
@@ -42,8 +54,9 @@ class Progress:
         if self.bar is None and (now - self.last >= self.every_s or n == self.total):
             self.last = now
             extra = " ".join(f"{k}={as_number(v):.4g}" for k, v in stats.items())
-            rate = (n / max(now - self.t0, 1e-9))
-            log.info("%s %d/%d (%.2f/s) %s", self.desc, n, self.total, rate, extra)
+            rate = rate_of(n - self.start, now - self.t0)
+            log.info("%s %d/%d (%.2f/s, ETA %s) %s", self.desc, n, self.total, rate,
+                     eta(self.total - n, rate), extra)
 
     def close(self) -> None:
         if self.bar is not None:
