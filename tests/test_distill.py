@@ -220,3 +220,19 @@ def test_progress_lines_show_an_eta_and_the_rate_since_a_resume(caplog, monkeypa
     line = caplog.records[-1].getMessage()
     assert "70/100 (1.00/s, ETA 0:00:30) loss=0.5" in line, line
     assert P.eta(3725, 1.0) == "1:02:05" and P.eta(5, 0.0) == "?"
+
+
+def test_records_cells_and_logs_carry_their_provenance(mnist5k_path, mnist5k, tmp_path, tiny_hparams, caplog):
+    import logging
+
+    from ddflow.cli import main
+    from ddflow.protocols import evaluate_cell, protocol_settings
+    rec = _run(mnist5k_path, tmp_path / "dm.pt", tiny_hparams)
+    prov = load_distilled(tmp_path / "dm.pt").extra["provenance"]
+    assert prov["device"] == "cpu" and prov["torch"] == torch.__version__ and prov["ddflow"]
+    assert set(prov) == {"device", "python", "torch", "cuda", "ddflow", "git_commit"}
+    settings = dict(protocol_settings("dm", "mnist5k", 1, "quick", "dc", tiny_hparams), epochs=1, models=1)
+    assert evaluate_cell(rec, "dc", settings, mnist5k, CPU)["provenance"] == prov
+    with caplog.at_level(logging.INFO, logger="ddflow"):
+        assert main(["grid", "--distilled", str(tmp_path / "dm.pt"), "--out", str(tmp_path / "g.png")]) == 0
+    assert caplog.records[0].getMessage().startswith('ddflow grid: {"device": null, "python"')

@@ -270,8 +270,9 @@ def main(argv: list[str] | None = None) -> int:
     p.set_defaults(fn=cmd_smoke)
 
     a = parser.parse_args(argv)
-    from .runtime import setup
+    from .runtime import setup, versions
     setup(getattr(a, "threads", None))
+    log.info("ddflow %s: %s", a.cmd, json.dumps(versions(getattr(a, "device", None))))
     try:
         return a.fn(a) or 0
     except DdflowError as e:

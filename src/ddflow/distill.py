@@ -23,7 +23,7 @@ from .io import atomic_path, load_resume, save_pt
 from .methods import get_method
 from .progress import Progress, as_number
 from .records import DistilledSet, load_distilled
-from .runtime import peak_memory_mb, reset_peak
+from .runtime import peak_memory_mb, provenance, reset_peak
 from .seeding import generator
 
 log = logging.getLogger(__name__)
@@ -92,7 +92,7 @@ def run(method_id: str, dataset: str, ipc: int, seed: int, preset: str, device: 
         res = dict(method.result())
         images, labels = res.pop("images"), res.pop("labels")
         lr, factor = res.pop("lr", None), int(res.pop("factor", 1))
-        extra = {**res, "prep": prep.kind, **extra}
+        extra = {**res, "prep": prep.kind, "provenance": provenance(device), **extra}
         return DistilledSet(images=images, labels=labels, method=method_id, dataset=dataset, ipc=ipc, seed=seed,
                             mean=info.mean, std=info.std, preset=preset,
                             space="zca" if zca is not None else cls.result_space,

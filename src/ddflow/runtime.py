@@ -1,10 +1,15 @@
 """Device choice, thread count, peak memory and logging set-up shared by the CLI stages."""
 from __future__ import annotations
 
+import functools
 import logging
 import os
+import platform
 import resource
+import subprocess
 import sys
+from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -56,3 +61,32 @@ def peak_memory_mb(device: torch.device) -> dict[str, float]:
     if device.type == "cuda":
         out["peak_cuda_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
     return out
+
+
+@functools.lru_cache(maxsize=1)
+def git_commit() -> str | None:
+    """The checkout's commit when the package runs from a git checkout (editable install), else None."""
+    here = Path(__file__).resolve().parent
+    try:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=10)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
+                               capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if head.returncode != 0:
+        return None
+    return head.stdout.strip() + (" (uncommitted changes)" if dirty.stdout.strip() else "")
+
+
+def provenance(device: torch.device) -> dict[str, Any]:
+    """What made a result: the device (the GPU model on CUDA), Python, torch, CUDA, ddflow and the git commit.
+    Every distilled record and evaluation cell stores it; every CLI log starts with it."""
+    from . import __version__
+    return {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+            "python": platform.python_version(), "torch": str(torch.__version__), "cuda": torch.version.cuda,
+            "ddflow": __version__, "git_commit": git_commit()}
+
+
+def versions(device: str | None = None) -> dict[str, Any]:
+    """The provenance a log starts with, before any device is resolved: the requested device as given."""
+    return {**provenance(torch.device("cpu")), "device": device}

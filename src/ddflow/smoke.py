@@ -20,8 +20,6 @@ Output: smoke.json and smoke.md in the output folder (ddflow.report.smoke writes
 from __future__ import annotations
 
 import logging
-import platform
-import subprocess
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -31,7 +29,6 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from . import __version__
 from . import hparams as hparams_mod
 from .data import RealData, get_info, load_arrays, load_real, prepare
 from .distill import run
@@ -41,6 +38,7 @@ from .io import read_json, save_npz, write_json
 from .protocols import evaluate_cell, protocol_settings
 from .records import DistilledSet, load_distilled
 from .report.smoke import CRITERION, markdown, verdict
+from .runtime import provenance
 from .speed import time_method
 from .trajectory_sampling import write_mtt_manifest
 
@@ -283,25 +281,6 @@ def dataset_paths(steps: list[str], given: dict[str, str | None], tiny: bool, ou
     return paths
 
 
-def _git_commit() -> str | None:
-    here = Path(__file__).resolve().parent
-    try:
-        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=10)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
-                               capture_output=True, text=True, timeout=10)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    if head.returncode != 0:
-        return None
-    return head.stdout.strip() + (" (uncommitted changes)" if dirty.stdout.strip() else "")
-
-
-def environment(device: torch.device) -> dict[str, Any]:
-    return {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
-            "python": platform.python_version(), "torch": torch.__version__, "cuda": torch.version.cuda,
-            "ddflow": __version__, "git_commit": _git_commit()}
-
-
 def budgets_for(budget: float | None) -> dict[str, float]:
     if budget is not None and budget <= 0:
         raise DdflowError(f"--budget {budget}: must be a positive number of seconds")
@@ -334,7 +313,7 @@ def run_smoke(out: str | Path, device: torch.device, mnist: str | None = None, c
             log.error("smoke: step %s failed:\n%s", name, traceback.format_exc())
             done[name] = {"seconds": time.time() - ts, "error": f"{type(e).__name__}: {e}"}
     report = {"format": "ddflow.smoke/1", "mode": ctx.scale.name, "comparable": not tiny, "official": OFFICIAL_RUNS,
-              "environment": environment(device), "criterion": CRITERION, "budgets_s": ctx.budgets, "steps": done,
+              "environment": provenance(device), "criterion": CRITERION, "budgets_s": ctx.budgets, "steps": done,
               "accuracy": accuracy,
               "speed": speed, "wall_s": time.time() - t0, "limit_s": LIMIT_S}
     write_json(report, out / "smoke.json")

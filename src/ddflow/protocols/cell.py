@@ -27,7 +27,7 @@ from ..data import RealData, get_info
 from ..errors import DdflowError
 from ..methods import get_method
 from ..records import DistilledSet, cell_record
-from ..runtime import peak_memory_mb, reset_peak
+from ..runtime import peak_memory_mb, provenance, reset_peak
 from ..seeding import generator
 from .registry import PROTOCOLS, get_protocol
 
@@ -74,5 +74,6 @@ def evaluate_cell(record: DistilledSet, protocol_name: str, settings: dict, data
     t0 = time.time()
     accs = fn(record, record.real_in_space(data), settings, gens, device)
     out = cell_record(record, protocol_name, settings, accs, time.time() - t0, peak_memory_mb(device))
+    out["provenance"] = provenance(device)
     log.info("%s: %.2f +- %.2f over %d models (%.1f s)", record.cell, out["mean"], out["std"], k, out["seconds"])
     return out
