@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -61,3 +62,17 @@ def test_a_corrupt_cell_is_a_clear_error(tmp_path):
     bad.write_text("{not json")
     with pytest.raises(DdflowError, match="bad.json"):
         build_table(SPEC, [bad], datasets=["mnist"], ipcs=[1])
+
+
+def test_title_names_preset_and_device_and_a_quick_table_says_it_is_not_comparable(tmp_path):
+    cells = [_cell(tmp_path, "dm", "mnist", 1, 0, [90.0, 92.0])]
+    for path in cells:
+        c = json.loads(Path(path).read_text())
+        c.update(preset="quick", provenance={"device": "NVIDIA H200"})
+        Path(path).write_text(json.dumps(c))
+    table = build_table(SPEC, cells, datasets=["mnist"], ipcs=[1])
+    write_table(table, tmp_path / "q")
+    md = (tmp_path / "q.md").read_text()
+    assert md.splitlines()[0].endswith("— ours: preset quick, device NVIDIA H200")
+    assert "NOT comparable with the paper's" in md
+    assert "preset quick, device NVIDIA H200" in (tmp_path / "q.tex").read_text()

@@ -79,7 +79,9 @@ def pool_cells(cell_paths: list[str | Path]) -> dict[tuple[str, str, str, int], 
         mean = sum(accs) / len(accs)
         std = math.sqrt(sum((a - mean) ** 2 for a in accs) / len(accs))
         pooled[key] = {"mean": mean, "std": std, "n_models": len(accs), "n_seeds": len(cells),
-                       "seeds": sorted(c["seed"] for c in cells)}
+                       "seeds": sorted(c["seed"] for c in cells),
+                       "presets": {str(c["preset"]) for c in cells if c.get("preset")},
+                       "devices": {str((c.get("provenance") or {}).get("device", "unknown")) for c in cells}}
     return pooled
 
 
@@ -109,7 +111,9 @@ def build_table(spec_path: str | Path, cell_paths: list[str | Path], datasets: l
                     "paper_note": row.get("note", ""),
                 })
     df = pd.DataFrame.from_records(records)
-    return {"spec": spec, "df": df, "datasets": datasets, "ipcs": ipcs}
+    presets = sorted({p for v in pooled.values() for p in v["presets"]})
+    devices = sorted({d for v in pooled.values() for d in v["devices"]})
+    return {"spec": spec, "df": df, "datasets": datasets, "ipcs": ipcs, "presets": presets, "devices": devices}
 
 
 def _fmt(mean, std, digits=1) -> str:
@@ -164,7 +168,18 @@ def notes(table: dict[str, Any]) -> list[str]:
                      f"seed(s) per cell); {DASH} = not run or not reported.")
     for line in spec.get("notes", []):
         lines.append(line)
+    if "quick" in table.get("presets", []):
+        lines.append("Quick preset: reduced iterations, epochs and models (the `quick:` sections of "
+                     "workflow/hparams) on the configured data; these values are NOT comparable with the paper's.")
     return lines
+
+
+def title(table: dict[str, Any]) -> str:
+    """The spec's title, then the preset(s) and device(s) our cells were made with."""
+    t = table["spec"]["title"]
+    if table.get("presets"):
+        t += f" — ours: preset {', '.join(table['presets'])}, device {', '.join(table['devices'])}"
+    return t
 
 
 def write_outputs(out_prefix: str | Path, df: pd.DataFrame, md_lines: list[str], tex: str | None = None,
@@ -185,7 +200,7 @@ def write_table(table: dict[str, Any], out_prefix: str | Path) -> None:
     w = wide(table)
     flat = w.copy()
     flat.columns = [f"{a} {b}" for a, b in w.columns]
-    md = [f"# {spec['title']}", "", flat.to_markdown(), ""] + [f"- {n}" for n in notes(table)]
+    md = [f"# {title(table)}", "", flat.to_markdown(), ""] + [f"- {n}" for n in notes(table)]
     tex = w.to_latex(multicolumn=True, multicolumn_format="c", escape=True,
-                     caption=spec["title"], label=f"tab:{spec['name']}")
+                     caption=title(table), label=f"tab:{spec['name']}")
     write_outputs(out_prefix, table["df"], md, tex.replace("±", r"$\pm$").replace("Δ", r"$\Delta$"))
