@@ -1,5 +1,6 @@
 """Bad input fails clearly, before any job runs."""
 import copy
+import shutil
 
 import pytest
 import yaml
@@ -103,3 +104,33 @@ def test_bad_table_specs_are_clear_errors_before_any_job(tmp_path, spec, message
     (papers / "t.yaml").write_text(yaml.safe_dump(spec) if spec else "")
     with pytest.raises(DdflowError, match=message):
         check(_cfg(tables=["t"]), HP, papers)
+
+
+@pytest.mark.parametrize("edit,message", [
+    (lambda d: d["paper"].update(lr_img="fast"),
+     r"dm\.yaml: overrides\[0\]\.set\.lr_img = 10 is a number; dm's lr_img is a string \(paper value 'fast'\)"),
+    (lambda d: d["quick"].update(lr_img="fast"),
+     r"dm\.yaml: quick\.lr_img = 'fast' is a string; dm's lr_img is a number"),
+    (lambda d: d["quick"].update(iterations="eighty"), r"dm\.yaml: quick\.iterations = 'eighty' is a string"),
+    (lambda d: d["quick"].update(iterations=-5), r"iterations = -5; expected a whole number >= 1"),
+    (lambda d: d["quick"].update(eval={"dc": {"models": 0}}), r"eval\.dc\.models = 0; expected a whole number >= 1"),
+    (lambda d: d["quick"].update(lr_imgg=1.0), r"quick\.lr_imgg is not a hyperparameter of 'dm'"),
+    (lambda d: d["quick"].update(lr_img=0), r"lr_img = 0; expected a learning rate > 0"),
+    (lambda d: d.clear() or d.update(paper=[1, 2]), r"dm\.yaml: 'paper' must be a mapping"),
+])
+def test_bad_hyperparameters_are_clear_errors_naming_file_and_key(tmp_path, edit, message):
+    hp = tmp_path / "hp"
+    shutil.copytree(HP, hp)
+    doc = yaml.safe_load((hp / "dm.yaml").read_text())
+    edit(doc)
+    (hp / "dm.yaml").write_text(yaml.safe_dump(doc))
+    with pytest.raises(DdflowError, match=message):
+        check(_cfg(methods=["dm"]), hp, PAPERS)
+
+
+def test_an_hparams_file_that_is_a_list_is_a_clear_error(tmp_path):
+    hp = tmp_path / "hp"
+    shutil.copytree(HP, hp)
+    (hp / "dm.yaml").write_text("- iterations: 5\n")
+    with pytest.raises(DdflowError, match=r"dm\.yaml: an hparams file is a mapping"):
+        check(_cfg(methods=["dm"]), hp, PAPERS)

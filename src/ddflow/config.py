@@ -10,7 +10,7 @@ import numpy as np
 from .data import DATASETS, class_counts, get_info
 from .data.sources import as_labels
 from .errors import DdflowError
-from .hparams import PRESETS, load_file
+from .hparams import PRESETS, check_file, check_values, resolve
 from .methods import REGISTRY
 from .report.tables import TABLE_KINDS, load_spec
 
@@ -88,7 +88,14 @@ def check(config: dict[str, Any], hparams_dir: str | Path, papers_dir: str | Pat
     for m in grid["methods"]:
         if m not in REGISTRY:
             raise DdflowError(f"config key 'methods': unknown method {m!r}; implemented: {', '.join(sorted(REGISTRY))}")
-        load_file(m, hparams_dir)
+        check_file(m, hparams_dir)
+        for d in grid["datasets"]:
+            for i in grid["ipcs"]:
+                where = f"{Path(hparams_dir) / m}.yaml resolved for {d}, IPC {i}, preset {config['preset']}"
+                check_values(resolve(m, d, int(i), config["preset"], hparams_dir), where)
+    for name in ("experts", "featnet", "analyses"):
+        if (Path(hparams_dir) / f"{name}.yaml").exists():
+            check_file(name, hparams_dir)
     for f in grid["figures"]:
         if f not in FIGURES:
             raise DdflowError(f"config key 'figures': unknown figure {f!r}; known: {', '.join(FIGURES)}")

@@ -73,6 +73,9 @@ def load_file(method: str, hp_dir: Path | str | None = None) -> dict:
         doc = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as e:
         raise DdflowError(f"{path}: invalid YAML ({e})") from None
+    if not isinstance(doc, dict):
+        raise DdflowError(f"{path}: an hparams file is a mapping (paper:, overrides:, quick:, ...), got a "
+                          f"{type(doc).__name__}")
     unknown = set(doc) - _ALLOWED_KEYS
     if unknown:
         raise DdflowError(f"{path}: unknown top-level keys {sorted(unknown)}; allowed: {sorted(_ALLOWED_KEYS)}")
@@ -116,3 +119,83 @@ def _apply_quick(hp: dict, doc: dict, dataset: str, ipc: int) -> dict:
         if _matches(rule.get("when", {}), dataset, ipc):
             hp = deep_merge(hp, rule.get("set") or {})
     return hp
+
+
+# ---- checks (config.check runs them before any job) ------------------------------------------------------------
+def _kind(v: Any) -> str | None:
+    if v is None:
+        return None
+    if isinstance(v, bool):
+        return "boolean"
+    if isinstance(v, (int, float)):
+        return "number"
+    return {str: "string", list: "list", dict: "mapping"}.get(type(v), type(v).__name__)
+
+
+def _sections(doc: dict, path: Path) -> list[tuple[str, dict]]:
+    """(name, mapping) of every section of a file that sets values, checked for shape."""
+    out = []
+    for key in ("paper", "quick"):
+        sec = doc.get(key) or {}
+        if not isinstance(sec, dict):
+            raise DdflowError(f"{path}: '{key}' must be a mapping of hyperparameters, got {type(sec).__name__}")
+        out.append((key, sec))
+    for key in ("overrides", "quick_overrides"):
+        rules = doc.get(key) or []
+        if not isinstance(rules, list):
+            raise DdflowError(f"{path}: '{key}' must be a list of {{when: ..., set: ...}} rules")
+        for i, rule in enumerate(rules):
+            if not isinstance(rule, dict) or not isinstance(rule.get("set"), dict):
+                raise DdflowError(f"{path}: {key}[{i}] must be a mapping with 'when' and a 'set' mapping")
+            out.append((f"{key}[{i}].set", rule["set"]))
+    return out
+
+
+def check_file(method: str, hp_dir: Path | str | None = None) -> None:
+    """Every key a section sets is a hyperparameter of the method (set in a `paper:` section of its lineage) and has
+    the type of its paper value (null and 'auto' defaults take any type); errors name the file and the key."""
+    docs = _lineage(method, hp_dir)
+    chain = [method]
+    while len(chain) < len(docs):
+        chain.append(load_file(chain[-1], hp_dir).get("inherit"))
+    names = list(reversed(chain))  # root first, as docs
+    sections = [(hparams_dir(hp_dir) / f"{name}.yaml", _sections(doc, hparams_dir(hp_dir) / f"{name}.yaml"))
+                for name, doc in zip(names, docs)]
+    paper: dict[str, Any] = {}
+    for doc in docs:
+        paper = deep_merge(paper, doc.get("paper") or {})
+    for path, secs in sections:
+        for section, values in secs:
+            for key, value in values.items():
+                if key not in paper:
+                    raise DdflowError(f"{path}: {section}.{key} is not a hyperparameter of {method!r} (no paper "
+                                      f"value); known: {', '.join(sorted(paper))}")
+                want, got = _kind(paper[key]), _kind(value)
+                if want and got and want != got and paper[key] != "auto":
+                    raise DdflowError(f"{path}: {section}.{key} = {value!r} is a {got}; {method}'s {key} is a {want} "
+                                      f"(paper value {paper[key]!r})")
+
+
+_POSITIVE_INT = ("iterations", "models", "epochs", "steps", "batch", "inner_loops", "outer_loops", "experts", "block",
+                 "pool", "t_m", "syn_steps", "expert_epochs", "max_start_epoch", "factor")
+
+
+def check_values(hp: dict[str, Any], where: str) -> None:
+    """Ranges of one resolved cell (the method's and each eval section's): counts are whole numbers >= 1 (a
+    negative `iterations` would write an undistilled "distilled" set, `models: 0` fail after a whole distillation),
+    batch sizes >= 1, learning rates > 0."""
+    def walk(d: dict, prefix: str) -> None:
+        for key, v in d.items():
+            key = str(key)
+            name = f"{prefix}{key}"
+            if isinstance(v, dict):
+                walk(v, f"{name}.")
+                continue
+            if v is None or v == "auto" or isinstance(v, bool):
+                continue
+            counted = key in _POSITIVE_INT or key.startswith("batch") or key.endswith("_batch")
+            if counted and (not isinstance(v, int) or v < 1):
+                raise DdflowError(f"{where}: {name} = {v!r}; expected a whole number >= 1")
+            if key.startswith("lr") and key != "lr_alpha" and (not isinstance(v, (int, float)) or v <= 0):
+                raise DdflowError(f"{where}: {name} = {v!r}; expected a learning rate > 0")
+    walk(hp, "")
