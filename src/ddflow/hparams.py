@@ -82,17 +82,22 @@ def load_file(method: str, hp_dir: Path | str | None = None) -> dict:
     return doc
 
 
-def _lineage(method: str, hp_dir: Path | str | None) -> list[dict]:
-    """The method's file and its `inherit` ancestors, root first."""
-    docs, seen = [], set()
+def _named_lineage(method: str, hp_dir: Path | str | None) -> list[tuple[str, dict]]:
+    """(name, file) of the method and its `inherit` ancestors, root first."""
+    chain, seen = [], set()
     while method is not None:
         if method in seen:
             raise DdflowError(f"hparams: inheritance cycle through {method!r}")
         seen.add(method)
         doc = load_file(method, hp_dir)
-        docs.insert(0, doc)
+        chain.insert(0, (method, doc))
         method = doc.get("inherit")
-    return docs
+    return chain
+
+
+def _lineage(method: str, hp_dir: Path | str | None) -> list[dict]:
+    """The method's file and its `inherit` ancestors, root first."""
+    return [doc for _, doc in _named_lineage(method, hp_dir)]
 
 
 def resolve(method: str, dataset: str, ipc: int, preset: str, hp_dir: Path | str | None = None) -> dict[str, Any]:
@@ -154,15 +159,11 @@ def _sections(doc: dict, path: Path) -> list[tuple[str, dict]]:
 def check_file(method: str, hp_dir: Path | str | None = None) -> None:
     """Every key a section sets is a hyperparameter of the method (set in a `paper:` section of its lineage) and has
     the type of its paper value (null and 'auto' defaults take any type); errors name the file and the key."""
-    docs = _lineage(method, hp_dir)
-    chain = [method]
-    while len(chain) < len(docs):
-        chain.append(load_file(chain[-1], hp_dir).get("inherit"))
-    names = list(reversed(chain))  # root first, as docs
-    sections = [(hparams_dir(hp_dir) / f"{name}.yaml", _sections(doc, hparams_dir(hp_dir) / f"{name}.yaml"))
-                for name, doc in zip(names, docs)]
+    lineage = _named_lineage(method, hp_dir)
+    folder = hparams_dir(hp_dir)
+    sections = [(folder / f"{name}.yaml", _sections(doc, folder / f"{name}.yaml")) for name, doc in lineage]
     paper: dict[str, Any] = {}
-    for doc in docs:
+    for _, doc in lineage:
         paper = deep_merge(paper, doc.get("paper") or {})
     for path, secs in sections:
         for section, values in secs:

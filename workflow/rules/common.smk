@@ -114,6 +114,11 @@ def grid_figures():
     ]
 
 
+def isa_table_paths(kind):
+    """ISA's `kind` table (information | recall) for every configured dataset and IPC."""
+    return [f"results/tables/isa/{kind}_{d}_ipc{i}.md" for d in GRID["datasets"] for i in GRID["ipcs"]]
+
+
 def isa_side_tables():
     """ISA's information and recall tables: they join the default run when both of their methods are configured
     (they cost only feature-net features)."""
@@ -121,7 +126,7 @@ def isa_side_tables():
     for name in ("isa_information", "isa_recall"):
         s = spec(name)
         if all(m in GRID["methods"] for m in s["methods"]):
-            out += [f"results/tables/isa/{s['kind']}_{d}_ipc{i}.md" for d in GRID["datasets"] for i in GRID["ipcs"]]
+            out += isa_table_paths(s["kind"])
     return out
 
 
@@ -130,13 +135,7 @@ def isa_analysis_targets():
     figures = [
         f"results/figures/isa/fig{n}_{d}_ipc{i}.png" for n in (5, 6, 8) for d in GRID["datasets"] for i in GRID["ipcs"]
     ]
-    tables = [
-        f"results/tables/isa/{kind}_{d}_ipc{i}.md"
-        for kind in ("information", "recall")
-        for d in GRID["datasets"]
-        for i in GRID["ipcs"]
-    ]
-    return figures + tables
+    return figures + isa_table_paths("information") + isa_table_paths("recall")
 
 
 def all_targets():
