@@ -34,13 +34,13 @@ from .data import RealData, get_info, load_arrays, load_real, prepare
 from .distill import run
 from .errors import DdflowError
 from .experts import train_experts
-from .io import read_json, save_npz, write_json
+from .io import atomic_path, read_json, save_npz, write_json
 from .protocols import evaluate_cell, protocol_settings
 from .records import DistilledSet, load_distilled
 from .report.smoke import CRITERION, markdown, verdict
 from .runtime import provenance
 from .speed import time_method
-from .trajectory_sampling import write_mtt_manifest
+from .trajectory_sampling import sampler_id, write_mtt_manifest
 
 log = logging.getLogger(__name__)
 SEED = 0
@@ -218,7 +218,7 @@ def step_mtt(ctx: Context) -> tuple[list, list]:
     seconds = float(read_json(work / "block0.json", "expert block receipt")["seconds"])
     experts = _speed_row("expert_s_per_epoch", "expert training: s / epoch / expert", seconds / (epochs * k),
                          f"{k} experts x {epochs} epochs trained together in {seconds:.1f} s")
-    sampler = f"mtt-m{int(hp['expert_epochs'])}-t{int(hp['max_start_epoch'])}"
+    sampler = sampler_id(hp)
     manifest = work / f"{sampler}.json"
     write_mtt_manifest(sampler, "cifar10", hp["prep"], hp["net"], [str(o) for o in outs], manifest)
     r = _time(ctx, "mtt", inputs={"trajectories": str(manifest)})
@@ -317,5 +317,6 @@ def run_smoke(out: str | Path, device: torch.device, mnist: str | None = None, c
               "accuracy": accuracy,
               "speed": speed, "wall_s": time.time() - t0, "limit_s": LIMIT_S}
     write_json(report, out / "smoke.json")
-    (out / "smoke.md").write_text(markdown(report))
+    with atomic_path(out / "smoke.md") as tmp:
+        tmp.write_text(markdown(report))
     return report
