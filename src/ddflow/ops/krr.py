@@ -39,6 +39,15 @@ def centred_onehot(y: torch.Tensor, classes: int) -> torch.Tensor:
     return F.one_hot(y, classes).float() - 1.0 / classes
 
 
+def krr_targets(labels: torch.Tensor, classes: int) -> torch.Tensor:
+    """Regression targets of a set's labels: FRePo's centred one-hot for hard labels, learned labels as they are."""
+    if labels.dim() == 1:
+        return centred_onehot(labels.long(), classes)
+    if labels.dim() != 2 or labels.shape[1] != classes:
+        raise DdflowError(f"labels of shape {tuple(labels.shape)}: expected (N,) or (N, {classes})")
+    return labels.float()
+
+
 def init_learned_labels(y: torch.Tensor, classes: int) -> torch.Tensor:
     """FRePo's init_proto(scale_y=True): (one_hot - 1/C) / sqrt(C / 10)."""
     return centred_onehot(y, classes) / math.sqrt(classes / 10)

@@ -31,7 +31,7 @@ from ..augment import DSA, DSAParams
 from ..data import RealData
 from ..errors import DdflowError
 from ..nets import build_frepo_conv, frepo_init_
-from ..ops.krr import centred_onehot, flip_support, krr_weights
+from ..ops.krr import flip_support, krr_targets, krr_weights
 from ..ops.losses import mse_half_sum
 from ..ops.optim import warmup_cosine_lr
 from ..progress import Progress
@@ -52,14 +52,6 @@ def eval_steps(n: int, setting, table: dict | None = None) -> int:
     table = {int(k): int(v) for k, v in table.items()}
     listed = [c for c in sorted(table) if c <= n]
     return table[listed[-1] if listed else min(table)]
-
-
-def as_targets(labels: torch.Tensor, classes: int) -> torch.Tensor:
-    if labels.dim() == 1:
-        return centred_onehot(labels.long(), classes)
-    if labels.dim() != 2 or labels.shape[1] != classes:
-        raise DdflowError(f"labels of shape {tuple(labels.shape)}: expected (N,) or (N, {classes})")
-    return labels.float()
 
 
 def frepo_stack(info, settings: dict, generators: list[torch.Generator], device: torch.device) -> NetStack:
@@ -116,7 +108,7 @@ def _use_flip(settings: dict, info) -> bool:
 def evaluate_frepo(record: DistilledSet, data: RealData, settings: dict, generators,
                    device: torch.device) -> list[float]:
     info = data.info
-    stack = train_frepo(record.images, as_targets(record.labels, info.classes), info, settings, generators, device,
+    stack = train_frepo(record.images, krr_targets(record.labels, info.classes), info, settings, generators, device,
                         desc("frepo", record))
     return accuracy(stack.train(False), data.x_test.to(device), data.y_test.to(device))
 
@@ -143,7 +135,7 @@ def krr_accuracy(stack: NetStack, support: torch.Tensor, y_s: torch.Tensor, x_te
 def evaluate_krr(record: DistilledSet, data: RealData, settings: dict, generators,
                  device: torch.device) -> list[float]:
     info = data.info
-    targets = as_targets(record.labels, info.classes)
+    targets = krr_targets(record.labels, info.classes)
     stack = train_frepo(record.images, targets, info, settings, generators, device, desc("krr", record)).train(False)
     support, y_s = flip_support(record.images.to(device), targets.to(device), _use_flip(settings, info))
     return krr_accuracy(stack, support, y_s, data.x_test.to(device), data.y_test.to(device),

@@ -25,18 +25,13 @@ import torch  # noqa: E402
 from ..data import RealData, get_info  # noqa: E402
 from ..errors import DdflowError  # noqa: E402
 from ..io import read_json  # noqa: E402
-from ..ops.krr import centred_onehot, krr_predict, krr_weights  # noqa: E402
+from ..ops.krr import centred_onehot, krr_predict, krr_targets, krr_weights  # noqa: E402
 from ..records import DistilledSet, load_distilled  # noqa: E402
 from ..seeding import generator  # noqa: E402
 from .figures import save_figure  # noqa: E402
 from .tables import write_outputs  # noqa: E402
 
 FIG5_PERCENTS = (10, 20, 30)
-
-
-def soft_targets(distilled: DistilledSet, classes: int) -> torch.Tensor:
-    y = distilled.labels
-    return centred_onehot(y.long(), classes) if y.dim() == 1 else y.float()
 
 
 def net_device(net: torch.nn.Module) -> torch.device:
@@ -94,7 +89,7 @@ def information_test(distilled: DistilledSet, data: RealData, net: torch.nn.Modu
     info = data.info
     g = generator("isa-information", info.name, distilled.ipc, distilled.seed)
     phi_s = features(net, distilled.to_normalized())
-    w = krr_weights(phi_s, soft_targets(distilled, info.classes).to(phi_s.device), reg)
+    w = krr_weights(phi_s, krr_targets(distilled.labels, info.classes).to(phi_s.device), reg)
     res = {"easy_from_hard": 0.0, "hard_from_easy": 0.0}
     for _ in range(batches):
         idx = torch.randperm(len(data.y_train), generator=g)[:batch]
