@@ -1,11 +1,13 @@
 """Bad input fails clearly, before any job runs."""
 import copy
 import shutil
+import subprocess
+import sys
 
 import pytest
 import yaml
 
-from ddflow.config import check, effective_grid
+from ddflow.config import check, effective_grid, method_ipcs
 from ddflow.errors import DdflowError
 from test_distill import ROOT
 
@@ -25,7 +27,18 @@ def test_default_config_runs_random_herding_dm_on_mnist5k_at_ipc_1_and_10():
     assert grid == {"datasets": ["mnist5k"],
                     "methods": ["random", "herding", "dm", "dc", "dsa", "mtt", "ead", "idc", "dream", "frepo", "isa"],
                     "ipcs": [1, 10], "seeds": [0], "tables": ["dream_t1", "dream_t2", "ead_claims", "isa_t6"],
-                    "figures": []}
+                    "figures": [], "method_ipcs": {}}
+
+
+def test_method_ipcs_restricts_a_method_to_some_of_the_grids_ipcs_unless_ipcs_are_given():
+    cfg = _cfg()
+    cfg["grid"]["quick"]["method_ipcs"] = {"dm": [1]}
+    grid = check(cfg, HP, PAPERS)
+    assert method_ipcs(grid, "dm") == [1] and method_ipcs(grid, "random") == [1, 10]
+    assert method_ipcs(check(dict(cfg, ipcs=[10]), HP, PAPERS), "dm") == [10]  # the command line's IPCs win
+    cfg["grid"]["quick"]["method_ipcs"] = {"dm": [50]}
+    with pytest.raises(DdflowError, match=r"grid.quick.method_ipcs.dm.*share an IPC"):
+        check(cfg, HP, PAPERS)
 
 
 def test_paper_preset_grid_is_the_p1_grid_and_top_level_keys_override_it():
@@ -134,3 +147,20 @@ def test_an_hparams_file_that_is_a_list_is_a_clear_error(tmp_path):
     (hp / "dm.yaml").write_text("- iterations: 5\n")
     with pytest.raises(DdflowError, match=r"dm\.yaml: an hparams file is a mapping"):
         check(_cfg(methods=["dm"]), hp, PAPERS)
+
+
+@pytest.mark.workflow
+def test_a_method_restricted_by_method_ipcs_gets_cells_only_at_its_ipcs(tmp_path):
+    """Dry-run of the default target with dm restricted to IPC 1: dm's IPC-10 cell is not planned, random's is."""
+    cfg = _cfg(methods=["random", "dm"], tables=["dream_t1"])
+    cfg["grid"]["quick"]["method_ipcs"] = {"dm": [1]}
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    proc = subprocess.run([sys.executable, "-m", "snakemake", "-n", "--cores", "1", "--directory", str(tmp_path),
+                           "-s", str(ROOT / "Snakefile"), "--configfile", str(path)],
+                          cwd=ROOT, capture_output=True, text=True)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
+    planned = proc.stdout + proc.stderr
+    assert "results/eval/dc/dm/mnist5k/ipc1/s0.json" in planned
+    assert "results/eval/dc/random/mnist5k/ipc10/s0.json" in planned
+    assert "results/eval/dc/dm/mnist5k/ipc10/s0.json" not in planned

@@ -49,7 +49,16 @@ def effective_grid(config: dict[str, Any]) -> dict[str, list]:
     for key in GRID_KEYS:
         value = config.get(key)
         grid[key] = list(value) if value is not None else list(base.get(key) or [])
+    # a preset may run some methods at fewer IPCs (e.g. a costly method at IPC 1 only in the default run); IPCs
+    # set on the command line apply to every method
+    grid["method_ipcs"] = {} if config.get("ipcs") is not None else dict(base.get("method_ipcs") or {})
     return grid
+
+
+def method_ipcs(grid: dict[str, Any], method: str) -> list[int]:
+    """The IPCs the grid runs `method` at: the grid's IPCs, restricted by its `method_ipcs` entry when it has one."""
+    only = grid.get("method_ipcs", {}).get(method)
+    return [i for i in grid["ipcs"] if only is None or i in only]
 
 
 def table_rows(spec_path: str | Path) -> list[tuple[str, str]]:
@@ -90,12 +99,16 @@ def check(config: dict[str, Any], hparams_dir: str | Path, papers_dir: str | Pat
             raise DdflowError(f"config key 'methods': unknown method {m!r}; implemented: {', '.join(sorted(REGISTRY))}")
         check_file(m, hparams_dir)
         for d in grid["datasets"]:
-            for i in grid["ipcs"]:
+            for i in method_ipcs(grid, m):
                 where = f"{Path(hparams_dir) / m}.yaml resolved for {d}, IPC {i}, preset {config['preset']}"
                 check_values(resolve(m, d, int(i), config["preset"], hparams_dir), where)
     for name in ("experts", "featnet", "analyses"):
         if (Path(hparams_dir) / f"{name}.yaml").exists():
             check_file(name, hparams_dir)
+    for m, ipcs in grid["method_ipcs"].items():
+        if m not in grid["methods"] or not set(ipcs) & set(grid["ipcs"]):
+            raise DdflowError(f"config key 'grid.{config['preset']}.method_ipcs.{m}': {m!r} must be one of the grid's "
+                              f"methods and share an IPC with its ipcs {grid['ipcs']}")
     for f in grid["figures"]:
         if f not in FIGURES:
             raise DdflowError(f"config key 'figures': unknown figure {f!r}; known: {', '.join(FIGURES)}")

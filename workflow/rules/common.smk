@@ -98,7 +98,7 @@ def cells(methods=None, protocol=None):
     out = []
     for m in methods if methods is not None else GRID["methods"]:
         for d in GRID["datasets"]:
-            for i in GRID["ipcs"]:
+            for i in ddconfig.method_ipcs(GRID, m):
                 for s in GRID["seeds"]:
                     out.append(eval_path(protocol or default_protocol(m), m, d, i, s))
     return out
@@ -109,7 +109,7 @@ def grid_figures():
         f"results/figures/grids/{m}/{d}/ipc{i}/s{s}.png"
         for m in GRID["methods"]
         for d in GRID["datasets"]
-        for i in GRID["ipcs"]
+        for i in ddconfig.method_ipcs(GRID, m)
         for s in GRID["seeds"]
     ]
 
@@ -252,7 +252,7 @@ def table_inputs(wildcards):
             distilled_path(m, d, i, seed)
             for m, _ in rows
             for d in GRID["datasets"]
-            for i in GRID["ipcs"]
+            for i in ddconfig.method_ipcs(GRID, m)
             for seed in GRID["seeds"]
         ]
     return [path for m, p in rows for path in cells([m], p)]
