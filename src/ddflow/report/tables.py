@@ -164,7 +164,11 @@ CELL_FORMAT = (f"Each cell: ours mean ± std (the paper's value; Δ = ours − p
 
 def notes(table: dict[str, Any]) -> list[str]:
     spec, df = table["spec"], table["df"]
-    lines = [f"Source of paper values: {spec.get('source', '')}."]
+    lines = [f"Source of paper values: {spec.get('source', '')}"
+             + (f" [{spec['source_bib']}]." if spec.get("source_bib") else ".")]
+    if spec.get("bib"):
+        lines.append("BibTeX keys (docs/references.bib): "
+                     + "; ".join(f"{label} [{key}]" for label, key in spec["bib"].items()) + ".")
     for ds in table["datasets"]:
         paper_ds = spec.get("compare_as", {}).get(ds, ds)
         if paper_ds != ds:
