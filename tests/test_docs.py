@@ -88,8 +88,8 @@ def test_every_bib_key_referenced_exists():
         for value in (spec.get("bib") or {}).values():
             named += [k.strip() for k in str(value).split(",")]
         assert set(named) <= keys, f"{spec_path.name}: {sorted(set(named) - keys)} not in docs/references.bib"
-        if spec.get("kind", "cells") in ("cells", "timing") and spec.get("bib"):
-            assert set(spec["bib"]) == {r["label"] for r in spec["rows"]}, f"{spec_path.name}: a row without a key"
+        if spec.get("kind", "cells") in ("cells", "timing") and spec.get("bib"):   # no key for a row that is gone
+            assert set(spec["bib"]) <= {r["label"] for r in spec["rows"]}, f"{spec_path.name}: bib names no row"
     cited = {k.strip() for group in re.findall(r"\[([a-z][\w; ]*\d{4}\w*(?:; [\w]+)*)\]",
                                                (ROOT / "docs" / "methods.md").read_text()) for k in group.split(";")}
     assert cited and cited <= keys, sorted(cited - keys)
