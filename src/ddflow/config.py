@@ -74,9 +74,14 @@ def _min_class_count(dataset: str, config: dict[str, Any]) -> tuple[int | None, 
             raise DdflowError(f"config data.{dataset}.npz: {path} does not exist")
         try:
             with np.load(path) as z:
-                y = z["y_train"]
+                missing = [k for k in ("x_train", "y_train", "x_test", "y_test") if k not in z.files]
+                y, y_test = (None, None) if missing else (z["y_train"], z["y_test"])
         except Exception as e:
             raise DdflowError(f"config data.{dataset}.npz: cannot read y_train from {path} ({e})") from None
+        if missing:
+            raise DdflowError(f"config data.{dataset}.npz: {path} lacks array(s) {', '.join(missing)}; a dataset "
+                              f"npz holds x_train, y_train, x_test, y_test")
+        as_labels(y_test, get_info(dataset).classes, f"config data.{dataset}.npz: {path}", "y_test")
         y = as_labels(y, get_info(dataset).classes, f"config data.{dataset}.npz: {path}", "y_train")
         counts = class_counts(y, get_info(dataset).classes)
         return int(counts.min()), str(path)

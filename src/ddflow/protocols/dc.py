@@ -1,4 +1,4 @@
-"""DC's evaluation protocol and its two relatives (DESIGN.md section 4).
+"""DC's evaluation protocol and its two relatives (docs/protocols.md).
 
 - `dc`: DC's evaluate_synset (VICO-UoE/DatasetCondensation utils.py): SGD (lr 0.01, momentum 0.9, wd 5e-4), batch
   256, epochs+1 epochs, lr x0.1 (and a fresh optimiser) after epoch epochs//2 + 1; test accuracy after the last
