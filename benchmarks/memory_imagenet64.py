@@ -74,7 +74,8 @@ def main() -> None:
             rows.append({"train_images": n, "uint8_train_mb": round(n * 12288 / 2**20),
                          **json.loads(proc.stdout.strip().splitlines()[-1])})
             print(json.dumps(rows[-1]), flush=True)
-    print("\n| train images | uint8 train MB | phase | s | peak RSS MB | anon MB | file-backed MB |\n|---|---|---|---|---|---|---|")
+    print("\n| train images | uint8 train MB | phase | s | peak RSS MB | anon MB | file-backed MB |")
+    print("|---|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['train_images']} | {r['uint8_train_mb']} | {r['phase']} | {r['seconds']} | {r['peak_rss_mb']} "
               f"| {r['anon_mb']} | {r['file_mb']} |")

@@ -115,5 +115,6 @@ class Images:
         return self[:]
 
     def __repr__(self) -> str:
-        kind = "memmap" if isinstance(self.store, np.memmap) else type(self.store).__name__
+        kind = type(self.store).__name__ if getattr(self.store, "flags", None) is None or \
+            self.store.flags.owndata else "view (memory map)"
         return f"Images({self.info.name}, {tuple(self.shape)}, {self.space}, store={kind}, device={self.device})"

@@ -235,8 +235,9 @@ def prepare(name: str, out: str | Path, npz: str | Path | None = None, root: str
     elif info.source == "folder":
         arrays, where = read_tiny_folder(root, info), f"{root}"
     elif info.source == "imagenet-downsampled":   # 1.28 M images: streamed batch by batch into `out`
-        write_imagenet_downsampled(root, info, out, lambda x, y, key: (_as_uint8(x, str(root), f"x_{key}"),
-                                                                       as_labels(y, info.classes, str(root), f"y_{key}")))
+        def check(x: np.ndarray, y: np.ndarray, split: str) -> tuple[np.ndarray, np.ndarray]:
+            return _as_uint8(x, str(root), f"x_{split}"), as_labels(y, info.classes, str(root), f"y_{split}")
+        write_imagenet_downsampled(root, info, out, check)
         return out
     elif info.source == "class-folders":
         arrays, where = READERS[info.source](root, info), f"{root}"
