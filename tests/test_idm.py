@@ -157,3 +157,36 @@ def test_result_keeps_the_factor_and_the_dc_protocol_trains_on_the_expansion(sma
     ex, ey = expand(res["images"], res["labels"], 2)
     assert torch.equal(y, ey)
     torch.testing.assert_close(x, ex, rtol=1e-5, atol=1e-5)  # decoding commutes with the per-channel normalisation
+
+
+# ---- EAD's baseline table ----------------------------------------------------------------------------------------
+def test_ead_baselines_spec_loads_builds_and_names_only_registered_methods(tmp_path):
+    import json
+    from pathlib import Path
+
+    from ddflow.config import table_rows
+    from ddflow.methods import REGISTRY
+    from ddflow.report.tables import build_table, load_spec, write_table
+
+    spec = Path(__file__).resolve().parents[1] / "workflow" / "papers" / "ead_baselines.yaml"
+    doc = load_spec(spec)
+    labels = [r["label"] for r in doc["rows"]]
+    assert labels[:13] == ["DD", "LD", "DC", "DSA", "MTT", "TESLA", "DM", "CAFE", "KIP", "FRePo", "RFAD", "RTP", "IDM"]
+    assert set(doc["paper_datasets"]) == {"mnist", "fmnist", "cifar10", "cifar100", "svhn", "tiny"}
+    assert all(r.get("source") for r in doc["rows"])  # every paper value names its own paper's table
+    for method, protocol in table_rows(spec):
+        assert method in REGISTRY and protocol in REGISTRY[method].protocols, (method, protocol)
+    paper_only = {r["label"] for r in doc["rows"] if not r.get("method")}
+    assert {"DD", "LD", "TESLA", "KIP", "RFAD", "RTP"} <= paper_only
+    cell = tmp_path / "idm.json"
+    cell.write_text(json.dumps({"protocol": "dc", "method": "idm", "dataset": "cifar10", "ipc": 10, "seed": 0,
+                                "accuracies": [58.0, 59.0]}))
+    table = build_table(spec, [cell], datasets=["cifar10", "tiny"], ipcs=[1, 10])
+    df = table["df"]
+    idm = df[(df.method == "idm") & (df.dataset == "cifar10") & (df.ipc == 10)].iloc[0]
+    assert idm.ours_mean == pytest.approx(58.5) and idm.paper_mean == 58.6
+    rtp = df[(df.row == "RTP") & (df.dataset == "tiny") & (df.ipc == 1)].iloc[0]
+    assert rtp.paper_mean == 16.0 and rtp.n_models == 0
+    write_table(table, tmp_path / "t")
+    md = (tmp_path / "t.md").read_text()
+    assert "| DD " in md and "| IDM " in md and "58.5 ± 0.5" in md
