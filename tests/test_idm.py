@@ -190,3 +190,37 @@ def test_ead_baselines_spec_loads_builds_and_names_only_registered_methods(tmp_p
     write_table(table, tmp_path / "t")
     md = (tmp_path / "t.md").read_text()
     assert "| DD " in md and "| IDM " in md and "58.5 ± 0.5" in md
+
+
+def test_dc_protocol_trains_on_the_decoded_images_of_a_factor_2_record(small, monkeypatch):
+    from ddflow.protocols import dc as dc_protocol
+    seen = {}
+
+    def fake_train(stack, x, y, *args, **kwargs):
+        seen["x"], seen["y"] = x, y
+        return stack
+    monkeypatch.setattr(dc_protocol, "train_stack", fake_train)
+    monkeypatch.setattr(dc_protocol, "accuracy", lambda stack, x, y: [0.0])
+    info = get_info("mnist5k")
+    x, y = torch.randn(10, 1, 28, 28), torch.arange(10)
+    rec = DistilledSet(images=x, labels=y, method="idm", dataset="mnist5k", ipc=1, seed=0, mean=info.mean,
+                       std=info.std, factor=2)
+    settings = {"net": "ConvNetW32", "epochs": 1, "lr": 0.01, "momentum": 0.9, "weight_decay": 0.0005, "batch": 256}
+    dc_protocol.evaluate_dc(rec, small, settings, [torch.Generator().manual_seed(0)], CPU)
+    ex, ey = expand(x, y, 2)
+    assert seen["x"].shape == (40, 1, 28, 28) and torch.equal(seen["y"], ey)
+    torch.testing.assert_close(seen["x"], ex, rtol=1e-5, atol=1e-5)
+
+
+def test_runner_resume_after_a_kill_matches_an_uninterrupted_run(mnist5k_path, tmp_path):
+    from ddflow.distill import run
+    from ddflow.io import load_pt
+    ov = {"iterations": 5, "net": "ConvNetW32", "batch_real": 4, "trained_bs": 8, "net_generate_interval": 2,
+          "snapshots": [], "acc_reset_every": 2}
+    full = run("idm", "mnist5k", 1, 0, "quick", CPU, mnist5k_path, tmp_path / "full.pt", overrides=ov)
+    resume, out = tmp_path / "state.pt", tmp_path / "resumed.pt"
+    assert run("idm", "mnist5k", 1, 0, "quick", CPU, mnist5k_path, out, resume=resume, save_every=2, stop_after=3,
+               overrides=ov) is None
+    assert len(load_pt(resume)["method"]["queue"]["nets"]) == 4  # saved after iterations 0, 1: 3 initial + 1 pushed
+    resumed = run("idm", "mnist5k", 1, 0, "quick", CPU, mnist5k_path, out, resume=resume, save_every=2, overrides=ov)
+    assert torch.equal(resumed.images, full.images) and resumed.factor == 2
