@@ -4,6 +4,7 @@ seconds per iteration of DC/DSA (the official DSA code: 2.85 s per CIFAR-10 IPC 
     python benchmarks/bench.py --device cuda --dataset cifar10 --npz path/to/cifar10.npz
     python benchmarks/bench.py --device cpu                   # embedded mnist5k, CPU
     python benchmarks/bench.py --device cuda --dataset cifar10 --ipc 10 --idc   # IDC / DREAM s per inner loop
+    python benchmarks/bench.py --device cuda --dataset cifar10 --ipc 10 --idm   # IDM s per iteration (vs DM)
 
 Prints one JSON object per measurement. Target on a GPU: 20 models cost at most 3x one model.
 """
@@ -162,6 +163,16 @@ def bench_kernel(data, device, ipc: int, iters: int, preset: str) -> list[dict]:
     return out
 
 
+# ---- IDM: seconds per iteration beside DM's (neither IDM's README nor command.txt states a cost) ---------------
+#   python benchmarks/bench.py --device cuda --dataset cifar10 --npz cifar10.npz --ipc 10 --idm
+def bench_idm(data, device, ipc: int, iters: int, preset: str) -> list[dict]:
+    out = [time_method(data, device, m, ipc, iters, preset) for m in ("dm", "idm")]
+    hp = hparams.resolve("idm", data.info.name, ipc, preset)
+    out[1].update({k: hp[k] for k in ("factor", "batch_real", "fetch_net_num", "model_train_steps", "trained_bs")})
+    out.append({"bench": "idm_over_dm", "cost_ratio": out[0]["iterations_per_s"] / out[1]["iterations_per_s"]})
+    return out
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--device", default="auto")
@@ -184,6 +195,8 @@ def main() -> None:
     p.add_argument("--idc-loops", type=int, default=20, help="inner loops timed (DREAM re-clusters every 10)")
     p.add_argument("--kernel", action="store_true", help="only the FRePo / ISA block: distillation steps/s")
     p.add_argument("--kernel-iters", type=int, default=50)
+    p.add_argument("--idm", action="store_true", help="only IDM's s/iteration and peak memory beside DM's")
+    p.add_argument("--idm-iters", type=int, default=20)
     a = p.parse_args()
     if a.threads:
         torch.set_num_threads(a.threads)
@@ -197,6 +210,10 @@ def main() -> None:
     if a.idc:
         for method in ("idc", "dream"):
             print(json.dumps(bench_idc(data, device, method, a.ipc, a.idc_loops, a.preset)), flush=True)
+        return
+    if a.idm:
+        for r in bench_idm(data, device, a.ipc, a.idm_iters, a.preset):
+            print(json.dumps(r), flush=True)
         return
     results = []
     if a.kernel:

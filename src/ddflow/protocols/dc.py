@@ -2,7 +2,7 @@
 
 - `dc`: DC's evaluate_synset (VICO-UoE/DatasetCondensation utils.py): SGD (lr 0.01, momentum 0.9, wd 5e-4), batch
   256, epochs+1 epochs, lr x0.1 (and a fresh optimiser) after epoch epochs//2 + 1; test accuracy after the last
-  epoch; hard labels.
+  epoch; hard labels. A multi-formation set (`factor` > 1: IDM) trains on its decoded images (records.decoded()).
 - `mtt`: `dc` with the distillation's learned lr (MTT's evaluate_synset(lr = syn_lr)), on data in the
   distillation's preprocessing space (the record's real_in_space whitens the test split with its ZCA).
 - `soft`: `dc` trained on the distilled soft labels with the soft-target cross-entropy (EAD learns its labels).
@@ -37,8 +37,13 @@ def train_and_test_dc(record: DistilledSet, data: RealData, settings: dict, gene
                        batch=settings["batch"], decay_epochs=(epochs // 2 + 1,), decay_factor=0.1,
                        reset_momentum_on_decay=True)
     augment = make_augment(settings.get("augment", "none"), settings.get("strategy", "none"))
-    y = record.labels if labels is None else labels
-    train_stack(stack.train(True), record.images.to(device), y.to(device), generators, ts, augment, loss_fn=loss_fn,
+    x, y = record.images, record.labels
+    if int(record.factor) > 1:  # multi-formation (IDM's partition and expansion): train on the decoded set
+        if labels is not None:
+            raise DdflowError(f"protocol {name!r}: a multi-formation set with replaced labels is not defined")
+        x, y = record.decoded()
+    y = y if labels is None else labels
+    train_stack(stack.train(True), x.to(device), y.to(device), generators, ts, augment, loss_fn=loss_fn,
                 desc=desc(name, record))
     return accuracy(stack.train(False), data.x_test.to(device), data.y_test.to(device))
 
