@@ -103,3 +103,33 @@ def test_haba_record_holds_the_generated_set_and_regenerates_it_and_a_killed_run
     resumed = run("haba", "mnist5k", 2, 0, "quick", CPU, npz, tmp_path / "out.pt", resume=resume, **kw)
     assert torch.equal(resumed.images, full.images) and resumed.lr == full.lr
     assert torch.equal(resumed.extra["haba_bases"], full.extra["haba_bases"])
+
+
+def test_one_iteration_updates_the_factors_then_the_extractor_alone(setup):
+    """distill_fac.py lines 375-417: param_loss + club steps the bases, hallucinators and syn_lr (the extractor's
+    gradients from it are discarded); the extractor's own loss then steps the extractor only."""
+    from ddflow import hparams
+    from ddflow.data import get_info, load_real
+    from ddflow.methods import get_method
+    from ddflow.seeding import generator
+    npz, man = setup
+    hp = hparams.deep_merge(hparams.resolve("haba", "mnist5k", 1, "quick"), TINY)
+    m = get_method("haba")(hp, load_real(npz, get_info("mnist5k")), 1, generator("t"), CPU, {"trajectories": str(man)})
+    m.init()
+    before = {k: v.detach().clone() for k, v in m.state_dict().items() if isinstance(v, torch.Tensor)}
+    ext0 = {k: v.clone() for k, v in m.extractor.state_dict().items()}
+    hal0 = {k: v.clone() for k, v in m.hallucinators.state_dict().items()}
+    calls = []
+    real_step = m.extractor_step
+
+    def spy(idx):
+        calls.append({k: v.clone() for k, v in m.extractor.state_dict().items()})  # before its own step
+        return real_step(idx)
+
+    m.extractor_step = spy
+    out = m.step(0)
+    assert all(torch.equal(calls[0][k], ext0[k]) for k in ext0)           # untouched by the factors' step
+    assert not torch.equal(m.bases, before["bases"]) and m.syn_lr.item() != before["syn_lr"].item()
+    assert any(not torch.equal(v, hal0[k]) for k, v in m.hallucinators.state_dict().items())
+    assert any(not torch.equal(v, ext0[k]) for k, v in m.extractor.state_dict().items())
+    assert 0 <= float(out["club"]) <= float(hp["lambda_club"])             # lambda * (cos + 1) / 2
