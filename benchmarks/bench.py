@@ -90,7 +90,7 @@ def bench_experts(data, device, k: int, epochs: int, net: str = "ConvNet") -> di
 
 def bench_trajectory_method(data, device, method: str, ipc: int, iters: int, preset: str,
                             syn_steps: int | None = None, batch_syn: int | None = None) -> dict:
-    """MTT / EAD iterations per second on fake experts of the method's net; peak memory of the run."""
+    """MTT / HaBa / EAD iterations per second on fake experts of the method's net; peak memory of the run."""
     from ddflow.trajectory_sampling import write_ead_pool, write_mtt_manifest
     hp = hparams.resolve(method, data.info.name, ipc, preset)
     hp["prep"] = "raw"  # throughput only: skip fitting a ZCA
@@ -100,7 +100,7 @@ def bench_trajectory_method(data, device, method: str, ipc: int, iters: int, pre
         hp["batch_syn"] = batch_syn
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        if method == "mtt":
+        if hp["sampler"] == "mtt":  # mtt, haba: MTT windows
             need = int(hp["max_start_epoch"]) + int(hp["expert_epochs"])
             paths = _fake_experts(data, hp["net"], 2, need, tmp)
             write_mtt_manifest(f"mtt-m{hp['expert_epochs']}-t{hp['max_start_epoch']}", data.info.name, "raw",
@@ -116,9 +116,9 @@ def bench_trajectory_method(data, device, method: str, ipc: int, iters: int, pre
 
 def run_trajectory_benches(data, device, a) -> None:
     print(json.dumps(bench_experts(data, device, a.expert_block, a.expert_epochs, a.expert_net)), flush=True)
-    for method in ("mtt", "ead"):
+    for method in ("mtt", "haba", "ead"):
         print(json.dumps(bench_trajectory_method(data, device, method, a.ipc, a.traj_iters, a.preset,
-                                                 a.syn_steps if method == "mtt" else None)), flush=True)
+                                                 a.syn_steps if method != "ead" else None)), flush=True)
 
 
 # ---- IDC / DREAM (issue 5): inner loops per second -------------------------------------------------------

@@ -13,7 +13,7 @@ A non-finite loss stops the run with an error before any update, so the last res
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
@@ -29,14 +29,15 @@ from .base import Method
 from .registry import register
 
 
-def student_unroll(net: torch.nn.Module, start: dict[str, torch.Tensor], images: torch.Tensor,
+def student_unroll(net: torch.nn.Module, start: dict[str, torch.Tensor], images: torch.Tensor | Callable,
                    labels: torch.Tensor, syn_lr: torch.Tensor, batches: list[torch.Tensor],
                    augment=None) -> dict[str, torch.Tensor]:
     """len(batches) differentiable SGD steps of `net` from parameters `start` on images[batch] (augmented by
-    `augment(x)` when given); returns the final parameters, connected to images and syn_lr."""
+    `augment(x)` when given); returns the final parameters, connected to images and syn_lr. `images` may also be a
+    function from a batch of indices to its images (HaBa generates them from bases and hallucinators)."""
     params = dict(start)
     for idx in batches:
-        x = images[idx]
+        x = images(idx) if callable(images) else images[idx]
         if augment is not None:
             x = augment(x)
         loss = F.cross_entropy(functional_call(net, params, (x,)), labels[idx])
@@ -61,6 +62,19 @@ class MTT(Method):
     state = ("images", "syn_lr", "opt_img", "opt_lr", "order")
 
     def init(self) -> None:
+        self.init_trajectories()
+        hp = self.hp
+        self.images = self.initial_images()
+        self.labels = self.class_labels().to(self.device)
+        self.syn_lr = torch.tensor(float(hp["lr_teacher"]), device=self.device).requires_grad_(True)
+        self.opt_img = torch.optim.SGD([self.images], lr=hp["lr_img"], momentum=hp["momentum"])
+        self.opt_lr = torch.optim.SGD([self.syn_lr], lr=hp["lr_lr"], momentum=hp["momentum"])
+        self.dsa = DSA(self.dsa_strategy()) if hp.get("dsa", True) else None
+        self.order = torch.randperm(len(self.manifest["experts"]), generator=self.generator).tolist()
+
+    def init_trajectories(self) -> None:
+        """The checkpoint-sampling manifest (checked against the hparams) and the functional student net; draws
+        nothing from the generator."""
         hp, info = self.hp, self.data.info
         self.manifest = load_manifest(self.inputs["trajectories"], info.name, hp["prep"], hp["net"])
         check_normalization(self.manifest, info, self.inputs["trajectories"])
@@ -76,13 +90,6 @@ class MTT(Method):
         if has_batchnorm(self.net):
             raise DdflowError(f"mtt: net {hp['net']!r} has BatchNorm; the functional student does not track it")
         self.net.train()
-        self.images = self.initial_images()
-        self.labels = self.class_labels().to(self.device)
-        self.syn_lr = torch.tensor(float(hp["lr_teacher"]), device=self.device).requires_grad_(True)
-        self.opt_img = torch.optim.SGD([self.images], lr=hp["lr_img"], momentum=hp["momentum"])
-        self.opt_lr = torch.optim.SGD([self.syn_lr], lr=hp["lr_lr"], momentum=hp["momentum"])
-        self.dsa = DSA(self.dsa_strategy()) if hp.get("dsa", True) else None
-        self.order = torch.randperm(len(self.manifest["experts"]), generator=self.generator).tolist()
         self._cache: tuple[int, dict] | None = None
 
     def expert(self, k: int) -> dict[str, Any]:
@@ -92,11 +99,13 @@ class MTT(Method):
             self._cache = (k, e)
         return self._cache[1]
 
-    def next_batches(self, steps: int) -> list[torch.Tensor]:
+    def next_batches(self, steps: int, n: int | None = None) -> list[torch.Tensor]:
         """The synthetic minibatch of each student step (official distill.py lines 340-348): the chunks of a random
-        permutation split by batch_syn, taken from the last (indices_chunks.pop()), a new permutation whenever they
-        run out, and a fresh start at every iteration (indices_chunks = [] inside the iteration loop)."""
-        n, size = len(self.images), int(self.hp.get("batch_syn") or len(self.images))
+        permutation of n (default: the synthetic images) split by batch_syn, taken from the last
+        (indices_chunks.pop()), a new permutation whenever they run out, and a fresh start at every iteration
+        (indices_chunks = [] inside the iteration loop)."""
+        n = len(self.images) if n is None else n
+        size = int(self.hp.get("batch_syn") or n)
         chunks: list[torch.Tensor] = []
         out = []
         for _ in range(steps):
@@ -105,17 +114,23 @@ class MTT(Method):
             out.append(chunks.pop())
         return out
 
-    def step(self, it: int) -> dict[str, float]:
-        hp = self.hp
+    def window(self, it: int) -> tuple[int, int, dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        """This iteration's expert k (the fixed order, cycled), its start epoch drawn from randint(0,
+        max_start_epoch), and the parameters theta_0 = expert[start], theta* = expert[start + expert_epochs]."""
         k = self.order[it % len(self.order)]
-        start_epoch = int(torch.randint(0, int(hp["max_start_epoch"]), (1,), generator=self.generator))
+        start_epoch = int(torch.randint(0, int(self.hp["max_start_epoch"]), (1,), generator=self.generator))
         e = self.expert(k)
-        target_epoch = start_epoch + int(hp["expert_epochs"])
+        target_epoch = start_epoch + int(self.hp["expert_epochs"])
         if target_epoch > e["epochs"]:
-            raise DdflowError(f"mtt: window [{start_epoch}, {target_epoch}] beyond the {e['epochs']} epochs of "
-                              f"{self.manifest['experts'][k]}")
+            raise DdflowError(f"{self.method_id}: window [{start_epoch}, {target_epoch}] beyond the {e['epochs']} "
+                              f"epochs of {self.manifest['experts'][k]}")
         start = {n: to_device(v[start_epoch], self.device) for n, v in e["params"].items()}
         target = {n: to_device(v[target_epoch], self.device) for n, v in e["params"].items()}
+        return k, start_epoch, start, target
+
+    def step(self, it: int) -> dict[str, float]:
+        hp = self.hp
+        k, start_epoch, start, target = self.window(it)
         start_leaf = {n: v.clone().requires_grad_(True) for n, v in start.items()}
         batches = self.next_batches(int(hp["syn_steps"]))
         batches = to_device(torch.cat(batches), self.device).split([len(b) for b in batches])  # one copy
