@@ -37,9 +37,9 @@ def test_paper_preset_grid_is_the_p1_grid_and_top_level_keys_override_it():
 
 @pytest.mark.parametrize("override,message", [
     ({"datasets": ["imagenet"]}, "unknown dataset 'imagenet'"),
-    ({"methods": ["dsa9"]}, "unknown method 'dsa9'; implemented: cafe, cafe-dream, dc, dc-dream, dm, dm-dream, dm-isa, dream, "
-                           "dsa, dsa-dream, "
-                           "ead, ead-literal, frepo, frepo-drop-easy10, frepo-drop-easy20, frepo-drop-easy30, "
+    ({"methods": ["dsa9"]}, "unknown method 'dsa9'; implemented: cafe, cafe-dream, dc, dc-dream, dm, dm-dream, dm-isa, "
+                           "dream, dsa, dsa-dream, ead, ead-literal, frepo, frepo-drop-easy10, frepo-drop-easy20, "
+                           "frepo-drop-easy30, "
                            "frepo-drop-hard10, frepo-drop-hard20, frepo-drop-hard30, herding, idc, isa, mtt, random"),
     ({"tables": ["nope_t9"]}, "unknown table 'nope_t9'; known: dream_t1, dream_t2, ead_claims, isa_t6, isa_t7, isa_t8"),
     ({"ipcs": [1, 500]}, r"IPC \[500\] larger than the smallest class of mnist5k \(400"),
