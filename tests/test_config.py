@@ -28,7 +28,8 @@ def _cfg(**kw):
 def test_default_config_runs_every_method_on_mnist5k_at_ipc_1_and_10_and_costly_ones_at_ipc_1():
     grid = check(_cfg(), HP, PAPERS)
     assert grid["datasets"] == ["mnist5k"] and grid["ipcs"] == [1, 10] and grid["seeds"] == [0]
-    assert {"random", "herding", "dm", "dc", "dsa", "mtt", "ead", "idc", "dream", "frepo", "isa"} <= set(grid["methods"])
+    assert {"random", "herding", "dm", "dc", "dsa", "mtt", "ead", "idc", "dream", "frepo", "isa"} <= \
+        set(grid["methods"])
     assert {"dream_t1", "dream_t2", "ead_claims", "isa_t6"} <= set(grid["tables"]) and grid["figures"] == []
     assert grid["method_ipcs"] and all(method_ipcs(grid, m) == [1] for m in grid["method_ipcs"])
 

@@ -60,7 +60,7 @@ def test_dream_t1_layout_ours_beside_paper_and_difference(tmp_path):
     csv = pd.read_csv(tmp_path / "t.csv")
     assert set(csv.columns) >= {"row", "method", "dataset", "ipc", "ours_mean", "ours_std", "paper_mean", "difference",
                                 "n_models"}
-    assert len(csv) == 18 * 2 * 2  # 15 paper rows + 3 DREAM-sampling rows, 2 datasets x 2 IPCs
+    assert len(csv) == 19 * 2 * 2  # 15 paper rows + 4 DREAM-sampling rows, 2 datasets x 2 IPCs
     tex = (tmp_path / "t.tex").read_text()
     assert r"\begin{tabular}" in tex and r"$\pm$" in tex and "tab:dream_t1" in tex
     assert r"\multicolumn{2}{c}{MNIST}" in tex and "IPC 1 & IPC 10" in tex  # dataset over its IPCs
