@@ -132,3 +132,15 @@ def test_derived_protocol_evaluates_a_record(random_real):
                 "augment": "none", "models": 2}
     cell = evaluate_cell(record, "dc-lenet", settings, data, torch.device("cpu"))
     assert cell["protocol"] == "dc-lenet" and len(cell["accuracies"]) == 2
+
+
+@pytest.mark.parametrize("name", ["MLP", "LeNet", "AlexNet", "VGG11", "ResNet18", "ResNet18_AP"])
+def test_nets_without_batchnorm_run_batched_by_vmap_as_by_the_loop(name):
+    """The GPU path (vmap over K stacked models) computes what the per-model loop computes."""
+    gens = [torch.Generator().manual_seed(i) for i in range(2)]
+    template = build_eval_net(name, 1, 10, 28)
+    vm = NetStack(template, gens, "cpu", batching="vmap")
+    gens = [torch.Generator().manual_seed(i) for i in range(2)]
+    lp = NetStack(template, gens, "cpu", batching="loop")
+    x = torch.randn(2, 3, 1, 28, 28)
+    assert torch.allclose(vm.forward(x), lp.forward(x), atol=1e-5)
