@@ -16,6 +16,7 @@ from ddflow import trajectory_sampling as ddsampling  # noqa: E402
 from ddflow.methods import get_method  # noqa: E402
 from ddflow.protocols import protocol_settings  # noqa: E402
 from ddflow.report.tables import load_spec  # noqa: E402
+from ddflow.report.xarch import load_xarch_spec, xarch_cells  # noqa: E402
 
 ddconfig.coerce_cli_types(config)
 validate(config, Path(workflow.basedir) / "workflow" / "schemas" / "config.schema.yaml")
@@ -243,10 +244,17 @@ def eval_settings(wildcards):
 
 # ---- input functions and params: tables and figures --------------------------------------------------------
 def table_inputs(wildcards):
-    """A table's inputs by its spec's kind: evaluation cells of its rows (kind cells, the default), or the
-    distilled records of its rows (kind timing: DREAM supp. Table 2 reads each run's own timing)."""
+    """A table's inputs by its spec's kind: evaluation cells of its rows (kind cells, the default; kind xarch: at
+    the spec's dataset and IPC, one protocol per architecture), or the distilled records of its rows (kind
+    timing: DREAM supp. Table 2 reads each run's own timing)."""
     s = spec(wildcards.table)
     rows = [(r["method"], r.get("protocol", "dc")) for r in s["rows"] if r.get("method") in GRID["methods"]]
+    if s.get("kind") == "xarch":  # one dataset x IPC (the spec's), one protocol per architecture
+        return [
+            eval_path(p, m, d, i, seed)
+            for p, m, d, i in xarch_cells(load_xarch_spec(table_spec(wildcards)), GRID["methods"])
+            for seed in GRID["seeds"]
+        ]
     if s.get("kind", "cells") == "timing":
         return [
             distilled_path(m, d, i, seed)

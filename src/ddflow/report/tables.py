@@ -19,7 +19,8 @@ DASH = "—"
 _PM = re.compile(r"^\s*([-+]?\d+(?:\.\d+)?)\s*(?:±\s*(\d+(?:\.\d+)?))?\s*$")
 
 
-TABLE_KINDS = ("cells", "timing")             # results/tables/{name}.{csv,md,tex}: evaluation cells / run timing
+TABLE_KINDS = ("cells", "timing", "xarch")    # results/tables/{name}.{csv,md,tex}: evaluation cells / run
+                                              # timing / cells by architecture (report/xarch.py)
 SPEC_KINDS = TABLE_KINDS + ("information", "recall", "figure")  # ISA's side tables, paper figures
 
 
