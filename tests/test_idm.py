@@ -185,8 +185,8 @@ def test_ead_baselines_spec_loads_builds_and_names_only_registered_methods(tmp_p
     df = table["df"]
     idm = df[(df.method == "idm") & (df.dataset == "cifar10") & (df.ipc == 10)].iloc[0]
     assert idm.ours_mean == pytest.approx(58.5) and idm.paper_mean == 58.6
-    rtp = df[(df.row == "RTP") & (df.dataset == "tiny") & (df.ipc == 1)].iloc[0]
-    assert rtp.paper_mean == 16.0 and rtp.n_models == 0
+    rtp = df[(df.row == "RTP") & (df.dataset == "cifar10") & (df.ipc == 1)].iloc[0]
+    assert rtp.paper_mean == 66.4 and rtp.n_models == 0
     write_table(table, tmp_path / "t")
     md = (tmp_path / "t.md").read_text()
     assert "| DD " in md and "| IDM " in md and "58.5 ± 0.5" in md
