@@ -70,6 +70,12 @@ def cmd_table(a) -> None:
         raise DdflowError(f"{a.spec}: a {kind!r} spec is not a table of results/tables (kinds: cells, timing)")
 
 
+def cmd_results_matrix(a) -> None:
+    from .report.matrix import write_matrix
+    rows = write_matrix(a.results, a.papers, a.out)
+    log.info("%s: %d paper-preset cells", a.out, len(rows))
+
+
 def cmd_grid(a) -> None:
     from .report.figures import distilled_grid
     distilled_grid(a.distilled, a.out)
@@ -195,6 +201,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out-prefix", required=True)
     p.add_argument("cells", nargs="*")
     p.set_defaults(fn=cmd_table)
+
+    p = sub.add_parser("results-matrix", help="docs/RESULTS.md: every paper-preset cell beside the paper's value")
+    p.add_argument("--results", default="results", help="the results folder (its eval/ cells are read)")
+    p.add_argument("--papers", default="workflow/papers", help="the table specs")
+    p.add_argument("--out", default="docs/RESULTS.md")
+    p.set_defaults(fn=cmd_results_matrix)
 
     p = sub.add_parser("grid", help="image grid of a distilled set")
     p.add_argument("--distilled", required=True)

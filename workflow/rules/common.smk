@@ -331,3 +331,13 @@ def isa_table_distilled(wildcards):
 def isa_table_args(wildcards):
     s = analysis_settings(wildcards.dataset, wildcards.ipc)
     return shell_args(["--batch", s["information_batch"], "--batches", s["information_batches"], "--k", s["recall_k"]])
+
+
+def existing_eval_cells():
+    """The evaluation cells already under results/eval (the results matrix lists what has been run, so a new cell
+    makes it out of date; it never asks for a cell to be made)."""
+    return sorted(str(p) for p in Path("results/eval").glob("*/*/*/ipc*/s*.json"))
+
+
+def paper_specs():
+    return sorted(str(p) for p in PAPERS.glob("*.yaml"))

@@ -14,6 +14,7 @@ or ISA's script/eval.py step_per_prototpyes); the resolved settings carry it as 
 """
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import time
 from pathlib import Path
@@ -75,5 +76,6 @@ def evaluate_cell(record: DistilledSet, protocol_name: str, settings: dict, data
     accs = fn(record, record.real_in_space(data), settings, gens, device)
     out = cell_record(record, protocol_name, settings, accs, time.time() - t0, peak_memory_mb(device))
     out["provenance"] = provenance(device)
+    out["date"] = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
     log.info("%s: %.2f +- %.2f over %d models (%.1f s)", record.cell, out["mean"], out["std"], k, out["seconds"])
     return out
