@@ -49,7 +49,8 @@ def cmd_evaluate(a) -> None:
     from .runtime import resolve_device
     device = resolve_device(a.device)
     distilled = load_distilled(a.distilled)
-    settings = protocol_settings(distilled.method, distilled.dataset, distilled.ipc, a.preset, a.protocol,
+    from .interop.imports import settings_method
+    settings = protocol_settings(settings_method(distilled), distilled.dataset, distilled.ipc, a.preset, a.protocol,
                                  a.hparams_dir)
     # the real data normalised as the distilled set was (a method may normalise with another dataset's statistics)
     info = dataclasses.replace(get_info(distilled.dataset), mean=tuple(distilled.mean), std=tuple(distilled.std))
@@ -68,6 +69,39 @@ def cmd_table(a) -> None:
         write_table(build_table(a.spec, a.cells, datasets=a.datasets, ipcs=a.ipcs), a.out_prefix)
     else:
         raise DdflowError(f"{a.spec}: a {kind!r} spec is not a table of results/tables (kinds: cells, timing)")
+
+
+def cmd_import(a) -> None:
+    """An outside distilled set to ddflow records (ddflow.interop): one per seed (`{seed}` in --out for several)."""
+    from .interop.imports import build_records, check_entry
+    entry = {k: v for k, v in (("path", a.path), ("format", a.format), ("dataset", a.dataset), ("ipc", a.ipc),
+                               ("space", a.space), ("lr", _number_or_path(a.lr)), ("zca", a.zca),
+                               ("protocols", a.protocols), ("eval_as", a.eval_as)) if v is not None}
+    if a.format != "dc":
+        entry["seed"] = a.seed if a.seed is not None else 0
+    imp = check_entry(a.name, entry, a.preset, a.hparams_dir)
+    records = build_records(imp, a.preset, a.data, seeds=None if a.seed is None else [a.seed])
+    if len(records) > 1 and "{seed}" not in a.out:
+        raise DdflowError(f"{a.path}: {len(records)} experiments; put {{seed}} in --out or choose one with --seed")
+    for r in records:
+        out = a.out.replace("{seed}", str(r.seed))
+        r.save(out)
+        log.info("%s: %s (%s, %s space, %d images)", out, r.cell, a.format, r.space, len(r.images))
+
+
+def _number_or_path(v: str | None):
+    if v is None:
+        return None
+    try:
+        return float(v)
+    except ValueError:
+        return v
+
+
+def cmd_export(a) -> None:
+    from .interop.export import export_record
+    from .records import load_distilled
+    export_record(load_distilled(a.distilled), a.out, a.png_dir)
 
 
 def cmd_results_matrix(a) -> None:
@@ -201,6 +235,30 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out-prefix", required=True)
     p.add_argument("cells", nargs="*")
     p.set_defaults(fn=cmd_table)
+
+    p = sub.add_parser("import", help="a distilled set made by other code -> ddflow record(s) (ddflow.interop)")
+    _common(p)
+    p.add_argument("--name", required=True, help="the id it is evaluated and tabled under (not a method id)")
+    p.add_argument("--path", required=True)
+    p.add_argument("--format", required=True, help="plain | mtt | dc | png")
+    p.add_argument("--dataset", required=True)
+    p.add_argument("--ipc", type=int, required=True)
+    p.add_argument("--space", required=True, help="pixels | normalized | zca")
+    p.add_argument("--seed", type=int, default=None, help="the seed (dc format: the experiment; default all)")
+    p.add_argument("--lr", default=None, help="the learned lr: a number or a .pt file holding it")
+    p.add_argument("--zca", default=None, help="space zca: a ZCA state file, or kornia | frepo (fitted on --data)")
+    p.add_argument("--protocols", nargs="+", default=None)
+    p.add_argument("--eval-as", default=None, help="the method whose evaluation settings apply")
+    p.add_argument("--preset", default="quick")
+    p.add_argument("--data", default=None, help="the dataset's npz (to fit a ZCA kind)")
+    p.add_argument("--out", required=True, help="the record's path; {seed} is replaced by each seed")
+    p.set_defaults(fn=cmd_import)
+
+    p = sub.add_parser("export", help="a distilled record to per-class PNGs and/or a plain .pt/.npz (pixels)")
+    p.add_argument("--distilled", required=True)
+    p.add_argument("--out", default=None, help="a .pt or .npz file")
+    p.add_argument("--png-dir", default=None)
+    p.set_defaults(fn=cmd_export)
 
     p = sub.add_parser("results-matrix", help="docs/RESULTS.md: every paper-preset cell beside the paper's value")
     p.add_argument("--results", default="results", help="the results folder (its eval/ cells are read)")

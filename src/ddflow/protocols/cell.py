@@ -26,7 +26,7 @@ import yaml
 from .. import hparams as hparams_mod
 from ..data import RealData, get_info
 from ..errors import DdflowError
-from ..methods import get_method
+from ..methods import REGISTRY, get_method
 from ..records import DistilledSet, cell_record
 from ..runtime import peak_memory_mb, provenance, reset_peak
 from ..seeding import generator
@@ -69,7 +69,8 @@ def evaluate_cell(record: DistilledSet, protocol_name: str, settings: dict, data
     """Train settings['models'] networks under the protocol on the record; the cell record (ddflow.records)."""
     fn = get_protocol(protocol_name)
     k = int(settings["models"])
-    seed_id = get_method(record.method).seed_id()  # a -dream variant is evaluated by the same K model draws as its base
+    # a -dream variant is evaluated by the same K model draws as its base; an imported set (ddflow.interop) by its name
+    seed_id = get_method(record.method).seed_id() if record.method in REGISTRY else record.method
     gens = [generator("eval", protocol_name, seed_id, record.dataset, record.ipc, record.seed, i) for i in range(k)]
     reset_peak(device)
     t0 = time.time()
