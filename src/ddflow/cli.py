@@ -66,7 +66,8 @@ def cmd_table(a) -> None:
     if kind == "timing":
         write_timing_table(build_timing_table(a.spec, a.cells), a.out_prefix)
     elif kind == "cells":
-        write_table(build_table(a.spec, a.cells, datasets=a.datasets, ipcs=a.ipcs), a.out_prefix)
+        rows = json.loads(a.extra_rows) if a.extra_rows else []
+        write_table(build_table(a.spec, a.cells, datasets=a.datasets, ipcs=a.ipcs, extra_rows=rows), a.out_prefix)
     else:
         raise DdflowError(f"{a.spec}: a {kind!r} spec is not a table of results/tables (kinds: cells, timing)")
 
@@ -233,6 +234,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--datasets", nargs="+", required=True)
     p.add_argument("--ipcs", nargs="+", type=int, required=True)
     p.add_argument("--out-prefix", required=True)
+    p.add_argument("--extra-rows", default=None, help="JSON list of rows added after the spec's (imported sets)")
     p.add_argument("cells", nargs="*")
     p.set_defaults(fn=cmd_table)
 

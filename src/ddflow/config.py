@@ -100,6 +100,8 @@ def check(config: dict[str, Any], hparams_dir: str | Path, papers_dir: str | Pat
         if d not in DATASETS:
             raise DdflowError(f"config key 'data': unknown dataset {d!r}; known: {', '.join(DATASETS)}")
     for m in grid["methods"]:
+        if m in (config.get("imports") or {}):
+            raise DdflowError(f"config key 'methods': {m!r} is an imported set; `imports` alone evaluates and tables it")
         if m not in REGISTRY:
             raise DdflowError(f"config key 'methods': unknown method {m!r}; implemented: {', '.join(sorted(REGISTRY))}")
         check_file(m, hparams_dir)
@@ -136,3 +138,20 @@ def check(config: dict[str, Any], hparams_dir: str | Path, papers_dir: str | Pat
             raise DdflowError(f"config key 'ipcs': IPC {too_big} larger than the smallest class of {d} "
                               f"({smallest} images in {where})")
     return grid
+
+
+def check_imports(config: dict[str, Any], grid: dict[str, list], hparams_dir: str | Path,
+                  papers_dir: str | Path) -> dict[str, Any]:
+    """config['imports'] checked (ddflow.interop.imports.check_entry: names, files, protocols, settings), each
+    entry's `tables` defaulting to the configured tables of kind cells and limited to them."""
+    from .interop.imports import check_imports as check_entries
+    imports = check_entries(config.get("imports"), config["preset"], hparams_dir)
+    cell_tables = [t for t in grid["tables"] if load_spec(Path(papers_dir) / f"{t}.yaml")["kind"] == "cells"]
+    for name, entry in imports.items():
+        if entry.tables is None:
+            entry.tables = list(cell_tables)
+        for t in entry.tables:
+            if t not in cell_tables:
+                raise DdflowError(f"config imports.{name}.tables: {t!r} is not a configured table of kind cells "
+                                  f"(configured: {', '.join(cell_tables) or 'none'})")
+    return imports

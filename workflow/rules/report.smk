@@ -36,9 +36,10 @@ rule table:
         datasets=GRID["datasets"],
         ipcs=[str(i) for i in GRID["ipcs"]],
         prefix="results/tables/{table}",
+        extra_rows=table_extra_rows,
     shell:
         "python -m ddflow table --spec {params.spec:q} --datasets {params.datasets:q} --ipcs {params.ipcs:q}"
-        " --out-prefix {params.prefix:q} {input:q} > {log:q} 2>&1"
+        " --extra-rows {params.extra_rows:q} --out-prefix {params.prefix:q} {input:q} > {log:q} 2>&1"
 
 
 rule grid_figure:

@@ -86,8 +86,10 @@ def pool_cells(cell_paths: list[str | Path]) -> dict[tuple[str, str, str, int], 
 
 
 def build_table(spec_path: str | Path, cell_paths: list[str | Path], datasets: list[str],
-                ipcs: list[int]) -> dict[str, Any]:
+                ipcs: list[int], extra_rows: list[dict[str, Any]] = ()) -> dict[str, Any]:
+    """`extra_rows`: rows the config adds after the spec's (imported sets, ddflow.interop.imports)."""
     spec = load_spec(spec_path)
+    spec["rows"] = list(spec["rows"]) + list(extra_rows)
     pooled = pool_cells(cell_paths)
     compare_as = spec.get("compare_as", {})
     records = []
