@@ -6,8 +6,8 @@ import re
 import pytest
 import torch
 
-from tiny_workflow import tiny_workdir
 from tiny_workflow import snakemake as _snakemake
+from tiny_workflow import tiny_workdir
 
 pytestmark = pytest.mark.workflow
 
@@ -32,8 +32,7 @@ def imports_run(tmp_path_factory, mnist5k):
     torch.save(x, mtt_run / "images_best.pt")                  # MTT distill.py lines 242-243
     torch.save(y, mtt_run / "labels_best.pt")
     dc_file = src / "res_DM_MNIST_ConvNet_1ipc.pt"             # DC main_DM.py line 204: one pair per experiment
-    torch.save({"data": [list(_one_per_class(mnist5k, 1)), list(_one_per_class(mnist5k, 2))],
-                "accs_all_exps": {"ConvNet": [0.5, 0.6]}}, dc_file)
+    torch.save({"data": [list(_one_per_class(mnist5k, 1))], "accs_all_exps": {"ConvNet": [0.5]}}, dc_file)
     imports = {
         "mtt-outside": {"path": str(mtt_run), "format": "mtt", "dataset": "mnist5k", "ipc": 1,
                         "space": "normalized", "lr": 0.01},
@@ -41,7 +40,7 @@ def imports_run(tmp_path_factory, mnist5k):
     }
     work = tiny_workdir(tmp_path_factory.mktemp("wf"), TINY_QUICK, methods=["random"], ipcs=[1], seeds=[0],
                         tables=["dream_t1"], figures=[], imports=imports)
-    _snakemake(work)
+    _snakemake(work, "results/tables/dream_t1.md")   # the table and its cells (no figures: seconds matter)
     return work
 
 
@@ -49,9 +48,9 @@ def test_imported_mtt_and_dc_sets_are_evaluated_and_tabled(imports_run):
     mtt = json.loads((imports_run / "results/eval/mtt/mtt-outside/mnist5k/ipc1/s0.json").read_text())
     assert mtt["n_models"] == 2 and mtt["settings"]["epochs"] == 4 and mtt["settings"]["augment"] == "dsa"
     assert mtt["method"] == "mtt-outside" and mtt["preset"] == "quick"
-    for seed in (0, 1):   # one record per experiment of the DC file
-        dc = json.loads((imports_run / f"results/eval/dc/dm-outside/mnist5k/ipc1/s{seed}.json").read_text())
-        assert dc["n_models"] == 2 and dc["seed"] == seed and dc["settings"]["augment"] == "dsa"   # DM's eval
+    # one record per experiment of the DC file (one here; several: tests/test_interop.py)
+    dc = json.loads((imports_run / "results/eval/dc/dm-outside/mnist5k/ipc1/s0.json").read_text())
+    assert dc["n_models"] == 2 and dc["settings"]["augment"] == "dsa"   # evaluated with DM's settings
     md = (imports_run / "results/tables/dream_t1.md").read_text()
     for label in ("mtt-outside (imported)", "dm-outside (imported)"):
         line = next(line for line in md.splitlines() if line.startswith(f"| {label} "))

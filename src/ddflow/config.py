@@ -101,7 +101,7 @@ def check(config: dict[str, Any], hparams_dir: str | Path, papers_dir: str | Pat
             raise DdflowError(f"config key 'data': unknown dataset {d!r}; known: {', '.join(DATASETS)}")
     for m in grid["methods"]:
         if m in (config.get("imports") or {}):
-            raise DdflowError(f"config key 'methods': {m!r} is an imported set; `imports` alone evaluates and tables it")
+            raise DdflowError(f"config key 'methods': {m!r} is an imported set; `imports` evaluates and tables it")
         if m not in REGISTRY:
             raise DdflowError(f"config key 'methods': unknown method {m!r}; implemented: {', '.join(sorted(REGISTRY))}")
         check_file(m, hparams_dir)
