@@ -14,6 +14,8 @@ SPEC = {
         {"label": "DM", "method": "dm", "protocol": "dc", "paper": {"mnist": {1: "89.7±0.6", 10: 97.5}}},
         {"label": "MTT", "method": "mtt", "protocol": "mtt", "paper": {"mnist": {1: 91.0}}},
         {"label": "DD", "paper": {"mnist": {10: 79.5}}},
+        {"label": "Whole dataset", "method": "whole", "protocol": "dc",
+         "paper": {"mnist": {1: "99.6±0.0", 10: "99.6±0.0"}}},
     ],
 }
 
@@ -42,9 +44,20 @@ def test_matrix_lists_only_paper_preset_cells_with_delta_and_tolerance(tmp_path)
         {"protocol": "dc", "method": "dm", "dataset": "mnist", "ipc": 1, "seed": 0, "preset": "paper",
          "accuracies": [0.0]}))
 
+    whole = results / "eval" / "whole"
+    whole.mkdir(parents=True)
+    (whole / "mnist.json").write_text(json.dumps(      # the whole-dataset bound: IPC 0, every column
+        {"protocol": "dc", "method": "whole", "dataset": "mnist", "ipc": 0, "seed": 0, "preset": "paper",
+         "accuracies": [99.5, 99.3]}))
+    (whole / "mnist5k.json").write_text(json.dumps(
+        {"protocol": "dc", "method": "whole", "dataset": "mnist5k", "ipc": 0, "seed": 0, "preset": "quick",
+         "accuracies": [95.0]}))
+
     rows = matrix_rows(results, papers)
-    assert [(r["row"], r["dataset"], r["ipc"]) for r in rows] == [("DM", "mnist", 1), ("DM", "mnist", 10)]
-    one, ten = rows
+    assert [(r["row"], r["dataset"], r["ipc"]) for r in rows] == [("DM", "mnist", 1), ("DM", "mnist", 10),
+                                                                  ("Whole dataset", "mnist", 0)]
+    one, ten, bound = rows
+    assert bound["paper_mean"] == 99.6 and math.isclose(bound["delta"], 99.4 - 99.6) and bound["within"] is True
     accs = [89.0, 90.0, 91.0, 92.0]
     mean = sum(accs) / 4
     assert math.isclose(one["mean"], mean) and one["n_models"] == 4 and one["n_seeds"] == 2
@@ -60,7 +73,8 @@ def test_matrix_lists_only_paper_preset_cells_with_delta_and_tolerance(tmp_path)
         in text
     assert "| toy_t1 | DM | mnist | 10 | 95.0 ± 0.0 | 1 (1) | 97.5 | -2.5 | no |" in text
     assert "mnist5k" not in text and "MTT" not in text
-    assert "1 of 2 cells with a paper value are within tolerance." in text
+    assert "| toy_t1 | Whole dataset | mnist | all | 99.4 ± 0.1 | 2 (1) | 99.6 ± 0.0 | -0.2 | yes |" in text
+    assert "2 of 3 cells with a paper value are within tolerance." in text
 
 
 def test_matrix_without_paper_cells_says_so(tmp_path):

@@ -105,6 +105,12 @@ def cmd_export(a) -> None:
     export_record(load_distilled(a.distilled), a.out, a.png_dir)
 
 
+def cmd_whole(a) -> None:
+    from .runtime import resolve_device
+    from .whole import train_whole
+    train_whole(a.dataset, a.data, a.preset, resolve_device(a.device), a.out, a.hparams_dir)
+
+
 def cmd_results_matrix(a) -> None:
     from .report.matrix import write_matrix
     rows = write_matrix(a.results, a.papers, a.out)
@@ -261,6 +267,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default=None, help="a .pt or .npz file")
     p.add_argument("--png-dir", default=None)
     p.set_defaults(fn=cmd_export)
+
+    p = sub.add_parser("whole", help="the whole-dataset bound: ConvNets trained on the full training split (dc loop)")
+    _common(p)
+    for k in ("dataset", "data", "preset", "out"):
+        p.add_argument(f"--{k}", required=True)
+    p.set_defaults(fn=cmd_whole)
 
     p = sub.add_parser("results-matrix", help="docs/RESULTS.md: every paper-preset cell beside the paper's value")
     p.add_argument("--results", default="results", help="the results folder (its eval/ cells are read)")

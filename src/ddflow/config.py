@@ -14,6 +14,7 @@ from .hparams import PRESETS, check_file, check_values, resolve
 from .methods import REGISTRY
 from .report.tables import TABLE_KINDS, load_spec
 
+WHOLE = "whole"         # ddflow.whole.METHOD: the table rows' id of the whole-dataset bound
 GRID_KEYS = ("datasets", "methods", "ipcs", "seeds", "tables", "figures")
 FIGURES = ("dream_fig1",)
 
@@ -109,7 +110,7 @@ def check(config: dict[str, Any], hparams_dir: str | Path, papers_dir: str | Pat
             for i in method_ipcs(grid, m):
                 where = f"{Path(hparams_dir) / m}.yaml resolved for {d}, IPC {i}, preset {config['preset']}"
                 check_values(resolve(m, d, int(i), config["preset"], hparams_dir), where)
-    for name in ("experts", "featnet", "analyses"):
+    for name in ("experts", "featnet", "analyses", WHOLE):
         if (Path(hparams_dir) / f"{name}.yaml").exists():
             check_file(name, hparams_dir)
     for m, ipcs in grid["method_ipcs"].items():
@@ -125,6 +126,8 @@ def check(config: dict[str, Any], hparams_dir: str | Path, papers_dir: str | Pat
             known = sorted(p.stem for p in Path(papers_dir).glob("*.yaml") if load_spec(p)["kind"] in TABLE_KINDS)
             raise DdflowError(f"config key 'tables': unknown table {t!r}; known: {', '.join(known)}")
         for method, protocol in table_rows(path):
+            if method == WHOLE:  # the whole-dataset bound (ddflow.whole): a cell per dataset, not a method
+                continue
             if method not in REGISTRY:  # a row without `method` is a paper-only row; a named one must exist
                 raise DdflowError(f"{path}: a row names method {method!r}, which is not implemented; known: "
                                   f"{', '.join(sorted(REGISTRY))} (leave `method` out for a paper-only row)")

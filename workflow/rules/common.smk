@@ -13,6 +13,7 @@ from ddflow import distill as ddistill  # noqa: E402
 from ddflow import experts as ddexperts  # noqa: E402
 from ddflow import hparams as ddhparams  # noqa: E402
 from ddflow import trajectory_sampling as ddsampling  # noqa: E402
+from ddflow import whole as ddwhole  # noqa: E402
 from ddflow.methods import get_method  # noqa: E402
 from ddflow.protocols import protocol_settings  # noqa: E402
 from ddflow.report.tables import load_spec  # noqa: E402
@@ -74,6 +75,20 @@ def eval_path(protocol, method, dataset, ipc, seed):
 
 def snapshot_eval_path(protocol, method, dataset, ipc, seed, it):
     return f"results/eval/{protocol}/{method}/{dataset}/ipc{ipc}/s{seed}/it{it}.json"
+
+
+def whole_path(dataset):
+    """The whole-dataset bound's cell of a dataset (ddflow.whole), reused by every table's "Whole dataset" row."""
+    return f"results/eval/whole/{dataset}.json"
+
+
+def whole_cells(table):
+    """The whole-dataset cells a table's "Whole dataset" row reads: at the paper preset always; at the quick preset
+    only those already made (`snakemake whole_dataset`: minutes on a CPU, so not part of the default run)."""
+    if not any(r.get("method") == ddconfig.WHOLE for r in spec(table)["rows"]):
+        return []
+    paths = [whole_path(d) for d in GRID["datasets"]]
+    return paths if PRESET == "paper" else [p for p in paths if Path(p).exists()]
 
 
 def featnet_path(dataset, net):
@@ -311,6 +326,11 @@ def method_hparams(wildcards):
     )
 
 
+def whole_settings_json(wildcards):
+    """The whole-dataset bound's resolved settings as a param: a changed setting reruns the cell."""
+    return json.dumps(ddwhole.whole_settings(wildcards.dataset, PRESET, HPARAMS), sort_keys=True)
+
+
 def featnet_settings(wildcards):
     return json.dumps(ddhparams.resolve("featnet", wildcards.dataset, 0, PRESET, HPARAMS), sort_keys=True)
 
@@ -337,7 +357,7 @@ def table_inputs(wildcards):
             for seed in GRID["seeds"]
         ]
     imported = [path for r in import_rows(wildcards.table) for path in import_cells([r["method"]])]
-    return [path for m, p in rows for path in cells([m], p)] + imported
+    return [path for m, p in rows for path in cells([m], p)] + imported + whole_cells(wildcards.table)
 
 
 def table_spec(wildcards):
@@ -418,7 +438,8 @@ def isa_table_args(wildcards):
 def existing_eval_cells():
     """The evaluation cells already under results/eval (the results matrix lists what has been run, so a new cell
     makes it out of date; it never asks for a cell to be made)."""
-    return sorted(str(p) for p in Path("results/eval").glob("*/*/*/ipc*/s*.json"))
+    cells = list(Path("results/eval").glob("*/*/*/ipc*/s*.json")) + list(Path("results/eval/whole").glob("*.json"))
+    return sorted(str(p) for p in cells)
 
 
 def paper_specs():

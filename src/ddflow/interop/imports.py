@@ -83,8 +83,9 @@ def check_entry(name: str, entry: Any, preset: str, hp_dir: str | Path | None = 
     where = f"config imports.{name}"
     if not isinstance(name, str) or not name or set(name) - NAME_CHARS:
         raise DdflowError(f"config imports: name {name!r} must be lower-case letters, digits and '-'")
-    if name in REGISTRY:
-        raise DdflowError(f"{where}: {name!r} is a registered method; an import needs its own name")
+    if name in REGISTRY or name == "whole":
+        raise DdflowError(f"{where}: {name!r} is a registered method (or 'whole', the whole-dataset bound); an import "
+                          "needs its own name")
     if not isinstance(entry, dict):
         raise DdflowError(f"{where}: must be a mapping of {', '.join(KEYS)}")
     unknown = sorted(set(entry) - set(KEYS))

@@ -2,9 +2,10 @@
 ours beside the paper's value, so a reader sees at a glance which cells have been reproduced and on what hardware.
 
 A cell is listed when at least one evaluation cell file (results/eval/{protocol}/{method}/{dataset}/ipc{ipc}/
-s{seed}.json, snapshots excluded) of a table row's (protocol, method) at that dataset and IPC has preset 'paper';
-quick-preset cells never are (their scale is not the paper's). Ours = mean ± population std over every model of
-every paper-preset seed (as the tables pool them). Δ = ours - paper. "Within" = |Δ| <= max(1 point, 2σ), σ = the
+s{seed}.json, snapshots excluded; or the whole-dataset bound's results/eval/whole/{dataset}.json, IPC "all") of a
+table row's (protocol, method) at that dataset and IPC has preset 'paper'; quick-preset cells never are (their
+scale is not the paper's). Ours = mean ± population std over every model of every paper-preset seed (as the tables
+pool them). Δ = ours - paper. "Within" = |Δ| <= max(1 point, 2σ), σ = the
 paper's printed std where it prints one, else ours. Device = the cells' provenance; date = the newest cell's
 `date` (UTC, written by ddflow.protocols.cell.evaluate_cell), or its file's modification time for older cells.
 """
@@ -34,7 +35,9 @@ def _date(cell: dict[str, Any], path: Path) -> str:
 def paper_cells(results: str | Path) -> dict[tuple[str, str, str, int], dict[str, Any]]:
     """Paper-preset evaluation cells under `results`/eval, pooled per (protocol, method, dataset, ipc)."""
     groups: dict[tuple, list[tuple[dict, Path]]] = defaultdict(list)
-    for path in sorted(Path(results, "eval").glob("*/*/*/ipc*/s*.json")):
+    evals = Path(results, "eval")
+    paths = sorted(evals.glob("*/*/*/ipc*/s*.json")) + sorted(evals.glob("whole/*.json"))
+    for path in paths:
         cell = read_json(path, "evaluation cell")
         if not isinstance(cell, dict):
             raise DdflowError(f"{path}: an evaluation cell is a JSON object")
@@ -74,7 +77,9 @@ def matrix_rows(results: str | Path, papers: str | Path) -> list[dict[str, Any]]
                 if (p, m) != (protocol, row["method"]):
                     continue
                 paper_ds = compare_as.get(ds, ds)
-                p_mean, p_std = parse_paper_value(((row.get("paper") or {}).get(paper_ds) or {}).get(ipc))
+                values = (row.get("paper") or {}).get(paper_ds) or {}
+                # the whole-dataset bound (IPC 0) prints one value per dataset, repeated in every IPC column
+                p_mean, p_std = parse_paper_value(values.get(ipc) if ipc else next(iter(values.values()), None))
                 delta = ours["mean"] - p_mean if p_mean is not None else None
                 sigma = p_std if p_std is not None else ours["std"]
                 tol = max(TOLERANCE_POINTS, TOLERANCE_SIGMAS * sigma)
@@ -105,7 +110,7 @@ def render(rows: list[dict[str, Any]]) -> str:
         ds = r["dataset"] if r["paper_dataset"] == r["dataset"] else f"{r['dataset']} (paper: {r['paper_dataset']})"
         within = DASH if r["within"] is None else ("yes" if r["within"] else "no")
         delta = DASH if r["delta"] is None else f"{r['delta']:+.1f}"
-        lines.append(f"| {r['table']} | {r['row']} | {ds} | {r['ipc']} | {_pm(r['mean'], r['std'])} | "
+        lines.append(f"| {r['table']} | {r['row']} | {ds} | {r['ipc'] or 'all'} | {_pm(r['mean'], r['std'])} | "
                      f"{r['n_models']} ({r['n_seeds']}) | {_pm(r['paper_mean'], r['paper_std'])} | {delta} | "
                      f"{within} | {', '.join(r['devices'])} | {r['date']} |")
     done = [r for r in rows if r["within"] is not None]
