@@ -77,7 +77,8 @@ def cmd_import(a) -> None:
     from .interop.imports import build_records, check_entry
     entry = {k: v for k, v in (("path", a.path), ("format", a.format), ("dataset", a.dataset), ("ipc", a.ipc),
                                ("space", a.space), ("lr", _number_or_path(a.lr)), ("zca", a.zca),
-                               ("protocols", a.protocols), ("eval_as", a.eval_as)) if v is not None}
+                               ("protocols", a.protocols), ("eval_as", a.eval_as),
+                               ("normalize_as", a.normalize_as)) if v is not None}
     if a.format != "dc":
         entry["seed"] = a.seed if a.seed is not None else 0
     imp = check_entry(a.name, entry, a.preset, a.hparams_dir)
@@ -257,6 +258,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--zca", default=None, help="space zca: a ZCA state file, or kornia | frepo (fitted on --data)")
     p.add_argument("--protocols", nargs="+", default=None)
     p.add_argument("--eval-as", default=None, help="the method whose evaluation settings apply")
+    p.add_argument("--normalize-as", default=None, help="the dataset whose mean/std a normalized set used")
     p.add_argument("--preset", default="quick")
     p.add_argument("--data", default=None, help="the dataset's npz (to fit a ZCA kind)")
     p.add_argument("--out", required=True, help="the record's path; {seed} is replaced by each seed")

@@ -240,6 +240,8 @@ def import_args(wildcards, input):
         args += ["--lr", e.lr]
     if e.zca is not None:
         args += ["--zca", e.zca]
+    if e.normalize_as is not None:
+        args += ["--normalize-as", e.normalize_as]
     if "data" in input.keys():
         args += ["--data", input.data]
     return shell_args(args)

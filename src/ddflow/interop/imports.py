@@ -13,6 +13,8 @@ acts as a method id only for the paths, the evaluation rules and the table rows,
   the import's name (ddflow.protocols.cell).
 - seeds: one record per experiment of a DC result file (seed = its index in 'data'), else `seed` (default 0).
 - tables: the configured tables that print the import as a row (default: every configured table of kind cells).
+- normalize_as: the dataset whose mean/std a 'normalized' set used (default: as eval_as normalises the dataset;
+  MTT's CIFAR-100 sets use CIFAR-10's).
 - space: 'pixels' ([0, 1]), 'normalized' (the dataset's mean/std, as DC/DM/MTT save) or 'zca' with `zca` = a ddflow
   ZCA state file (ddflow.data.zca.ZCA.state_dict) or a ZCA kind (kornia: MTT's, frepo: FRePo's) refitted here on
   the dataset's training split, as the official code fits it.
@@ -27,7 +29,8 @@ from typing import Any
 
 import torch
 
-from ..data import DATASETS, get_info, load_real
+from .. import hparams
+from ..data import DATASETS, get_info, load_real, normalized_as
 from ..data.spaces import preprocess
 from ..data.zca import ZCA
 from ..errors import DdflowError
@@ -38,7 +41,8 @@ from ..records import SPACES, DistilledSet
 from .readers import FORMATS, RawSet, dc_file_fields, read_dc, read_lr, read_sets
 
 NAME_CHARS = set("abcdefghijklmnopqrstuvwxyz0123456789-")
-KEYS = ("path", "format", "dataset", "ipc", "space", "seed", "lr", "zca", "protocols", "eval_as", "tables")
+KEYS = ("path", "format", "dataset", "ipc", "space", "seed", "lr", "zca", "protocols", "eval_as", "tables",
+        "normalize_as")
 ZCA_KINDS = ("kornia", "frepo")
 DEFAULT_EVAL_AS = {"dc": "dm", "mtt": "mtt", "soft": "ead", "krr": "frepo", "frepo": "frepo", "idc": "idc"}
 PIXEL_SLACK = 1e-3          # pixels may overshoot [0, 1] by rounding
@@ -60,6 +64,7 @@ class ImportEntry:
     zca: str | None = None
     tables: list[str] | None = None
     source: dict[str, Any] = field(default_factory=dict)
+    normalize_as: str | None = None
 
 
 def _hard_only(r: DistilledSet) -> str | None:
@@ -148,11 +153,18 @@ def check_entry(name: str, entry: Any, preset: str, hp_dir: str | Path | None = 
             protocol_settings(eval_as, dataset, ipc, preset, p, hp_dir)
         except DdflowError as e:
             raise DdflowError(f"{where}.eval_as = {eval_as!r} cannot evaluate protocol {p!r}: {e}") from None
+    # the mean/std a 'normalized' set was made with: as eval_as normalises this dataset unless stated (MTT: CIFAR-100
+    # with CIFAR-10's statistics, utils.py get_dataset; workflow/hparams/mtt.yaml normalize_as)
+    normalize_as = entry.get("normalize_as", hparams.resolve(eval_as, dataset, ipc, preset, hp_dir).get("normalize_as"))
+    try:
+        normalized_as(get_info(dataset), normalize_as)
+    except DdflowError as e:
+        raise DdflowError(f"{where}.normalize_as: {e}") from None
     tables = entry.get("tables")
     if tables is not None and (not isinstance(tables, list) or not all(isinstance(t, str) for t in tables)):
         raise DdflowError(f"{where}.tables must be a list of table names")
     return ImportEntry(name, str(path), fmt, dataset, ipc, space, seeds, list(protocols), eval_as,
-                       lr, zca, tables, source)
+                       lr, zca, tables, source, normalize_as)
 
 
 def check_imports(imports: dict | None, preset: str, hp_dir: str | Path | None = None) -> dict[str, ImportEntry]:
@@ -229,7 +241,7 @@ def _zca_state(entry: ImportEntry, data_path: str | Path | None) -> dict | None:
 def build_records(entry: ImportEntry, preset: str | None, data_path: str | Path | None = None,
                   seeds: list[int] | None = None) -> list[DistilledSet]:
     """The records of an import (one per seed, or only `seeds`), each checked against every protocol it names."""
-    info = get_info(entry.dataset)
+    info = normalized_as(get_info(entry.dataset), entry.normalize_as)
     raws = read_sets(entry.format, entry.path, info.channels)
     lr = read_lr(entry.lr, f"import {entry.name}")
     zca = _zca_state(entry, data_path)
