@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 
 from ddflow.errors import DdflowError
-from ddflow.report.tables import build_table, parse_paper_value, write_table
+from ddflow.report.tables import build_table, load_spec, parse_paper_value, write_table
 from test_distill import ROOT
 
 SPEC = ROOT / "workflow" / "papers" / "dream_t1.yaml"
@@ -53,14 +53,14 @@ def test_dream_t1_layout_ours_beside_paper_and_difference(tmp_path):
     assert "[liu2023dream]" in md and "DSA [zhao2021dsa]" in md          # BibTeX keys of docs/references.bib
     # every paper row appears, in order, with a dash where we did not run it
     rows = [line.split("|")[1].strip() for line in md.splitlines() if line.startswith("| ") and "---" not in line][1:]
-    assert rows[:3] == ["Random", "Herding", "DD"] and rows[-1] == "DREAM"
+    assert rows[:3] == ["Random", "Herding", "DD"] and rows[-2:] == ["DREAM", "Whole dataset"]
     assert _cells(md, "DSA") == ["DSA", "— (88.7)", "— (97.8)", "— (88.7)", "— (97.8)"]  # not run: paper alone
     header = next(line for line in md.splitlines() if line.startswith("| Method"))
     assert header.count("|") - 1 == 1 + 2 * 2                          # one column per dataset x IPC
     csv = pd.read_csv(tmp_path / "t.csv")
     assert set(csv.columns) >= {"row", "method", "dataset", "ipc", "ours_mean", "ours_std", "paper_mean", "difference",
                                 "n_models"}
-    assert len(csv) == 19 * 2 * 2  # 15 paper rows + 4 DREAM-sampling rows, 2 datasets x 2 IPCs
+    assert len(csv) == len(load_spec(SPEC)["rows"]) * 2 * 2  # every row of the spec, 2 datasets x 2 IPCs
     tex = (tmp_path / "t.tex").read_text()
     assert r"\begin{tabular}" in tex and r"$\pm$" in tex and "tab:dream_t1" in tex
     assert r"\multicolumn{2}{c}{MNIST}" in tex and "IPC 1 & IPC 10" in tex  # dataset over its IPCs

@@ -49,7 +49,8 @@ def cmd_evaluate(a) -> None:
     from .runtime import resolve_device
     device = resolve_device(a.device)
     distilled = load_distilled(a.distilled)
-    settings = protocol_settings(distilled.method, distilled.dataset, distilled.ipc, a.preset, a.protocol,
+    from .interop.imports import settings_method
+    settings = protocol_settings(settings_method(distilled), distilled.dataset, distilled.ipc, a.preset, a.protocol,
                                  a.hparams_dir)
     # the real data normalised as the distilled set was (a method may normalise with another dataset's statistics)
     info = dataclasses.replace(get_info(distilled.dataset), mean=tuple(distilled.mean), std=tuple(distilled.std))
@@ -66,12 +67,59 @@ def cmd_table(a) -> None:
     if kind == "timing":
         write_timing_table(build_timing_table(a.spec, a.cells), a.out_prefix)
     elif kind == "cells":
-        write_table(build_table(a.spec, a.cells, datasets=a.datasets, ipcs=a.ipcs), a.out_prefix)
+        rows = json.loads(a.extra_rows) if a.extra_rows else []
+        write_table(build_table(a.spec, a.cells, datasets=a.datasets, ipcs=a.ipcs, extra_rows=rows), a.out_prefix)
     elif kind == "xarch":  # one dataset x IPC, named by the spec (--datasets / --ipcs do not apply)
         from .report.xarch import build_xarch_table, write_xarch_table
         write_xarch_table(build_xarch_table(a.spec, a.cells), a.out_prefix)
     else:
         raise DdflowError(f"{a.spec}: a {kind!r} spec is not a table of results/tables (kinds: cells, timing, xarch)")
+
+
+def cmd_import(a) -> None:
+    """An outside distilled set to ddflow records (ddflow.interop): one per seed (`{seed}` in --out for several)."""
+    from .interop.imports import build_records, check_entry
+    entry = {k: v for k, v in (("path", a.path), ("format", a.format), ("dataset", a.dataset), ("ipc", a.ipc),
+                               ("space", a.space), ("lr", _number_or_path(a.lr)), ("zca", a.zca),
+                               ("protocols", a.protocols), ("eval_as", a.eval_as),
+                               ("normalize_as", a.normalize_as)) if v is not None}
+    if a.format != "dc":
+        entry["seed"] = a.seed if a.seed is not None else 0
+    imp = check_entry(a.name, entry, a.preset, a.hparams_dir)
+    records = build_records(imp, a.preset, a.data, seeds=None if a.seed is None else [a.seed])
+    if len(records) > 1 and "{seed}" not in a.out:
+        raise DdflowError(f"{a.path}: {len(records)} experiments; put {{seed}} in --out or choose one with --seed")
+    for r in records:
+        out = a.out.replace("{seed}", str(r.seed))
+        r.save(out)
+        log.info("%s: %s (%s, %s space, %d images)", out, r.cell, a.format, r.space, len(r.images))
+
+
+def _number_or_path(v: str | None):
+    if v is None:
+        return None
+    try:
+        return float(v)
+    except ValueError:
+        return v
+
+
+def cmd_export(a) -> None:
+    from .interop.export import export_record
+    from .records import load_distilled
+    export_record(load_distilled(a.distilled), a.out, a.png_dir)
+
+
+def cmd_whole(a) -> None:
+    from .runtime import resolve_device
+    from .whole import train_whole
+    train_whole(a.dataset, a.data, a.preset, resolve_device(a.device), a.out, a.hparams_dir)
+
+
+def cmd_results_matrix(a) -> None:
+    from .report.matrix import write_matrix
+    rows = write_matrix(a.results, a.papers, a.out)
+    log.info("%s: %d paper-preset cells", a.out, len(rows))
 
 
 def cmd_grid(a) -> None:
@@ -197,8 +245,46 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--datasets", nargs="+", required=True)
     p.add_argument("--ipcs", nargs="+", type=int, required=True)
     p.add_argument("--out-prefix", required=True)
+    p.add_argument("--extra-rows", default=None, help="JSON list of rows added after the spec's (imported sets)")
     p.add_argument("cells", nargs="*")
     p.set_defaults(fn=cmd_table)
+
+    p = sub.add_parser("import", help="a distilled set made by other code -> ddflow record(s) (ddflow.interop)")
+    _common(p)
+    p.add_argument("--name", required=True, help="the id it is evaluated and tabled under (not a method id)")
+    p.add_argument("--path", required=True)
+    p.add_argument("--format", required=True, help="plain | mtt | dc | png")
+    p.add_argument("--dataset", required=True)
+    p.add_argument("--ipc", type=int, required=True)
+    p.add_argument("--space", required=True, help="pixels | normalized | zca")
+    p.add_argument("--seed", type=int, default=None, help="the seed (dc format: the experiment; default all)")
+    p.add_argument("--lr", default=None, help="the learned lr: a number or a .pt file holding it")
+    p.add_argument("--zca", default=None, help="space zca: a ZCA state file, or kornia | frepo (fitted on --data)")
+    p.add_argument("--protocols", nargs="+", default=None)
+    p.add_argument("--eval-as", default=None, help="the method whose evaluation settings apply")
+    p.add_argument("--normalize-as", default=None, help="the dataset whose mean/std a normalized set used")
+    p.add_argument("--preset", default="quick")
+    p.add_argument("--data", default=None, help="the dataset's npz (to fit a ZCA kind)")
+    p.add_argument("--out", required=True, help="the record's path; {seed} is replaced by each seed")
+    p.set_defaults(fn=cmd_import)
+
+    p = sub.add_parser("export", help="a distilled record to per-class PNGs and/or a plain .pt/.npz (pixels)")
+    p.add_argument("--distilled", required=True)
+    p.add_argument("--out", default=None, help="a .pt or .npz file")
+    p.add_argument("--png-dir", default=None)
+    p.set_defaults(fn=cmd_export)
+
+    p = sub.add_parser("whole", help="the whole-dataset bound: ConvNets trained on the full training split (dc loop)")
+    _common(p)
+    for k in ("dataset", "data", "preset", "out"):
+        p.add_argument(f"--{k}", required=True)
+    p.set_defaults(fn=cmd_whole)
+
+    p = sub.add_parser("results-matrix", help="docs/RESULTS.md: every paper-preset cell beside the paper's value")
+    p.add_argument("--results", default="results", help="the results folder (its eval/ cells are read)")
+    p.add_argument("--papers", default="workflow/papers", help="the table specs")
+    p.add_argument("--out", default="docs/RESULTS.md")
+    p.set_defaults(fn=cmd_results_matrix)
 
     p = sub.add_parser("grid", help="image grid of a distilled set")
     p.add_argument("--distilled", required=True)

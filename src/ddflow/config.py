@@ -14,6 +14,7 @@ from .hparams import PRESETS, check_file, check_values, resolve
 from .methods import REGISTRY
 from .report.tables import TABLE_KINDS, load_spec
 
+WHOLE = "whole"         # ddflow.whole.METHOD: the table rows' id of the whole-dataset bound
 GRID_KEYS = ("datasets", "methods", "ipcs", "seeds", "tables", "figures")
 FIGURES = ("dream_fig1",)
 
@@ -100,6 +101,8 @@ def check(config: dict[str, Any], hparams_dir: str | Path, papers_dir: str | Pat
         if d not in DATASETS:
             raise DdflowError(f"config key 'data': unknown dataset {d!r}; known: {', '.join(DATASETS)}")
     for m in grid["methods"]:
+        if m in (config.get("imports") or {}):
+            raise DdflowError(f"config key 'methods': {m!r} is an imported set; `imports` evaluates and tables it")
         if m not in REGISTRY:
             raise DdflowError(f"config key 'methods': unknown method {m!r}; implemented: {', '.join(sorted(REGISTRY))}")
         check_file(m, hparams_dir)
@@ -107,7 +110,7 @@ def check(config: dict[str, Any], hparams_dir: str | Path, papers_dir: str | Pat
             for i in method_ipcs(grid, m):
                 where = f"{Path(hparams_dir) / m}.yaml resolved for {d}, IPC {i}, preset {config['preset']}"
                 check_values(resolve(m, d, int(i), config["preset"], hparams_dir), where)
-    for name in ("experts", "featnet", "analyses"):
+    for name in ("experts", "featnet", "analyses", WHOLE):
         if (Path(hparams_dir) / f"{name}.yaml").exists():
             check_file(name, hparams_dir)
     for m, ipcs in grid["method_ipcs"].items():
@@ -123,6 +126,8 @@ def check(config: dict[str, Any], hparams_dir: str | Path, papers_dir: str | Pat
             known = sorted(p.stem for p in Path(papers_dir).glob("*.yaml") if load_spec(p)["kind"] in TABLE_KINDS)
             raise DdflowError(f"config key 'tables': unknown table {t!r}; known: {', '.join(known)}")
         for method, protocol in table_rows(path):
+            if method == WHOLE:  # the whole-dataset bound (ddflow.whole): a cell per dataset, not a method
+                continue
             if method not in REGISTRY:  # a row without `method` is a paper-only row; a named one must exist
                 raise DdflowError(f"{path}: a row names method {method!r}, which is not implemented; known: "
                                   f"{', '.join(sorted(REGISTRY))} (leave `method` out for a paper-only row)")
@@ -136,3 +141,20 @@ def check(config: dict[str, Any], hparams_dir: str | Path, papers_dir: str | Pat
             raise DdflowError(f"config key 'ipcs': IPC {too_big} larger than the smallest class of {d} "
                               f"({smallest} images in {where})")
     return grid
+
+
+def check_imports(config: dict[str, Any], grid: dict[str, list], hparams_dir: str | Path,
+                  papers_dir: str | Path) -> dict[str, Any]:
+    """config['imports'] checked (ddflow.interop.imports.check_entry: names, files, protocols, settings), each
+    entry's `tables` defaulting to the configured tables of kind cells and limited to them."""
+    from .interop.imports import check_imports as check_entries
+    imports = check_entries(config.get("imports"), config["preset"], hparams_dir)
+    cell_tables = [t for t in grid["tables"] if load_spec(Path(papers_dir) / f"{t}.yaml")["kind"] == "cells"]
+    for name, entry in imports.items():
+        if entry.tables is None:
+            entry.tables = list(cell_tables)
+        for t in entry.tables:
+            if t not in cell_tables:
+                raise DdflowError(f"config imports.{name}.tables: {t!r} is not a configured table of kind cells "
+                                  f"(configured: {', '.join(cell_tables) or 'none'})")
+    return imports

@@ -13,6 +13,7 @@ from ddflow import distill as ddistill  # noqa: E402
 from ddflow import experts as ddexperts  # noqa: E402
 from ddflow import hparams as ddhparams  # noqa: E402
 from ddflow import trajectory_sampling as ddsampling  # noqa: E402
+from ddflow import whole as ddwhole  # noqa: E402
 from ddflow.methods import get_method  # noqa: E402
 from ddflow.protocols import protocol_settings  # noqa: E402
 from ddflow.report.tables import load_spec  # noqa: E402
@@ -23,6 +24,8 @@ validate(config, Path(workflow.basedir) / "workflow" / "schemas" / "config.schem
 HPARAMS = Path(config.get("hparams_dir") or Path(workflow.basedir) / "workflow" / "hparams").resolve()
 PAPERS = Path(workflow.basedir) / "workflow" / "papers"
 GRID = ddconfig.check(config, hparams_dir=HPARAMS, papers_dir=PAPERS)  # clear errors before any job
+# imported distilled sets (ddflow.interop.imports): their names act as method ids for paths, evaluation and tables
+IMPORTS = ddconfig.check_imports(config, GRID, hparams_dir=HPARAMS, papers_dir=PAPERS)
 PRESET = config["preset"]
 ENV = "../../envs/ddflow.yaml"  # the one conda env of the one library (`--sdm conda`), relative to a rule file
 
@@ -75,6 +78,20 @@ def snapshot_eval_path(protocol, method, dataset, ipc, seed, it):
     return f"results/eval/{protocol}/{method}/{dataset}/ipc{ipc}/s{seed}/it{it}.json"
 
 
+def whole_path(dataset):
+    """The whole-dataset bound's cell of a dataset (ddflow.whole), reused by every table's "Whole dataset" row."""
+    return f"results/eval/whole/{dataset}.json"
+
+
+def whole_cells(table):
+    """The whole-dataset cells a table's "Whole dataset" row reads: at the paper preset always; at the quick preset
+    only those already made (`snakemake whole_dataset`: minutes on a CPU, so not part of the default run)."""
+    if not any(r.get("method") == ddconfig.WHOLE for r in spec(table)["rows"]):
+        return []
+    paths = [whole_path(d) for d in GRID["datasets"]]
+    return paths if PRESET == "paper" else [p for p in paths if Path(p).exists()]
+
+
 def featnet_path(dataset, net):
     return f"results/nets/{dataset}/{net}-full.pt"
 
@@ -85,7 +102,24 @@ def spec(name):
 
 
 def default_protocol(method):
+    if method in IMPORTS:
+        return IMPORTS[method].protocols[0]
     return get_method(method).protocols[0]
+
+
+def settings_method(method):
+    """The registered method whose evaluation settings apply: an import's eval_as, else the method itself."""
+    return IMPORTS[method].eval_as if method in IMPORTS else method
+
+
+def import_names():
+    """The wildcard pattern of imported names (one that never matches when there are none)."""
+    return "|".join(IMPORTS) or "(?!)"
+
+
+def distilled_method_names():
+    """Method wildcard of the distill rule: any name but an imported one (the import rule makes those)."""
+    return f"(?!(?:{'|'.join(IMPORTS)})/)[a-z0-9-]+" if IMPORTS else "[a-z0-9-]+"
 
 
 def analysis_settings(dataset, ipc=0):
@@ -147,7 +181,71 @@ def all_targets():
         # configured IPCs when 10 is not among them)
         fig_ipcs = [10] if 10 in GRID["ipcs"] else GRID["ipcs"]
         figures += [f"results/figures/dream/fig1_{d}_ipc{i}.png" for d in GRID["datasets"] for i in fig_ipcs]
-    return cells() + tables + figures + grid_figures() + isa_side_tables()
+    return cells() + tables + figures + grid_figures() + isa_side_tables() + import_cells()
+
+
+def import_cells(names=None):
+    """Every evaluation cell of the imported sets (each seed under each of its protocols)."""
+    return [
+        eval_path(p, n, e.dataset, e.ipc, s)
+        for n, e in IMPORTS.items()
+        if names is None or n in names
+        for p in e.protocols
+        for s in e.seeds
+    ]
+
+
+def import_rows(table):
+    """Table rows of the imported sets that print in `table` (config imports.<name>.tables)."""
+    rows = []
+    for n, e in IMPORTS.items():
+        if table in e.tables:
+            for p in e.protocols:
+                label = f"{n} (imported)" if len(e.protocols) == 1 else f"{n} (imported, {p})"
+                note = (
+                    f"imported from {e.path} (format {e.format}, {e.space} space); evaluated under protocol {p} "
+                    f"with {e.eval_as}'s evaluation settings; no paper value."
+                )
+                rows.append({"label": label, "method": n, "protocol": p, "note": note})
+    return rows
+
+
+def table_extra_rows(wildcards):
+    return json.dumps(import_rows(wildcards.table))
+
+
+def import_entry(wildcards):
+    e = IMPORTS[wildcards.name]
+    if (wildcards.dataset, int(wildcards.ipc)) != (e.dataset, e.ipc) or int(wildcards.seed) not in e.seeds:
+        raise ValueError(
+            f"import {wildcards.name}: it is {e.dataset} IPC {e.ipc} seeds {e.seeds}, not "
+            f"{wildcards.dataset} IPC {wildcards.ipc} seed {wildcards.seed}"
+        )
+    return e
+
+
+def import_inputs(wildcards):
+    e = import_entry(wildcards)
+    inputs = {"source": e.path}
+    if e.zca in ("kornia", "frepo"):  # a ZCA kind is fitted on the dataset's training split
+        inputs["data"] = data_path(e.dataset)
+    return inputs
+
+
+def import_args(wildcards, input):
+    e = import_entry(wildcards)
+    args = ["--name", wildcards.name, "--path", e.path, "--format", e.format, "--dataset", e.dataset]
+    args += ["--ipc", e.ipc, "--space", e.space, "--seed", wildcards.seed, "--preset", PRESET]
+    args += ["--hparams-dir", HPARAMS, "--protocols", *e.protocols, "--eval-as", e.eval_as]
+    if e.lr is not None:
+        args += ["--lr", e.lr]
+    if e.zca is not None:
+        args += ["--zca", e.zca]
+    if e.normalize_as is not None:
+        args += ["--normalize-as", e.normalize_as]
+    if "data" in input.keys():
+        args += ["--data", input.data]
+    return shell_args(args)
 
 
 # ---- input functions and params: data, experts, sampling, distillation ----------------------------------
@@ -231,13 +329,18 @@ def method_hparams(wildcards):
     )
 
 
+def whole_settings_json(wildcards):
+    """The whole-dataset bound's resolved settings as a param: a changed setting reruns the cell."""
+    return json.dumps(ddwhole.whole_settings(wildcards.dataset, PRESET, HPARAMS), sort_keys=True)
+
+
 def featnet_settings(wildcards):
     return json.dumps(ddhparams.resolve("featnet", wildcards.dataset, 0, PRESET, HPARAMS), sort_keys=True)
 
 
 def eval_settings(wildcards):
     settings = protocol_settings(
-        wildcards.method, wildcards.dataset, int(wildcards.ipc), PRESET, wildcards.protocol, HPARAMS
+        settings_method(wildcards.method), wildcards.dataset, int(wildcards.ipc), PRESET, wildcards.protocol, HPARAMS
     )
     return json.dumps(settings, sort_keys=True)
 
@@ -263,7 +366,8 @@ def table_inputs(wildcards):
             for i in ddconfig.method_ipcs(GRID, m)
             for seed in GRID["seeds"]
         ]
-    return [path for m, p in rows for path in cells([m], p)]
+    imported = [path for r in import_rows(wildcards.table) for path in import_cells([r["method"]])]
+    return [path for m, p in rows for path in cells([m], p)] + imported + whole_cells(wildcards.table)
 
 
 def table_spec(wildcards):
@@ -339,3 +443,14 @@ def isa_table_distilled(wildcards):
 def isa_table_args(wildcards):
     s = analysis_settings(wildcards.dataset, wildcards.ipc)
     return shell_args(["--batch", s["information_batch"], "--batches", s["information_batches"], "--k", s["recall_k"]])
+
+
+def existing_eval_cells():
+    """The evaluation cells already under results/eval (the results matrix lists what has been run, so a new cell
+    makes it out of date; it never asks for a cell to be made)."""
+    cells = list(Path("results/eval").glob("*/*/*/ipc*/s*.json")) + list(Path("results/eval/whole").glob("*.json"))
+    return sorted(str(p) for p in cells)
+
+
+def paper_specs():
+    return sorted(str(p) for p in PAPERS.glob("*.yaml"))

@@ -30,6 +30,8 @@ rule distill:
         snapshots=directory("results/distilled/{method}/{dataset}/ipc{ipc}/s{seed}"),
     log:
         "results/logs/distill/{method}/{dataset}/ipc{ipc}/s{seed}.log",
+    wildcard_constraints:
+        method=distilled_method_names(),
     conda:
         ENV
     threads: 1
@@ -49,3 +51,22 @@ rule distill:
         " --device {params.device:q} --threads {threads} --hparams-dir {params.hparams_dir:q}"
         " --resume {params.resume:q} --save-every {params.save_every:q}"
         " --snapshot-dir {output.snapshots:q} {params.extra} --out {output.final:q} > {log:q} 2>&1"
+
+
+# An imported distilled set (config `imports`; ddflow.interop): made elsewhere, checked and written as a record.
+rule import_set:
+    input:
+        unpack(import_inputs),
+    output:
+        "results/distilled/{name}/{dataset}/ipc{ipc}/s{seed}.pt",
+    log:
+        "results/logs/import/{name}/{dataset}/ipc{ipc}/s{seed}.log",
+    wildcard_constraints:
+        name=import_names(),
+    conda:
+        ENV
+    threads: 1
+    params:
+        args=import_args,
+    shell:
+        "python -m ddflow import {params.args} --threads {threads} --out {output:q} > {log:q} 2>&1"

@@ -47,3 +47,32 @@ rule evaluate_snapshot:
         "python -m ddflow evaluate --distilled {input.snapshots:q}/it{wildcards.it:q}.pt --data {input.data:q}"
         " --protocol {wildcards.protocol:q} --preset {params.preset:q} --device {params.device:q} --threads {threads}"
         " --hparams-dir {params.hparams_dir:q} --out {output:q} > {log:q} 2>&1"
+
+
+# The whole-dataset bound (ddflow.whole): ConvNets trained on the full training split, one cell per dataset.
+rule whole_dataset:
+    input:
+        [whole_path(d) for d in GRID["datasets"]],
+
+
+rule whole_dataset_cell:
+    input:
+        data="results/data/{dataset}.npz",
+    output:
+        "results/eval/whole/{dataset}.json",
+    log:
+        "results/logs/eval/whole/{dataset}.log",
+    conda:
+        ENV
+    threads: 1
+    resources:
+        gpu=GPU,
+    params:
+        settings=whole_settings_json,
+        device=config["device"],
+        hparams_dir=HPARAMS,
+        preset=config["preset"],
+    shell:
+        "python -m ddflow whole --dataset {wildcards.dataset:q} --data {input.data:q} --preset {params.preset:q}"
+        " --device {params.device:q} --threads {threads} --hparams-dir {params.hparams_dir:q} --out {output:q}"
+        " > {log:q} 2>&1"

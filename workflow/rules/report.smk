@@ -12,6 +12,7 @@ localrules:
     isa_fig5,
     isa_fig8,
     isa_analyses,
+    results_matrix,
 
 
 rule table:
@@ -35,9 +36,10 @@ rule table:
         datasets=GRID["datasets"],
         ipcs=[str(i) for i in GRID["ipcs"]],
         prefix="results/tables/{table}",
+        extra_rows=table_extra_rows,
     shell:
         "python -m ddflow table --spec {params.spec:q} --datasets {params.datasets:q} --ipcs {params.ipcs:q}"
-        " --out-prefix {params.prefix:q} {input:q} > {log:q} 2>&1"
+        " --extra-rows {params.extra_rows:q} --out-prefix {params.prefix:q} {input:q} > {log:q} 2>&1"
 
 
 rule grid_figure:
@@ -189,3 +191,22 @@ rule isa_table:
         "python -m ddflow isa-{wildcards.kind:q} --dataset {wildcards.dataset:q} --data {input.data:q}"
         " --feature-net {input.featnet:q} --device {params.device:q} --threads 1 {params.args} --spec {params.spec:q}"
         " --out-prefix {params.prefix:q} {input.distilled:q} > {log:q} 2>&1"
+
+
+# ---- the results matrix (not in the default target: `snakemake results_matrix`) -------------------------------
+
+
+rule results_matrix:
+    input:
+        cells=existing_eval_cells(),
+        specs=paper_specs(),
+    output:
+        "docs/RESULTS.md",
+    log:
+        "results/logs/results_matrix.log",
+    conda:
+        ENV
+    params:
+        papers=PAPERS,
+    shell:
+        "python -m ddflow results-matrix --results results --papers {params.papers:q} --out {output:q} > {log:q} 2>&1"

@@ -93,7 +93,8 @@ class NpzStreamWriter:
                 chunk = np.ascontiguousarray(chunk, dtype=dtype)
                 if chunk.shape[1:] != tuple(shape[1:]):
                     raise ValueError(f"{name}: chunk of shape {chunk.shape} for an array of shape {shape}")
-                m.write(chunk.tobytes())
+                m.write(chunk.data)   # the array's own buffer: no copy
                 written += len(chunk)
+                del chunk             # freed before the next chunk is made: one chunk in memory at a time
         if written != shape[0]:
             raise ValueError(f"{name}: wrote {written} rows, expected {shape[0]}")

@@ -15,6 +15,7 @@ or ISA's script/eval.py step_per_prototpyes); the resolved settings carry it as 
 """
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import time
 from pathlib import Path
@@ -26,7 +27,7 @@ import yaml
 from .. import hparams as hparams_mod
 from ..data import RealData, get_info
 from ..errors import DdflowError
-from ..methods import get_method
+from ..methods import REGISTRY, get_method
 from ..records import DistilledSet, cell_record
 from ..runtime import peak_memory_mb, provenance, reset_peak
 from ..seeding import generator
@@ -73,12 +74,14 @@ def evaluate_cell(record: DistilledSet, protocol_name: str, settings: dict, data
     """Train settings['models'] networks under the protocol on the record; the cell record (ddflow.records)."""
     fn = get_protocol(protocol_name)
     k = int(settings["models"])
-    seed_id = get_method(record.method).seed_id()  # a -dream variant is evaluated by the same K model draws as its base
+    # a -dream variant is evaluated by the same K model draws as its base; an imported set (ddflow.interop) by its name
+    seed_id = get_method(record.method).seed_id() if record.method in REGISTRY else record.method
     gens = [generator("eval", protocol_name, seed_id, record.dataset, record.ipc, record.seed, i) for i in range(k)]
     reset_peak(device)
     t0 = time.time()
     accs = fn(record, record.real_in_space(data), settings, gens, device)
     out = cell_record(record, protocol_name, settings, accs, time.time() - t0, peak_memory_mb(device))
     out["provenance"] = provenance(device)
+    out["date"] = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
     log.info("%s: %.2f +- %.2f over %d models (%.1f s)", record.cell, out["mean"], out["std"], k, out["seconds"])
     return out

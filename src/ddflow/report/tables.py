@@ -87,8 +87,10 @@ def pool_cells(cell_paths: list[str | Path]) -> dict[tuple[str, str, str, int], 
 
 
 def build_table(spec_path: str | Path, cell_paths: list[str | Path], datasets: list[str],
-                ipcs: list[int]) -> dict[str, Any]:
+                ipcs: list[int], extra_rows: list[dict[str, Any]] = ()) -> dict[str, Any]:
+    """`extra_rows`: rows the config adds after the spec's (imported sets, ddflow.interop.imports)."""
     spec = load_spec(spec_path)
+    spec["rows"] = list(spec["rows"]) + list(extra_rows)
     pooled = pool_cells(cell_paths)
     compare_as = spec.get("compare_as", {})
     records = []
@@ -99,7 +101,8 @@ def build_table(spec_path: str | Path, cell_paths: list[str | Path], datasets: l
                 pv = (row.get("paper") or {}).get(paper_ds, {}) or {}
                 p_mean, p_std = parse_paper_value(pv.get(ipc))
                 key = (row.get("protocol", "dc"), row.get("method"), ds, ipc)
-                ours = pooled.get(key) if row.get("method") else None
+                # a cell of IPC 0 (the whole training split, ddflow.whole) fills every IPC column of its row
+                ours = (pooled.get(key) or pooled.get(key[:3] + (0,))) if row.get("method") else None
                 records.append({
                     "row": row["label"], "method": row.get("method") or "", "protocol": row.get("protocol", ""),
                     "dataset": ds, "paper_dataset": paper_ds,

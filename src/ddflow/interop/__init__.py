@@ -1,0 +1,1 @@
+"""Distilled sets to and from other code: import (ddflow.interop.imports, readers) and export."""

@@ -1,0 +1,182 @@
+"""Readers of distilled sets made by other code, each returning the raw sets it holds: a list (one per experiment,
+i.e. seed) of `RawSet` (images, labels, learned lr or None), unchecked; ddflow.interop.imports checks and converts.
+
+Formats:
+- `plain`: a `.pt` (a dict) or `.npz` holding `images` (N, C, H, W) and `labels` ((N,) classes or (N, classes)
+  soft labels), optionally `lr` (a learned evaluation lr); `x` / `y` are accepted for images / labels.
+- `mtt`: what GeorgeCazenavette/mtt-distillation distill.py saves (lines 238-243 at commit 50dccea):
+  `images_best.pt` and `labels_best.pt` in its run folder (`path` = the folder or the images file), the images in the
+  space it distilled in (the dataset's normalisation, or ZCA with --zca). The learned lr is only logged to wandb
+  ('Synthetic_LR', line 292), so it comes from the config (`lr`: a number or a .pt file holding one).
+- `dc`: what VICO-UoE/DatasetCondensation main.py (line 225) and main_DM.py (line 204) save:
+  `res_{method}_{dataset}_{model}_{ipc}ipc.pt` = {'data': [[image_syn, label_syn], ...] one pair per experiment,
+  'accs_all_exps': {...}}, images in the dataset's normalisation (utils.py get_dataset's mean/std).
+- `png`: a folder with one subfolder per class (named by the class index, or any names taken in sorted order), each
+  holding that class's images as PNG files (pixels).
+"""
+from __future__ import annotations
+
+import re
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..errors import DdflowError
+
+FORMATS = ("plain", "mtt", "dc", "png")
+DC_NAME = re.compile(r"^res_(?P<method>[A-Za-z0-9]+)_(?P<dataset>[A-Za-z0-9]+)_(?P<model>[A-Za-z0-9]+)_(?P<ipc>\d+)ipc"
+                     r"\.pt$")
+MTT_IMAGES, MTT_LABELS = "images_best.pt", "labels_best.pt"
+
+
+@dataclass
+class RawSet:
+    images: torch.Tensor
+    labels: torch.Tensor
+    lr: float | None = None
+
+
+def load_foreign_pt(path: str | Path) -> object:
+    """torch.load(weights_only=True) of another code's file. DC's `accs_all_exps` holds numpy float64 scalars,
+    which the safe loader refuses; those (and only those numpy types) are allowed on a second try."""
+    path = Path(path)
+    if not path.is_file():
+        raise DdflowError(f"{path}: no such file")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as first:
+        numpy_types = [np.dtype, type(np.dtype(np.float64)), type(np.dtype(np.float32))]
+        core = np._core if hasattr(np, "_core") else np.core  # numpy 2 / numpy 1
+        scalar = core.multiarray.scalar
+        try:
+            with torch.serialization.safe_globals([scalar, *numpy_types]):
+                return torch.load(path, map_location="cpu", weights_only=True)
+        except Exception:
+            raise DdflowError(f"{path}: cannot read it as a PyTorch file ({type(first).__name__}: {first})") from None
+
+
+def _tensor(v, path: Path, key: str) -> torch.Tensor:
+    if isinstance(v, torch.Tensor):
+        return v.detach().cpu()
+    if isinstance(v, np.ndarray):
+        return torch.from_numpy(np.ascontiguousarray(v))
+    raise DdflowError(f"{path}: {key!r} is a {type(v).__name__}, not a tensor or array")
+
+
+def read_lr(value, where: str) -> float | None:
+    """A learned lr given as a number, or as a .pt file holding a scalar tensor or number."""
+    if value is None:
+        return None
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    obj = load_foreign_pt(value)
+    if isinstance(obj, torch.Tensor) and obj.numel() == 1:
+        return float(obj.reshape(()))
+    if isinstance(obj, (int, float)):
+        return float(obj)
+    raise DdflowError(f"{where}: {value} holds a {type(obj).__name__}, not a single learned lr")
+
+
+def read_plain(path: Path) -> list[RawSet]:
+    if path.suffix == ".npz":
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                obj = {k: z[k] for k in z.files}
+        except (OSError, ValueError, zipfile.BadZipFile) as e:
+            raise DdflowError(f"{path}: cannot read it as an .npz ({e})") from None
+    elif path.suffix == ".pt":
+        obj = load_foreign_pt(path)
+    else:
+        raise DdflowError(f"{path}: format 'plain' reads a .pt or .npz file")
+    if not isinstance(obj, dict):
+        raise DdflowError(f"{path}: a plain distilled set is a dict with 'images' and 'labels', "
+                          f"got {type(obj).__name__}")
+    keys = {}
+    for key, alias in (("images", "x"), ("labels", "y")):
+        k = key if key in obj else alias if alias in obj else None
+        if k is None:
+            raise DdflowError(f"{path}: lacks {key!r} (or {alias!r}); keys: {', '.join(map(str, obj))}")
+        keys[key] = _tensor(obj[k], path, k)
+    lr = obj.get("lr")
+    if isinstance(lr, (torch.Tensor, np.ndarray)):
+        lr = float(np.asarray(lr).reshape(())) if np.asarray(lr).size == 1 else lr
+    if lr is not None and not isinstance(lr, (int, float)):
+        raise DdflowError(f"{path}: 'lr' must be one number")
+    return [RawSet(keys["images"], keys["labels"], None if lr is None else float(lr))]
+
+
+def read_mtt(path: Path) -> list[RawSet]:
+    folder = path if path.is_dir() else path.parent
+    images, labels = folder / MTT_IMAGES, folder / MTT_LABELS
+    if path.is_file() and path.name != MTT_IMAGES:
+        raise DdflowError(f"{path}: format 'mtt' reads {MTT_IMAGES} and {MTT_LABELS} (give their folder)")
+    x, y = load_foreign_pt(images), load_foreign_pt(labels)
+    return [RawSet(_tensor(x, images, "images"), _tensor(y, labels, "labels"))]
+
+
+def read_dc(path: Path) -> list[RawSet]:
+    obj = load_foreign_pt(path)
+    if not isinstance(obj, dict) or "data" not in obj:
+        raise DdflowError(f"{path}: not a DC/DSA/DM result file (a dict with 'data': [[images, labels], ...])")
+    data = obj["data"]
+    if not isinstance(data, (list, tuple)) or not data:
+        raise DdflowError(f"{path}: 'data' must be a non-empty list of [images, labels] pairs")
+    out = []
+    for i, pair in enumerate(data):
+        if not isinstance(pair, (list, tuple)) or len(pair) != 2:
+            raise DdflowError(f"{path}: data[{i}] is not an [images, labels] pair")
+        out.append(RawSet(_tensor(pair[0], path, f"data[{i}][0]"), _tensor(pair[1], path, f"data[{i}][1]")))
+    return out
+
+
+def dc_file_fields(path: str | Path) -> dict[str, str] | None:
+    """method, dataset, model, ipc from a DC result file's name (None when the name is not DC's pattern)."""
+    m = DC_NAME.match(Path(path).name)
+    return m.groupdict() if m else None
+
+
+def read_png(path: Path, channels: int) -> list[RawSet]:
+    from PIL import Image
+
+    if not path.is_dir():
+        raise DdflowError(f"{path}: format 'png' reads a folder with one subfolder of PNGs per class")
+    folders = sorted((d for d in path.iterdir() if d.is_dir()), key=lambda d: d.name)
+    if all(d.name.isdigit() for d in folders):
+        folders.sort(key=lambda d: int(d.name))
+        classes = [int(d.name) for d in folders]
+    else:
+        classes = list(range(len(folders)))
+    xs, ys = [], []
+    for c, d in zip(classes, folders):
+        for f in sorted(d.glob("*.png")):
+            try:
+                with Image.open(f) as im:
+                    a = np.asarray(im.convert("L" if channels == 1 else "RGB"), dtype=np.float32) / 255.0
+            except OSError as e:
+                raise DdflowError(f"{f}: not a readable PNG ({e})") from None
+            xs.append(torch.from_numpy(a[None] if a.ndim == 2 else a.transpose(2, 0, 1).copy()))
+            ys.append(c)
+    if not xs:
+        raise DdflowError(f"{path}: no PNG files in class subfolders")
+    shapes = {tuple(x.shape) for x in xs}
+    if len(shapes) > 1:
+        raise DdflowError(f"{path}: PNGs of different sizes {sorted(shapes)}")
+    return [RawSet(torch.stack(xs), torch.tensor(ys, dtype=torch.int64))]
+
+
+def read_sets(fmt: str, path: str | Path, channels: int) -> list[RawSet]:
+    path = Path(path)
+    if not path.exists():
+        raise DdflowError(f"{path}: no such file or folder")
+    if fmt == "plain":
+        return read_plain(path)
+    if fmt == "mtt":
+        return read_mtt(path)
+    if fmt == "dc":
+        return read_dc(path)
+    if fmt == "png":
+        return read_png(path, channels)
+    raise DdflowError(f"unknown import format {fmt!r}; known: {', '.join(FORMATS)}")

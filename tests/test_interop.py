@@ -1,0 +1,173 @@
+"""Import and export of distilled sets (ddflow.interop): each outside format, made here by our own code in that
+format, round-trips into a ddflow record; bad input is an error naming the file or the config key."""
+import numpy as np
+import pytest
+import torch
+
+from ddflow.cli import main
+from ddflow.data import get_info
+from ddflow.data.zca import fit_zca
+from ddflow.errors import DdflowError
+from ddflow.interop.export import export_record
+from ddflow.interop.imports import build_records, check_entry, settings_method
+from ddflow.records import DistilledSet, load_distilled
+
+INFO = get_info("mnist5k")
+IPC = 2
+
+
+def _pixels(seed=0, n=IPC):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.rand(10 * n, 1, 28, 28, generator=g)
+    y = torch.arange(10).repeat(n)              # class-interleaved, as some tools save them
+    return x, y
+
+
+def _normalized(x):
+    return (x - INFO.mean[0]) / INFO.std[0]
+
+
+def _class_order(x, y):
+    order = torch.argsort(y, stable=True)
+    return x[order], y[order]
+
+
+def _import(tmp_path, *args):
+    out = tmp_path / "rec" / "s{seed}.pt"
+    assert main(["import", "--name", "outside", "--dataset", "mnist5k", "--ipc", str(IPC), "--out", str(out),
+                 *args]) == 0
+    return out
+
+
+def test_plain_pt_and_npz_round_trip_through_export(tmp_path):
+    x, y = _pixels()
+    torch.save({"images": x, "labels": y, "lr": 0.02}, tmp_path / "set.pt")
+    rec = load_distilled(str(_import(tmp_path, "--path", str(tmp_path / "set.pt"), "--format", "plain",
+                                     "--space", "pixels", "--seed", "3")).replace("{seed}", "3"))
+    xs, ys = _class_order(x, y)
+    assert rec.method == "outside" and rec.seed == 3 and rec.space == "pixels" and rec.lr == 0.02
+    assert torch.equal(rec.images, xs) and torch.equal(rec.labels, ys) and rec.labels.dtype == torch.int64
+    assert settings_method(rec) == "dm"  # protocols default to dc unless the config gives an lr (or format mtt)
+
+    for suffix in (".npz", ".pt"):
+        plain = tmp_path / f"back{suffix}"
+        assert main(["export", "--distilled", str(tmp_path / "rec" / "s3.pt"), "--out", str(plain)]) == 0
+        entry = check_entry("back", {"path": str(plain), "format": "plain", "dataset": "mnist5k", "ipc": IPC,
+                                     "space": "pixels"}, "quick")
+        (again,) = build_records(entry, "quick")
+        assert torch.equal(again.images, xs) and torch.equal(again.labels, ys) and again.lr == pytest.approx(0.02)
+
+
+def test_mtt_images_best_labels_best_with_lr_file(tmp_path):
+    x, y = _pixels(1)
+    run = tmp_path / "logged_files" / "MNIST" / "run"
+    run.mkdir(parents=True)
+    torch.save(_normalized(x), run / "images_best.pt")     # distill.py line 242: image_syn, normalised space
+    torch.save(y, run / "labels_best.pt")
+    torch.save(torch.tensor(0.0123), tmp_path / "syn_lr.pt")
+    out = _import(tmp_path, "--path", str(run), "--format", "mtt", "--space", "normalized",
+                  "--lr", str(tmp_path / "syn_lr.pt"))
+    rec = load_distilled(str(out).replace("{seed}", "0"))
+    xs, ys = _class_order(x, y)
+    assert rec.lr == pytest.approx(0.0123) and rec.space == "normalized" and settings_method(rec) == "mtt"
+    assert torch.allclose(rec.to_pixels(), xs, atol=1e-6) and torch.equal(rec.labels, ys)
+    with pytest.raises(DdflowError, match="learned lr"):   # protocol mtt without an lr
+        build_records(check_entry("x", {"path": str(run), "format": "mtt", "dataset": "mnist5k", "ipc": IPC,
+                                        "space": "normalized"}, "quick"), "quick")
+
+
+def test_dc_result_file_gives_one_record_per_experiment(tmp_path):
+    sets = [_pixels(s) for s in (2, 3)]
+    # DC main.py line 225 / main_DM.py line 204: data = [[image_syn, label_syn], ...], accs as numpy floats
+    path = tmp_path / "res_DM_MNIST_ConvNet_2ipc.pt"
+    torch.save({"data": [[_normalized(x), y] for x, y in sets],
+                "accs_all_exps": {"ConvNet": [np.float64(0.9), np.float64(0.91)]}}, path)
+    out = _import(tmp_path, "--path", str(path), "--format", "dc", "--space", "normalized")
+    for seed, (x, y) in enumerate(sets):
+        rec = load_distilled(str(out).replace("{seed}", str(seed)))
+        xs, ys = _class_order(x, y)
+        assert rec.seed == seed and torch.allclose(rec.to_pixels(), xs, atol=1e-6) and torch.equal(rec.labels, ys)
+        assert settings_method(rec) == "dm" and rec.extra["imported"]["experiment"] == seed
+    with pytest.raises(DdflowError, match="names IPC 2"):
+        check_entry("x", {"path": str(path), "format": "dc", "dataset": "mnist5k", "ipc": 3, "space": "normalized"},
+                    "quick")
+
+
+def test_png_folder_round_trip_and_soft_labels(tmp_path):
+    x, y = _pixels(4)
+    soft = torch.nn.functional.one_hot(y, 10).float() * 0.8 + 0.02
+    rec = DistilledSet(images=_normalized(x), labels=soft, method="ead", dataset="mnist5k", ipc=IPC, seed=0,
+                       mean=INFO.mean, std=INFO.std)
+    export_record(rec, png_dir=tmp_path / "pngs")
+    assert sorted(p.name for p in (tmp_path / "pngs").iterdir()) == [str(c) for c in range(10)]
+    entry = check_entry("pngs", {"path": str(tmp_path / "pngs"), "format": "png", "dataset": "mnist5k",
+                                 "ipc": IPC, "space": "pixels"}, "quick")
+    (back,) = build_records(entry, "quick")
+    xs, ys = _class_order(x, y)
+    assert (back.images - xs).abs().max() <= 0.5 / 255 + 1e-6 and torch.equal(back.labels, ys)
+    export_record(rec, out=tmp_path / "soft.pt")
+    soft_entry = check_entry("soft", {"path": str(tmp_path / "soft.pt"), "format": "plain", "dataset": "mnist5k",
+                                      "ipc": IPC, "space": "pixels", "protocols": ["soft"]}, "quick")
+    (again,) = build_records(soft_entry, "quick")
+    assert again.soft_labels and settings_method(again) == "ead"
+    assert torch.allclose(again.labels, soft[torch.argsort(y, stable=True)])
+
+
+def test_zca_space_with_a_state_file(tmp_path):
+    x, y = _pixels(5)
+    zca = fit_zca(torch.rand(64, 1, 28, 28, generator=torch.Generator().manual_seed(9)), "kornia")
+    torch.save(zca.state_dict(), tmp_path / "zca.pt")
+    torch.save({"images": zca.apply(x), "labels": y}, tmp_path / "z.pt")
+    entry = check_entry("z", {"path": str(tmp_path / "z.pt"), "format": "plain", "dataset": "mnist5k", "ipc": IPC,
+                              "space": "zca", "zca": str(tmp_path / "zca.pt")}, "quick")
+    (rec,) = build_records(entry, "quick")
+    assert rec.space == "zca" and torch.allclose(rec.to_pixels(), _class_order(x, y)[0], atol=1e-4)
+
+
+@pytest.mark.parametrize("images, labels, space, message", [
+    (torch.rand(20, 3, 28, 28), None, "pixels", "images of shape"),
+    (torch.rand(20, 1, 28, 28), torch.arange(10).repeat(2) % 9, "pixels", "per class"),
+    (torch.rand(30, 1, 28, 28), torch.arange(10).repeat(3), "pixels", "need 2 per class"),
+    (torch.full((20, 1, 28, 28), float("nan")), None, "pixels", "NaN"),
+    (torch.rand(20, 1, 28, 28) * 255, None, "pixels", "not \\[0, 1\\] pixels"),
+    (torch.rand(20, 1, 28, 28), None, "normalized", "look like pixels"),
+    (torch.rand(20, 1, 28, 28), torch.arange(10).repeat(2) + 1, "pixels", "classes 0..9"),
+])
+def test_bad_sets_are_errors_naming_the_file(tmp_path, images, labels, space, message):
+    path = tmp_path / "bad.pt"
+    torch.save({"images": images, "labels": torch.arange(10).repeat(2) if labels is None else labels}, path)
+    entry = check_entry("bad", {"path": str(path), "format": "plain", "dataset": "mnist5k", "ipc": IPC,
+                                "space": space}, "quick")
+    with pytest.raises(DdflowError, match=message) as e:
+        build_records(entry, "quick")
+    assert str(path) in str(e.value)
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"format": "tfrecord"}, "imports.bad.format"),
+    ({"colour": 1}, "unknown keys"),
+    ({"path": "/nonexistent.pt"}, "imports.bad.path"),
+    ({"space": "zca"}, "imports.bad.zca"),
+    ({"protocols": ["nope"]}, "imports.bad.protocols"),
+    ({"eval_as": "nope"}, "imports.bad.eval_as"),
+    ({"ipc": 0}, "imports.bad.ipc"),
+])
+def test_config_entry_errors_name_the_key(tmp_path, change, message):
+    (tmp_path / "set.pt").write_bytes(b"")
+    entry = {"path": str(tmp_path / "set.pt"), "format": "plain", "dataset": "mnist5k", "ipc": IPC,
+             "space": "pixels", **change}
+    with pytest.raises(DdflowError, match=message):
+        check_entry("bad", entry, "quick")
+    with pytest.raises(DdflowError, match="registered method"):
+        check_entry("dm", {k: v for k, v in entry.items() if k != "colour"}, "quick")
+
+
+def test_normalized_sets_use_the_statistics_eval_as_normalises_with(tmp_path):
+    (tmp_path / "images_best.pt").write_bytes(b"")
+    base = {"path": str(tmp_path), "format": "mtt", "ipc": 1, "space": "normalized", "lr": 0.01}
+    # MTT utils.py get_dataset: CIFAR-100 normalised with CIFAR-10's mean/std (workflow/hparams/mtt.yaml)
+    assert check_entry("m", {**base, "dataset": "cifar100"}, "paper").normalize_as == "cifar10"
+    assert check_entry("m", {**base, "dataset": "cifar10"}, "paper").normalize_as is None
+    assert check_entry("m", {**base, "dataset": "cifar100", "normalize_as": None}, "paper").normalize_as is None
+    with pytest.raises(DdflowError, match="imports.m.normalize_as"):
+        check_entry("m", {**base, "dataset": "cifar100", "normalize_as": "mnist"}, "paper")
