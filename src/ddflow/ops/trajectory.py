@@ -1,5 +1,5 @@
 """Trajectory matching's shared blocks (MTT, TESLA, MTT + ISA): the student's SGD steps on synthetic mini-batches,
-the normalised parameter distance, and TESLA's constant-memory meta-gradient.
+the normalised parameter distance, TESLA's constant-memory meta-gradient and ISA's module on a student step.
 
 A student step is theta_{i+1} = theta_i - syn_lr * grad_theta step_loss(theta_i; x_i, y_i) with x_i the i-th
 synthetic mini-batch (augmented), and the matching loss is L = ||theta_N - theta*||^2 / ||theta_0 - theta*||^2.
@@ -11,9 +11,13 @@ from __future__ import annotations
 
 from typing import Callable
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch.func import functional_call
+
+from .krr import nearest_other, select_by_error
+from .losses import soft_ce
 
 Params = dict[str, torch.Tensor]
 #: step_loss(net, params, x, y) -> scalar: the loss a student step descends (MTT: cross-entropy)
@@ -99,3 +103,34 @@ def constant_memory_grads(net: torch.nn.Module, start: Params, target: Params, i
         if exact:
             lam = {n: lam[n] - lr * h for n, h in zip(names, out[1:])}
     return loss.detach(), image_grad, lr_grad
+
+
+def isa_cross_entropy(feats: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, y: torch.Tensor,
+                      keep: float, eps: float, points: int) -> torch.Tensor:
+    """ISA's module on a cross-entropy step (ddflow's MTT + ISA; ISA's KRR form is ops.krr.isa_loss): keep the
+    `keep` fraction of the batch with the largest per-sample cross-entropy (ISA's topk, hardest first), pair each
+    kept sample i with its most cosine-similar other kept sample j in the features `feats` (the inputs of the linear
+    classifier `weight`, `bias`), and average the cross-entropy along the segment
+        phi_i + l (phi_i - phi_j),  y_i + l (y_i - y_j),   l uniform on [0, eps]
+    (ISA's segment, running from i away from j), by Gauss-Legendre quadrature with `points` nodes (the integrand has
+    no closed form for cross-entropy; ISA's A^2 + eps AB + eps^2 B^2 / 3 is this mean for a squared loss). The linear
+    head makes interpolated features and interpolated logits the same thing. y: (B,) labels or (B, C) probabilities.
+    """
+    logits = F.linear(feats, weight, bias)
+    y = F.one_hot(y, logits.shape[-1]).to(logits.dtype) if y.dim() == 1 else y
+    if keep < 1:
+        per_sample = -(y * F.log_softmax(logits, -1)).sum(-1)
+        kept = select_by_error(per_sample.detach(), keep)
+        feats, logits, y = feats[kept], logits[kept], y[kept]
+    if eps == 0:
+        return soft_ce(logits, y)
+    j = nearest_other(feats.detach())
+    dz, dy = logits - logits[j], y - y[j]
+    nodes, weights = _legendre(points, logits.dtype, logits.device)
+    lam = eps * (nodes + 1) / 2                      # nodes on [0, eps]; weights / 2 = the mean over the segment
+    return sum(w / 2 * soft_ce(logits + t * dz, y + t * dy) for t, w in zip(lam, weights))
+
+
+def _legendre(points: int, dtype: torch.dtype, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    nodes, weights = np.polynomial.legendre.leggauss(int(points))
+    return torch.tensor(nodes, dtype=dtype, device=device), torch.tensor(weights, dtype=dtype, device=device)
