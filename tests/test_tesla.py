@@ -181,3 +181,35 @@ def test_tesla_resumes_exactly(random_real, experts):
         b.step(it)
     assert torch.equal(b.images, full.images) and torch.equal(b.syn_lr, full.syn_lr)
     assert torch.equal(b.labels, full.labels)
+
+
+# ---- experts read memory-mapped (issue 16: experts at scale) ------------------------------------------------------
+def test_manifest_and_pool_read_experts_memory_mapped_with_the_values_of_a_full_load(experts, tmp_path, monkeypatch):
+    import json
+    from pathlib import Path
+
+    from ddflow import trajectory_sampling as ts
+    from ddflow.experts import load_expert
+    paths = json.loads(Path(experts).read_text())["experts"]
+    modes = []
+
+    def spy(*a, **k):
+        modes.append(k.get("mmap", False))
+        return load_expert(*a, **k)
+
+    monkeypatch.setattr(ts, "load_expert", spy)
+    man_m = ts.write_mtt_manifest("mtt-m2-t2", "mnist5k", "raw", "ConvNetW32", paths, tmp_path / "m.json")
+    pool_m = ts.write_ead_pool("ead-p6", "mnist5k", "raw", "ConvNetW32", paths, tmp_path / "p.pt")
+    assert modes and all(modes)
+    monkeypatch.setattr(ts, "load_expert", lambda *a, **k: load_expert(*a, **{**k, "mmap": False}))
+    man_f = ts.write_mtt_manifest("mtt-m2-t2", "mnist5k", "raw", "ConvNetW32", paths, tmp_path / "mf.json")
+    pool_f = ts.write_ead_pool("ead-p6", "mnist5k", "raw", "ConvNetW32", paths, tmp_path / "pf.pt")
+    assert man_m == man_f
+    assert torch.equal(pool_m["refs"], pool_f["refs"])
+    for n in pool_f["params"]:
+        assert torch.equal(pool_m["params"][n], pool_f["params"][n])
+        assert torch.equal(pool_m["final"][n], pool_f["final"][n])
+    # the MTT window read: two epochs of a memory-mapped expert equal those of the whole file
+    mm, full = load_expert(paths[1], mmap=True), load_expert(paths[1])
+    for n, v in full["params"].items():
+        assert torch.equal(mm["params"][n][1], v[1]) and torch.equal(mm["params"][n][3], v[3])
