@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -89,24 +90,24 @@ def one_step(method: str, dataset: str, ipc: int, syn_steps: int, meta_gradient:
         torch.cuda.synchronize(dev)
         torch.cuda.reset_peak_memory_stats(dev)
     base = _rss_mb() if dev.type == "cpu" else torch.cuda.memory_allocated(dev) / 2**20
-    t0 = time.time()
+    t0, c0 = time.time(), time.process_time()
     m.step(1)
     if dev.type == "cuda":
         torch.cuda.synchronize(dev)
-    seconds = time.time() - t0
+    seconds, cpu_seconds = time.time() - t0, time.process_time() - c0
     peak = (_rss_mb() if dev.type == "cpu" else torch.cuda.max_memory_allocated(dev) / 2**20) - base
     return {"bench": "trajectory_step", "method": method if method != "tesla" else f"tesla-{meta_gradient}",
             "dataset": dataset, "ipc": ipc, "syn_steps": syn_steps, "batch_syn": hp["batch_syn"] or len(y),
-            "net": hp["net"], "device": device, "seconds": seconds, "peak_mb": peak,
+            "net": hp["net"], "device": device, "seconds": seconds, "cpu_seconds": cpu_seconds, "peak_mb": peak,
             "memory": "peak RSS growth over one iteration" if dev.type == "cpu" else "peak CUDA allocated over one "
                                                                                        "iteration minus before"}
 
 
 def fit(rows: list[dict], at: int) -> dict:
-    """Least-squares line through (syn_steps, value) for seconds and peak_mb, evaluated at `at`."""
+    """Least-squares line through (syn_steps, value) for the times and peak_mb, evaluated at `at`."""
     xs = torch.tensor([float(r["syn_steps"]) for r in rows], dtype=torch.float64)
     out = {}
-    for key in ("seconds", "peak_mb"):
+    for key in ("seconds", "cpu_seconds", "peak_mb"):
         ys = torch.tensor([float(r[key]) for r in rows], dtype=torch.float64)
         if len(rows) > 1:
             a = torch.stack([torch.ones_like(xs), xs], 1)
@@ -141,7 +142,12 @@ def read_experts(kind: str, mode: str, paths: list[str], tmp: str) -> dict:
 
 
 def _child(args: list[str]) -> dict:
-    out = subprocess.run([sys.executable, __file__, "_child", *args], check=True, capture_output=True, text=True)
+    # a fixed glibc mmap threshold: blocks over 128 KiB are mapped and returned to the system when freed, so the RSS
+    # high-water mark follows what is allocated, not heap fragmentation (glibc otherwise raises the threshold after the
+    # first large free, and small long-lived tensors then pin freed activation memory in the heap)
+    env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "131072"}
+    out = subprocess.run([sys.executable, __file__, "_child", *args], check=True, capture_output=True, text=True,
+                         env=env)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 

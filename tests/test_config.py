@@ -39,7 +39,8 @@ def test_paper_preset_grid_is_the_p1_grid_and_top_level_keys_override_it():
     ({"datasets": ["imagenet"]}, "unknown dataset 'imagenet'"),
     ({"methods": ["dsa9"]}, "unknown method 'dsa9'; implemented: dc, dc-dream, dm, dm-dream, dream, dsa, dsa-dream, "
                            "ead, ead-literal, frepo, frepo-drop-easy10, frepo-drop-easy20, frepo-drop-easy30, "
-                           "frepo-drop-hard10, frepo-drop-hard20, frepo-drop-hard30, herding, idc, isa, mtt, random"),
+                           "frepo-drop-hard10, frepo-drop-hard20, frepo-drop-hard30, herding, idc, isa, mtt, "
+                           "mtt-isa, random, tesla"),
     ({"tables": ["nope_t9"]}, "unknown table 'nope_t9'; known: dream_t1, dream_t2, ead_claims, isa_t6, isa_t7"),
     ({"ipcs": [1, 500]}, r"IPC \[500\] larger than the smallest class of mnist5k \(400"),
     ({"preset": "fast"}, "preset"),
