@@ -4,6 +4,8 @@ seconds per iteration of DC/DSA (the official DSA code: 2.85 s per CIFAR-10 IPC 
     python benchmarks/bench.py --device cuda --dataset cifar10 --npz path/to/cifar10.npz
     python benchmarks/bench.py --device cpu                   # embedded mnist5k, CPU
     python benchmarks/bench.py --device cuda --dataset cifar10 --ipc 10 --idc   # IDC / DREAM s per inner loop
+    python benchmarks/bench.py --device cuda --dataset cifar10 --ipc 10 --idm   # IDM s per iteration (vs DM)
+    python benchmarks/bench.py --device cpu --ipc 1 --preset quick --feature    # DM, dm-isa, CAFE s per iteration
 
 Prints one JSON object per measurement. Target on a GPU: 20 models cost at most 3x one model.
 """
@@ -89,7 +91,7 @@ def bench_experts(data, device, k: int, epochs: int, net: str = "ConvNet") -> di
 
 def bench_trajectory_method(data, device, method: str, ipc: int, iters: int, preset: str,
                             syn_steps: int | None = None, batch_syn: int | None = None) -> dict:
-    """MTT / EAD iterations per second on fake experts of the method's net; peak memory of the run."""
+    """MTT / HaBa / EAD iterations per second on fake experts of the method's net; peak memory of the run."""
     from ddflow.trajectory_sampling import write_ead_pool, write_mtt_manifest
     hp = hparams.resolve(method, data.info.name, ipc, preset)
     hp["prep"] = "raw"  # throughput only: skip fitting a ZCA
@@ -99,7 +101,7 @@ def bench_trajectory_method(data, device, method: str, ipc: int, iters: int, pre
         hp["batch_syn"] = batch_syn
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        if method == "mtt":
+        if hp["sampler"] == "mtt":  # mtt, haba: MTT windows
             need = int(hp["max_start_epoch"]) + int(hp["expert_epochs"])
             paths = _fake_experts(data, hp["net"], 2, need, tmp)
             write_mtt_manifest(f"mtt-m{hp['expert_epochs']}-t{hp['max_start_epoch']}", data.info.name, "raw",
@@ -115,9 +117,9 @@ def bench_trajectory_method(data, device, method: str, ipc: int, iters: int, pre
 
 def run_trajectory_benches(data, device, a) -> None:
     print(json.dumps(bench_experts(data, device, a.expert_block, a.expert_epochs, a.expert_net)), flush=True)
-    for method in ("mtt", "ead"):
+    for method in ("mtt", "haba", "ead"):
         print(json.dumps(bench_trajectory_method(data, device, method, a.ipc, a.traj_iters, a.preset,
-                                                 a.syn_steps if method == "mtt" else None)), flush=True)
+                                                 a.syn_steps if method != "ead" else None)), flush=True)
 
 
 # ---- IDC / DREAM (issue 5): inner loops per second -------------------------------------------------------
@@ -162,6 +164,25 @@ def bench_kernel(data, device, ipc: int, iters: int, preset: str) -> list[dict]:
     return out
 
 
+# ---- IDM: seconds per iteration beside DM's (neither IDM's README nor command.txt states a cost) ---------------
+#   python benchmarks/bench.py --device cuda --dataset cifar10 --npz cifar10.npz --ipc 10 --idm
+def bench_idm(data, device, ipc: int, iters: int, preset: str) -> list[dict]:
+    out = [time_method(data, device, m, ipc, iters, preset) for m in ("dm", "idm")]
+    hp = hparams.resolve("idm", data.info.name, ipc, preset)
+    out[1].update({k: hp[k] for k in ("factor", "batch_real", "fetch_net_num", "model_train_steps", "trained_bs")})
+    out.append({"bench": "idm_over_dm", "cost_ratio": out[0]["iterations_per_s"] / out[1]["iterations_per_s"]})
+    return out
+#   python benchmarks/bench.py --device cuda --dataset cifar10 --npz cifar10.npz --ipc 10 --feature
+# Official costs: CAFE's README and distill.py state none (its loops are data-dependent: `outer`/`inner` per
+# iteration are reported); ISA states its module's cost only on FRePo (2.5 h vs 2.4 h for 500k steps, one A100;
+# paper-tables.md P6), printed beside dm-isa's cost ratio over dm.
+def bench_feature(data, device, ipc: int, iters: int, preset: str) -> list[dict]:
+    out = {m: time_method(data, device, m, ipc, iters, preset) for m in ("dm", "dm-isa", "cafe", "cafe-dream")}
+    out["cafe"]["official_s_per_iteration"] = None
+    return [*out.values(), {"bench": "dm_isa_over_dm", "cost_ratio": out["dm-isa"]["seconds_per_iteration"]
+                            / out["dm"]["seconds_per_iteration"], "paper_cost_ratio_on_frepo": 2.5 / 2.4}]
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--device", default="auto")
@@ -184,6 +205,10 @@ def main() -> None:
     p.add_argument("--idc-loops", type=int, default=20, help="inner loops timed (DREAM re-clusters every 10)")
     p.add_argument("--kernel", action="store_true", help="only the FRePo / ISA block: distillation steps/s")
     p.add_argument("--kernel-iters", type=int, default=50)
+    p.add_argument("--idm", action="store_true", help="only IDM's s/iteration and peak memory beside DM's")
+    p.add_argument("--idm-iters", type=int, default=20)
+    p.add_argument("--feature", action="store_true", help="only the feature-matching block: dm, dm-isa, cafe")
+    p.add_argument("--feature-iters", type=int, default=5)
     a = p.parse_args()
     if a.threads:
         torch.set_num_threads(a.threads)
@@ -197,6 +222,14 @@ def main() -> None:
     if a.idc:
         for method in ("idc", "dream"):
             print(json.dumps(bench_idc(data, device, method, a.ipc, a.idc_loops, a.preset)), flush=True)
+        return
+    if a.idm:
+        for r in bench_idm(data, device, a.ipc, a.idm_iters, a.preset):
+            print(json.dumps(r), flush=True)
+        return
+    if a.feature:
+        for r in bench_feature(data, device, a.ipc, a.feature_iters, a.preset):
+            print(json.dumps(r), flush=True)
         return
     results = []
     if a.kernel:

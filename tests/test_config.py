@@ -1,12 +1,17 @@
 """Bad input fails clearly, before any job runs."""
 import copy
+import re
 import shutil
+import subprocess
+import sys
 
 import pytest
 import yaml
 
-from ddflow.config import check, effective_grid
+from ddflow.config import check, effective_grid, method_ipcs
 from ddflow.errors import DdflowError
+from ddflow.methods import REGISTRY
+from ddflow.report.tables import TABLE_KINDS, load_spec
 from test_distill import ROOT
 
 HP = ROOT / "workflow" / "hparams"
@@ -20,12 +25,24 @@ def _cfg(**kw):
     return c
 
 
-def test_default_config_runs_random_herding_dm_on_mnist5k_at_ipc_1_and_10():
+def test_default_config_runs_every_method_on_mnist5k_at_ipc_1_and_10_and_costly_ones_at_ipc_1():
     grid = check(_cfg(), HP, PAPERS)
-    assert grid == {"datasets": ["mnist5k"],
-                    "methods": ["random", "herding", "dm", "dc", "dsa", "mtt", "ead", "idc", "dream", "frepo", "isa"],
-                    "ipcs": [1, 10], "seeds": [0], "tables": ["dream_t1", "dream_t2", "ead_claims", "isa_t6"],
-                    "figures": []}
+    assert grid["datasets"] == ["mnist5k"] and grid["ipcs"] == [1, 10] and grid["seeds"] == [0]
+    assert {"random", "herding", "dm", "dc", "dsa", "mtt", "ead", "idc", "dream", "frepo", "isa"} <= \
+        set(grid["methods"])
+    assert {"dream_t1", "dream_t2", "ead_claims", "isa_t6"} <= set(grid["tables"]) and grid["figures"] == []
+    assert grid["method_ipcs"] and all(method_ipcs(grid, m) == [1] for m in grid["method_ipcs"])
+
+
+def test_method_ipcs_restricts_a_method_to_some_of_the_grids_ipcs_unless_ipcs_are_given():
+    cfg = _cfg()
+    cfg["grid"]["quick"]["method_ipcs"] = {"dm": [1]}
+    grid = check(cfg, HP, PAPERS)
+    assert method_ipcs(grid, "dm") == [1] and method_ipcs(grid, "random") == [1, 10]
+    assert method_ipcs(check(dict(cfg, ipcs=[10]), HP, PAPERS), "dm") == [10]  # the command line's IPCs win
+    cfg["grid"]["quick"]["method_ipcs"] = {"dm": [50]}
+    with pytest.raises(DdflowError, match=r"grid.quick.method_ipcs.dm.*share an IPC"):
+        check(cfg, HP, PAPERS)
 
 
 def test_paper_preset_grid_is_the_p1_grid_and_top_level_keys_override_it():
@@ -37,11 +54,9 @@ def test_paper_preset_grid_is_the_p1_grid_and_top_level_keys_override_it():
 
 @pytest.mark.parametrize("override,message", [
     ({"datasets": ["imagenet"]}, "unknown dataset 'imagenet'"),
-    ({"methods": ["dsa9"]}, "unknown method 'dsa9'; implemented: dc, dc-dream, dm, dm-dream, dream, dsa, dsa-dream, "
-                           "ead, ead-literal, frepo, frepo-drop-easy10, frepo-drop-easy20, frepo-drop-easy30, "
-                           "frepo-drop-hard10, frepo-drop-hard20, frepo-drop-hard30, herding, idc, isa, mtt, "
-                           "mtt-isa, random, tesla"),
-    ({"tables": ["nope_t9"]}, "unknown table 'nope_t9'; known: dream_t1, dream_t2, ead_claims, isa_t6, isa_t7"),
+    ({"methods": ["dsa9"]}, "unknown method 'dsa9'; implemented: " + re.escape(", ".join(sorted(REGISTRY)))),
+    ({"tables": ["nope_t9"]}, "unknown table 'nope_t9'; known: " + ", ".join(
+        sorted(p.stem for p in PAPERS.glob("*.yaml") if load_spec(p)["kind"] in TABLE_KINDS))),
     ({"ipcs": [1, 500]}, r"IPC \[500\] larger than the smallest class of mnist5k \(400"),
     ({"preset": "fast"}, "preset"),
     ({"data": {"mnist": {"npz": "/nonexistent/mnist.npz"}}, "datasets": ["mnist"]},
@@ -135,3 +150,20 @@ def test_an_hparams_file_that_is_a_list_is_a_clear_error(tmp_path):
     (hp / "dm.yaml").write_text("- iterations: 5\n")
     with pytest.raises(DdflowError, match=r"dm\.yaml: an hparams file is a mapping"):
         check(_cfg(methods=["dm"]), hp, PAPERS)
+
+
+@pytest.mark.workflow
+def test_a_method_restricted_by_method_ipcs_gets_cells_only_at_its_ipcs(tmp_path):
+    """Dry-run of the default target with dm restricted to IPC 1: dm's IPC-10 cell is not planned, random's is."""
+    cfg = _cfg(methods=["random", "dm"], tables=["dream_t1"])
+    cfg["grid"]["quick"]["method_ipcs"] = {"dm": [1]}
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    proc = subprocess.run([sys.executable, "-m", "snakemake", "-n", "--cores", "1", "--directory", str(tmp_path),
+                           "-s", str(ROOT / "Snakefile"), "--configfile", str(path)],
+                          cwd=ROOT, capture_output=True, text=True)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
+    planned = proc.stdout + proc.stderr
+    assert "results/eval/dc/dm/mnist5k/ipc1/s0.json" in planned
+    assert "results/eval/dc/random/mnist5k/ipc10/s0.json" in planned
+    assert "results/eval/dc/dm/mnist5k/ipc10/s0.json" not in planned

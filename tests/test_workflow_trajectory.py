@@ -1,5 +1,5 @@
-"""End to end through Snakemake on a tiny config: data -> experts (two blocks) -> checkpoint sampling -> mtt, ead,
-ead-literal -> evaluation (protocols mtt and soft) -> tables dream_t1 and ead_claims."""
+"""End to end through Snakemake on a tiny config: data -> experts (two blocks) -> checkpoint sampling -> mtt, haba,
+ead, ead-literal -> evaluation (protocols mtt and soft) -> tables dream_t1 and ead_claims."""
 import json
 import re
 
@@ -20,8 +20,10 @@ TINY_QUICK = {
                  "eval": {"mtt": {"epochs": 2, "models": 2}}},
     "ead.yaml": {"iterations": 2, "pool": 3, "t_m": 2, "batch_real": 8, "eval": {"soft": {"epochs": 2, "models": 2}}},
     "random.yaml": {"eval": {"dc": {"epochs": 2, "models": 2}}},
+    "haba.yaml": {"iterations": 2, "n_hallucinators": 2, "extractor_net": "ConvNetW32",
+                  "eval": {"mtt": {"epochs": 2, "models": 2}}},   # windows and steps: mtt's tiny values (inherited)
 }
-METHODS = ["mtt", "ead", "ead-literal", "random"]
+METHODS = ["mtt", "haba", "ead", "ead-literal", "random"]
 
 
 @pytest.fixture(scope="module")
@@ -53,6 +55,9 @@ def test_trajectory_workflow_experts_sampling_methods_evaluation_tables(tiny_run
     assert mtt["lr"] > 0 and mtt["images"].shape == (10, 1, 28, 28) and mtt["iterations"] == 2
     cell = json.loads((r / "eval/mtt/mtt/mnist5k/ipc1/s0.json").read_text())
     assert cell["protocol"] == "mtt" and len(cell["accuracies"]) == 2
+    haba = load_pt(r / "distilled/haba/mnist5k/ipc1/s0.pt")  # the MTT manifest shared; 2 hallucinators x 10 bases
+    assert haba["images"].shape == (20, 1, 28, 28) and haba["haba"]["images"] == 20 and haba["lr"] > 0
+    assert json.loads((r / "eval/mtt/haba/mnist5k/ipc1/s0.json").read_text())["n_models"] == 2
     ead = load_pt(r / "distilled/ead/mnist5k/ipc1/s0.pt")
     lit = load_pt(r / "distilled/ead-literal/mnist5k/ipc1/s0.pt")
     assert ead["labels"].shape == (10, 10) and torch.allclose(ead["labels"].sum(1), torch.ones(10))
@@ -61,8 +66,9 @@ def test_trajectory_workflow_experts_sampling_methods_evaluation_tables(tiny_run
         cell = json.loads((r / f"eval/soft/{m}/mnist5k/ipc1/s0.json").read_text())
         assert cell["protocol"] == "soft" and 0 <= cell["mean"] <= 100
     md = (r / "tables/dream_t1.md").read_text()
-    line = next(x for x in md.splitlines() if x.startswith("| MTT "))
-    assert re.search(r"\d+\.\d ± \d+\.\d", line), line
+    for label in ("MTT", "HaBa"):
+        line = next(x for x in md.splitlines() if x.startswith(f"| {label} "))
+        assert re.search(r"\d+\.\d ± \d+\.\d", line), line
     claims = (r / "tables/ead_claims.md").read_text()
     for label in ("EAD (consistent form)", "EAD (paper's literal 1 - alpha)"):
         line = next(x for x in claims.splitlines() if x.startswith(f"| {label} "))

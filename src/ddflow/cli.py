@@ -58,7 +58,8 @@ def cmd_evaluate(a) -> None:
 
 
 def cmd_table(a) -> None:
-    """A paper table by its spec's kind: evaluation cells (cells) or distilled records' timing (timing)."""
+    """A paper table by its spec's kind: evaluation cells (cells, or by architecture: xarch) or distilled records'
+    timing (timing)."""
     from .report.tables import build_table, load_spec, write_table
     from .report.timing import build_timing_table, write_timing_table
     kind = load_spec(a.spec)["kind"]
@@ -66,8 +67,11 @@ def cmd_table(a) -> None:
         write_timing_table(build_timing_table(a.spec, a.cells), a.out_prefix)
     elif kind == "cells":
         write_table(build_table(a.spec, a.cells, datasets=a.datasets, ipcs=a.ipcs), a.out_prefix)
+    elif kind == "xarch":  # one dataset x IPC, named by the spec (--datasets / --ipcs do not apply)
+        from .report.xarch import build_xarch_table, write_xarch_table
+        write_xarch_table(build_xarch_table(a.spec, a.cells), a.out_prefix)
     else:
-        raise DdflowError(f"{a.spec}: a {kind!r} spec is not a table of results/tables (kinds: cells, timing)")
+        raise DdflowError(f"{a.spec}: a {kind!r} spec is not a table of results/tables (kinds: cells, timing, xarch)")
 
 
 def cmd_grid(a) -> None:

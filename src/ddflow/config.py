@@ -49,7 +49,16 @@ def effective_grid(config: dict[str, Any]) -> dict[str, list]:
     for key in GRID_KEYS:
         value = config.get(key)
         grid[key] = list(value) if value is not None else list(base.get(key) or [])
+    # a preset may run some methods at fewer IPCs (e.g. a costly method at IPC 1 only in the default run); IPCs
+    # set on the command line apply to every method
+    grid["method_ipcs"] = {} if config.get("ipcs") is not None else dict(base.get("method_ipcs") or {})
     return grid
+
+
+def method_ipcs(grid: dict[str, Any], method: str) -> list[int]:
+    """The IPCs the grid runs `method` at: the grid's IPCs, restricted by its `method_ipcs` entry when it has one."""
+    only = grid.get("method_ipcs", {}).get(method)
+    return [i for i in grid["ipcs"] if only is None or i in only]
 
 
 def table_rows(spec_path: str | Path) -> list[tuple[str, str]]:
@@ -65,9 +74,14 @@ def _min_class_count(dataset: str, config: dict[str, Any]) -> tuple[int | None, 
             raise DdflowError(f"config data.{dataset}.npz: {path} does not exist")
         try:
             with np.load(path) as z:
-                y = z["y_train"]
+                missing = [k for k in ("x_train", "y_train", "x_test", "y_test") if k not in z.files]
+                y, y_test = (None, None) if missing else (z["y_train"], z["y_test"])
         except Exception as e:
             raise DdflowError(f"config data.{dataset}.npz: cannot read y_train from {path} ({e})") from None
+        if missing:
+            raise DdflowError(f"config data.{dataset}.npz: {path} lacks array(s) {', '.join(missing)}; a dataset "
+                              f"npz holds x_train, y_train, x_test, y_test")
+        as_labels(y_test, get_info(dataset).classes, f"config data.{dataset}.npz: {path}", "y_test")
         y = as_labels(y, get_info(dataset).classes, f"config data.{dataset}.npz: {path}", "y_train")
         counts = class_counts(y, get_info(dataset).classes)
         return int(counts.min()), str(path)
@@ -90,12 +104,16 @@ def check(config: dict[str, Any], hparams_dir: str | Path, papers_dir: str | Pat
             raise DdflowError(f"config key 'methods': unknown method {m!r}; implemented: {', '.join(sorted(REGISTRY))}")
         check_file(m, hparams_dir)
         for d in grid["datasets"]:
-            for i in grid["ipcs"]:
+            for i in method_ipcs(grid, m):
                 where = f"{Path(hparams_dir) / m}.yaml resolved for {d}, IPC {i}, preset {config['preset']}"
                 check_values(resolve(m, d, int(i), config["preset"], hparams_dir), where)
     for name in ("experts", "featnet", "analyses"):
         if (Path(hparams_dir) / f"{name}.yaml").exists():
             check_file(name, hparams_dir)
+    for m, ipcs in grid["method_ipcs"].items():
+        if m not in grid["methods"] or not set(ipcs) & set(grid["ipcs"]):
+            raise DdflowError(f"config key 'grid.{config['preset']}.method_ipcs.{m}': {m!r} must be one of the grid's "
+                              f"methods and share an IPC with its ipcs {grid['ipcs']}")
     for f in grid["figures"]:
         if f not in FIGURES:
             raise DdflowError(f"config key 'figures': unknown figure {f!r}; known: {', '.join(FIGURES)}")

@@ -141,10 +141,11 @@ def build_net(name: str, channels: int, classes: int, im_size: int, generator: t
 
 @torch.no_grad()
 def init_params_(net: nn.Module, generator: torch.Generator) -> None:
-    """Re-draw every parameter from `generator` with PyTorch's default distributions: conv and linear weights
-    and biases U(-1/sqrt(fan_in), 1/sqrt(fan_in)) (= kaiming_uniform_(a=sqrt(5))), norm weights 1, biases 0."""
+    """Re-draw every parameter from `generator` with PyTorch's default distributions: conv (also transposed) and
+    linear weights and biases U(-1/sqrt(fan_in), 1/sqrt(fan_in)) (= kaiming_uniform_(a=sqrt(5)); fan_in = the
+    size of weight[0], which is PyTorch's fan_in for ConvTranspose2d too), norm weights 1, biases 0."""
     for m in net.modules():
-        if isinstance(m, (nn.Conv2d, nn.Linear)):
+        if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
             fan_in = m.weight[0].numel()
             bound = 1.0 / math.sqrt(fan_in)
             for p in (m.weight, m.bias):

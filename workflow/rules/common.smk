@@ -16,6 +16,7 @@ from ddflow import trajectory_sampling as ddsampling  # noqa: E402
 from ddflow.methods import get_method  # noqa: E402
 from ddflow.protocols import protocol_settings  # noqa: E402
 from ddflow.report.tables import load_spec  # noqa: E402
+from ddflow.report.xarch import load_xarch_spec, xarch_cells  # noqa: E402
 
 ddconfig.coerce_cli_types(config)
 validate(config, Path(workflow.basedir) / "workflow" / "schemas" / "config.schema.yaml")
@@ -98,7 +99,7 @@ def cells(methods=None, protocol=None):
     out = []
     for m in methods if methods is not None else GRID["methods"]:
         for d in GRID["datasets"]:
-            for i in GRID["ipcs"]:
+            for i in ddconfig.method_ipcs(GRID, m):
                 for s in GRID["seeds"]:
                     out.append(eval_path(protocol or default_protocol(m), m, d, i, s))
     return out
@@ -109,7 +110,7 @@ def grid_figures():
         f"results/figures/grids/{m}/{d}/ipc{i}/s{s}.png"
         for m in GRID["methods"]
         for d in GRID["datasets"]
-        for i in GRID["ipcs"]
+        for i in ddconfig.method_ipcs(GRID, m)
         for s in GRID["seeds"]
     ]
 
@@ -243,16 +244,23 @@ def eval_settings(wildcards):
 
 # ---- input functions and params: tables and figures --------------------------------------------------------
 def table_inputs(wildcards):
-    """A table's inputs by its spec's kind: evaluation cells of its rows (kind cells, the default), or the
-    distilled records of its rows (kind timing: DREAM supp. Table 2 reads each run's own timing)."""
+    """A table's inputs by its spec's kind: evaluation cells of its rows (kind cells, the default; kind xarch: at
+    the spec's dataset and IPC, one protocol per architecture), or the distilled records of its rows (kind
+    timing: DREAM supp. Table 2 reads each run's own timing)."""
     s = spec(wildcards.table)
     rows = [(r["method"], r.get("protocol", "dc")) for r in s["rows"] if r.get("method") in GRID["methods"]]
+    if s.get("kind") == "xarch":  # one dataset x IPC (the spec's), one protocol per architecture
+        return [
+            eval_path(p, m, d, i, seed)
+            for p, m, d, i in xarch_cells(load_xarch_spec(table_spec(wildcards)), GRID["methods"])
+            for seed in GRID["seeds"]
+        ]
     if s.get("kind", "cells") == "timing":
         return [
             distilled_path(m, d, i, seed)
             for m, _ in rows
             for d in GRID["datasets"]
-            for i in GRID["ipcs"]
+            for i in ddconfig.method_ipcs(GRID, m)
             for seed in GRID["seeds"]
         ]
     return [path for m, p in rows for path in cells([m], p)]

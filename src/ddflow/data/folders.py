@@ -83,9 +83,25 @@ def _read_batch(path: Path, size: int) -> tuple[np.ndarray, np.ndarray]:
     return np.ascontiguousarray(x), y
 
 
+def _read_labels(path: Path) -> np.ndarray:
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            return np.asarray(f["labels"]).astype(np.int64) - 1
+    except Exception as e:
+        raise DdflowError(f"{path}: not a downsampled-ImageNet npz ({type(e).__name__}: {e})") from None
+
+
 def read_imagenet_downsampled(root: str | Path, info) -> dict[str, np.ndarray]:
     """imagenet64: train_data_batch_*.npz and val_data.npz under root (or its Imagenet64_train_npz /
     Imagenet64_val_npz folders)."""
+    train, val = _imagenet_files(root, info)
+    parts = [_read_batch(p, info.size) for p in train]
+    xv, yv = _read_batch(val[0], info.size)
+    return {"x_train": np.concatenate([x for x, _ in parts]), "y_train": np.concatenate([y for _, y in parts]),
+            "x_test": xv, "y_test": yv}
+
+
+def _imagenet_files(root: str | Path, info) -> tuple[list[Path], list[Path]]:
     root = Path(root)
     dirs = [root, root / f"Imagenet{info.size}_train_npz", root / f"Imagenet{info.size}_val_npz", root / info.name]
     train = sorted((p for d in dirs if d.is_dir() for p in d.glob("train_data_batch_*.npz")),
@@ -95,10 +111,24 @@ def read_imagenet_downsampled(root: str | Path, info) -> dict[str, np.ndarray]:
         raise DdflowError(f"{root}: downsampled ImageNet not found (need train_data_batch_<k>.npz and val_data.npz, "
                           f"e.g. from Imagenet{info.size}_train_npz.zip / Imagenet{info.size}_val_npz.zip), or set "
                           f"`data: {{{info.name}: {{npz: PATH}}}}` in the config")
-    parts = [_read_batch(p, info.size) for p in train]
-    xv, yv = _read_batch(val[0], info.size)
-    return {"x_train": np.concatenate([x for x, _ in parts]), "y_train": np.concatenate([y for _, y in parts]),
-            "x_test": xv, "y_test": yv}
+    return train, val
+
+
+def write_imagenet_downsampled(root: str | Path, info, out: str | Path, check) -> None:
+    """Prepare imagenet64 straight into the uncompressed npz `out`, one source batch in memory at a time (the
+    train split is 15.7 GB as uint8): `check(x, y, split)` validates and converts each batch."""
+    from .npzmap import NpzStreamWriter
+
+    train, val = _imagenet_files(root, info)
+    labels = [_read_labels(p) for p in train]   # the labels first (small), for the count
+    n = sum(len(y) for y in labels)
+    xv, yv = check(*_read_batch(val[0], info.size), "test")
+    with NpzStreamWriter(out) as w:
+        w.add_chunks("x_train", (n, info.size, info.size, 3), np.uint8,
+                      (check(*_read_batch(p, info.size), "train")[0] for p in train))
+        w.add("y_train", check(np.zeros((0, 1), np.uint8), np.concatenate(labels), "train")[1])
+        w.add("x_test", xv)
+        w.add("y_test", yv)
 
 
 READERS = {"class-folders": read_class_folders, "imagenet-downsampled": read_imagenet_downsampled}

@@ -1,4 +1,4 @@
-"""Real data in memory: RealData (normalised float NCHW tensors on a device) and its helpers."""
+"""Real data: RealData (the train and test splits in the run's data space, with labels) and its helpers."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -8,6 +8,7 @@ import numpy as np
 import torch
 
 from ..errors import DdflowError
+from .images import Images
 from .registry import DatasetInfo
 from .sources import _validate, load_arrays
 
@@ -65,9 +66,11 @@ def denormalize(x: torch.Tensor, info: DatasetInfo) -> torch.Tensor:
 
 @dataclass
 class RealData:
-    x_train: torch.Tensor
+    """x_train / x_test: `Images` (uint8 kept, float batches on indexing; what load_real gives) or float32
+    (N, C, H, W) tensors (tests, small derived sets); both answer x[idx], len(x), x.shape, x.device, x.to()."""
+    x_train: torch.Tensor | Images
     y_train: torch.Tensor
-    x_test: torch.Tensor
+    x_test: torch.Tensor | Images
     y_test: torch.Tensor
     info: DatasetInfo
     _per_class: list[torch.Tensor] | None = field(default=None, init=False, repr=False, compare=False)
@@ -80,10 +83,11 @@ class RealData:
 
 
 def load_real(path: str | Path, info: DatasetInfo, device: str | torch.device = "cpu") -> RealData:
-    """Prepared npz -> normalised float NCHW tensors and int64 labels on `device`."""
-    arrays = _validate(load_arrays(path), info, str(path))
+    """Prepared npz -> the images as `Images` (uint8, memory-mapped when the file allows, normalised per batch on
+    `device`) and int64 labels on `device`."""
+    arrays = _validate(load_arrays(path, mmap=True), info, str(path))
     t = {}
     for s in ("train", "test"):
-        t[f"x_{s}"] = normalize(to_float(torch.from_numpy(arrays[f"x_{s}"]).to(device)), info)
-        t[f"y_{s}"] = torch.from_numpy(arrays[f"y_{s}"]).to(device)
+        t[f"x_{s}"] = Images.load(arrays[f"x_{s}"], info, device)
+        t[f"y_{s}"] = torch.from_numpy(np.asarray(arrays[f"y_{s}"], dtype=np.int64)).to(device)
     return RealData(t["x_train"], t["y_train"], t["x_test"], t["y_test"], info)

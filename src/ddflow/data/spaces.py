@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..errors import DdflowError
+from .images import Images
 from .real import RealData, denormalize
 from .zca import ZCA, fit_zca
 
@@ -32,6 +33,8 @@ class Prep:
 def whiten(data: RealData, zca: ZCA) -> RealData:
     """Both splits of normalised real data through `zca` (fitted on [0, 1] pixels)."""
     info = data.info
+    if isinstance(data.x_train, Images):
+        return RealData(data.x_train.whitened(zca), data.y_train, data.x_test.whitened(zca), data.y_test, info)
     z = zca.to(data.x_train.device)
     return RealData(z.apply(denormalize(data.x_train, info)), data.y_train,
                     z.apply(denormalize(data.x_test, info)), data.y_test, info)
@@ -44,5 +47,7 @@ def preprocess(data: RealData, prep: str | Prep, eps: float | None = None,
     p = prep if isinstance(prep, Prep) else Prep(prep, eps, block)
     if p.kind == "raw":
         return data, None
-    zca = fit_zca(denormalize(data.x_train, data.info).cpu(), p.kind, p.eps, p.block)
+    x = data.x_train
+    pixels = x.pixels().to("cpu") if isinstance(x, Images) else denormalize(x, data.info).cpu()
+    zca = fit_zca(pixels, p.kind, p.eps, p.block)
     return whiten(data, zca), zca

@@ -16,6 +16,7 @@ Everything is computed in float64 and stored in float32. The same `apply` is use
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -170,7 +171,7 @@ def from_blocks(b: Tensor, shape, block: int) -> Tensor:
     return b.reshape(n, sh, sw, c, block, block).permute(0, 3, 4, 1, 5, 2).reshape(n, c, h, w)
 
 
-def fit_zca(x_train: Tensor, kind: str = "kornia", eps: float | None = None, block: int | None = None) -> ZCA:
+def fit_zca(x_train: Tensor | Any, kind: str = "kornia", eps: float | None = None, block: int | None = None) -> ZCA:
     """Fit ZCA on the train split `x_train` ((N, C, H, W) float pixels in [0, 1]).
 
     eps: absolute eigenvalue offset for kind 'kornia' (default 0.1); relative zca_reg for kind 'frepo'
@@ -178,9 +179,9 @@ def fit_zca(x_train: Tensor, kind: str = "kornia", eps: float | None = None, blo
     """
     if kind not in KINDS:
         raise DdflowError(f"unknown ZCA kind {kind!r}; known kinds: {', '.join(KINDS)}")
-    if not isinstance(x_train, Tensor) or x_train.dim() != 4:
-        raise DdflowError(f"fit_zca expects an (N, C, H, W) tensor, got "
-                          f"{tuple(x_train.shape) if isinstance(x_train, Tensor) else type(x_train).__name__}")
+    if not hasattr(x_train, "shape") or not hasattr(x_train, "dim") or x_train.dim() != 4:
+        raise DdflowError(f"fit_zca expects (N, C, H, W) images (a tensor or data.images.Images), got "
+                          f"{tuple(x_train.shape) if hasattr(x_train, 'shape') else type(x_train).__name__}")
     eps = DEFAULT_EPS[kind] if eps is None else float(eps)
     if eps < 0:
         raise DdflowError(f"ZCA eps must be >= 0, got {eps}")

@@ -1,5 +1,5 @@
 """EAD: effect alignment ("Learn to synthesize compact datasets by matching effects"; no public code, the algorithm
-as DESIGN.md section 5 states it).
+as docs/methods.md states it).
 
 Synthetic images are initialised from real images per class, soft labels (logits, learned) from the final expert's
 predictions on them. Each iteration draws a synthetic minibatch S_t, two disjoint real minibatches D_p and D_t from

@@ -1,6 +1,6 @@
 """IDC: dataset condensation via efficient synthetic-data parameterization (Kim et al., ICML 2022; official
 snu-mllab/Efficient-Dataset-Condensation condense.py) and DREAM: representative matching on top of it (Liu et al.,
-ICCV 2023; lyq312318224/DREAM condense.py). reference/methods.md sections 4 and 5.
+ICCV 2023; lyq312318224/DREAM condense.py). docs/methods.md.
 
 The synthetic images live in pixel space [0, 1] (clamped at every outer iteration); each decodes by
 multi-formation into factor^2 training images (ddflow.ops.multiformation.decode). One outer iteration (= one step()):

@@ -35,6 +35,19 @@ class MTT(Method):
     state = ("images", "syn_lr", "opt_img", "opt_lr", "order")
 
     def init(self) -> None:
+        self.init_trajectories()
+        hp = self.hp
+        self.images = self.initial_images()
+        self.labels = self.class_labels().to(self.device)
+        self.syn_lr = torch.tensor(float(hp["lr_teacher"]), device=self.device).requires_grad_(True)
+        self.opt_img = torch.optim.SGD([self.images], lr=hp["lr_img"], momentum=hp["momentum"])
+        self.opt_lr = torch.optim.SGD([self.syn_lr], lr=hp["lr_lr"], momentum=hp["momentum"])
+        self.dsa = DSA(self.dsa_strategy()) if hp.get("dsa", True) else None
+        self.order = torch.randperm(len(self.manifest["experts"]), generator=self.generator).tolist()
+
+    def init_trajectories(self) -> None:
+        """The checkpoint-sampling manifest (checked against the hparams) and the functional student net; draws
+        nothing from the generator."""
         hp, info = self.hp, self.data.info
         self.manifest = load_manifest(self.inputs["trajectories"], info.name, hp["prep"], hp["net"])
         check_normalization(self.manifest, info, self.inputs["trajectories"])
@@ -50,13 +63,6 @@ class MTT(Method):
         if has_batchnorm(self.net):
             raise DdflowError(f"mtt: net {hp['net']!r} has BatchNorm; the functional student does not track it")
         self.net.train()
-        self.images = self.initial_images()
-        self.labels = self.class_labels().to(self.device)
-        self.syn_lr = torch.tensor(float(hp["lr_teacher"]), device=self.device).requires_grad_(True)
-        self.opt_img = torch.optim.SGD([self.images], lr=hp["lr_img"], momentum=hp["momentum"])
-        self.opt_lr = torch.optim.SGD([self.syn_lr], lr=hp["lr_lr"], momentum=hp["momentum"])
-        self.dsa = DSA(self.dsa_strategy()) if hp.get("dsa", True) else None
-        self.order = torch.randperm(len(self.manifest["experts"]), generator=self.generator).tolist()
         self._cache: tuple[int, dict] | None = None
 
     def expert(self, k: int) -> dict[str, Any]:
@@ -66,11 +72,13 @@ class MTT(Method):
             self._cache = (k, e)
         return self._cache[1]
 
-    def next_batches(self, steps: int) -> list[torch.Tensor]:
+    def next_batches(self, steps: int, n: int | None = None) -> list[torch.Tensor]:
         """The synthetic minibatch of each student step (official distill.py lines 340-348): the chunks of a random
-        permutation split by batch_syn, taken from the last (indices_chunks.pop()), a new permutation whenever they
-        run out, and a fresh start at every iteration (indices_chunks = [] inside the iteration loop)."""
-        n, size = len(self.images), int(self.hp.get("batch_syn") or len(self.images))
+        permutation of n (default: the synthetic images) split by batch_syn, taken from the last
+        (indices_chunks.pop()), a new permutation whenever they run out, and a fresh start at every iteration
+        (indices_chunks = [] inside the iteration loop)."""
+        n = len(self.images) if n is None else n
+        size = int(self.hp.get("batch_syn") or n)
         chunks: list[torch.Tensor] = []
         out = []
         for _ in range(steps):
@@ -80,13 +88,12 @@ class MTT(Method):
         return out
 
     def window(self, it: int) -> tuple[int, int, dict[str, torch.Tensor], dict[str, torch.Tensor]]:
-        """(expert k, start epoch, theta_0, theta*) of iteration `it`: the next expert of the cycled order and a start
-        epoch drawn from randint(0, max_start_epoch) (official distill.py)."""
-        hp = self.hp
+        """This iteration's expert k (the fixed order, cycled), its start epoch drawn from randint(0,
+        max_start_epoch), and the parameters theta_0 = expert[start], theta* = expert[start + expert_epochs]."""
         k = self.order[it % len(self.order)]
-        start_epoch = int(torch.randint(0, int(hp["max_start_epoch"]), (1,), generator=self.generator))
+        start_epoch = int(torch.randint(0, int(self.hp["max_start_epoch"]), (1,), generator=self.generator))
         e = self.expert(k)
-        target_epoch = start_epoch + int(hp["expert_epochs"])
+        target_epoch = start_epoch + int(self.hp["expert_epochs"])
         if target_epoch > e["epochs"]:
             raise DdflowError(f"{self.method_id}: window [{start_epoch}, {target_epoch}] beyond the {e['epochs']} "
                               f"epochs of {self.manifest['experts'][k]}")
@@ -101,8 +108,8 @@ class MTT(Method):
 
     def meta_gradient(self, start: dict[str, torch.Tensor], target: dict[str, torch.Tensor],
                       batches: list[torch.Tensor]) -> torch.Tensor:
-        """The trajectory loss of the window, its gradients left in images.grad and syn_lr.grad. MTT: the student
-        unrolled with its whole graph, then one backward."""
+        """The trajectory loss of the window, its gradients left in images.grad and syn_lr.grad (when finite). MTT:
+        the student unrolled with its whole graph, then one backward."""
         start_leaf = {n: v.clone().requires_grad_(True) for n, v in start.items()}
         augment = (lambda x: self.dsa(x, self.generator)) if self.dsa is not None else None
         final = student_unroll(self.net, start_leaf, self.images, self.labels, self.syn_lr, batches, augment,

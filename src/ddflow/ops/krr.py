@@ -73,13 +73,15 @@ def select_by_error(err: torch.Tensor, keep: float) -> torch.Tensor:
 
 def isa_closed_form(a: torch.Tensor, b: torch.Tensor, eps: float, reduce: str = "mean") -> torch.Tensor:
     """Per-sample loss of the segment r(l) = A + l B, l uniform on [0, eps]: A^2 + eps A B + eps^2 B^2 / 3, then
-    reduced over classes ('mean' = ISA's code, 'half_sum' = FRePo's 0.5 * sum). eps = 0 gives A^2."""
+    reduced over classes ('mean' = ISA's code, 'half_sum' = FRePo's 0.5 * sum, 'sum' = DM's). eps = 0 gives A^2."""
     sq = a.square() if eps == 0 else a.square() + eps * a * b + (eps * eps / 3.0) * b.square()
     if reduce == "mean":
         return sq.mean(-1)
     if reduce == "half_sum":
         return 0.5 * sq.sum(-1)
-    raise DdflowError(f"ISA reduce {reduce!r} not in ('mean', 'half_sum')")
+    if reduce == "sum":  # dm-isa: DM's squared distance sums over feature entries
+        return sq.sum(-1)
+    raise DdflowError(f"ISA reduce {reduce!r} not in ('mean', 'half_sum', 'sum')")
 
 
 def nearest_other(phi: torch.Tensor) -> torch.Tensor:

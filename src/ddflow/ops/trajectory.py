@@ -30,14 +30,15 @@ def cross_entropy_step(net: torch.nn.Module, params: Params, x: torch.Tensor, y:
     return F.cross_entropy(functional_call(net, params, (x,)), y)
 
 
-def student_unroll(net: torch.nn.Module, start: Params, images: torch.Tensor, labels: torch.Tensor,
+def student_unroll(net: torch.nn.Module, start: Params, images: torch.Tensor | Callable, labels: torch.Tensor,
                    syn_lr: torch.Tensor, batches: list[torch.Tensor], augment=None,
                    step_loss: StepLoss = cross_entropy_step) -> Params:
     """len(batches) differentiable SGD steps of `net` from parameters `start` on images[batch] (augmented by
-    `augment(x)` when given); returns the final parameters, connected to images and syn_lr."""
+    `augment(x)` when given); returns the final parameters, connected to images and syn_lr. `images` may also be a
+    function from a batch of indices to its images (HaBa generates them from bases and hallucinators)."""
     params = dict(start)
     for idx in batches:
-        x = images[idx]
+        x = images(idx) if callable(images) else images[idx]
         if augment is not None:
             x = augment(x)
         loss = step_loss(net, params, x, labels[idx])

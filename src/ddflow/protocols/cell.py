@@ -7,7 +7,8 @@ code, where the evaluation length and augmentation follow the method and the dat
 Network: a protocol with a `net` setting (dc, mtt, soft, idc) evaluates on the method's own `net` (its resolved
 hparams), as the official code evaluates on the model it distils with (e.g. MTT's Tiny ImageNet ConvNetD4), unless
 the method's `eval: {protocol: {net: ...}}` names another; protocols.yaml's `net` applies to methods without a `net`
-(random, herding). The kernel protocols (frepo, krr) build FRePo's Conv from width/depth and take no `net`.
+(random, herding). The kernel protocols (frepo, krr) build FRePo's Conv from width/depth and take no `net`. A
+cross-architecture protocol (`dc-resnet18`, ddflow.protocols.xarch) takes its base's settings with its own `net`.
 
 Steps: with `steps: auto` (frepo, krr) the method's `step_table` names one of protocols.yaml's `step_tables` (FRePo's
 or ISA's script/eval.py step_per_prototpyes); the resolved settings carry it as `steps_by_prototypes`.
@@ -30,6 +31,7 @@ from ..records import DistilledSet, cell_record
 from ..runtime import peak_memory_mb, provenance, reset_peak
 from ..seeding import generator
 from .registry import PROTOCOLS, get_protocol
+from .xarch import XARCH
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +40,9 @@ def protocol_settings(method: str, dataset: str, ipc: int, preset: str, name: st
                       hp_dir: str | Path | None = None) -> dict[str, Any]:
     if name not in PROTOCOLS:
         raise DdflowError(f"unknown evaluation protocol {name!r}; known: {', '.join(PROTOCOLS)}")
+    if name in XARCH:  # a base protocol on another network (ddflow.protocols.xarch): the base's settings
+        base, net = XARCH[name]
+        return {**protocol_settings(method, dataset, ipc, preset, base, hp_dir), "net": net}
     hp_dir = hparams_mod.hparams_dir(hp_dir)
     doc = yaml.safe_load((hp_dir / "protocols.yaml").read_text()) or {}
     base = doc.get(name, {})

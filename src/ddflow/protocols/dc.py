@@ -1,8 +1,8 @@
-"""DC's evaluation protocol and its two relatives (DESIGN.md section 4).
+"""DC's evaluation protocol and its two relatives (docs/protocols.md).
 
 - `dc`: DC's evaluate_synset (VICO-UoE/DatasetCondensation utils.py): SGD (lr 0.01, momentum 0.9, wd 5e-4), batch
   256, epochs+1 epochs, lr x0.1 (and a fresh optimiser) after epoch epochs//2 + 1; test accuracy after the last
-  epoch; hard labels.
+  epoch; hard labels. A multi-formation set (`factor` > 1: IDM) trains on its decoded images (records.decoded()).
 - `mtt`: `dc` with the distillation's learned lr (MTT's evaluate_synset(lr = syn_lr)), on data in the
   distillation's preprocessing space (the record's real_in_space whitens the test split with its ZCA); soft labels
   (TESLA's teacher labels) train with the soft-target cross-entropy (tesla utils.py evaluate_synset: CrossEntropyLoss
@@ -18,7 +18,7 @@ import torch
 from ..augment import make_augment
 from ..data import RealData
 from ..errors import DdflowError
-from ..nets import build_net
+from ..nets_xarch import build_eval_net
 from ..ops.losses import soft_ce
 from ..records import DistilledSet
 from ..train import NetStack, TrainSettings, accuracy, hard_ce, train_stack
@@ -31,7 +31,7 @@ def train_and_test_dc(record: DistilledSet, data: RealData, settings: dict, gene
                       labels: torch.Tensor | None = None) -> list[float]:
     """DC's evaluate_synset on the record's images: `loss_fn` per model on `labels` (default the record's)."""
     info = data.info
-    template = build_net(settings["net"], info.channels, info.classes, info.size)
+    template = build_eval_net(settings["net"], info.channels, info.classes, info.size)
     stack = NetStack(template, generators, device, settings.get("batching", "auto"))
     epochs = int(settings["epochs"])
     ts = TrainSettings(epochs=epochs + 1, lr=lr if lr is not None else settings["lr"],
@@ -39,8 +39,13 @@ def train_and_test_dc(record: DistilledSet, data: RealData, settings: dict, gene
                        batch=settings["batch"], decay_epochs=(epochs // 2 + 1,), decay_factor=0.1,
                        reset_momentum_on_decay=True)
     augment = make_augment(settings.get("augment", "none"), settings.get("strategy", "none"))
-    y = record.labels if labels is None else labels
-    train_stack(stack.train(True), record.images.to(device), y.to(device), generators, ts, augment, loss_fn=loss_fn,
+    x, y = record.images, record.labels
+    if int(record.factor) > 1:  # multi-formation (IDM's partition and expansion): train on the decoded set
+        if labels is not None:
+            raise DdflowError(f"protocol {name!r}: a multi-formation set with replaced labels is not defined")
+        x, y = record.decoded()
+    y = y if labels is None else labels
+    train_stack(stack.train(True), x.to(device), y.to(device), generators, ts, augment, loss_fn=loss_fn,
                 desc=desc(name, record))
     return accuracy(stack.train(False), data.x_test.to(device), data.y_test.to(device))
 

@@ -1,5 +1,5 @@
-"""ISA's analyses (paper-tables.md P6): Fig. 5 (discarding the hardest vs the easiest samples), the information test,
-recall of the real data by the synthetic set, and Fig. 6 (a 2-D embedding of real and synthetic images). Fig. 8
+"""ISA's analyses (docs/paper-values.md P6): Fig. 5 (discarding the hardest vs the easiest samples), the information
+test, recall of the real data by the synthetic set, and Fig. 6 (a 2-D embedding of real and synthetic images). Fig. 8
 (accuracy vs distillation step) is ddflow.report.figures.accuracy_vs_iteration over snapshot cells.
 
 Fixed feature space (recall, information test, Fig. 6): the dataset's feature net (rule featnet: the default ConvNet

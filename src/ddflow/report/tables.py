@@ -19,7 +19,8 @@ DASH = "—"
 _PM = re.compile(r"^\s*([-+]?\d+(?:\.\d+)?)\s*(?:±\s*(\d+(?:\.\d+)?))?\s*$")
 
 
-TABLE_KINDS = ("cells", "timing")             # results/tables/{name}.{csv,md,tex}: evaluation cells / run timing
+TABLE_KINDS = ("cells", "timing", "xarch")    # results/tables/{name}.{csv,md,tex}: evaluation cells / run
+                                              # timing / cells by architecture (report/xarch.py)
 SPEC_KINDS = TABLE_KINDS + ("information", "recall", "figure")  # ISA's side tables, paper figures
 
 
@@ -124,32 +125,51 @@ def _fmt(mean, std, digits=1) -> str:
     return f"{mean:.{digits}f} ± {std:.{digits}f}"
 
 
-def wide(table: dict[str, Any]) -> pd.DataFrame:
-    """The paper's layout: one row per method, for every dataset x IPC the columns ours, paper, Δ."""
-    df, spec = table["df"], table["spec"]
-    cols = []
+def _cell(r) -> str:
+    """One dataset x IPC cell, compact as papers print it: "ours ± std (paper; Δ)"; "— (paper)" where we did not
+    run it, "ours (—)" where the paper has no value, "—" where neither has one."""
+    ours, paper = _fmt(r.ours_mean, r.ours_std), _fmt(r.paper_mean, r.paper_std)
+    if ours == DASH:
+        return DASH if paper == DASH else f"{DASH} ({paper})"
+    if paper == DASH:
+        return f"{ours} ({DASH})"
+    return f"{ours} ({paper}; {r.difference:+.1f})"
+
+
+def column_heads(table: dict[str, Any]) -> list[tuple[str, int, str]]:
+    """(dataset, ipc, dataset head) per column; the head names the paper's column where it is another dataset."""
+    spec, cols = table["spec"], []
     for ds in table["datasets"]:
         paper_ds = spec.get("compare_as", {}).get(ds, ds)
         name = get_info(ds).paper_name
         head = name if paper_ds == ds else f"{name} (paper: {get_info(paper_ds).paper_name})"
-        for ipc in table["ipcs"]:
-            cols.append((ds, ipc, head))
-    out = pd.DataFrame(index=pd.Index([r["label"] for r in spec["rows"]], name="Method"),
-                       columns=pd.MultiIndex.from_tuples(
-                           [(f"{h} IPC {ipc}", sub) for ds, ipc, h in cols for sub in ("ours", "paper", "Δ")]),
-                       dtype=object)
+        cols += [(ds, ipc, head) for ipc in table["ipcs"]]
+    return cols
+
+
+def wide(table: dict[str, Any]) -> pd.DataFrame:
+    """The paper's layout: one row per method, one column per dataset x IPC (two header levels: dataset, IPC),
+    each cell "ours ± std (paper; Δ)"."""
+    df, spec, cols = table["df"], table["spec"], column_heads(table)
+    out = pd.DataFrame(DASH, index=pd.Index([r["label"] for r in spec["rows"]], name="Method"),
+                       columns=pd.MultiIndex.from_tuples([(h, f"IPC {ipc}") for _, ipc, h in cols]), dtype=object)
     for r in df.itertuples():
         head = next(h for ds, ipc, h in cols if ds == r.dataset and ipc == r.ipc)
-        key = f"{head} IPC {r.ipc}"
-        out.loc[r.row, (key, "ours")] = _fmt(r.ours_mean, r.ours_std)
-        out.loc[r.row, (key, "paper")] = _fmt(r.paper_mean, r.paper_std)
-        out.loc[r.row, (key, "Δ")] = DASH if pd.isna(r.difference) else f"{r.difference:+.1f}"
+        out.loc[r.row, (head, f"IPC {r.ipc}")] = _cell(r)
     return out
+
+
+CELL_FORMAT = (f"Each cell: ours mean ± std (the paper's value; Δ = ours − paper); {DASH} (paper) = not run here; "
+               f"ours ({DASH}) = not reported in the paper.")
 
 
 def notes(table: dict[str, Any]) -> list[str]:
     spec, df = table["spec"], table["df"]
-    lines = [f"Source of paper values: {spec.get('source', '')}."]
+    lines = [f"Source of paper values: {spec.get('source', '')}"
+             + (f" [{spec['source_bib']}]." if spec.get("source_bib") else ".")]
+    if spec.get("bib"):
+        lines.append("BibTeX keys (docs/references.bib): "
+                     + "; ".join(f"{label} [{key}]" for label, key in spec["bib"].items()) + ".")
     for ds in table["datasets"]:
         paper_ds = spec.get("compare_as", {}).get(ds, ds)
         if paper_ds != ds:
@@ -166,6 +186,7 @@ def notes(table: dict[str, Any]) -> list[str]:
         lines.append(f"Ours: final-epoch test accuracy (%), mean ± std (population) over all evaluation models of all "
                      f"distillation seeds ({'/'.join(map(str, models))} models from {'/'.join(map(str, seeds))} "
                      f"seed(s) per cell); {DASH} = not run or not reported.")
+    lines.append(CELL_FORMAT)
     for line in spec.get("notes", []):
         lines.append(line)
     if "quick" in table.get("presets", []):
@@ -199,8 +220,8 @@ def write_table(table: dict[str, Any], out_prefix: str | Path) -> None:
     spec = table["spec"]
     w = wide(table)
     flat = w.copy()
-    flat.columns = [f"{a} {b}" for a, b in w.columns]
+    flat.columns = [f"{a} {b}" for a, b in w.columns]      # Markdown has one header row: "MNIST IPC 1"
     md = [f"# {title(table)}", "", flat.to_markdown(), ""] + [f"- {n}" for n in notes(table)]
-    tex = w.to_latex(multicolumn=True, multicolumn_format="c", escape=True,
-                     caption=title(table), label=f"tab:{spec['name']}")
+    tex = w.to_latex(multicolumn=True, multicolumn_format="c", escape=True, column_format="l" + "c" * w.shape[1],
+                     caption=title(table), label=f"tab:{spec['name']}")   # header: dataset over its IPCs
     write_outputs(out_prefix, table["df"], md, tex.replace("±", r"$\pm$").replace("Δ", r"$\Delta$"))

@@ -1,0 +1,217 @@
+"""The table of bad inputs: each one, made the way a user would make it, fails with a DdflowError (or Snakemake's
+schema error) that names the file or key, at parse time (the three calls the Snakefile makes before any job:
+coerce_cli_types, the JSON schema, ddflow.config.check) or, for inputs only a stage reads, before that stage does
+any work; and nothing is written under results/. One row also goes through a real `snakemake -n` in a folder of
+its own. Other files pin the details (tests/test_config.py, test_hparams.py, test_data.py, test_distill.py); this
+file is the one list, with the message each input gives."""
+import copy
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from snakemake.exceptions import WorkflowError
+from snakemake.utils import validate
+
+from ddflow.config import check, coerce_cli_types
+from ddflow.errors import DdflowError
+
+ROOT = Path(__file__).resolve().parents[1]
+HP, PAPERS = ROOT / "workflow" / "hparams", ROOT / "workflow" / "papers"
+SCHEMA = ROOT / "workflow" / "schemas" / "config.schema.yaml"
+DEFAULT = yaml.safe_load((ROOT / "config.yaml").read_text())
+
+
+def parse(overrides: dict, papers: Path = PAPERS) -> dict:
+    """What workflow/rules/common.smk does with the config before any job."""
+    config = coerce_cli_types({**copy.deepcopy(DEFAULT), **overrides})
+    validate(config, SCHEMA)
+    return check(config, config.get("hparams_dir") or HP, papers)
+
+
+def hp_edit(method: str, edit):
+    """A copy of workflow/hparams with `edit` applied to <method>.yaml (a dict edit, or the file's new text)."""
+    def make(tmp: Path) -> dict:
+        hp = tmp / "hp"
+        shutil.copytree(HP, hp)
+        if isinstance(edit, str):
+            (hp / f"{method}.yaml").write_text(edit)
+        else:
+            doc = yaml.safe_load((hp / f"{method}.yaml").read_text())
+            edit(doc)
+            (hp / f"{method}.yaml").write_text(yaml.safe_dump(doc))
+        return parse({"methods": [method], "hparams_dir": str(hp)})
+    return make
+
+
+def spec(text_or_doc):
+    def make(tmp: Path) -> dict:
+        papers = tmp / "papers"
+        shutil.copytree(PAPERS, papers)
+        body = text_or_doc if isinstance(text_or_doc, str) else yaml.safe_dump(text_or_doc)
+        (papers / "t.yaml").write_text(body)
+        return parse({"tables": ["t"], "methods": ["dm"]}, papers)
+    return make
+
+
+def npz(**arrays):
+    """A configured mnist npz: 3 images per class unless `arrays` replaces an array (None drops it)."""
+    def make(tmp: Path) -> dict:
+        full = {"x_train": np.zeros((30, 28, 28, 1), np.uint8), "y_train": np.repeat(np.arange(10), 3),
+                "x_test": np.zeros((10, 28, 28, 1), np.uint8), "y_test": np.arange(10)}
+        full.update(arrays)
+        path = tmp / "bad.npz"
+        np.savez(path, **{k: v for k, v in full.items() if v is not None})
+        return parse({"datasets": ["mnist"], "ipcs": [1], "data": {"mnist": {"npz": str(path)}}})
+    return make
+
+
+def config(**overrides):
+    return lambda tmp: parse(overrides)
+
+
+def garbage_file(tmp: Path) -> Path:
+    path = tmp / "not-a-zip.npz"
+    path.write_bytes(b"\x00garbage" * 10)
+    return path
+
+
+def prepare_garbage(tmp):
+    from ddflow.data import prepare
+    prepare("mnist", tmp / "out.npz", npz=garbage_file(tmp))
+
+
+def prepare_missing(tmp):
+    from ddflow.data import prepare
+    prepare("cifar10", tmp / "out.npz", npz=tmp / "nowhere" / "cifar10.npz")
+
+
+def load_corrupt_record(tmp):
+    from ddflow.records import load_distilled
+    path = tmp / "s0.pt"
+    path.write_bytes(b"PK\x03\x04 truncated")
+    load_distilled(path)
+
+
+def read_corrupt_cell(tmp):
+    from ddflow.report.tables import build_table
+    cell = tmp / "s0.json"
+    cell.write_text("{not json")
+    build_table(PAPERS / "dream_t1.yaml", [cell], ["mnist"], [1])
+
+
+def bad_device(tmp):
+    from ddflow.runtime import resolve_device
+    resolve_device("tpu")
+
+
+# (kind, how it is made, message it gives: a regex naming the file or the key)
+BAD_INPUTS = [
+    # the config (config.yaml or --config)
+    ("preset", config(preset="fast"), r"'fast' is not one of \['quick', 'paper'\]"),
+    ("device", config(device="tpu"), r"'tpu' is not one of \['auto', 'cpu', 'cuda'\]"),
+    ("unknown config key", config(method=["dm"]), r"Additional properties are not allowed \('method' was unexpected"),
+    ("unknown dataset", config(datasets=["imagenet"]), r"config key 'datasets': unknown dataset 'imagenet'"),
+    ("dataset name with capitals", config(datasets=["MNIST"]), r"\['MNIST'\] is not valid.*On instance\['datasets'\]"),
+    ("unknown method", config(methods=["dsa9"]), r"config key 'methods': unknown method 'dsa9'; implemented: dc"),
+    ("empty method list", config(methods=[]), r"\[\] is not valid.*On instance\['methods'\]"),
+    ("IPC 0", config(ipcs=[0]), r"\[0\] is not valid.*On instance\['ipcs'\]"),
+    ("IPC not a number", config(ipcs=["ten"]), r"\['ten'\] is not valid.*On instance\['ipcs'\]"),
+    ("IPC above the smallest class", config(ipcs=[1, 500]), r"IPC \[500\] larger than the smallest class of mnist5k"),
+    ("negative seed", config(seeds=[-1]), r"\[-1\] is not valid.*On instance\['seeds'\]"),
+    ("unknown table", config(tables=["nope_t9"]), r"config key 'tables': unknown table 'nope_t9'; known: dream_t1"),
+    ("unknown figure", config(figures=["fig99"]), r"\['fig99'\] is not valid.*On instance\['figures'\]"),
+    ("data for an unknown dataset", config(data={"mnistx": {"npz": "a.npz"}}), r"config key 'data': unknown dataset"),
+    ("data with an unknown source key", config(data={"mnist": {"url": "http://x"}}), r"'url' was unexpected"),
+    ("missing npz", config(datasets=["mnist"], data={"mnist": {"npz": "/nonexistent/mnist.npz"}}),
+     r"/nonexistent/mnist\.npz does not exist"),
+    ("shell injection in an npz path", config(datasets=["mnist"], data={"mnist": {"npz": "$(touch INJECTED).npz"}}),
+     r"\$\(touch INJECTED\)\.npz does not exist"),
+    ("missing hparams_dir", config(hparams_dir="/nonexistent/hp"), r"/nonexistent/hp"),
+    ("save_every 0", config(save_every=0), r"0 is less than the minimum of 1"),
+    # a configured npz
+    ("one-hot labels", npz(y_train=np.eye(10, dtype=np.int64)[np.repeat(np.arange(10), 3)]),
+     r"bad\.npz.*y_train has shape \(30, 10\); expected \(N,\) class labels"),
+    ("labels out of range", npz(y_train=np.repeat(np.arange(1, 11), 3)), r"bad\.npz.*y_train has labels in \[1, 10\]"),
+    ("test labels out of range", npz(y_test=np.arange(1, 11)), r"bad\.npz.*y_test has labels in \[1, 10\]"),
+    ("npz without x_test", npz(x_test=None), r"config data\.mnist\.npz: .*bad\.npz lacks array\(s\) x_test"),
+    # hyperparameter files (workflow/hparams/<method>.yaml)
+    ("hparam of the wrong type", hp_edit("dm", lambda d: d["quick"].update(lr_img="fast")),
+     r"dm\.yaml: quick\.lr_img = 'fast' is a string; dm's lr_img is a number"),
+    ("count as a word", hp_edit("dm", lambda d: d["quick"].update(iterations="eighty")),
+     r"dm\.yaml: quick\.iterations = 'eighty' is a string"),
+    ("negative iterations", hp_edit("dm", lambda d: d["quick"].update(iterations=-5)),
+     r"dm\.yaml resolved for mnist5k, IPC 1, preset quick.*iterations = -5; expected a whole number >= 1"),
+    ("fractional iterations", hp_edit("dm", lambda d: d["quick"].update(iterations=2.5)),
+     r"dm\.yaml.*iterations = 2\.5"),
+    ("zero evaluation models", hp_edit("dm", lambda d: d["quick"].update(eval={"dc": {"models": 0}})),
+     r"dm\.yaml.*eval\.dc\.models = 0; expected a whole number >= 1"),
+    ("zero learning rate", hp_edit("dm", lambda d: d["quick"].update(lr_img=0)),
+     r"dm\.yaml.*lr_img = 0; expected a learning rate > 0"),
+    ("unknown hparam", hp_edit("dm", lambda d: d["quick"].update(lr_imgg=1.0)),
+     r"dm\.yaml: quick\.lr_imgg is not a hyperparameter of 'dm'"),
+    ("hparams file that is a list", hp_edit("dm", "- iterations: 5\n"), r"dm\.yaml: an hparams file is a mapping"),
+    ("section that is a list", hp_edit("dm", lambda d: d.update(paper=[1, 2])), r"dm\.yaml: 'paper' must be a mapping"),
+    ("hparams file that is not YAML", hp_edit("dm", "paper: {iterations: [\n"), r"dm\.yaml"),
+    # table specs (workflow/papers/<table>.yaml)
+    ("empty table spec", spec(""), r"t\.yaml: a spec is a mapping of keys, got NoneType"),
+    ("spec with no rows", spec({"name": "t", "title": "t", "paper_datasets": [], "paper_ipcs": [], "rows": []}),
+     r"t\.yaml: 'rows' must be a non-empty list"),
+    ("row without a label", spec({"name": "t", "title": "t", "paper_datasets": [], "paper_ipcs": [],
+                                  "rows": [{"method": "dm"}]}), r"t\.yaml: row 1 must be a mapping with a 'label'"),
+    ("row naming an unknown method", spec({"name": "t", "title": "t", "paper_datasets": [], "paper_ipcs": [],
+                                           "rows": [{"label": "X", "method": "dm9", "protocol": "dc"}]}),
+     r"t\.yaml: a row names method 'dm9', which is not implemented"),
+    ("row with a protocol that does not fit", spec({"name": "t", "title": "t", "paper_datasets": [], "paper_ipcs": [],
+                                                    "rows": [{"label": "X", "method": "dm", "protocol": "frepo"}]}),
+     r"table t: protocol 'frepo' does not fit method 'dm'"),
+    ("unknown spec kind", spec({"name": "t", "kind": "pie", "title": "t"}), r"t\.yaml: kind 'pie' unknown"),
+    # inputs only a stage reads: that stage fails before its work, naming the file
+    ("npz that is not a zip", prepare_garbage, r"not-a-zip\.npz"),
+    ("npz that is not there (data stage)", prepare_missing,
+     r"nowhere/cifar10\.npz: npz for dataset 'cifar10' not found"),
+    ("corrupt distilled record", load_corrupt_record, r"s0\.pt: corrupt or not a"),
+    ("corrupt evaluation cell", read_corrupt_cell, r"s0\.json"),
+    ("device unknown to the CLI", bad_device, r"device 'tpu' unknown; allowed: auto, cpu, cuda"),
+]
+
+
+@pytest.mark.parametrize("make,message", [(m, msg) for _, m, msg in BAD_INPUTS], ids=[k for k, _, _ in BAD_INPUTS])
+def test_bad_input_is_a_clear_error_before_any_work(make, message, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises((DdflowError, WorkflowError)) as err:
+        make(tmp_path)
+    text = str(err.value)
+    assert re.search(message, text, re.S), text[-2000:]
+    assert not (tmp_path / "results").exists() and not (tmp_path / "INJECTED").exists()
+
+
+def test_the_table_covers_at_least_25_kinds():
+    assert len(BAD_INPUTS) >= 25 and len({k for k, _, _ in BAD_INPUTS}) == len(BAD_INPUTS)
+
+
+def test_a_corrupt_resume_file_is_moved_aside_not_an_error(tmp_path):
+    """The one bad input that is not an error: a resume file cut short by a crash starts the run afresh."""
+    from ddflow.io import load_resume
+    path = tmp_path / "s0.pt"
+    path.write_bytes(b"PK\x03\x04 cut short")
+    assert load_resume(path) is None
+    assert not path.exists() and (tmp_path / "s0.pt.corrupt").exists()
+    torch.save({"it": 3}, path)
+    assert load_resume(path) == {"it": 3}
+
+
+@pytest.mark.workflow
+def test_snakemake_refuses_before_any_job_and_writes_nothing(tmp_path):
+    """A real `snakemake -n` with a shell-injection npz path: the config check refuses it, nothing runs."""
+    args, message = ["data={mnist: {npz: '$(touch INJECTED).npz'}}", "datasets=[mnist]"], r"INJECTED\)\.npz does not"
+    proc = subprocess.run([sys.executable, "-m", "snakemake", "-n", "--cores", "1", "-s", str(ROOT / "Snakefile"),
+                           "--directory", str(tmp_path), "--configfile", str(ROOT / "config.yaml"),
+                           "--config", *args], cwd=tmp_path, capture_output=True, text=True)
+    assert proc.returncode != 0 and re.search(message, proc.stdout + proc.stderr), (proc.stdout + proc.stderr)[-2000:]
+    assert not (tmp_path / "results").exists() and not (tmp_path / "INJECTED").exists()
