@@ -75,13 +75,13 @@ def test_class_aware_loss_is_dm_distance_plus_weighted_cross_entropy(small):
     g = torch.Generator().manual_seed(2)
     real, syn = torch.randn(5, 1, 28, 28, generator=g), torch.randn(4, 1, 28, 28, generator=g)
     acc = 37.5  # a meter value in percent, as torchnet's ClassErrorMeter(accuracy=True)
-    loss, ce = m.class_loss(net, real, syn, 3, acc)
+    loss, ce = m.class_aware_loss(net, real, syn, 3, acc)
     dist = ((net.embed(real).mean(0) - net.embed(syn).mean(0)) ** 2).sum()
     logp = torch.log_softmax(net(syn), 1)[:, 3]
     expected_ce = -logp.mean()
     torch.testing.assert_close(ce, expected_ce.detach())
     torch.testing.assert_close(loss, dist + 0.5 * acc * expected_ce, rtol=1e-5, atol=1e-5)
-    loss0, _ = m.class_loss(net, real, syn, 3, 0.0)  # an untrained network: the DM term alone
+    loss0, _ = m.class_aware_loss(net, real, syn, 3, 0.0)  # an untrained network: the DM term alone
     torch.testing.assert_close(loss0, dist, rtol=1e-5, atol=1e-5)
 
 

@@ -142,7 +142,7 @@ class IDM(DM):
                 out[:n, :, i * ph:(i + 1) * ph, j * pw:(j + 1) * pw] = small
         return out
 
-    def class_loss(self, net: torch.nn.Module, real: torch.Tensor, syn: torch.Tensor, c: int,
+    def class_aware_loss(self, net: torch.nn.Module, real: torch.Tensor, syn: torch.Tensor, c: int,
                    acc: float) -> tuple[torch.Tensor, torch.Tensor]:
         """(total, ce) for class c: DM's squared mean-embedding distance between the (augmented) real and expanded
         synthetic batches, plus ce_weight * acc * CE(net(syn), c)."""
@@ -171,7 +171,7 @@ class IDM(DM):
                 syn, _ = expand(self.images[sl], labels[sl], self.factor)
                 draw = self.dsa.siamese(self.generator)
                 real = self.dsa.apply(self.data.x_train[real_idx[c]].to(self.device), draw)
-                loss, _ = self.class_loss(net, real, self.dsa.apply(syn, draw), c, acc)
+                loss, _ = self.class_aware_loss(net, real, self.dsa.apply(syn, draw), c, acc)
                 self.opt.zero_grad()
                 loss.backward()
                 self.opt.step()
