@@ -27,8 +27,26 @@ from pathlib import Path
 import torch
 
 
-def _rss_mb() -> float:
+def _status_mb(key: str) -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(key + ":"):
+            return float(line.split()[1]) / 1024
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _reset_peak() -> float:
+    """Reset the resident high-water mark (Linux: clear_refs 5 resets VmHWM) and return the current RSS, so that
+    peak - base is the growth of the measured block itself, not of an earlier transient."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        pass
+    return _status_mb("VmRSS")
+
+
+def _rss_mb() -> float:
+    """The resident high-water mark since the last _reset_peak (VmHWM)."""
+    return _status_mb("VmHWM")
 
 
 def fake_experts(dataset: str, net: str, n: int, epochs: int, out: Path) -> list[str]:
@@ -89,7 +107,7 @@ def one_step(method: str, dataset: str, ipc: int, syn_steps: int, meta_gradient:
         m.step(0)  # warm-up (cuDNN autotuning); then the peak of one timed iteration
         torch.cuda.synchronize(dev)
         torch.cuda.reset_peak_memory_stats(dev)
-    base = _rss_mb() if dev.type == "cpu" else torch.cuda.memory_allocated(dev) / 2**20
+    base = _reset_peak() if dev.type == "cpu" else torch.cuda.memory_allocated(dev) / 2**20
     t0, c0 = time.time(), time.process_time()
     m.step(1)
     if dev.type == "cuda":
@@ -99,8 +117,8 @@ def one_step(method: str, dataset: str, ipc: int, syn_steps: int, meta_gradient:
     return {"bench": "trajectory_step", "method": method if method != "tesla" else f"tesla-{meta_gradient}",
             "dataset": dataset, "ipc": ipc, "syn_steps": syn_steps, "batch_syn": hp["batch_syn"] or len(y),
             "net": hp["net"], "device": device, "seconds": seconds, "cpu_seconds": cpu_seconds, "peak_mb": peak,
-            "memory": "peak RSS growth over one iteration" if dev.type == "cpu" else "peak CUDA allocated over one "
-                                                                                       "iteration minus before"}
+            "memory": ("peak RSS (VmHWM) over one iteration minus RSS before" if dev.type == "cpu"
+                       else "peak CUDA allocated over one iteration minus before")}
 
 
 def fit(rows: list[dict], at: int) -> dict:
@@ -126,7 +144,7 @@ def read_experts(kind: str, mode: str, paths: list[str], tmp: str) -> dict:
     from ddflow.experts import load_expert
     if mode == "full":
         ts.load_expert = lambda *a, **k: load_expert(*a, **{**k, "mmap": False})
-    base = _rss_mb()
+    base = _reset_peak()
     t0 = time.time()
     if kind == "manifest":
         ts.write_mtt_manifest("mtt-m2-t40", "cifar10", "raw", "ConvNet", paths, Path(tmp) / "man.json")
