@@ -73,9 +73,9 @@ def _spy_batches(monkeypatch):
     seen = []
     real = mtt_mod.student_unroll
 
-    def spy(net, start, images, labels, syn_lr, batches, augment=None):
+    def spy(net, start, images, labels, syn_lr, batches, augment=None, *rest):
         seen.append([b.clone() for b in batches])
-        return real(net, start, images, labels, syn_lr, batches, augment)
+        return real(net, start, images, labels, syn_lr, batches, augment, *rest)
 
     monkeypatch.setattr(mtt_mod, "student_unroll", spy)
     return seen
@@ -96,7 +96,7 @@ def test_window_start_is_drawn_in_0_to_max_start_and_target_is_start_plus_expert
         windows.append((_which(start, trajs), _which(target, trajs)))
         return real(final, start, target)
 
-    def no_unroll(net, start, images, labels, syn_lr, batches, augment=None):  # the student is not under test
+    def no_unroll(net, start, images, labels, syn_lr, batches, augment=None, *rest):  # the student is not under test
         return {n: v + 0 * syn_lr * images.sum() for n, v in start.items()}
 
     monkeypatch.setattr(mtt_mod, "trajectory_loss", spy)

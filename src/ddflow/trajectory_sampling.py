@@ -46,11 +46,13 @@ def manifest_path(dataset: str, hp: dict[str, Any]) -> str:
 
 
 def _check_experts(expert_paths: list[str], dataset: str, prep: str, net: str, need_epochs: int) -> list[dict]:
+    """The experts, memory-mapped: their tensors are paged in only where read (the MTT manifest reads none, the EAD
+    pool only its drawn checkpoints), so the host holds no whole trajectory whatever the experts' size."""
     if not expert_paths:
         raise DdflowError("checkpoint sampling: no experts given")
     experts = []
     for p in expert_paths:
-        e = load_expert(p, dataset, prep, net)
+        e = load_expert(p, dataset, prep, net, mmap=True)
         if e["epochs"] < need_epochs:
             raise DdflowError(f"{p}: expert trained for {e['epochs']} epochs, the sampler needs epoch {need_epochs}")
         experts.append(e)

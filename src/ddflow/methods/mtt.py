@@ -13,46 +13,19 @@ A non-finite loss stops the run with an error before any update, so the last res
 """
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any
 
 import torch
-import torch.nn.functional as F
-from torch.func import functional_call
 
 from ..augment import DSA
 from ..errors import DdflowError
 from ..experts import load_expert
 from ..nets import build_net, has_batchnorm
+from ..ops.trajectory import cross_entropy_step, student_unroll, trajectory_loss
 from ..runtime import to_device
 from ..trajectory_sampling import check_normalization, load_manifest
 from .base import Method
 from .registry import register
-
-
-def student_unroll(net: torch.nn.Module, start: dict[str, torch.Tensor], images: torch.Tensor | Callable,
-                   labels: torch.Tensor, syn_lr: torch.Tensor, batches: list[torch.Tensor],
-                   augment=None) -> dict[str, torch.Tensor]:
-    """len(batches) differentiable SGD steps of `net` from parameters `start` on images[batch] (augmented by
-    `augment(x)` when given); returns the final parameters, connected to images and syn_lr. `images` may also be a
-    function from a batch of indices to its images (HaBa generates them from bases and hallucinators)."""
-    params = dict(start)
-    for idx in batches:
-        x = images(idx) if callable(images) else images[idx]
-        if augment is not None:
-            x = augment(x)
-        loss = F.cross_entropy(functional_call(net, params, (x,)), labels[idx])
-        grads = torch.autograd.grad(loss, list(params.values()), create_graph=True)
-        params = {n: p - syn_lr * g for (n, p), g in zip(params.items(), grads)}
-    return params
-
-
-def trajectory_loss(final: dict[str, torch.Tensor], start: dict[str, torch.Tensor],
-                    target: dict[str, torch.Tensor]) -> torch.Tensor:
-    """sum (theta_N - theta*)^2 / sum (theta_0 - theta*)^2 over all parameters (the official code divides both
-    sums by the number of parameters, which cancels)."""
-    num = sum(((final[n] - target[n]) ** 2).sum() for n in target)
-    den = sum(((start[n] - target[n]) ** 2).sum() for n in target)
-    return num / den
 
 
 @register("mtt")
@@ -128,22 +101,35 @@ class MTT(Method):
         target = {n: to_device(v[target_epoch], self.device) for n, v in e["params"].items()}
         return k, start_epoch, start, target
 
-    def step(self, it: int) -> dict[str, float]:
-        hp = self.hp
-        k, start_epoch, start, target = self.window(it)
+    def step_loss(self, net: torch.nn.Module, params: dict[str, torch.Tensor], x: torch.Tensor,
+                  y: torch.Tensor) -> torch.Tensor:
+        """The loss of one student step (MTT: cross-entropy; variants replace it)."""
+        return cross_entropy_step(net, params, x, y)
+
+    def meta_gradient(self, start: dict[str, torch.Tensor], target: dict[str, torch.Tensor],
+                      batches: list[torch.Tensor]) -> torch.Tensor:
+        """The trajectory loss of the window, its gradients left in images.grad and syn_lr.grad (when finite). MTT:
+        the student unrolled with its whole graph, then one backward."""
         start_leaf = {n: v.clone().requires_grad_(True) for n, v in start.items()}
-        batches = self.next_batches(int(hp["syn_steps"]))
-        batches = to_device(torch.cat(batches), self.device).split([len(b) for b in batches])  # one copy
         augment = (lambda x: self.dsa(x, self.generator)) if self.dsa is not None else None
-        final = student_unroll(self.net, start_leaf, self.images, self.labels, self.syn_lr, batches, augment)
+        final = student_unroll(self.net, start_leaf, self.images, self.labels, self.syn_lr, batches, augment,
+                               self.step_loss)
         loss = trajectory_loss(final, start, target)
-        if not torch.isfinite(loss):
-            raise DdflowError(f"mtt: non-finite trajectory loss at iteration {it} (expert {k}, start epoch "
-                              f"{start_epoch}, syn_lr {self.syn_lr.item():.4g}); the resume file keeps the last "
-                              f"good state: lower lr_img / lr_lr and rerun")
+        if torch.isfinite(loss):
+            loss.backward()
+        return loss
+
+    def step(self, it: int) -> dict[str, float]:
+        k, start_epoch, start, target = self.window(it)
+        batches = self.next_batches(int(self.hp["syn_steps"]))
+        batches = to_device(torch.cat(batches), self.device).split([len(b) for b in batches])  # one copy
         self.opt_img.zero_grad()
         self.opt_lr.zero_grad()
-        loss.backward()
+        loss = self.meta_gradient(start, target, list(batches))
+        if not torch.isfinite(loss):
+            raise DdflowError(f"{self.method_id}: non-finite trajectory loss at iteration {it} (expert {k}, start "
+                              f"epoch {start_epoch}, syn_lr {self.syn_lr.item():.4g}); the resume file keeps the last "
+                              f"good state: lower lr_img / lr_lr and rerun")
         self.opt_img.step()
         self.opt_lr.step()
         return {"loss": loss.detach(), "syn_lr": self.syn_lr.detach().clone(), "start": start_epoch}

@@ -4,7 +4,9 @@
   256, epochs+1 epochs, lr x0.1 (and a fresh optimiser) after epoch epochs//2 + 1; test accuracy after the last
   epoch; hard labels. A multi-formation set (`factor` > 1: IDM) trains on its decoded images (records.decoded()).
 - `mtt`: `dc` with the distillation's learned lr (MTT's evaluate_synset(lr = syn_lr)), on data in the
-  distillation's preprocessing space (the record's real_in_space whitens the test split with its ZCA).
+  distillation's preprocessing space (the record's real_in_space whitens the test split with its ZCA); soft labels
+  (TESLA's teacher labels) train with the soft-target cross-entropy (tesla utils.py evaluate_synset: CrossEntropyLoss
+  on the label probabilities).
 - `soft`: `dc` trained on the distilled soft labels with the soft-target cross-entropy (EAD learns its labels).
 """
 from __future__ import annotations
@@ -61,7 +63,8 @@ def evaluate_mtt(record: DistilledSet, data: RealData, settings: dict, generator
     if record.lr is None:
         raise DdflowError("protocol 'mtt' trains with the distillation's learned lr; this distilled set has none")
     if record.soft_labels:
-        raise DdflowError("protocol 'mtt' trains on hard labels; this distilled set has soft labels")
+        return train_and_test_dc(record, data, settings, generators, device, "mtt", lr=float(record.lr),
+                                 loss_fn=soft_ce, labels=record.labels.float())
     return train_and_test_dc(record, data, settings, generators, device, "mtt", lr=float(record.lr))
 
 
