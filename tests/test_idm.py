@@ -177,7 +177,7 @@ def test_ead_baselines_spec_loads_builds_and_names_only_registered_methods(tmp_p
     for method, protocol in table_rows(spec):
         assert method in REGISTRY and protocol in REGISTRY[method].protocols, (method, protocol)
     paper_only = {r["label"] for r in doc["rows"] if not r.get("method")}
-    assert {"DD", "LD", "TESLA", "KIP", "RFAD", "RTP"} <= paper_only
+    assert {"DD", "LD", "KIP", "RFAD", "RTP"} <= paper_only
     cell = tmp_path / "idm.json"
     cell.write_text(json.dumps({"protocol": "dc", "method": "idm", "dataset": "cifar10", "ipc": 10, "seed": 0,
                                 "accuracies": [58.0, 59.0]}))
