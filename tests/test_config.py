@@ -41,8 +41,9 @@ def test_method_ipcs_restricts_a_method_to_some_of_the_grids_ipcs_unless_ipcs_ar
     assert method_ipcs(grid, "dm") == [1] and method_ipcs(grid, "random") == [1, 10]
     assert method_ipcs(check(dict(cfg, ipcs=[10]), HP, PAPERS), "dm") == [10]  # the command line's IPCs win
     cfg["grid"]["quick"]["method_ipcs"] = {"dm": [50]}
-    with pytest.raises(DdflowError, match=r"grid.quick.method_ipcs.dm.*share an IPC"):
+    with pytest.raises(DdflowError, match=r"grid.quick.method_ipcs.dm.*share no IPC"):
         check(cfg, HP, PAPERS)
+    assert check(dict(cfg, methods=["random"]), HP, PAPERS)["methods"] == ["random"]   # dm not run: entry unused
 
 
 def test_paper_preset_grid_is_the_p1_grid_and_top_level_keys_override_it():
