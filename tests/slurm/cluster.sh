@@ -18,7 +18,8 @@ set -euo pipefail
 STATE=${DDFLOW_SLURM_STATE:-/tmp/ddflow-slurm}
 CONF_DIR=/etc/slurm
 MARK="# written by ddflow tests/slurm/cluster.sh"
-NODE=$(hostname -s)
+NODE=$(uname -n)
+NODE=${NODE%%.*}  # the short host name (no `hostname` binary needed)
 
 die() { echo "cluster.sh: $*" >&2; exit 1; }
 
