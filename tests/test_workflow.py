@@ -75,7 +75,8 @@ def test_bad_config_fails_before_any_job(tmp_path):
 
 def test_paper_preset_dry_runs_the_full_p1_grid_on_slurm_with_one_gpu_per_gpu_job(tmp_path):
     (tmp_path / "config.yaml").write_text((ROOT / "config.yaml").read_text())
-    proc = _snakemake(tmp_path, "-n", "--profile", str(ROOT / "profiles" / "slurm"), "--config", "preset=paper")
+    proc = _snakemake(tmp_path, "-n", "--profile", str(ROOT / "profiles" / "slurm"), "--config", "preset=paper",
+                    "device=cuda")  # a dry run does not know the executor: auto would follow this machine
     out = proc.stdout + proc.stderr
     jobs = dict(re.findall(r"^(\w+)\s+(\d+)$", out, re.M))
     # 15 methods (random, herding, dm, dc, dsa, the three -dream variants, mtt, ead, ead-literal, idc, dream, frepo,
@@ -89,5 +90,9 @@ def test_paper_preset_dry_runs_the_full_p1_grid_on_slurm_with_one_gpu_per_gpu_jo
     for rule in ("distill", "evaluate", "featnet", "evaluate_snapshot", "experts"):
         blocks = re.findall(rf"^rule {rule}:\n(?:    .*\n)+", out, re.M)
         assert blocks and all("gpu=1" in b for b in blocks), rule
+    # runtime by rule and preset (workflow/rules/common.smk JOB_SIZES), not one blanket value
+    for rule, minutes in (("distill", 480), ("evaluate", 120), ("experts", 240)):
+        blocks = re.findall(rf"^rule {rule}:\n(?:    .*\n)+", out, re.M)
+        assert all(f"runtime={minutes}" in b for b in blocks), (rule, blocks[0])
     assert "results/distilled/dm/cifar100/ipc50/s4.pt" in out
     assert "--preset paper" in out

@@ -14,18 +14,21 @@ from typing import Any
 import torch
 
 from .errors import DdflowError
+from .gpu_slots import own_cuda_device
 
 DEVICES = ("auto", "cpu", "cuda")
 
 
 def resolve_device(name: str) -> torch.device:
+    """The device of a CLI stage. CUDA: this process's own GPU where several are visible (ddflow.gpu_slots: each
+    concurrent job on a multi-GPU workstation claims a free one), else `cuda`."""
     if name not in DEVICES:
         raise DdflowError(f"device {name!r} unknown; allowed: {', '.join(DEVICES)}")
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        name = "cuda" if torch.cuda.is_available() else "cpu"
     if name == "cuda" and not torch.cuda.is_available():
         raise DdflowError("device 'cuda' requested but torch sees no CUDA device")
-    return torch.device(name)
+    return own_cuda_device() if name == "cuda" else torch.device(name)
 
 
 def setup(threads: int | None = None) -> None:

@@ -1,5 +1,6 @@
 # Config validation, wildcard constraints, path builders, input functions and params: every function of the
 # workflow lives here; the other rule files hold rules only.
+import functools
 import json
 import shlex
 import sys
@@ -46,19 +47,59 @@ wildcard_constraints:
     p=r"\d+",
 
 
-def _gpu_count():
-    """GPU slots a GPU job declares: only when it will run on CUDA (device cuda, or auto on a machine where
-    torch sees a GPU). Locally, `--resources gpu=N` then caps concurrent GPU jobs; profiles/slurm sets gpu=1."""
+def gpu_count(wildcards):
+    """GPU slots a GPU job declares (its `gpu` resource): only when it will run on CUDA: device cuda; or auto under a
+    cluster executor (the jobs run on the cluster's nodes, whatever the submitting node has; known when jobs are
+    scheduled, so a dry run shows auto as the submitting machine) or on a machine where torch sees a GPU. Locally,
+    `--resources gpu=N` caps concurrent GPU jobs and each takes a GPU of its own (ddflow.gpu_slots); under
+    profiles/slurm, gpu=1 asks for a GPU on a partition with GPUs."""
     if config["device"] == "cpu":
         return 0
-    if config["device"] == "cuda":
+    if config["device"] == "cuda" or workflow.non_local_exec or workflow.remote_exec:
         return 1
+    return _local_gpu()
+
+
+@functools.cache
+def _local_gpu():
     import torch
 
     return int(torch.cuda.is_available())
 
 
-GPU = _gpu_count()
+# ---- cluster resources ---------------------------------------------------------------------------------------
+# Minutes (first attempt) and MB (besides the data) a job asks for, by rule group and preset; a retry (profile
+# `retries`) asks for attempt x the minutes, and a cut-off distillation or expert block resumes from its state file.
+# quick: the default run's jobs take seconds to 2 minutes on one core (85 jobs in 10 min on 2 cores), 30 min / 4 GB
+# leave room for a slow shared node. paper: from the smoke test's times on one H100 (README): a CIFAR-10 IPC-10
+# distillation takes 23 min (DM, 20k it.), 34 min (MTT, 5k it.), 48 min (DSA, 1k it.); IPC 50, CIFAR-100 and Tiny
+# ImageNet cost 5-20x that: 8 h per attempt (IDC / DREAM, 11 / 17 h in README's cost table, finish on a retry,
+# resuming). An evaluation is 20 models x 8.3 s = 3 min at IPC 10: 2 h covers IPC 50
+# and Tiny ImageNet. An expert block is 10 experts x 50 epochs x 2.9 s = 25 min on CIFAR-10: 4 h. Memory: the
+# networks and synthetic sets are small next to the data; 8 MB per MB of input on top bounds the data decompressed
+# (a compressed npz is about 2:1) plus a float32 copy of it; memory-mapped or batched data need less.
+JOB_SIZES = {
+    "quick": {"gpu_job": (30, 4000), "experts": (30, 4000), "distill": (30, 4000)},
+    "paper": {"gpu_job": (120, 16000), "experts": (240, 16000), "distill": (480, 32000)},
+}
+
+
+def job_runtime(group):
+    """The `runtime` resource (minutes) of a rule: its group's minutes at this preset x the attempt."""
+
+    def runtime(wildcards, attempt):
+        return JOB_SIZES[PRESET][group][0] * attempt
+
+    return runtime
+
+
+def job_mem_mb(group):
+    """The `mem_mb` resource of a rule: its group's base at this preset plus 8 x the size of its inputs."""
+
+    def mem_mb(wildcards, input):
+        return JOB_SIZES[PRESET][group][1] + 8 * int(input.size_mb)
+
+    return mem_mb
 
 
 # ---- paths -----------------------------------------------------------------------------------------------

@@ -13,7 +13,9 @@ rule featnet:
         ENV
     threads: 1
     resources:
-        gpu=GPU,
+        gpu=gpu_count,
+        runtime=job_runtime("gpu_job"),
+        mem_mb=job_mem_mb("gpu_job"),
     params:
         settings=featnet_settings,
         device=config["device"],
@@ -36,7 +38,9 @@ rule distill:
         ENV
     threads: 1
     resources:
-        gpu=GPU,
+        gpu=gpu_count,
+        runtime=job_runtime("distill"),
+        mem_mb=job_mem_mb("distill"),
     params:
         hparams=method_hparams,
         extra=distill_extra_args,

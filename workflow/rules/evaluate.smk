@@ -13,7 +13,9 @@ rule evaluate:
         ENV
     threads: 1
     resources:
-        gpu=GPU,
+        gpu=gpu_count,
+        runtime=job_runtime("gpu_job"),
+        mem_mb=job_mem_mb("gpu_job"),
     params:
         settings=eval_settings,
         device=config["device"],
@@ -37,7 +39,9 @@ rule evaluate_snapshot:
         ENV
     threads: 1
     resources:
-        gpu=GPU,
+        gpu=gpu_count,
+        runtime=job_runtime("gpu_job"),
+        mem_mb=job_mem_mb("gpu_job"),
     params:
         settings=eval_settings,
         device=config["device"],

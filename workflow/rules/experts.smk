@@ -15,7 +15,9 @@ rule experts:
         ENV
     threads: 1
     resources:
-        gpu=GPU,
+        gpu=gpu_count,
+        runtime=job_runtime("experts"),
+        mem_mb=job_mem_mb("experts"),
     params:
         settings=expert_settings_json,
         block=expert_block_args,

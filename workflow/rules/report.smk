@@ -157,6 +157,8 @@ rule isa_fig6:
         "results/logs/figures/isa/fig6_{dataset}_ipc{ipc}.log",
     conda:
         ENV
+    resources:
+        gpu=gpu_count,  # feature-net features, on the run's device
     params:
         device=config["device"],
     shell:
@@ -182,6 +184,8 @@ rule isa_table:
         kind="information|recall",
     conda:
         ENV
+    resources:
+        gpu=gpu_count,  # feature-net features, on the run's device
     params:
         spec=isa_table_spec,
         args=isa_table_args,
