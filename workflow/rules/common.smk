@@ -76,8 +76,9 @@ def _local_gpu():
 # ImageNet cost 5-20x that: 8 h per attempt (IDC / DREAM, 11 / 17 h in README's cost table, finish on a retry,
 # resuming). An evaluation is 20 models x 8.3 s = 3 min at IPC 10: 2 h covers IPC 50
 # and Tiny ImageNet. An expert block is 10 experts x 50 epochs x 2.9 s = 25 min on CIFAR-10: 4 h. Memory: the
-# networks and synthetic sets are small next to the data; 8 MB per MB of input on top bounds the data decompressed
-# (a compressed npz is about 2:1) plus a float32 copy of it; memory-mapped or batched data need less.
+# networks and synthetic sets are small next to the data; real images stay uint8 and are memory-mapped
+# (ddflow.data.images), so 1 MB per MB of input on top covers every page of the inputs being resident (page cache
+# that the node can reclaim; ImageNet-64: 15.7 GB).
 JOB_SIZES = {
     "quick": {"gpu_job": (30, 4000), "experts": (30, 4000), "distill": (30, 4000)},
     "paper": {"gpu_job": (120, 16000), "experts": (240, 16000), "distill": (480, 32000)},
@@ -94,10 +95,10 @@ def job_runtime(group):
 
 
 def job_mem_mb(group):
-    """The `mem_mb` resource of a rule: its group's base at this preset plus 8 x the size of its inputs."""
+    """The `mem_mb` resource of a rule: its group's base at this preset plus the size of its inputs."""
 
     def mem_mb(wildcards, input):
-        return JOB_SIZES[PRESET][group][1] + 8 * int(input.size_mb)
+        return JOB_SIZES[PRESET][group][1] + int(input.size_mb)
 
     return mem_mb
 

@@ -70,7 +70,9 @@ rule whole_dataset_cell:
         ENV
     threads: 1
     resources:
-        gpu=GPU,
+        gpu=gpu_count,
+        runtime=job_runtime("gpu_job"),
+        mem_mb=job_mem_mb("gpu_job"),
     params:
         settings=whole_settings_json,
         device=config["device"],
