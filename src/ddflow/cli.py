@@ -38,7 +38,8 @@ def cmd_distill(a) -> None:
     from .runtime import resolve_device
     inputs = dict(kv.split("=", 1) for kv in a.input)
     run(a.method, a.dataset, a.ipc, a.seed, a.preset, resolve_device(a.device), a.data, a.out, resume=a.resume,
-        inputs=inputs, hp_dir=a.hparams_dir, save_every=a.save_every, snapshot_dir=a.snapshot_dir)
+        inputs=inputs, hp_dir=a.hparams_dir, save_every=a.save_every, snapshot_dir=a.snapshot_dir,
+        paper_rule=a.paper_rule)
 
 
 def cmd_evaluate(a) -> None:
@@ -52,6 +53,10 @@ def cmd_evaluate(a) -> None:
     from .interop.imports import settings_method
     settings = protocol_settings(settings_method(distilled), distilled.dataset, distilled.ipc, a.preset, a.protocol,
                                  a.hparams_dir)
+    if a.models is not None:  # the paper's rule evaluates snapshots with the paper's model count (hparams paper_rule)
+        if a.models < 1:
+            raise DdflowError(f"--models = {a.models}; expected a whole number >= 1")
+        settings["models"] = a.models
     # the real data normalised as the distilled set was (a method may normalise with another dataset's statistics)
     info = dataclasses.replace(get_info(distilled.dataset), mean=tuple(distilled.mean), std=tuple(distilled.std))
     data = load_real(a.data, info, device)
@@ -232,12 +237,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--save-every", type=int, default=100)
     p.add_argument("--snapshot-dir", default=None, help="write it{N}.pt for the hparams' snapshot iterations")
     p.add_argument("--input", action="append", default=[], help="NAME=PATH extra input (e.g. feature_net=...)")
+    p.add_argument("--paper-rule", action="store_true",
+                   help="also snapshot the iterations of the hparams' paper_rule (the paper's test evaluations)")
     p.set_defaults(fn=cmd_distill)
 
     p = sub.add_parser("evaluate", help="evaluate one distilled set under one protocol")
     _common(p)
     for k in ("distilled", "data", "protocol", "preset", "out"):
         p.add_argument(f"--{k}", required=True)
+    p.add_argument("--models", type=int, default=None, help="models to train (default: the protocol settings')")
     p.set_defaults(fn=cmd_evaluate)
 
     p = sub.add_parser("table", help="a paper table from evaluation cells (or distilled records, kind timing)")

@@ -10,7 +10,7 @@ import numpy as np
 from .data import DATASETS, class_counts, get_info
 from .data.sources import as_labels
 from .errors import DdflowError
-from .hparams import PRESETS, check_file, check_values, resolve
+from .hparams import PRESETS, check_file, check_values, paper_rule, resolve
 from .methods import REGISTRY
 from .report.tables import TABLE_KINDS, load_spec
 
@@ -32,6 +32,8 @@ def coerce_cli_types(config: dict[str, Any]) -> dict[str, Any]:
             config[key] = None
     for key in ("ipcs", "seeds"):
         config[key] = ints(config.get(key))
+    if isinstance(config.get("paper_rule"), str) and config["paper_rule"].lower() in ("true", "false"):
+        config["paper_rule"] = config["paper_rule"].lower() == "true"
     for grid in (config.get("grid") or {}).values():
         if isinstance(grid, dict):
             for key in ("ipcs", "seeds"):
@@ -110,6 +112,7 @@ def check(config: dict[str, Any], hparams_dir: str | Path, papers_dir: str | Pat
             for i in method_ipcs(grid, m):
                 where = f"{Path(hparams_dir) / m}.yaml resolved for {d}, IPC {i}, preset {config['preset']}"
                 check_values(resolve(m, d, int(i), config["preset"], hparams_dir), where)
+                paper_rule(m, d, int(i), config["preset"], hparams_dir)  # its shape, checked whether used or not
     for name in ("experts", "featnet", "analyses", WHOLE):
         if (Path(hparams_dir) / f"{name}.yaml").exists():
             check_file(name, hparams_dir)

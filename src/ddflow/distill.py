@@ -29,17 +29,28 @@ from .seeding import generator
 log = logging.getLogger(__name__)
 
 
-def snapshot_iterations(hp: dict[str, Any]) -> list[int]:
-    """The hparams' snapshot iterations that a run of hp['iterations'] iterations reaches, sorted."""
+def snapshot_iterations(hp: dict[str, Any], rule: dict[str, Any] | None = None) -> list[int]:
+    """The hparams' snapshot iterations that a run of hp['iterations'] iterations reaches, sorted; with a paper
+    rule (hparams.paper_rule), its evaluation iterations too."""
     total = int(hp.get("iterations", 0))
-    return sorted({int(n) for n in hp.get("snapshots") or [] if 0 <= int(n) <= total})
+    extra = rule_iterations(total, rule) if rule else []
+    return sorted({int(n) for n in hp.get("snapshots") or [] if 0 <= int(n) <= total} | set(extra))
+
+
+def rule_iterations(total: int, rule: dict[str, Any]) -> list[int]:
+    """The iterations before the last at which the paper evaluates its set during distillation: every N from 0
+    (MTT, DREAM, FRePo, ISA) or the given fractions of the run, floored (IDC's n_iter // 10, // 5, // 2); the
+    last iteration is the final set, evaluated by its own cell."""
+    if rule.get("every") is not None:
+        return list(range(0, total, int(rule["every"])))
+    return sorted({int(total * f) for f in rule["fractions"] if int(total * f) < total})
 
 
 def run(method_id: str, dataset: str, ipc: int, seed: int, preset: str, device: torch.device,
         data_path: str | Path, out: str | Path, resume: str | Path | None = None,
         inputs: dict[str, str] | None = None, hp_dir: str | Path | None = None, save_every: int = 100,
         stop_after: int | None = None, snapshot_dir: str | Path | None = None, budget_s: float | None = None,
-        overrides: dict[str, Any] | None = None) -> DistilledSet | None:
+        overrides: dict[str, Any] | None = None, paper_rule: bool = False) -> DistilledSet | None:
     """Run (or resume) one distillation. `stop_after` ends the loop early without an output, leaving only
     the resume file: it is how tests simulate a killed job. With `snapshot_dir`, the synthetic set after each
     iteration listed in the hparams' `snapshots` is written there as it{N}.pt (same format as the output);
@@ -48,7 +59,8 @@ def run(method_id: str, dataset: str, ipc: int, seed: int, preset: str, device: 
     `overrides` are merged into the resolved hyperparameters (and recorded with them). `budget_s` bounds this
     call's wall time: once it is spent (checked after every iteration) the loop stops and the output is written as
     a finished run of the iterations done, marked `truncated` with the `planned_iterations` in its extras; the
-    snapshots it reached are delivered."""
+    snapshots it reached are delivered. `paper_rule` adds the iterations of the method's hparams `paper_rule` (the
+    paper's periodic test evaluations) to the snapshots."""
     t_call = time.time()
     cls = get_method(method_id)
     hp = hparams_mod.resolve(method_id, dataset, ipc, preset, hp_dir)
@@ -84,7 +96,8 @@ def run(method_id: str, dataset: str, ipc: int, seed: int, preset: str, device: 
 
     t0 = time.time() - elapsed
     total = method.iterations
-    wanted = snapshot_iterations(hp) if snapshot_dir else []
+    rule = hparams_mod.paper_rule(method_id, dataset, ipc, preset, hp_dir) if paper_rule else None
+    wanted = snapshot_iterations(hp, rule) if snapshot_dir else []
     staging = None
     if wanted:
         staging = (resume.parent / f"{resume.name}.snapshots") if resume is not None else Path(snapshot_dir)

@@ -103,6 +103,12 @@ def _lineage(method: str, hp_dir: Path | str | None) -> list[dict]:
 def resolve(method: str, dataset: str, ipc: int, preset: str, hp_dir: Path | str | None = None) -> dict[str, Any]:
     """The hyperparameters of one cell (method x dataset x IPC) at one preset: the paper values and overrides of
     every ancestor then of the method itself, then (quick preset) the quick reductions in the same order."""
+    hp = _resolve(method, dataset, ipc, preset, hp_dir)
+    hp.pop(PAPER_RULE, None)  # not a distillation hyperparameter: read by paper_rule() only (records stay as they were)
+    return hp
+
+
+def _resolve(method: str, dataset: str, ipc: int, preset: str, hp_dir: Path | str | None) -> dict[str, Any]:
     if preset not in PRESETS:
         raise DdflowError(f"preset {preset!r} unknown; allowed: {', '.join(PRESETS)}")
     docs = _lineage(method, hp_dir)
@@ -116,6 +122,44 @@ def resolve(method: str, dataset: str, ipc: int, preset: str, hp_dir: Path | str
         for doc in docs:
             hp = _apply_quick(hp, doc, dataset, ipc)
     return hp
+
+
+# ---- the papers' selection rule (config `paper_rule`, issue 13) -----------------------------------------------
+PAPER_RULE = "paper_rule"
+_RULE_KEYS = {"every", "fractions", "models"}
+
+
+def paper_rule(method: str, dataset: str, ipc: int, preset: str,
+               hp_dir: Path | str | None = None) -> dict[str, Any] | None:
+    """The paper's periodic test evaluations of one cell (the `paper_rule` section, resolved like the other keys:
+    paper <- overrides <- quick): {every: N} (every N iterations from 0) or {fractions: [...]} (at those fractions
+    of the run), with `models` per evaluation; None for a method whose paper reports the final set."""
+    out = _resolve(method, dataset, ipc, preset, hp_dir).get(PAPER_RULE) or None
+    if out is not None:
+        check_paper_rule(out, f"{hparams_dir(hp_dir) / method}.yaml resolved for {dataset}, IPC {ipc}, preset {preset}")
+    return out
+
+
+def check_paper_rule(rule: Any, where: str) -> None:
+    """A resolved `paper_rule`: a mapping with `models` >= 1 and exactly one of `every` (>= 1) or `fractions`
+    (numbers in [0, 1)); errors name the cell."""
+    if not isinstance(rule, dict):
+        raise DdflowError(f"{where}: paper_rule must be a mapping {{every | fractions, models}}, got {rule!r}")
+    unknown = set(rule) - _RULE_KEYS
+    if unknown:
+        raise DdflowError(f"{where}: paper_rule has unknown keys {sorted(unknown)}; allowed: {sorted(_RULE_KEYS)}")
+    models = rule.get("models")
+    if isinstance(models, bool) or not isinstance(models, int) or models < 1:
+        raise DdflowError(f"{where}: paper_rule.models = {models!r}; expected a whole number >= 1")
+    every, fractions = rule.get("every"), rule.get("fractions")
+    if (every is None) == (fractions is None):
+        raise DdflowError(f"{where}: paper_rule needs exactly one of every (N iterations) or fractions (of the "
+                          f"run), got every={every!r}, fractions={fractions!r}")
+    if every is not None and (isinstance(every, bool) or not isinstance(every, int) or every < 1):
+        raise DdflowError(f"{where}: paper_rule.every = {every!r}; expected a whole number >= 1")
+    if fractions is not None and (not isinstance(fractions, list) or not fractions or not all(
+            isinstance(f, (int, float)) and not isinstance(f, bool) and 0 <= f < 1 for f in fractions)):
+        raise DdflowError(f"{where}: paper_rule.fractions = {fractions!r}; expected a list of numbers in [0, 1)")
 
 
 def _apply_quick(hp: dict, doc: dict, dataset: str, ipc: int) -> dict:

@@ -28,6 +28,7 @@ GRID = ddconfig.check(config, hparams_dir=HPARAMS, papers_dir=PAPERS)  # clear e
 # imported distilled sets (ddflow.interop.imports): their names act as method ids for paths, evaluation and tables
 IMPORTS = ddconfig.check_imports(config, GRID, hparams_dir=HPARAMS, papers_dir=PAPERS)
 PRESET = config["preset"]
+PAPER_RULE = bool(config.get("paper_rule", False))  # issue 13: the papers' selection rule beside ours (off by default)
 ENV = "../../envs/ddflow.yaml"  # the one conda env of the one library (`--sdm conda`), relative to a rule file
 
 
@@ -132,6 +133,12 @@ def whole_cells(table):
         return []
     paths = [whole_path(d) for d in GRID["datasets"]]
     return paths if PRESET == "paper" else [p for p in paths if Path(p).exists()]
+
+
+def paper_rule_eval_path(protocol, method, dataset, ipc, seed, it):
+    """A snapshot evaluated under the paper's rule (its model count): the table reads these as the paper's
+    periodic test evaluations (ddflow.report.paper_rule)."""
+    return f"results/eval/{protocol}/{method}/{dataset}/ipc{ipc}/s{seed}/paper_rule/it{it}.json"
 
 
 def featnet_path(dataset, net):
@@ -361,7 +368,10 @@ def distill_inputs(wildcards):
 
 
 def distill_extra_args(wildcards, input):
-    return shell_args(w for k, v in input.items() if k != "data" for w in ("--input", f"{k}={v}"))
+    words = [w for k, v in input.items() if k != "data" for w in ("--input", f"{k}={v}")]
+    if paper_rule(wildcards.method, wildcards.dataset, wildcards.ipc):  # its snapshots too (unchanged when off)
+        words.append("--paper-rule")
+    return shell_args(words)
 
 
 def method_hparams(wildcards):
@@ -409,7 +419,8 @@ def table_inputs(wildcards):
             for seed in GRID["seeds"]
         ]
     imported = [path for r in import_rows(wildcards.table) for path in import_cells([r["method"]])]
-    return [path for m, p in rows for path in cells([m], p)] + imported + whole_cells(wildcards.table)
+    by_paper_rule = [path for m, p in rows for path in paper_rule_cells(m, p)]
+    return [path for m, p in rows for path in cells([m], p)] + imported + whole_cells(wildcards.table) + by_paper_rule
 
 
 def table_spec(wildcards):
@@ -422,6 +433,42 @@ def acc_vs_ipc_cells(wildcards):
 
 def snapshot_iterations(method, dataset, ipc):
     return ddistill.snapshot_iterations(ddhparams.resolve(method, dataset, int(ipc), PRESET, HPARAMS))
+
+
+def paper_rule(method, dataset, ipc):
+    """The method's paper rule at this cell when config paper_rule is on (workflow/hparams paper_rule), else None."""
+    if not PAPER_RULE:
+        return None
+    return ddhparams.paper_rule(method, dataset, int(ipc), PRESET, HPARAMS)
+
+
+def paper_rule_cells(method, protocol, dataset=None, ipc=None):
+    """The paper-rule snapshot cells of a table row (every configured dataset, IPC and seed, or one dataset x IPC);
+    none when config paper_rule is off or the method's paper reports its final set."""
+    out = []
+    for d in GRID["datasets"] if dataset is None else [dataset]:
+        for i in ddconfig.method_ipcs(GRID, method) if ipc is None else [ipc]:
+            cadence = paper_rule(method, d, i)
+            if not cadence:
+                continue
+            hp = ddhparams.resolve(method, d, int(i), PRESET, HPARAMS)
+            for s in GRID["seeds"]:
+                for n in ddistill.rule_iterations(int(hp.get("iterations", 0)), cadence):
+                    out.append(paper_rule_eval_path(protocol, method, d, i, s, n))
+    return out
+
+
+def paper_rule_models(wildcards):
+    cadence = paper_rule(wildcards.method, wildcards.dataset, wildcards.ipc)
+    if not cadence:
+        raise ValueError(f"{wildcards.method}: no paper rule (config paper_rule is off or its hparams lack one)")
+    return cadence["models"]
+
+
+def paper_rule_settings(wildcards):
+    settings = json.loads(eval_settings(wildcards))
+    settings["models"] = paper_rule_models(wildcards)
+    return json.dumps(settings, sort_keys=True)
 
 
 def snapshot_cells(methods, protocol, dataset, ipc):

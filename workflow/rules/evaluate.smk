@@ -27,6 +27,32 @@ rule evaluate:
         " --hparams-dir {params.hparams_dir:q} --out {output:q} > {log:q} 2>&1"
 
 
+rule evaluate_paper_rule:
+    input:
+        snapshots="results/distilled/{method}/{dataset}/ipc{ipc}/s{seed}",
+        data="results/data/{dataset}.npz",
+    output:
+        "results/eval/{protocol}/{method}/{dataset}/ipc{ipc}/s{seed}/paper_rule/it{it}.json",
+    log:
+        "results/logs/eval/{protocol}/{method}/{dataset}/ipc{ipc}/s{seed}/paper_rule/it{it}.log",
+    conda:
+        ENV
+    threads: 1
+    resources:
+        gpu=GPU,
+    params:
+        settings=paper_rule_settings,
+        models=paper_rule_models,
+        device=config["device"],
+        hparams_dir=HPARAMS,
+        preset=config["preset"],
+    shell:
+        "python -m ddflow evaluate --distilled {input.snapshots:q}/it{wildcards.it:q}.pt --data {input.data:q}"
+        " --protocol {wildcards.protocol:q} --models {params.models:q} --preset {params.preset:q}"
+        " --device {params.device:q} --threads {threads} --hparams-dir {params.hparams_dir:q} --out {output:q}"
+        " > {log:q} 2>&1"
+
+
 rule evaluate_snapshot:
     input:
         snapshots="results/distilled/{method}/{dataset}/ipc{ipc}/s{seed}",

@@ -14,6 +14,7 @@ import yaml
 from ..data import get_info
 from ..errors import DdflowError
 from ..io import atomic_path, read_json
+from .paper_rule import NOTE, add_columns, add_rows, split_cells
 
 DASH = "—"
 _PM = re.compile(r"^\s*([-+]?\d+(?:\.\d+)?)\s*(?:±\s*(\d+(?:\.\d+)?))?\s*$")
@@ -91,6 +92,7 @@ def build_table(spec_path: str | Path, cell_paths: list[str | Path], datasets: l
     """`extra_rows`: rows the config adds after the spec's (imported sets, ddflow.interop.imports)."""
     spec = load_spec(spec_path)
     spec["rows"] = list(spec["rows"]) + list(extra_rows)
+    cell_paths, rule_paths = split_cells(cell_paths)  # config paper_rule: snapshot cells at the paper's cadence
     pooled = pool_cells(cell_paths)
     compare_as = spec.get("compare_as", {})
     records = []
@@ -117,7 +119,8 @@ def build_table(spec_path: str | Path, cell_paths: list[str | Path], datasets: l
     df = pd.DataFrame.from_records(records)
     presets = sorted({p for v in pooled.values() for p in v["presets"]})
     devices = sorted({d for v in pooled.values() for d in v["devices"]})
-    return {"spec": spec, "df": df, "datasets": datasets, "ipcs": ipcs, "presets": presets, "devices": devices}
+    table = {"spec": spec, "df": df, "datasets": datasets, "ipcs": ipcs, "presets": presets, "devices": devices}
+    return add_columns(table, cell_paths, rule_paths) if rule_paths else table
 
 
 def _fmt(mean, std, digits=1) -> str:
@@ -159,6 +162,8 @@ def wide(table: dict[str, Any]) -> pd.DataFrame:
     for r in df.itertuples():
         head = next(h for ds, ipc, h in cols if ds == r.dataset and ipc == r.ipc)
         out.loc[r.row, (head, f"IPC {r.ipc}")] = _cell(r)
+    if table.get("paper_rule"):
+        out = add_rows(out, table, cols, DASH)
     return out
 
 
@@ -190,6 +195,8 @@ def notes(table: dict[str, Any]) -> list[str]:
                      f"distillation seeds ({'/'.join(map(str, models))} models from {'/'.join(map(str, seeds))} "
                      f"seed(s) per cell); {DASH} = not run or not reported.")
     lines.append(CELL_FORMAT)
+    if table.get("paper_rule"):
+        lines.append(NOTE)
     for line in spec.get("notes", []):
         lines.append(line)
     if "quick" in table.get("presets", []):

@@ -1,0 +1,131 @@
+"""The papers' selection rule beside ours (issue 13; config `paper_rule`, off by default).
+
+MTT, IDC, DREAM, FRePo and ISA evaluate their synthetic set periodically during distillation and report the best of
+those test evaluations; ddflow reports the final set. With config `paper_rule: true` the workflow also evaluates the
+snapshots at the paper's cadence (hparams `paper_rule`), as results/eval/{protocol}/{method}/{dataset}/ipc{ipc}/
+s{seed}/paper_rule/it{N}.json, and the table gets a row "ours (paper's rule)" under each such method: per
+distillation seed, the best mean accuracy over those evaluations and the final cell, chosen on the test split as the
+paper did (ties: the earliest iteration, as a strict `>` over the evaluation order keeps it); then the mean (± the
+population std) over seeds. A test-set selection, printed to show how much of a paper's number it explains, not a
+fair estimate.
+"""
+from __future__ import annotations
+
+import math
+import re
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+from ..errors import DdflowError
+from ..io import read_json
+
+RULE_CELL = re.compile(r"/s(\d+)/paper_rule/it(\d+)\.json$")
+LABEL = "ours (paper's rule)"
+NOTE = (f"{LABEL}: best of periodic evaluations chosen on the test split, as the paper did — test-set selection, "
+        f"not a fair estimate (per seed the best mean over the paper's evaluation iterations and the final set; "
+        f"\"it\" = the chosen iteration(s)). Rows without it: ours (final), the final set only.")
+
+
+def split_cells(cell_paths: list[str | Path]) -> tuple[list[str | Path], list[str | Path]]:
+    """(final cells, paper-rule snapshot cells) by path: .../s{seed}/paper_rule/it{N}.json are the latter."""
+    finals = [p for p in cell_paths if not RULE_CELL.search(str(p).replace("\\", "/"))]
+    rule = [p for p in cell_paths if RULE_CELL.search(str(p).replace("\\", "/"))]
+    return finals, rule
+
+
+def _key(c: dict[str, Any], where: Any) -> tuple[str, str, str, int]:
+    for k in ("protocol", "method", "dataset", "ipc", "seed", "accuracies"):
+        if k not in c:
+            raise DdflowError(f"{where}: evaluation cell lacks {k!r}")
+    if not c["accuracies"]:
+        raise DdflowError(f"{where}: evaluation cell has no accuracies")
+    return c["protocol"], c["method"], c["dataset"], int(c["ipc"])
+
+
+def _mean(accs: list[float]) -> float:
+    return sum(accs) / len(accs)
+
+
+def best_per_seed(finals: dict[int, tuple[int, float]], snapshots: dict[int, dict[int, float]],
+                  where: str) -> dict[int, tuple[int, float]]:
+    """seed -> (chosen iteration, its mean): the maximum over the seed's snapshot means and its final mean, the
+    earliest iteration on a tie. finals: seed -> (final iteration, mean); snapshots: seed -> {iteration: mean}.
+    Every seed needs both (a seed with snapshots but no final cell, or the reverse, is an error)."""
+    if set(finals) != set(snapshots):
+        raise DdflowError(f"{where}: the paper's rule needs every seed's final cell and snapshot cells; final cells "
+                          f"for seeds {sorted(finals)}, snapshot cells for seeds {sorted(snapshots)}")
+    out = {}
+    for seed, (final_it, final_mean) in finals.items():
+        candidates = sorted({final_it: final_mean, **snapshots[seed]}.items())  # iteration order
+        best_it, best = candidates[0]
+        for it, mean in candidates[1:]:
+            if mean > best:  # strict: an equal later evaluation does not replace the earlier one
+                best_it, best = it, mean
+        out[seed] = (best_it, best)
+    return out
+
+
+def select(final_paths: list[str | Path], rule_paths: list[str | Path]) -> dict[tuple, dict[str, Any]]:
+    """(protocol, method, dataset, ipc) -> {mean, std (over seeds), iterations (seed -> chosen), n_seeds} for every
+    group that has paper-rule cells."""
+    snaps: dict[tuple, dict[int, dict[int, float]]] = defaultdict(lambda: defaultdict(dict))
+    for p in rule_paths:
+        c = read_json(p, "evaluation cell")
+        m = RULE_CELL.search(str(p).replace("\\", "/"))
+        it = int(m.group(2)) if m else int(c.get("iterations", -1))
+        snaps[_key(c, p)][int(c["seed"])][it] = _mean(c["accuracies"])
+    finals: dict[tuple, dict[int, tuple[int, float]]] = defaultdict(dict)
+    for p in final_paths:
+        c = read_json(p, "evaluation cell")
+        key = _key(c, p)
+        if key in snaps:
+            finals[key][int(c["seed"])] = (int(c.get("iterations", 0)), _mean(c["accuracies"]))
+    out = {}
+    for key, per_seed in snaps.items():
+        best = best_per_seed(finals.get(key, {}), per_seed, f"{'/'.join(map(str, key))}")
+        means = [b for _, b in best.values()]
+        mean = sum(means) / len(means)
+        out[key] = {"mean": mean, "std": math.sqrt(sum((b - mean) ** 2 for b in means) / len(means)),
+                    "iterations": {s: it for s, (it, _) in sorted(best.items())}, "n_seeds": len(best)}
+    return out
+
+
+def add_columns(table: dict[str, Any], final_paths: list[str | Path], rule_paths: list[str | Path]) -> dict:
+    """The table with the paper-rule columns in its long CSV (paper_rule_mean, paper_rule_std,
+    paper_rule_iterations) and `paper_rule` set, which wide() and notes() read."""
+    chosen = select(final_paths, rule_paths)
+    df = table["df"]
+    rows = [chosen.get((r.protocol, r.method, r.dataset, r.ipc)) for r in df.itertuples()]
+    df["paper_rule_mean"] = [c["mean"] if c else None for c in rows]
+    df["paper_rule_std"] = [c["std"] if c else None for c in rows]
+    df["paper_rule_iterations"] = [" ".join(f"s{s}:it{it}" for s, it in c["iterations"].items()) if c else ""
+                                   for c in rows]
+    table["paper_rule"] = True
+    return table
+
+
+def cell_text(r, dash: str) -> str:
+    """One wide-table cell of the paper-rule row: "mean ± std (it N)", or the dash where it was not run."""
+    if r.paper_rule_mean is None or (isinstance(r.paper_rule_mean, float) and math.isnan(r.paper_rule_mean)):
+        return dash
+    its = sorted({int(w.split(":it")[1]) for w in str(r.paper_rule_iterations).split()})
+    return f"{r.paper_rule_mean:.1f} ± {r.paper_rule_std:.1f} (it {'/'.join(map(str, its))})"
+
+
+def add_rows(out, table: dict[str, Any], cols: list[tuple[str, int, str]], dash: str):
+    """The wide table with a row "{label} — ours (paper's rule)" under each row that has paper-rule values."""
+    import pandas as pd
+
+    df = table["df"]
+    labels = [r["label"] for r in table["spec"]["rows"]]
+    have = {r.row for r in df.itertuples() if r.paper_rule_mean is not None
+            and not (isinstance(r.paper_rule_mean, float) and math.isnan(r.paper_rule_mean))}
+    index = [x for label in labels for x in ([label, f"{label} — {LABEL}"] if label in have else [label])]
+    wide = pd.DataFrame(dash, index=pd.Index(index, name=out.index.name), columns=out.columns, dtype=object)
+    wide.loc[out.index] = out
+    for r in df.itertuples():
+        if r.row in have:
+            head = next(h for ds, ipc, h in cols if ds == r.dataset and ipc == r.ipc)
+            wide.loc[f"{r.row} — {LABEL}", (head, f"IPC {r.ipc}")] = cell_text(r, dash)
+    return wide
