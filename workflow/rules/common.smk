@@ -136,8 +136,8 @@ def whole_cells(table):
 
 
 def paper_rule_eval_path(protocol, method, dataset, ipc, seed, it):
-    """A snapshot evaluated under the paper's rule (its model count): the table reads these as the paper's
-    periodic test evaluations (ddflow.report.paper_rule)."""
+    """A snapshot evaluated with the model count of the paper's selection (hparams paper_rule); the table reads
+    these as the paper's periodic test evaluations (ddflow.report.paper_rule)."""
     return f"results/eval/{protocol}/{method}/{dataset}/ipc{ipc}/s{seed}/paper_rule/it{it}.json"
 
 
