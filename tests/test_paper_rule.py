@@ -148,3 +148,30 @@ def test_dry_run_evaluates_the_papers_snapshots_only_with_paper_rule_on(tmp_path
         assert f"results/eval/mtt/mtt/mnist5k/ipc1/s0/paper_rule/it{it}.json" in on
     assert "paper_rule/it100.json" not in on and "/dm/mnist5k/ipc1/s0/paper_rule/" not in on
     assert on.count("rule evaluate_paper_rule:") == 4
+
+
+def test_distill_with_paper_rule_adds_its_snapshots_and_changes_nothing_else(mnist5k_path, tmp_path):
+    import shutil
+
+    import torch
+
+    from ddflow.distill import run
+    from ddflow.records import load_distilled
+    tiny_hparams = tmp_path / "hparams"
+    shutil.copytree(HP, tiny_hparams)
+    doc = yaml.safe_load((tiny_hparams / "dm.yaml").read_text())
+    doc["quick"].update(iterations=6, batch_real=4, snapshots=[0, 5])   # DM at a few cheap iterations
+    doc["paper"]["paper_rule"] = {"every": 2, "models": 1}
+    (tiny_hparams / "dm.yaml").write_text(yaml.safe_dump(doc))
+    cpu = torch.device("cpu")
+    off = run("dm", "mnist5k", 1, 0, "quick", cpu, mnist5k_path, tmp_path / "off.pt", hp_dir=tiny_hparams,
+              snapshot_dir=tmp_path / "off")
+    on = run("dm", "mnist5k", 1, 0, "quick", cpu, mnist5k_path, tmp_path / "on.pt", hp_dir=tiny_hparams,
+             snapshot_dir=tmp_path / "on", paper_rule=True)
+    total = off.iterations
+    assert sorted(p.name for p in (tmp_path / "off").iterdir()) == ["it0.pt", "it5.pt"]
+    want = sorted({0, 5} | set(range(0, total, 2)))
+    assert sorted(int(p.name[2:-3]) for p in (tmp_path / "on").iterdir()) == want
+    assert torch.equal(off.images, on.images) and off.hparams == on.hparams and "paper_rule" not in on.hparams
+    assert torch.equal(load_distilled(tmp_path / "on" / "it0.pt").images, load_distilled(tmp_path / "off" /
+                                                                                          "it0.pt").images)

@@ -24,7 +24,7 @@ RULE_CELL = re.compile(r"/s(\d+)/paper_rule/it(\d+)\.json$")
 LABEL = "ours (paper's rule)"
 NOTE = (f"{LABEL}: best of periodic evaluations chosen on the test split, as the paper did — test-set selection, "
         f"not a fair estimate (per seed the best mean over the paper's evaluation iterations and the final set; "
-        f"\"it\" = the chosen iteration(s)). Rows without it: ours (final), the final set only.")
+        f"\"it\" = the chosen iteration(s); ± = std over seeds). Rows without it: ours (final), the final set only.")
 
 
 def split_cells(cell_paths: list[str | Path]) -> tuple[list[str | Path], list[str | Path]]:
@@ -109,8 +109,11 @@ def cell_text(r, dash: str) -> str:
     """One wide-table cell of the paper-rule row: "mean ± std (it N)", or the dash where it was not run."""
     if r.paper_rule_mean is None or (isinstance(r.paper_rule_mean, float) and math.isnan(r.paper_rule_mean)):
         return dash
-    its = sorted({int(w.split(":it")[1]) for w in str(r.paper_rule_iterations).split()})
-    return f"{r.paper_rule_mean:.1f} ± {r.paper_rule_std:.1f} (it {'/'.join(map(str, its))})"
+    words = str(r.paper_rule_iterations).split()
+    its = "/".join(map(str, sorted({int(w.split(":it")[1]) for w in words})))
+    if len(words) == 1:  # one seed: no spread over seeds to print
+        return f"{r.paper_rule_mean:.1f} (it {its})"
+    return f"{r.paper_rule_mean:.1f} ± {r.paper_rule_std:.1f} (it {its})"
 
 
 def add_rows(out, table: dict[str, Any], cols: list[tuple[str, int, str]], dash: str):
