@@ -175,3 +175,8 @@ def test_distill_with_paper_rule_adds_its_snapshots_and_changes_nothing_else(mni
     assert torch.equal(off.images, on.images) and off.hparams == on.hparams and "paper_rule" not in on.hparams
     assert torch.equal(load_distilled(tmp_path / "on" / "it0.pt").images, load_distilled(tmp_path / "off" /
                                                                                           "it0.pt").images)
+
+
+def test_haba_does_not_inherit_mtts_rule():
+    for preset, ds in (("paper", "cifar10"), ("quick", "mnist5k")):
+        assert hparams.paper_rule("haba", ds, 1, preset, HP) is None
