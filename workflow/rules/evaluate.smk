@@ -39,7 +39,9 @@ rule evaluate_paper_rule:
         ENV
     threads: 1
     resources:
-        gpu=GPU,
+        gpu=gpu_count,
+        runtime=job_runtime("gpu_job"),
+        mem_mb=job_mem_mb("gpu_job"),
     params:
         settings=paper_rule_settings,
         models=paper_rule_models,
