@@ -177,6 +177,8 @@ def test_distill_with_paper_rule_adds_its_snapshots_and_changes_nothing_else(mni
                                                                                           "it0.pt").images)
 
 
-def test_haba_does_not_inherit_mtts_rule():
-    for preset, ds in (("paper", "cifar10"), ("quick", "mnist5k")):
-        assert hparams.paper_rule("haba", ds, 1, preset, HP) is None
+def test_methods_built_on_mtt_do_not_inherit_its_rule():
+    for m in ("haba", "tesla", "mtt-isa"):
+        hparams.check_file(m, HP)
+        for preset, ds in (("paper", "cifar10"), ("quick", "mnist5k")):
+            assert hparams.paper_rule(m, ds, 1, preset, HP) is None
