@@ -117,6 +117,22 @@ class TrainSettings:
     reset_momentum_on_decay: bool = True  # DC's evaluate_synset recreates the optimiser at the decay
 
 
+def synthetic_epoch(net: nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor, batch: int,
+                    generator: torch.Generator, device: torch.device, augment: Callable | None = None) -> None:
+    """One pass of `net` over a (detached) synthetic set in shuffled mini-batches of `batch`, hard-label cross-entropy,
+    an optional per-batch augmentation `augment(x, generator)`: the inner network update of DC/DSA and CAFE (the
+    official utils.py epoch('train'))."""
+    perm = to_device(torch.randperm(len(x), generator=generator), device)
+    for s in range(0, len(x), batch):
+        xb = x[perm[s:s + batch]]
+        if augment is not None:
+            xb = augment(xb, generator)
+        loss = F.cross_entropy(net(xb), y[perm[s:s + batch]])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+
+
 def train_stack(stack: NetStack, x: torch.Tensor, y: torch.Tensor, generators: list[torch.Generator],
                 settings: TrainSettings, augment=None,
                 loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = hard_ce,

@@ -33,7 +33,7 @@ from ..augment import DSA
 from ..errors import DdflowError
 from ..nets import build_net, has_batchnorm
 from ..ops.real_batches import RandomSampler, make_sampler
-from ..runtime import to_device
+from ..train import synthetic_epoch
 from .base import Method
 from .registry import register
 
@@ -157,16 +157,8 @@ class CAFE(Method):
     def train_epoch(self, net: nn.Module, opt: torch.optim.Optimizer) -> None:
         """utils.py epoch('train'): one pass over the detached synthetic set, batch_train, shuffled; per-sample DSA
         when dsa is on."""
-        x, y, batch = self.images.detach(), self.labels, self.hp["batch_train"]
-        perm = to_device(torch.randperm(len(x), generator=self.generator), self.device)
-        for s in range(0, len(x), batch):
-            xb = x[perm[s:s + batch]]
-            if self.dsa is not None:
-                xb = self.dsa(xb, self.generator)
-            loss = F.cross_entropy(net(xb), y[perm[s:s + batch]])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
+        synthetic_epoch(net, opt, self.images.detach(), self.labels, self.hp["batch_train"], self.generator,
+                        self.device, self.dsa)
 
     def step(self, it: int) -> dict[str, float]:
         hp, info = self.hp, self.data.info

@@ -16,13 +16,12 @@ from __future__ import annotations
 from typing import ClassVar
 
 import torch
-import torch.nn.functional as F
 
 from ..augment import DSA
 from ..nets import build_net, has_batchnorm
 from ..ops.gradmatch import loops_for, match_distance, per_class_grads
 from ..ops.real_batches import make_sampler
-from ..runtime import to_device
+from ..train import synthetic_epoch
 from .base import Method
 from .registry import register
 
@@ -65,19 +64,10 @@ class GradientMatching(Method):
 
     def _train_net(self, net: torch.nn.Module, opt: torch.optim.Optimizer) -> None:
         """inner_loop epochs on the detached synthetic set: batch_train, shuffled; per-sample DSA for DSA."""
-        x, y = self.images.detach(), self.labels
-        batch = self.hp["batch_train"]
         net.train()
         for _ in range(self.inner):
-            perm = to_device(torch.randperm(len(x), generator=self.generator), self.device)
-            for s in range(0, len(x), batch):
-                xb = x[perm[s:s + batch]]
-                if self.dsa is not None:
-                    xb = self.dsa(xb, self.generator)
-                loss = F.cross_entropy(net(xb), y[perm[s:s + batch]])
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
+            synthetic_epoch(net, opt, self.images.detach(), self.labels, self.hp["batch_train"], self.generator,
+                            self.device, self.dsa)
 
     def step(self, it: int) -> dict[str, float]:
         info, hp = self.data.info, self.hp

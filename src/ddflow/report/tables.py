@@ -183,11 +183,7 @@ def notes(table: dict[str, Any]) -> list[str]:
         if paper_ds != ds:
             lines.append(f"{get_info(ds).paper_name} is compared with the paper's {get_info(paper_ds).paper_name} "
                          f"column: a smaller training set, so the values are not expected to match.")
-    for r in spec["rows"]:
-        if r.get("source") and r.get("source") != spec.get("source"):
-            lines.append(f"{r['label']}: paper values from {r['source']}.")
-        if r.get("note"):
-            lines.append(f"{r['label']}: {r['note']}")
+    lines += row_notes(spec)
     ran = df[df.n_models > 0]
     if len(ran):
         models, seeds = sorted(set(ran.n_models)), sorted(set(ran.n_seeds))
@@ -235,3 +231,14 @@ def write_table(table: dict[str, Any], out_prefix: str | Path) -> None:
     tex = w.to_latex(multicolumn=True, multicolumn_format="c", escape=True, column_format="l" + "c" * w.shape[1],
                      caption=title(table), label=f"tab:{spec['name']}")   # header: dataset over its IPCs
     write_outputs(out_prefix, table["df"], md, tex.replace("±", r"$\pm$").replace("Δ", r"$\Delta$"))
+
+
+def row_notes(spec: dict[str, Any]) -> list[str]:
+    """One note line per row that names its own source of paper values or has a note (every table kind)."""
+    lines = []
+    for r in spec["rows"]:
+        if r.get("source") and r.get("source") != spec.get("source"):
+            lines.append(f"{r['label']}: paper values from {r['source']}.")
+        if r.get("note"):
+            lines.append(f"{r['label']}: {r['note']}")
+    return lines

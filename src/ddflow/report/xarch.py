@@ -18,7 +18,7 @@ import pandas as pd
 from ..data import get_info
 from ..errors import DdflowError
 from ..protocols.xarch import column_protocol
-from .tables import DASH, _fmt, load_spec, parse_paper_value, pool_cells, write_outputs
+from .tables import DASH, _fmt, load_spec, parse_paper_value, pool_cells, row_notes, write_outputs
 
 
 def load_xarch_spec(path: str | Path) -> dict[str, Any]:
@@ -104,11 +104,7 @@ def xarch_notes(table: dict[str, Any]) -> list[str]:
     if paper_ds != ds:
         lines.append(f"{get_info(ds).paper_name} is compared with the paper's {get_info(paper_ds).paper_name}: a "
                      "smaller training set, so the values are not expected to match.")
-    for r in spec["rows"]:
-        if r.get("source") and r.get("source") != spec.get("source"):
-            lines.append(f"{r['label']}: paper values from {r['source']}.")
-        if r.get("note"):
-            lines.append(f"{r['label']}: {r['note']}")
+    lines += row_notes(spec)
     ran = df[df.n_models > 0]
     if len(ran):
         lines.append(f"Ours: final-epoch test accuracy (%), mean ± std (population) over all evaluation models of all "
