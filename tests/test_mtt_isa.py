@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from ddflow import hparams
 from ddflow.methods import get_method
 from ddflow.ops.trajectory import isa_cross_entropy
-from ddflow.trajectory_sampling import write_mtt_manifest
+from fake_experts import write_fake_experts
 
 CPU = torch.device("cpu")
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -45,21 +45,7 @@ def test_isa_cross_entropy_is_the_segment_mean_over_the_hardest_samples():
 
 @pytest.fixture(scope="module")
 def manifest(tmp_path_factory):
-    from ddflow.experts import EXPERT_FORMAT
-    from ddflow.io import save_pt
-    from ddflow.nets import build_net
-    d = tmp_path_factory.mktemp("isa_experts")
-    paths = []
-    for k in range(2):
-        g = torch.Generator().manual_seed(30 + k)
-        base = build_net("ConvNetW32", 1, 10, 28, g)
-        params = {n: torch.stack([p.detach() + 0.01 * e * torch.randn(p.shape, generator=g) for e in range(5)])
-                  for n, p in base.named_parameters()}
-        save_pt({"format": EXPERT_FORMAT, "dataset": "mnist5k", "prep": "raw", "net": "ConvNetW32", "index": k,
-                 "epochs": 4, "lr": [0.01] * 4, "settings": {}, "params": params}, d / f"e{k}.pt")
-        paths.append(str(d / f"e{k}.pt"))
-    write_mtt_manifest("mtt-m2-t2", "mnist5k", "raw", "ConvNetW32", paths, d / "man.json")
-    return str(d / "man.json")
+    return str(write_fake_experts(tmp_path_factory.mktemp("isa_experts"), 30))
 
 
 def _method(method, data, man, **over):

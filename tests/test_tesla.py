@@ -12,7 +12,7 @@ from ddflow import hparams
 from ddflow.augment import DSA
 from ddflow.methods import get_method
 from ddflow.ops.trajectory import constant_memory_grads, student_unroll, trajectory_loss
-from ddflow.trajectory_sampling import write_mtt_manifest
+from fake_experts import write_fake_experts
 
 CPU = torch.device("cpu")
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -108,22 +108,7 @@ def _unflat(vec, like):
 # ---- the method against MTT --------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def experts(tmp_path_factory):
-    from ddflow.experts import EXPERT_FORMAT
-    from ddflow.io import save_pt
-    from ddflow.nets import build_net
-    d = tmp_path_factory.mktemp("tesla_experts")
-    paths = []
-    for k in range(2):
-        g = torch.Generator().manual_seed(20 + k)
-        base = build_net("ConvNetW32", 1, 10, 28, g)
-        params = {n: torch.stack([p.detach() + 0.01 * e * torch.randn(p.shape, generator=g) for e in range(5)])
-                  for n, p in base.named_parameters()}
-        save_pt({"format": EXPERT_FORMAT, "dataset": "mnist5k", "prep": "raw", "net": "ConvNetW32", "index": k,
-                 "epochs": 4, "lr": [0.01] * 4, "settings": {}, "params": params}, d / f"e{k}.pt")
-        paths.append(str(d / f"e{k}.pt"))
-    man = d / "man.json"
-    write_mtt_manifest("mtt-m2-t2", "mnist5k", "raw", "ConvNetW32", paths, man)
-    return str(man)
+    return str(write_fake_experts(tmp_path_factory.mktemp("tesla_experts"), 20))
 
 
 def _method(method, data, man, **over):
