@@ -3,14 +3,12 @@ ead, ead-literal -> evaluation (protocols mtt and soft) -> tables dream_t1 and e
 import json
 import re
 
-import numpy as np
 import pytest
 import torch
 
-from ddflow.data import load_arrays
-from ddflow.io import load_pt, save_npz
+from ddflow.io import load_pt
 from tiny_workflow import snakemake as _snakemake
-from tiny_workflow import tiny_workdir
+from tiny_workflow import tiny_workdir, write_tiny_mnist5k
 
 pytestmark = pytest.mark.workflow
 
@@ -29,10 +27,7 @@ METHODS = ["mtt", "haba", "ead", "ead-literal", "random"]
 @pytest.fixture(scope="module")
 def tiny_run(mnist5k_path, tmp_path_factory):
     work = tmp_path_factory.mktemp("wft")
-    a = load_arrays(mnist5k_path)
-    keep = np.concatenate([np.flatnonzero(a["y_train"] == c)[:10] for c in range(10)])
-    save_npz(work / "tiny.npz", x_train=a["x_train"][keep], y_train=a["y_train"][keep], x_test=a["x_test"][:100],
-             y_test=a["y_test"][:100])
+    write_tiny_mnist5k(mnist5k_path, work / "tiny.npz")
     tiny_workdir(work, TINY_QUICK, methods=METHODS, ipcs=[1], tables=["dream_t1", "ead_claims"], figures=[],
                  data={"mnist5k": {"npz": str(work / "tiny.npz")}})
     _snakemake(work)

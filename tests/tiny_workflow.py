@@ -5,9 +5,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import yaml
 
+from ddflow.data.sources import load_arrays
 from ddflow.hparams import deep_merge
+from ddflow.io import save_npz
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -36,3 +39,12 @@ def tiny_workdir(work: Path, quick: dict[str, dict], **config) -> Path:
     cfg.update({"hparams_dir": str(hp), "device": "cpu", "save_every": 1, **config})
     (work / "config.yaml").write_text(yaml.safe_dump(cfg))
     return work
+
+
+def write_tiny_mnist5k(mnist5k_path: str | Path, out: Path) -> Path:
+    """A 100-image mnist5k (the first 10 training images of each class, the first 100 test images) at `out`."""
+    a = load_arrays(mnist5k_path)
+    keep = np.concatenate([np.flatnonzero(a["y_train"] == c)[:10] for c in range(10)])
+    save_npz(out, x_train=a["x_train"][keep], y_train=a["y_train"][keep], x_test=a["x_test"][:100],
+             y_test=a["y_test"][:100])
+    return out
