@@ -47,6 +47,9 @@ class Images:
             raise DdflowError(f"Images: unknown space {self.space!r}")
         n, h, w, c = store.shape
         self.shape = torch.Size((n, c, h, w))
+        # the normalisation constants on the delivery device, made once rather than per batch
+        self._mean = torch.tensor(info.mean, dtype=torch.float32, device=self.device).view(1, -1, 1, 1)
+        self._std = torch.tensor(info.std, dtype=torch.float32, device=self.device).view(1, -1, 1, 1)
 
     @classmethod
     def load(cls, array: np.ndarray, info: DatasetInfo, device: str | torch.device) -> "Images":
@@ -105,9 +108,7 @@ class Images:
         if self.space == "zca":
             x = self.zca.apply(x)
         elif self.space == "normalized":
-            m = torch.tensor(self.info.mean, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
-            s = torch.tensor(self.info.std, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
-            x = (x - m) / s
+            x = (x - self._mean) / self._std
         return x[0] if single else x
 
     def materialize(self) -> torch.Tensor:
