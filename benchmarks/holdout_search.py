@@ -1,0 +1,157 @@
+"""Choose quick-preset settings on a held-out part of the training split, never on the test split.
+
+The prepared dataset's train split is cut, per class, into a fit part and a held-out part; the held-out part is
+written as the test split of a new npz, and the workflow runs on it (config `data: {<dataset>: {npz: ...}}`) once
+per candidate: each candidate is a set of deep-merged changes to files of workflow/hparams, e.g.
+
+    # candidates.yaml
+    base: {}
+    experts10: {experts: {quick: {epochs: 10}}}
+    t05: {ead: {quick: {label_temperature: 0.5}}}
+
+    python benchmarks/holdout_search.py --candidates candidates.yaml --methods random ead --ipcs 1 10 \
+        --work /tmp/holdout
+
+Each candidate runs in its own directory under --work (Snakemake, the repository's Snakefile and config.yaml, a
+copy of workflow/hparams with the changes); a finished candidate is not rerun, and candidates with the same
+expert settings share one set of experts (hard links). The printed table (also written as
+--work/results.md) gives the held-out accuracy, mean ± std over the evaluation models, per method x IPC; the
+protocol of each method is its first (as in the default run).
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+
+from ddflow.data import prepare  # noqa: E402
+from ddflow.data.npzmap import read_npz  # noqa: E402
+from ddflow.methods import get_method  # noqa: E402
+
+
+def holdout_npz(dataset: str, out: Path, fraction: float, seed: int) -> Path:
+    """Write `out`: train = the fit part of the dataset's train split, test = its held-out part (per class)."""
+    if out.exists():
+        return out
+    prepared = out.with_name(f"{dataset}-prepared.npz")
+    if not prepared.exists():
+        prepare(dataset, prepared)
+    d = read_npz(prepared, False)
+    rng = np.random.default_rng(seed)
+    fit, held = [], []
+    for c in np.unique(d["y_train"]):
+        idx = rng.permutation(np.flatnonzero(d["y_train"] == c))
+        k = int(round(len(idx) * fraction))
+        held.append(idx[:k])
+        fit.append(idx[k:])
+    fit, held = np.sort(np.concatenate(fit)), np.sort(np.concatenate(held))
+    tmp = out.with_suffix(".tmp.npz")
+    np.savez(tmp, x_train=d["x_train"][fit], y_train=d["y_train"][fit], x_test=d["x_train"][held],
+             y_test=d["y_train"][held])
+    tmp.replace(out)
+    print(f"held-out split: {len(fit)} fit / {len(held)} held-out images of {dataset}'s train split -> {out}",
+          flush=True)
+    return out
+
+
+def merge(base: dict, change: dict) -> dict:
+    out = copy.deepcopy(base)
+    for k, v in change.items():
+        out[k] = merge(out.get(k) or {}, v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def write_hparams(dest: Path, changes: dict) -> None:
+    shutil.copytree(ROOT / "workflow" / "hparams", dest, dirs_exist_ok=True)
+    for name, change in changes.items():
+        path = dest / f"{name}.yaml"
+        if not path.exists():
+            raise SystemExit(f"candidate changes {name!r}: no file {path.name} in workflow/hparams")
+        path.write_text(yaml.safe_dump(merge(yaml.safe_load(path.read_text()), change), sort_keys=False))
+
+
+def reuse_experts(src: Path, work: Path) -> None:
+    """Hard-link the data, experts and trajectory files of a candidate with the same expert settings."""
+    for sub in ("data", "experts", "trajectories"):
+        if (src / "results" / sub).exists() and not (work / "results" / sub).exists():
+            shutil.copytree(src / "results" / sub, work / "results" / sub, copy_function=os_link)
+
+
+def os_link(a, b):
+    import os
+
+    os.link(a, b)
+
+
+def run_candidate(name: str, changes: dict, args, npz: Path, shared: dict) -> dict:
+    work = args.work / name
+    hp = work / "hparams"
+    key = json.dumps(changes.get("experts") or {}, sort_keys=True)
+    for done in sorted(args.work.glob("*/experts.json")):  # also finished by an earlier or a parallel run
+        if done.read_text() == key and (done.parent / "results" / "experts").exists():
+            shared.setdefault(key, done.parent)
+    if key in shared:
+        reuse_experts(shared[key], work)
+    write_hparams(hp, changes)
+    targets = []
+    for m in args.methods:
+        protocol = get_method(m).protocols[0]
+        targets += [f"results/eval/{protocol}/{m}/{args.dataset}/ipc{i}/s0.json" for i in args.ipcs]
+    cmd = ["snakemake", *targets, "-s", str(ROOT / "Snakefile"), "-d", str(work), "--configfile", str(ROOT / "config.yaml"),
+           "--cores", str(args.cores), "-q", "--rerun-triggers", "mtime", "--config", f"hparams_dir={hp}", f"datasets=[{args.dataset}]",
+           f"methods=[{','.join(args.methods)}]", f"ipcs=[{','.join(map(str, args.ipcs))}]", "tables=[]",
+           f"data={{{args.dataset}: {{npz: {npz}}}}}"]
+    print(f"candidate {name}: {changes}", flush=True)
+    subprocess.run(cmd, check=True, cwd=ROOT)
+    shared.setdefault(key, work)
+    (work / "experts.json").write_text(key)
+    cells = {}
+    for t in targets:
+        r = json.loads((work / t).read_text())
+        cells[t.split("/")[3] + " ipc" + t.split("/")[5][3:]] = (r["mean"], r["std"])
+    return cells
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--candidates", type=Path, required=True)
+    p.add_argument("--dataset", default="mnist5k")
+    p.add_argument("--methods", nargs="+", default=["random", "ead"])
+    p.add_argument("--ipcs", nargs="+", type=int, default=[1, 10])
+    p.add_argument("--work", type=Path, default=Path("results/holdout"))
+    p.add_argument("--fraction", type=float, default=0.25, help="held-out share of each class (default 0.25)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--cores", type=int, default=2)
+    p.add_argument("--only", nargs="*", help="run only these candidates")
+    args = p.parse_args()
+    args.work = args.work.resolve()
+    args.work.mkdir(parents=True, exist_ok=True)
+    candidates = yaml.safe_load(args.candidates.read_text()) or {}
+    npz = holdout_npz(args.dataset, args.work / f"{args.dataset}-holdout.npz", args.fraction, args.seed)
+    rows, shared = {}, {}
+    for name, changes in candidates.items():
+        if args.only and name not in args.only:
+            continue
+        rows[name] = run_candidate(name, changes or {}, args, npz, shared)
+    cols = sorted({c for r in rows.values() for c in r})
+    lines = ["| candidate | " + " | ".join(cols) + " |", "|---|" + "---|" * len(cols)]
+    for name, r in rows.items():
+        lines.append(f"| {name} | " + " | ".join(f"{r[c][0]:.1f} ± {r[c][1]:.1f}" if c in r else "" for c in cols)
+                     + " |")
+    table = "\n".join(lines)
+    (args.work / "results.md").write_text(table + "\n")
+    print(table)
+
+
+if __name__ == "__main__":
+    main()
