@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -88,8 +89,6 @@ def reuse_experts(src: Path, work: Path) -> None:
 
 
 def os_link(a, b):
-    import os
-
     os.link(a, b)
 
 
@@ -103,22 +102,23 @@ def run_candidate(name: str, changes: dict, args, npz: Path, shared: dict) -> di
     if key in shared:
         reuse_experts(shared[key], work)
     write_hparams(hp, changes)
-    targets = []
+    cells = {}  # "method ipcN" -> target file
     for m in args.methods:
         protocol = get_method(m).protocols[0]
-        targets += [f"results/eval/{protocol}/{m}/{args.dataset}/ipc{i}/s0.json" for i in args.ipcs]
-    cmd = ["snakemake", *targets, "-s", str(ROOT / "Snakefile"), "-d", str(work), "--configfile", str(ROOT / "config.yaml"),
-           "--cores", str(args.cores), "-q", "--rerun-triggers", "mtime", "--config", f"hparams_dir={hp}", f"datasets=[{args.dataset}]",
-           f"methods=[{','.join(args.methods)}]", f"ipcs=[{','.join(map(str, args.ipcs))}]", "tables=[]",
+        for i in args.ipcs:
+            cells[f"{m} ipc{i}"] = f"results/eval/{protocol}/{m}/{args.dataset}/ipc{i}/s0.json"
+    cmd = ["snakemake", *cells.values(), "-s", str(ROOT / "Snakefile"), "-d", str(work),
+           "--configfile", str(ROOT / "config.yaml"), "--cores", str(args.cores), "-q", "--rerun-triggers", "mtime",
+           "--config", f"hparams_dir={hp}", f"datasets=[{args.dataset}]", f"methods=[{','.join(args.methods)}]",
+           f"ipcs=[{','.join(map(str, args.ipcs))}]", "seeds=[0]", "tables=[]",
            f"data={{{args.dataset}: {{npz: {npz}}}}}"]
     print(f"candidate {name}: {changes}", flush=True)
     subprocess.run(cmd, check=True, cwd=ROOT)
     shared.setdefault(key, work)
     (work / "experts.json").write_text(key)
-    cells = {}
-    for t in targets:
-        r = json.loads((work / t).read_text())
-        cells[t.split("/")[3] + " ipc" + t.split("/")[5][3:]] = (r["mean"], r["std"])
+    for cell, target in cells.items():
+        r = json.loads((work / target).read_text())
+        cells[cell] = (r["mean"], r["std"])
     return cells
 
 
