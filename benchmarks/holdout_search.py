@@ -21,7 +21,6 @@ protocol of each method is its first (as in the default run).
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import os
 import shutil
@@ -37,6 +36,8 @@ sys.path.insert(0, str(ROOT / "src"))
 
 from ddflow.data import prepare  # noqa: E402
 from ddflow.data.npzmap import read_npz  # noqa: E402
+from ddflow.hparams import deep_merge  # noqa: E402
+from ddflow.io import read_json, save_npz  # noqa: E402
 from ddflow.methods import get_method  # noqa: E402
 
 
@@ -56,19 +57,10 @@ def holdout_npz(dataset: str, out: Path, fraction: float, seed: int) -> Path:
         held.append(idx[:k])
         fit.append(idx[k:])
     fit, held = np.sort(np.concatenate(fit)), np.sort(np.concatenate(held))
-    tmp = out.with_suffix(".tmp.npz")
-    np.savez(tmp, x_train=d["x_train"][fit], y_train=d["y_train"][fit], x_test=d["x_train"][held],
+    save_npz(out, x_train=d["x_train"][fit], y_train=d["y_train"][fit], x_test=d["x_train"][held],
              y_test=d["y_train"][held])
-    tmp.replace(out)
     print(f"held-out split: {len(fit)} fit / {len(held)} held-out images of {dataset}'s train split -> {out}",
           flush=True)
-    return out
-
-
-def merge(base: dict, change: dict) -> dict:
-    out = copy.deepcopy(base)
-    for k, v in change.items():
-        out[k] = merge(out.get(k) or {}, v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
     return out
 
 
@@ -78,48 +70,41 @@ def write_hparams(dest: Path, changes: dict) -> None:
         path = dest / f"{name}.yaml"
         if not path.exists():
             raise SystemExit(f"candidate changes {name!r}: no file {path.name} in workflow/hparams")
-        path.write_text(yaml.safe_dump(merge(yaml.safe_load(path.read_text()), change), sort_keys=False))
+        path.write_text(yaml.safe_dump(deep_merge(yaml.safe_load(path.read_text()), change), sort_keys=False))
 
 
 def reuse_experts(src: Path, work: Path) -> None:
     """Hard-link the data, experts and trajectory files of a candidate with the same expert settings."""
     for sub in ("data", "experts", "trajectories"):
         if (src / "results" / sub).exists() and not (work / "results" / sub).exists():
-            shutil.copytree(src / "results" / sub, work / "results" / sub, copy_function=os_link)
+            shutil.copytree(src / "results" / sub, work / "results" / sub, copy_function=os.link)
 
 
-def os_link(a, b):
-    os.link(a, b)
-
-
-def run_candidate(name: str, changes: dict, args, npz: Path, shared: dict) -> dict:
+def run_candidate(name: str, changes: dict, args, npz: Path) -> dict:
     work = args.work / name
     hp = work / "hparams"
     key = json.dumps(changes.get("experts") or {}, sort_keys=True)
-    for done in sorted(args.work.glob("*/experts.json")):  # also finished by an earlier or a parallel run
-        if done.read_text() == key and (done.parent / "results" / "experts").exists():
-            shared.setdefault(key, done.parent)
-    if key in shared:
-        reuse_experts(shared[key], work)
+    # experts of a finished candidate (this run, an earlier one or a parallel one) with the same expert settings
+    same = [d.parent for d in sorted(args.work.glob("*/experts.json"))
+            if d.read_text() == key and (d.parent / "results" / "experts").exists()]
+    if same:
+        reuse_experts(same[0], work)
     write_hparams(hp, changes)
-    cells = {}  # "method ipcN" -> target file
+    targets = {}  # "method ipcN" -> its evaluation record
     for m in args.methods:
         protocol = get_method(m).protocols[0]
         for i in args.ipcs:
-            cells[f"{m} ipc{i}"] = f"results/eval/{protocol}/{m}/{args.dataset}/ipc{i}/s0.json"
-    cmd = ["snakemake", *cells.values(), "-s", str(ROOT / "Snakefile"), "-d", str(work),
+            targets[f"{m} ipc{i}"] = f"results/eval/{protocol}/{m}/{args.dataset}/ipc{i}/s0.json"
+    cmd = ["snakemake", *targets.values(), "-s", str(ROOT / "Snakefile"), "-d", str(work),
            "--configfile", str(ROOT / "config.yaml"), "--cores", str(args.cores), "-q", "--rerun-triggers", "mtime",
            "--config", f"hparams_dir={hp}", f"datasets=[{args.dataset}]", f"methods=[{','.join(args.methods)}]",
            f"ipcs=[{','.join(map(str, args.ipcs))}]", "seeds=[0]", "tables=[]",
            f"data={{{args.dataset}: {{npz: {npz}}}}}"]
     print(f"candidate {name}: {changes}", flush=True)
     subprocess.run(cmd, check=True, cwd=ROOT)
-    shared.setdefault(key, work)
     (work / "experts.json").write_text(key)
-    for cell, target in cells.items():
-        r = json.loads((work / target).read_text())
-        cells[cell] = (r["mean"], r["std"])
-    return cells
+    records = {cell: read_json(work / target) for cell, target in targets.items()}
+    return {cell: (r["mean"], r["std"]) for cell, r in records.items()}
 
 
 def main() -> None:
@@ -138,11 +123,11 @@ def main() -> None:
     args.work.mkdir(parents=True, exist_ok=True)
     candidates = yaml.safe_load(args.candidates.read_text()) or {}
     npz = holdout_npz(args.dataset, args.work / f"{args.dataset}-holdout.npz", args.fraction, args.seed)
-    rows, shared = {}, {}
+    rows = {}
     for name, changes in candidates.items():
         if args.only and name not in args.only:
             continue
-        rows[name] = run_candidate(name, changes or {}, args, npz, shared)
+        rows[name] = run_candidate(name, changes or {}, args, npz)
     cols = sorted({c for r in rows.values() for c in r})
     lines = ["| candidate | " + " | ".join(cols) + " |", "|---|" + "---|" * len(cols)]
     for name, r in rows.items():
