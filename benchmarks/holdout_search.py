@@ -37,7 +37,7 @@ sys.path.insert(0, str(ROOT / "src"))
 from ddflow.data import prepare  # noqa: E402
 from ddflow.data.npzmap import read_npz  # noqa: E402
 from ddflow.hparams import deep_merge  # noqa: E402
-from ddflow.io import read_json, save_npz  # noqa: E402
+from ddflow.io import atomic_path, read_json, save_npz  # noqa: E402
 from ddflow.methods import get_method  # noqa: E402
 
 
@@ -134,7 +134,8 @@ def main() -> None:
         lines.append(f"| {name} | " + " | ".join(f"{r[c][0]:.1f} ± {r[c][1]:.1f}" if c in r else "" for c in cols)
                      + " |")
     table = "\n".join(lines)
-    (args.work / "results.md").write_text(table + "\n")
+    with atomic_path(args.work / "results.md") as tmp:
+        tmp.write_text(table + "\n")
     print(table)
 
 
