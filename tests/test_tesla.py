@@ -54,9 +54,12 @@ def test_exact_constant_memory_gradient_equals_the_unrolled_graph():
     assert torch.allclose(glr_t, glr_m, rtol=1e-4)
 
 
-def test_official_gradient_is_the_first_order_formula_and_exact_for_one_step():
-    """tesla distill.py lines 404-429: grad x_i = 2/D * d/dx_i [(lr (theta* - theta_0) + lr^2 G) . g_i], G = sum g_j
-    (detached), and the lr gradient of ||theta_0 - lr G - theta*||^2 / D with G fixed."""
+def test_first_order_gradient_is_twice_what_the_official_code_computes_and_exact_for_one_step():
+    """tesla distill.py lines 404-429. Line 418 writes grad x_i = 2/D * d/dx_i [(lr (theta* - theta_0) + lr^2 G) . g_i],
+    G = sum g_j (detached), as `2 * torch.autograd.grad(...)`: autograd.grad returns a tuple, so the 2 repeats the
+    tuple, and line 420 adds its element 0, the gradient WITHOUT the factor 2. The lr gradient (lines 425-428) is that
+    of ||theta_0 - lr G - theta*||^2 / D with G fixed. constant_memory_grads(exact=False) is the surrogate with the
+    factor (meta_gradient first_order); the official code's image gradient is half of it."""
     net, start, target, images, labels, batches, dsa, draws = _setup(steps=3)
     lr = 0.1
     _, gx, glr = constant_memory_grads(net, start, target, images, labels, torch.tensor(lr), batches,
@@ -71,7 +74,7 @@ def test_official_gradient_is_the_first_order_formula_and_exact_for_one_step():
                                                                         list(q.values()))]))
         theta = theta - lr * gs[-1]
     big_g, d = sum(gs), ((flat(start) - flat(target)) ** 2).sum()
-    want = torch.zeros_like(images)
+    want, official = torch.zeros_like(images), torch.zeros_like(images)
     for i, idx in enumerate(batches):
         w_i = flat(start) - lr * sum(gs[:i]) if i else flat(start)
         q = {k: v.clone().requires_grad_(True) for k, v in zip(names, _unflat(w_i, start))}
@@ -80,11 +83,15 @@ def test_official_gradient_is_the_first_order_formula_and_exact_for_one_step():
         g_i = torch.cat([g.reshape(-1) for g in torch.autograd.grad(F.cross_entropy(out, labels[idx]),
                                                                     list(q.values()), create_graph=True)])
         term = (lr * (flat(target) - flat(start)) + lr ** 2 * big_g) @ g_i / d
-        want[idx] += 2 * torch.autograd.grad(term, x)[0]
+        gradients = 2 * torch.autograd.grad(term, x, retain_graph=True)   # line 418, as written
+        assert isinstance(gradients, tuple) and len(gradients) == 2       # the tuple twice, no tensor doubled
+        official[idx] += gradients[0]                                     # line 420
+        want[idx] += 2 * torch.autograd.grad(term, x)[0]                  # the factor applied to the tensor
     lr_t = torch.tensor(lr, requires_grad=True)
     grand = flat(start) - lr_t * big_g - flat(target)
     want_lr = torch.autograd.grad(grand.dot(grand) / d, lr_t)[0]
     assert torch.allclose(gx, want, rtol=1e-4, atol=1e-6 * want.abs().max())
+    assert torch.allclose(official, want / 2, rtol=1e-5, atol=1e-7 * want.abs().max())
     assert torch.allclose(glr, want_lr, rtol=1e-4)
     # differs from the exact gradient with several steps, equals it with one
     _, gx_e, _ = constant_memory_grads(net, start, target, images, labels, torch.tensor(lr), batches,
@@ -129,6 +136,27 @@ def test_tesla_exact_image_gradient_equals_mtt_on_the_same_window(random_real, e
     gm, gt = mtt.images.grad, tesla.images.grad
     assert gm.abs().max() > 0 and torch.allclose(gt, gm, rtol=1e-3, atol=1e-5 * gm.abs().max())
     assert torch.allclose(tesla.syn_lr.grad, mtt.syn_lr.grad, rtol=1e-3)
+
+
+def test_official_meta_gradient_is_half_the_first_order_image_gradient_on_the_same_window(random_real, experts):
+    """tesla distill.py line 418 (tuple repetition, see above): meta_gradient official = what the code computes, half
+    the first_order image gradient; the lr gradient (lines 425-429) is the same."""
+    data = random_real(3)
+    off = _method("tesla", data, experts, meta_gradient="official", teacher_label=False)
+    first = _method("tesla", data, experts, meta_gradient="first_order", teacher_label=False)
+    assert off.hp["meta_gradient"] == "official" == hparams.resolve("tesla", "cifar10", 10, "paper")["meta_gradient"]
+    out_o, out_f = off.step(0), first.step(0)
+    assert out_o["start"] == out_f["start"] and torch.equal(out_o["loss"], out_f["loss"])
+    # the step has run: compare the gradients it left (images moved by lr_img * grad, so compare grads directly)
+    go, gf = off.images.grad, first.images.grad
+    assert gf.abs().max() > 0 and torch.allclose(go, gf / 2, rtol=1e-6, atol=1e-9 * gf.abs().max())
+    assert torch.allclose(off.syn_lr.grad, first.syn_lr.grad, rtol=1e-6)
+
+
+def test_meta_gradient_setting_is_checked(random_real, experts):
+    from ddflow.errors import DdflowError
+    with pytest.raises(DdflowError, match="meta_gradient"):
+        _method("tesla", random_real(3), experts, meta_gradient="twice")
 
 
 def test_teacher_labels_are_the_target_experts_softmax_and_evaluate_as_soft(random_real, experts, monkeypatch):

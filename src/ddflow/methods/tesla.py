@@ -6,9 +6,15 @@ MTT's objective, windows, student batches, DSA and optimisers (ddflow.methods.mt
   constant_memory_grads): a forward pass keeps only the student parameters of each step, a backward sweep rebuilds
   one step's graph at a time and accumulates the image and lr gradients. Each step's DSA draw is sampled once and
   re-applied in the sweep (the official code keeps every augmented batch with its graph instead, lines 384-390).
-  `meta_gradient: official` is the official computation (lines 404-429: every step's image gradient taken with the
-  final residual, no Hessian-vector products through the later steps); `exact` propagates the residual back through
-  every step (Hessian-vector products) and equals MTT's gradient of the unrolled graph to float rounding.
+  `meta_gradient` picks the image gradient (the lr gradient is the same for `official` and `first_order`):
+  - `official`: what the official code computes (lines 404-429): every step's image gradient taken with the final
+    residual, no Hessian-vector products through the later steps, and WITHOUT the factor 2 that line 418 writes:
+    `2 * torch.autograd.grad(...)` multiplies the returned tuple (it repeats it), and line 420 adds its first
+    element, the plain gradient. So the image gradient is half the gradient of the first-order surrogate; this is
+    what produced the paper's numbers (the images' SGD is linear in the gradient: the same as halving lr_img).
+  - `first_order`: the same surrogate with the factor 2 applied (the gradient line 418 writes down).
+  - `exact`: the residual propagated back through every step (Hessian-vector products); equals MTT's gradient of
+    the unrolled graph to float rounding.
 - `teacher_label` (official --teacher_label, lines 342-362): every iteration, the synthetic labels are the softmax of
   the window's target expert theta* on the current synthetic images (not augmented, no gradient); the student trains
   on them with cross-entropy on probabilities, and the last iteration's labels are the result's soft labels
@@ -25,7 +31,9 @@ from ..ops.trajectory import constant_memory_grads
 from .mtt import MTT
 from .registry import register
 
-GRADIENTS = ("official", "exact")
+GRADIENTS = ("official", "first_order", "exact")
+#: image-gradient factor per meta_gradient: the official code drops the 2 of distill.py line 418 (see above)
+IMAGE_FACTOR = {"official": 0.5, "first_order": 1.0, "exact": 1.0}
 
 
 @register("tesla")
@@ -54,7 +62,7 @@ class TESLA(MTT):
         loss, image_grad, lr_grad = constant_memory_grads(
             self.net, start, target, self.images, self.labels, self.syn_lr, batches, augment, self.step_loss,
             exact=self.hp["meta_gradient"] == "exact")
-        self.images.grad = image_grad
+        self.images.grad = IMAGE_FACTOR[self.hp["meta_gradient"]] * image_grad
         self.syn_lr.grad = lr_grad.reshape(self.syn_lr.shape)
         return loss
 

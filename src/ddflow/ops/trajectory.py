@@ -70,9 +70,11 @@ def constant_memory_grads(net: torch.nn.Module, start: Params, target: Params, i
         dL/dsyn_lr  += -<lam_{i+1}, g_i>
         lam_i        = lam_{i+1} - syn_lr * H_i lam_{i+1}     (the Hessian-vector product of step i)
     exact=True is the gradient of the unrolled graph (`student_unroll`, MTT) to float rounding. exact=False is
-    TESLA's official computation (justincui03/tesla distill.py lines 404-429): lam_i = lam_N for every step (no
-    Hessian-vector products), i.e. the image gradient of step i ignores how x_i moves the later student parameters,
-    and the lr gradient is that of ||theta_0 - syn_lr * sum_i g_i - theta*||^2 with the g_i held fixed."""
+    the first-order surrogate of TESLA's formula (justincui03/tesla distill.py lines 404-429): lam_i = lam_N for
+    every step (no Hessian-vector products), i.e. the image gradient of step i ignores how x_i moves the later
+    student parameters, and the lr gradient is that of ||theta_0 - syn_lr * sum_i g_i - theta*||^2 with the g_i
+    held fixed. Its image gradient carries the factor 2 of line 418, which the official code loses (methods/tesla.py
+    halves it for `meta_gradient: official`)."""
     lr = syn_lr.detach()
     names = list(start)
     theta = {n: v.detach() for n, v in start.items()}
