@@ -69,6 +69,38 @@ def test_initial_patches_are_downscaled_real_images_of_the_class(small):
                 assert hits.any() and int(small.y_train[hits.nonzero()[0, 0]]) == k
 
 
+def test_real_whole_init_stores_whole_real_images_whose_views_are_their_upsampled_quadrants(small):
+    """IDM_tiny.py line 136 (`if args.aug:`; IDM_cifar10.py line 138 reads `if not args.aug:`): with --aug each stored
+    image is one whole real image of its class, and its four expanded views are that image's quadrants upsampled."""
+    m = _idm(small, init="real_whole")
+    x = small.x_train
+    for k in range(10):
+        hits = (x - m.images.detach()[k]).abs().flatten(1).amax(1) == 0
+        assert hits.any() and int(small.y_train[hits.nonzero()[0, 0]]) == k
+    views, _ = expand(m.images.detach(), m.class_labels(), 2)
+    want = _official_number_sign_augment(m.images.detach()).view(4, 10, 1, 28, 28)[[0, 2, 1, 3]]
+    torch.testing.assert_close(views.view(4, 10, 1, 28, 28), want)
+    # the CIFAR branch (init real) differs: its patches are downscaled separate images
+    assert not torch.equal(_idm(small, init="real").images, m.images)
+
+
+def test_tiny_rows_follow_idm_tiny_and_cifar100_ipc50_the_maintainers_steps():
+    """Paper preset: Tiny initialises as IDM_tiny.py line 136, CIFAR as IDM_cifar10/100.py; CIFAR-100 IPC 50 trains
+    the queue networks 40 steps (uitrbn/IDM issue #1, the maintainer's command), CIFAR-100 IPC 10 50 (command.txt)."""
+    for ipc in (1, 10, 50):
+        assert hparams.resolve("idm", "tiny", ipc, "paper")["init"] == "real_whole"
+        assert hparams.resolve("idm", "cifar10", ipc, "paper")["init"] == "real"
+    assert hparams.resolve("idm", "cifar100", 50, "paper")["model_train_steps"] == 40
+    assert hparams.resolve("idm", "cifar100", 10, "paper")["model_train_steps"] == 50
+    assert hparams.resolve("idm", "cifar10", 50, "paper")["model_train_steps"] == 10
+
+
+def test_unknown_init_is_rejected(small):
+    from ddflow.errors import DdflowError
+    with pytest.raises(DdflowError, match="real_whole"):
+        _idm(small, init="noise")
+
+
 def test_class_aware_loss_is_dm_distance_plus_weighted_cross_entropy(small):
     m = _idm(small, ce_weight=0.5)
     net = build_net("ConvNetW32", 1, 10, 28, torch.Generator().manual_seed(1))

@@ -1,12 +1,16 @@
 """IDM: improved distribution matching (Zhao, Li, Qin & Yu, CVPR 2023; official uitrbn/IDM IDM_cifar10.py, the
-same loop in IDM_cifar100.py and IDM_tiny.py, with dc_utils.py number_sign_augment / downscale).
+same loop in IDM_cifar100.py and IDM_tiny.py except the initialisation (below), with dc_utils.py number_sign_augment /
+downscale).
 
 DM (methods/dm.py: its loss, Siamese DSA, random real batches) with three changes:
   1. partitioning and expansion (`--aug`): every stored image holds factor x factor patches; for matching and
      for evaluation each patch is upsampled (bilinear) to a full image with the stored image's label
      (ddflow.ops.multiformation.decode; the record keeps `factor`, so the `dc` protocol trains on the decoded
-     set). Initialised by putting factor^2 independent draws of real images, bilinearly downscaled, into the
-     patches (official init 'real' with --aug).
+     set). Initialisation (`init`): `real` puts factor^2 independent draws of real images, bilinearly downscaled,
+     into the patches (IDM_cifar10.py lines 138-145 and IDM_cifar100.py lines 136-143 with --aug); `real_whole`
+     stores one full real image per synthetic image, so its expanded views are the upsampled patches of that image
+     (IDM_tiny.py line 136 tests `if args.aug:` where the CIFAR scripts test `if not args.aug:`, so every Tiny
+     command, all with --aug, takes this branch; the paper preset's TinyImageNet rows use it).
   2. class-aware regularisation (`--syn_ce`): per class, the loss adds
          ce_weight * acc * CE(net(DSA(decoded syn_c)), c)
      where acc is the sampled network's training accuracy in percent (a torchnet ClassErrorMeter over its
@@ -32,6 +36,8 @@ from ..nets import build_net
 from ..ops.multiformation import decode
 from .dm import DM
 from .registry import register
+
+INITS = ("real", "real_whole")
 
 
 class NetQueue:
@@ -114,17 +120,23 @@ class IDM(DM):
     def init(self) -> None:
         hp, info = self.hp, self.data.info
         self.factor = int(hp["factor"])
-        if hp["init"] != "real":
-            raise DdflowError(f"idm: init {hp['init']!r} unknown; allowed: real")
+        if hp["init"] not in INITS:
+            raise DdflowError(f"idm: init {hp['init']!r} unknown; allowed: {', '.join(INITS)}")
         super().init()  # DM's image optimiser (SGD, momentum), Siamese DSA, real-batch sampler; BatchNorm check
-        with torch.no_grad():
-            self.images.copy_(self._patched_real())
+        if hp["init"] == "real":
+            with torch.no_grad():
+                self.images.copy_(self._patched_real())
 
         def build(generator: torch.Generator | None) -> torch.nn.Module:
             return build_net(hp["net"], info.channels, info.classes, info.size, generator, self.device)
         self.queue = NetQueue(build, hp["lr_net"], hp["momentum_net"], hp["weight_decay_net"], hp["net_num"])
         for _ in range(int(hp["queue_init"])):
             self.queue.push(self.generator)
+
+    def initial_images(self) -> torch.Tensor:
+        """IPC random real images per class, whole (both inits start so; `real` then fills the patches)."""
+        images = self.data.x_train[self.random_real_indices(self.ipc)]
+        return images.detach().clone().to(self.device).requires_grad_(True)
 
     def _patched_real(self) -> torch.Tensor:
         """Official init 'real' with --aug: patch (i, j) of every stored image is a separate random real image of
