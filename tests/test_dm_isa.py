@@ -60,6 +60,27 @@ def test_dm_isa_class_term_equals_a_direct_computation(mnist5k, segment):
     assert float(m.class_loss(real, syn)) == pytest.approx(expected, rel=1e-5)
 
 
+@pytest.mark.parametrize("segment", ["away", "toward"])
+def test_dm_isa_is_dm_against_the_kept_mean_shifted_by_half_eps_times_the_neighbour_offset(mnist5k, segment):
+    """The faithful reading (docstring of ddflow.methods.dm_isa): with DM's real features constant, ISA's closed form
+    ||A||^2 + eps A.B + eps^2 ||B||^2 / 3 (fiona-lxd/ISA isa.py line 196) is ||A + eps B / 2||^2 plus the constant
+    eps^2 ||B||^2 / 12: DM on the hardest samples against a shifted real mean, the same gradient."""
+    from ddflow.ops.krr import nearest_other, select_by_error
+    eps = 0.5
+    m = _method("dm-isa", mnist5k, keep=0.8, eps=eps, segment=segment)
+    g = torch.Generator().manual_seed(4)
+    real = torch.randn(10, 6, generator=g, dtype=torch.float64)   # float64: the constant is a small difference
+    syn = torch.randn(3, 6, generator=g, dtype=torch.float64, requires_grad=True)
+    loss = m.class_loss(real, syn)
+    (grad,) = torch.autograd.grad(loss, syn)
+    kept = real[select_by_error((real - syn.detach().mean(0)).square().sum(1), 0.8)]
+    b = (kept - kept[nearest_other(kept)]).mean(0) * (1.0 if segment == "away" else -1.0)
+    shifted = ((kept.mean(0) + eps / 2 * b - syn.mean(0)) ** 2).sum()
+    (want,) = torch.autograd.grad(shifted, syn)
+    assert grad.abs().max() > 0 and torch.allclose(grad, want, rtol=1e-10, atol=1e-12)
+    assert float((loss - shifted).detach()) == pytest.approx(eps ** 2 / 12 * float((b ** 2).sum()), rel=1e-9)
+
+
 def test_dm_isa_gradient_reaches_only_the_synthetic_images(mnist5k):
     m = _method("dm-isa", mnist5k)
     real, syn = torch.randn(8, 4), torch.randn(2, 4, requires_grad=True)

@@ -17,6 +17,17 @@ this feature space:
     l is ISA's closed form ||A||^2 + eps A.B + eps^2 ||B||^2 / 3 (ops.krr.isa_closed_form, summed over features as
     DM sums).
 With keep = 1 and eps = 0 the term is DM's, computed by the same operations (tests/test_dm_isa.py pins this).
+
+What the module does to DM, in closed form: DM's real features carry no gradient, so B (real features only) is a
+constant and the eps^2 ||B||^2 / 3 term moves nothing. Since ||A + eps B / 2||^2 = ||A||^2 + eps A.B + eps^2 ||B||^2
+/ 4, dm-isa's term is DM's term on the kept (hardest) real samples with their mean shifted by eps / 2 times the mean
+neighbour offset, plus a constant: the gradients are DM's against that shifted mean (tests/test_dm_isa.py). This is
+the faithful reading, kept on purpose: in ISA's code (fiona-lxd/ISA lib/datadistillation/isa.py lines 192-196) the
+quadratic term acts because B = (phi_i - phi_j) phi_s^T w - (y_i - y_j), with phi_s the synthetic features and w
+the KRR weights fitted on them: the synthetic set enters through a predictor evaluated at each augmented real point,
+so B depends on it. DM's class term has no such function; the synthetic set enters only through its mean
+embedding, the same at every point of the segment, so along the segment only the target moves. Making the quadratic
+term act would need a predictor DM does not have (ISA's code has no DM variant to follow), i.e. another method.
 """
 from __future__ import annotations
 

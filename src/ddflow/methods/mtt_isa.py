@@ -10,10 +10,17 @@ workflow/hparams/mtt-isa.yaml):
 - Hardest samples (`isa_keep`, ISA's topk): the student's per-sample cross-entropy at the current student
   parameters, on the augmented batch; the `isa_keep` fraction with the largest loss is kept (ISA keeps the hardest
   80 %), the easiest are left out of that step.
-- What is interpolated (`isa_eps`, `isa_points`): as ISA, for each kept sample i its most cosine-similar other kept
-  sample j, in the student's penultimate features (the inputs of its linear classifier, as ISA's KRR features), and
-  labels alike; the loss is the mean cross-entropy along phi_i + l (phi_i - phi_j), y_i + l (y_i - y_j), l uniform
-  on [0, eps] (ops.trajectory.isa_cross_entropy: Gauss-Legendre quadrature, cross-entropy has no closed form).
+- What is interpolated (`isa_eps`, `isa_points`, `isa_segment`): as ISA, for each kept sample i its most
+  cosine-similar other kept sample j, in the student's penultimate features (the inputs of its linear classifier,
+  as ISA's KRR features); the loss is the mean cross-entropy over l uniform on [0, eps] along the segment
+  (ops.trajectory.isa_cross_entropy: Gauss-Legendre quadrature, cross-entropy has no closed form). `toward` (the
+  paper preset): phi_i + l (phi_j - phi_i) with the label interpolated alike, (1 - l) y_i + l y_j, eps <= 1: ISA's
+  "interpolating between two target feature vectors" (its abstract). `away`: phi_i + l (phi_i - phi_j), the
+  direction of ISA's public code (isa.py lines 192-196), with the label held at y_i. ISA's code also moves the label
+  away from y_j, y_i + l (y_i - y_j); that is not used: for a pair of different classes (at IPC 1 every pair) the
+  target has a negative entry, and cross-entropy against it is unbounded below (the student can lower the step's
+  loss without limit by pushing class j's logit ever lower), whereas ISA's squared loss stays >= 0. With either
+  segment every target is a distribution and every step's loss is >= 0.
 Everything else is MTT (ddflow.methods.mtt), with MTT's random streams (paired_with): `isa_keep: 1` and
 `isa_eps: 0` make it MTT exactly.
 """
@@ -23,7 +30,7 @@ import torch
 from torch.func import functional_call
 
 from ..errors import DdflowError
-from ..ops.trajectory import cross_entropy_step, isa_cross_entropy
+from ..ops.trajectory import ISA_SEGMENTS, cross_entropy_step, isa_cross_entropy
 from .mtt import MTT
 from .registry import register
 
@@ -34,9 +41,13 @@ class MTTISA(MTT):
 
     def init(self) -> None:
         keep, eps, points = self.hp["isa_keep"], self.hp["isa_eps"], self.hp["isa_points"]
+        segment = self.hp["isa_segment"]
         if not 0 < float(keep) <= 1 or float(eps) < 0 or int(points) < 1:
             raise DdflowError(f"mtt-isa: need 0 < isa_keep <= 1, isa_eps >= 0, isa_points >= 1; got {keep}, {eps}, "
                               f"{points}")
+        if segment not in ISA_SEGMENTS or (segment == "toward" and float(eps) > 1):
+            raise DdflowError(f"mtt-isa: isa_segment {segment!r} must be one of {ISA_SEGMENTS}, and 'toward' needs "
+                              f"isa_eps <= 1 (got {eps}): beyond j the interpolated label leaves the simplex")
         super().init()
 
     def step_loss(self, net: torch.nn.Module, params: dict[str, torch.Tensor], x: torch.Tensor,
@@ -46,4 +57,4 @@ class MTTISA(MTT):
             return cross_entropy_step(net, params, x, y)
         feats = functional_call(net, params, (x,), {"embed": True})
         return isa_cross_entropy(feats, params["classifier.weight"], params["classifier.bias"], y, keep, eps,
-                                 int(self.hp["isa_points"]))
+                                 int(self.hp["isa_points"]), self.hp["isa_segment"])

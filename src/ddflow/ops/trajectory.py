@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch.func import functional_call
 
+from ..errors import DdflowError
 from .krr import nearest_other, select_by_error
 from .losses import soft_ce
 
@@ -108,17 +109,30 @@ def constant_memory_grads(net: torch.nn.Module, start: Params, target: Params, i
     return loss.detach(), image_grad, lr_grad
 
 
+#: mtt-isa's segments: `toward` = ISA's interpolation between two feature vectors, labels alike; `away` = the
+#: direction of ISA's public code for the features, the label held (an extrapolated label leaves the simplex)
+ISA_SEGMENTS = ("toward", "away")
+
+
 def isa_cross_entropy(feats: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, y: torch.Tensor,
-                      keep: float, eps: float, points: int) -> torch.Tensor:
+                      keep: float, eps: float, points: int, segment: str = "toward") -> torch.Tensor:
     """ISA's module on a cross-entropy step (ddflow's MTT + ISA; ISA's KRR form is ops.krr.isa_loss): keep the
     `keep` fraction of the batch with the largest per-sample cross-entropy (ISA's topk, hardest first), pair each
     kept sample i with its most cosine-similar other kept sample j in the features `feats` (the inputs of the linear
-    classifier `weight`, `bias`), and average the cross-entropy along the segment
-        phi_i + l (phi_i - phi_j),  y_i + l (y_i - y_j),   l uniform on [0, eps]
-    (ISA's segment, running from i away from j), by Gauss-Legendre quadrature with `points` nodes (the integrand has
-    no closed form for cross-entropy; ISA's A^2 + eps AB + eps^2 B^2 / 3 is this mean for a squared loss). The linear
-    head makes interpolated features and interpolated logits the same thing. y: (B,) labels or (B, C) probabilities.
-    """
+    classifier `weight`, `bias`), and average the cross-entropy over l uniform on [0, eps] along
+        toward: phi_i + l (phi_j - phi_i) with target (1 - l) y_i + l y_j   (eps <= 1: a convex combination)
+        away:   phi_i + l (phi_i - phi_j) with target y_i
+    by Gauss-Legendre quadrature with `points` nodes (the integrand has no closed form for cross-entropy; ISA's
+    A^2 + eps AB + eps^2 B^2 / 3 is this mean for a squared loss). Every target is a probability vector, so every
+    term is a cross-entropy against a distribution, >= 0: the loss is bounded below. (ISA's code moves the label
+    with the features away from j, y_i + l (y_i - y_j); for a pair of different classes that target has a negative
+    entry, harmless for ISA's squared loss but unbounded below for cross-entropy.) The linear head makes
+    interpolated features and interpolated logits the same thing. y: (B,) labels or (B, C) probabilities."""
+    if segment not in ISA_SEGMENTS:
+        raise DdflowError(f"ISA segment {segment!r} not in {ISA_SEGMENTS}")
+    if segment == "toward" and not 0 <= eps <= 1:
+        raise DdflowError(f"ISA segment 'toward' needs 0 <= eps <= 1 (beyond, the target leaves the simplex); "
+                          f"got {eps}")
     logits = F.linear(feats, weight, bias)
     y = F.one_hot(y, logits.shape[-1]).to(logits.dtype) if y.dim() == 1 else y
     if keep < 1:
@@ -128,7 +142,10 @@ def isa_cross_entropy(feats: torch.Tensor, weight: torch.Tensor, bias: torch.Ten
     if eps == 0:
         return soft_ce(logits, y)
     j = nearest_other(feats.detach())
-    dz, dy = logits - logits[j], y - y[j]
+    if segment == "toward":
+        dz, dy = logits[j] - logits, y[j] - y
+    else:
+        dz, dy = logits - logits[j], torch.zeros_like(y)
     nodes, weights = _legendre(points, logits.dtype, logits.device)
     lam = eps * (nodes + 1) / 2                      # nodes on [0, eps]; weights / 2 = the mean over the segment
     return sum(w / 2 * soft_ce(logits + t * dz, y + t * dy) for t, w in zip(lam, weights))
