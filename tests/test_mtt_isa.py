@@ -121,4 +121,6 @@ def test_mtt_isa_rejects_bad_settings(random_real, manifest):
     with pytest.raises(DdflowError, match="isa_segment"):
         _method("mtt-isa", random_real(3), manifest, isa_segment="beyond")
     with pytest.raises(DdflowError, match="isa_eps <= 1"):
-        _method("mtt-isa", random_real(3), manifest, isa_eps=1.5)
+        _method("mtt-isa", random_real(3), manifest, isa_segment="toward", isa_eps=1.5)
+    # the paper preset: ISA's feature direction (isa.py lines 192-196), the label held
+    assert hparams.resolve("mtt-isa", "cifar10", 1, "paper")["isa_segment"] == "away"

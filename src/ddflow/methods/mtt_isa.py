@@ -13,10 +13,11 @@ workflow/hparams/mtt-isa.yaml):
 - What is interpolated (`isa_eps`, `isa_points`, `isa_segment`): as ISA, for each kept sample i its most
   cosine-similar other kept sample j, in the student's penultimate features (the inputs of its linear classifier,
   as ISA's KRR features); the loss is the mean cross-entropy over l uniform on [0, eps] along the segment
-  (ops.trajectory.isa_cross_entropy: Gauss-Legendre quadrature, cross-entropy has no closed form). `toward` (the
-  paper preset): phi_i + l (phi_j - phi_i) with the label interpolated alike, (1 - l) y_i + l y_j, eps <= 1: ISA's
-  "interpolating between two target feature vectors" (its abstract). `away`: phi_i + l (phi_i - phi_j), the
-  direction of ISA's public code (isa.py lines 192-196), with the label held at y_i. ISA's code also moves the label
+  (ops.trajectory.isa_cross_entropy: Gauss-Legendre quadrature, cross-entropy has no closed form). `away` (the
+  paper preset): phi_i + l (phi_i - phi_j), the direction of ISA's public code (isa.py lines 192-196, as ddflow's
+  isa and dm-isa), with the label held at y_i. `toward`: phi_i + l (phi_j - phi_i) with the label interpolated
+  alike, (1 - l) y_i + l y_j, eps <= 1: ISA's "interpolating between two target feature vectors" (its abstract).
+  ISA's code also moves the label
   away from y_j, y_i + l (y_i - y_j); that is not used: for a pair of different classes (at IPC 1 every pair) the
   target has a negative entry, and cross-entropy against it is unbounded below (the student can lower the step's
   loss without limit by pushing class j's logit ever lower), whereas ISA's squared loss stays >= 0. With either

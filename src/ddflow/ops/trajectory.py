@@ -109,13 +109,13 @@ def constant_memory_grads(net: torch.nn.Module, start: Params, target: Params, i
     return loss.detach(), image_grad, lr_grad
 
 
-#: mtt-isa's segments: `toward` = ISA's interpolation between two feature vectors, labels alike; `away` = the
-#: direction of ISA's public code for the features, the label held (an extrapolated label leaves the simplex)
-ISA_SEGMENTS = ("toward", "away")
+#: mtt-isa's segments: `away` = the direction of ISA's public code for the features, the label held (an
+#: extrapolated label leaves the simplex); `toward` = ISA's interpolation between two feature vectors, labels alike
+ISA_SEGMENTS = ("away", "toward")
 
 
 def isa_cross_entropy(feats: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, y: torch.Tensor,
-                      keep: float, eps: float, points: int, segment: str = "toward") -> torch.Tensor:
+                      keep: float, eps: float, points: int, segment: str = "away") -> torch.Tensor:
     """ISA's module on a cross-entropy step (ddflow's MTT + ISA; ISA's KRR form is ops.krr.isa_loss): keep the
     `keep` fraction of the batch with the largest per-sample cross-entropy (ISA's topk, hardest first), pair each
     kept sample i with its most cosine-similar other kept sample j in the features `feats` (the inputs of the linear
