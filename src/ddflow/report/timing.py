@@ -10,6 +10,7 @@ import pandas as pd
 from ..data import get_info
 from ..errors import DdflowError
 from ..records import load_distilled
+from .formats import html_page, latex_table
 from .tables import DASH, load_spec, write_outputs
 
 COLUMNS = ("clustering", "update_images", "inner_loop")
@@ -64,5 +65,5 @@ def write_timing_table(table: dict, out_prefix: str | Path) -> None:
     notes += list(spec.get("notes", []))
     md = [f"# {spec['title']}", "", wide.to_markdown(index=False) if len(wide) else "(no runs)", ""]
     md += [f"- {n}" for n in notes]
-    tex = wide.to_latex(index=False, escape=True, caption=spec["title"], label=f"tab:{spec['name']}")
-    write_outputs(out_prefix, df, md, tex.replace("—", "--"), float_format="%.5f")
+    tex = latex_table(wide, spec["title"], f"tab:{spec['name']}", notes, index=False)
+    write_outputs(out_prefix, df, md, tex, float_format="%.5f", html=html_page(wide, spec["title"], notes, index=False))
