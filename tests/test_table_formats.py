@@ -101,6 +101,9 @@ def _write_every_paper_table(tmp_path: Path) -> list[Path]:
                                 **{f"{w}_{c}_s": 0.5 for w in ("ours", "paper")
                                    for c in ("clustering", "update_images", "inner_loop")}} for r in spec["rows"]])
             write_timing_table({"spec": spec, "df": df}, work / "t")
+            (tmp_path / "empty_timing").mkdir()   # the default run has no timing runs: heads, no rows
+            write_timing_table({"spec": spec, "df": pd.DataFrame()}, tmp_path / "empty_timing" / "t")
+            written.append(tmp_path / "empty_timing" / "t.tex")
         else:
             continue
         written.append(work / "t.tex")

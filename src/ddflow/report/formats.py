@@ -62,6 +62,8 @@ def latex_table(df: pd.DataFrame, caption: str, label: str, notes: list[str] = (
     """A `table` float: the escaped caption, the label (a key, not text: characters other than letters, digits and
     `:._-` become `-`), the frame as a booktabs tabular (dataset heads centred
     over their columns for two header levels), then the notes (escaped) in small type under it."""
+    if df.shape[1] == 0:
+        raise ValueError("a LaTeX table needs at least one column")
     esc = df.copy()
     esc.index, esc.columns = _escape_index(df.index), _escape_index(df.columns)
     esc = esc.astype(object).map(lambda v: latex_escape("" if v is None or (isinstance(v, float) and pd.isna(v))
@@ -92,4 +94,4 @@ def html_page(df: pd.DataFrame, caption: str, notes: list[str] = (), index: bool
 
 _CSS = ("body{font-family:sans-serif;font-size:14px;margin:1em}h1{font-size:1.2em}"
         "table{border-collapse:collapse}th,td{padding:.25em .6em;border-bottom:1px solid #ccc;white-space:nowrap}"
-        "th{background:#f3f3f3}.notes{font-size:.9em;color:#333;max-width:60em}")
+        "th{background:#f3f3f3}tbody th{text-align:left}.notes{font-size:.9em;color:#333;max-width:60em}")
