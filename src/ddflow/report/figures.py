@@ -26,7 +26,7 @@ PAIRED_BASE = {"dream": "idc"}  # DREAM variants not named <base>-dream
 FIG_SIZE = (6.4, 4.8)      # inches: a single-column paper figure at full width, text legible when scaled to it
 FIG_DPI = 200
 DISPLAY_PERCENTILES = (0.5, 99.5)  # a set's display range per channel: these percentiles of its values ...
-IQR_FENCE = 3.0                    # ... within this many interquartile ranges of the quartiles
+IQR_FENCE = 3.0                    # ... within this many interquartile ranges (at least [0, 1]'s) of the quartiles
 
 
 def vector_path(out: str | Path) -> Path:
@@ -53,9 +53,10 @@ def legend_outside(ax, **kw) -> None:
 def display_range(x: torch.Tensor) -> tuple[np.ndarray, np.ndarray, float, int]:
     """A set's display range per channel and what it hides. x: (N, C, H, W) pixels, not clamped. Per channel the
     range spans [0, 1] and, beyond it, the DISPLAY_PERCENTILES of the set's finite values that lie within IQR_FENCE
-    interquartile ranges of the quartiles: a set within [0, 1] is shown as it is, and outlying values (even a few
-    whole images) do not wash out the rest. Returns (low (C,), high (C,), fraction of the
-    finite values outside the range (clipped), count of non-finite values)."""
+    interquartile ranges of the quartiles (the width of [0, 1] where the interquartile range is narrower: sparse
+    images such as MNIST's have most values at the background, and their strokes are not outliers). A set within
+    [0, 1] is shown as it is; outlying values (even a few whole images) do not wash out the rest. Returns (low (C,),
+    high (C,), fraction of the finite values outside the range (clipped), count of non-finite values)."""
     a = x.detach().double().cpu().numpy()
     finite = np.isfinite(a)
     lo, hi = np.zeros(a.shape[1]), np.ones(a.shape[1])
@@ -63,7 +64,7 @@ def display_range(x: torch.Tensor) -> tuple[np.ndarray, np.ndarray, float, int]:
         v = a[:, c][finite[:, c]]
         if v.size:
             q1, q3 = np.percentile(v, (25, 75))
-            fence = IQR_FENCE * (q3 - q1)   # whole outlying images (a diverged few) stay out of the range too
+            fence = IQR_FENCE * max(q3 - q1, 1.0)  # whole outlying images (a diverged few) stay out of it too
             v = v[(v >= q1 - fence) & (v <= q3 + fence)]
             p_lo, p_hi = np.percentile(v, DISPLAY_PERCENTILES)
             lo[c], hi[c] = min(0.0, p_lo), max(1.0, p_hi)
