@@ -5,6 +5,7 @@ import re
 import pytest
 import yaml
 
+from browser import CHROMIUM, NO_BROWSER, file_url, rendered_text
 from ddflow.report.tables import load_spec
 from tiny_workflow import ROOT, tiny_workdir
 from tiny_workflow import snakemake as _snakemake
@@ -53,6 +54,36 @@ def test_workflow_produces_cells_table_and_figures(tiny_run):
     assert (tiny_run / "results/figures/dream/fig1_mnist5k_ipc1.png").stat().st_size > 1000
     assert not list((tiny_run / "results").rglob("*.tmp*")), "no temporary files left behind"
     assert not (tiny_run / "results/resume").exists() or not list((tiny_run / "results/resume").rglob("*.pt"))
+
+
+# clicks through the report as a reader does: the "Tables" menu entry, then the eye button of one table's row
+OPEN_TABLE = """
+const sleep = ms => new Promise(r => setTimeout(r, ms));
+const until = async (f, what) => { for (let i = 0; i < 100; i++) { const x = f(); if (x) return x; await sleep(100); }
+                                   throw new Error("report: no " + what); };
+(await until(() => [...document.querySelectorAll("a")].find(a => a.textContent.trim() === "Tables"), "Tables")).click();
+const row = await until(() => [...document.querySelectorAll("tr")].find(tr => tr.textContent.includes("TABLE")), "row");
+row.querySelector("a").click();
+const frame = await until(() => document.querySelector("iframe"), "iframe");
+await new Promise(r => { frame.addEventListener("load", r); setTimeout(r, 5000); });
+"""
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason=NO_BROWSER)
+def test_report_shows_each_table_with_caption_and_notes_in_a_real_browser(tiny_run):
+    report = tiny_run / "report.html"
+    _snakemake(tiny_run, "--report", str(report))
+    landing = rendered_text(file_url(report))["page"]
+    assert "ddflow regenerates the tables of dataset-distillation papers" in landing  # the workflow description
+    shown = rendered_text(file_url(report), OPEN_TABLE.replace("TABLE", "dream_t1"),
+                          screenshot=tiny_run / "report_dream_t1.png")
+    tables = yaml.safe_load((tiny_run / "config.yaml").read_text())["grid"]["quick"]["tables"]
+    assert all(t in shown["page"] for t in tables), shown["page"]         # every table of the run is listed
+    (frame,) = [text for url, text in shown.items() if url != "page"]    # the table, shown in place
+    assert frame.startswith("DREAM (ICCV 2023) supp. Table 1") and "preset quick" in frame   # caption
+    assert re.search(r"DM\t\d+\.\d ± \d+\.\d \(89\.7; [+-]\d+\.\d\)", frame), frame  # a cell: ours (paper; Δ)
+    assert "Source of paper values: DREAM (ICCV 2023) supplementary Table 1" in frame            # the notes
+    assert "Quick preset: reduced iterations" in frame
 
 
 def test_deleting_a_cell_rebuilds_exactly_that_cell_and_its_consumers(tiny_run):

@@ -78,15 +78,15 @@ class DistilledSet:
     def _zca(self) -> ZCA:
         return ZCA.from_state_dict(self.zca)
 
-    def to_pixels(self) -> torch.Tensor:
-        """The images as [0, 1] pixels (clamped), for figures."""
+    def to_pixels(self, clamp: bool = True) -> torch.Tensor:
+        """The images as [0, 1] pixels (clamped unless `clamp` is false), for figures."""
         x = self.images.float()
         if self.space == "zca":
             x = self._zca().inverse(x)
         elif self.space == "normalized":
             m, s = mean_std(self.mean, self.std, x)
             x = x * s + m
-        return x.clamp(0, 1)
+        return x.clamp(0, 1) if clamp else x
 
     def to_normalized(self) -> torch.Tensor:
         """The images in the dataset's normalised space (not clamped), e.g. for a feature net trained on it."""

@@ -1,4 +1,4 @@
-# Stage 6: paper tables (CSV, Markdown, LaTeX), figures and ISA's analyses, each from its spec in
+# Stage 6: paper tables (CSV, Markdown, LaTeX, HTML), figures (PNG with a PDF copy) and ISA's analyses, each from its spec in
 # workflow/papers/ (the data: methods, protocol, paper values); `snakemake --report report.html` collects them.
 # Seconds of work each, except the ISA analyses that compute feature-net features: the others are localrules, so a
 # cluster run does not queue them.
@@ -19,14 +19,15 @@ rule table:
     input:
         table_inputs,
     output:
-        csv=report(
-            "results/tables/{table}.csv",
+        csv="results/tables/{table}.csv",
+        md="results/tables/{table}.md",
+        tex="results/tables/{table}.tex",
+        html=report(
+            "results/tables/{table}.html",
             caption="../report/table.rst",
             category="Tables",
             labels={"table": "{table}"},
         ),
-        md="results/tables/{table}.md",
-        tex="results/tables/{table}.tex",
     log:
         "results/logs/tables/{table}.log",
     conda:
@@ -46,46 +47,49 @@ rule grid_figure:
     input:
         "results/distilled/{method}/{dataset}/ipc{ipc}/s{seed}.pt",
     output:
-        report(
+        png=report(
             "results/figures/grids/{method}/{dataset}/ipc{ipc}/s{seed}.png",
             caption="../report/grid.rst",
             category="Distilled images",
             subcategory="{method}",
         ),
+        pdf="results/figures/grids/{method}/{dataset}/ipc{ipc}/s{seed}.pdf",
     log:
         "results/logs/figures/grids/{method}/{dataset}/ipc{ipc}/s{seed}.log",
     conda:
         ENV
     shell:
-        "python -m ddflow grid --distilled {input:q} --out {output:q} > {log:q} 2>&1"
+        "python -m ddflow grid --distilled {input:q} --out {output.png:q} > {log:q} 2>&1"
 
 
 rule acc_vs_ipc:
     input:
         acc_vs_ipc_cells,
     output:
-        report(
+        png=report(
             "results/figures/acc_vs_ipc/{dataset}.png",
             caption="../report/acc_vs_ipc.rst",
             category="Accuracy vs IPC",
         ),
+        pdf="results/figures/acc_vs_ipc/{dataset}.pdf",
     log:
         "results/logs/figures/acc_vs_ipc/{dataset}.log",
     conda:
         ENV
     shell:
-        "python -m ddflow acc-vs-ipc --dataset {wildcards.dataset:q} --out {output:q} {input:q} > {log:q} 2>&1"
+        "python -m ddflow acc-vs-ipc --dataset {wildcards.dataset:q} --out {output.png:q} {input:q} > {log:q} 2>&1"
 
 
 rule dream_fig1:
     input:
         dream_fig1_cells,
     output:
-        report(
+        png=report(
             "results/figures/dream/fig1_{dataset}_ipc{ipc}.png",
             caption="../report/dream_fig1.rst",
             category="DREAM",
         ),
+        pdf="results/figures/dream/fig1_{dataset}_ipc{ipc}.pdf",
     log:
         "results/logs/figures/dream/fig1_{dataset}_ipc{ipc}.log",
     conda:
@@ -94,7 +98,7 @@ rule dream_fig1:
         title=figure_title("dream_fig1"),
     shell:
         "python -m ddflow acc-vs-iteration --dataset {wildcards.dataset:q} --ipc {wildcards.ipc:q}"
-        " --title {params.title:q} --out {output:q} {input:q} > {log:q} 2>&1"
+        " --title {params.title:q} --out {output.png:q} {input:q} > {log:q} 2>&1"
 
 
 # ---- ISA's analyses (`snakemake isa_analyses` makes them all for the configured datasets and IPCs) -------------
@@ -109,28 +113,30 @@ rule isa_fig5:
     input:
         isa_fig5_cells,
     output:
-        report(
+        png=report(
             "results/figures/isa/fig5_{dataset}_ipc{ipc}.png",
             caption="../report/isa_fig5.rst",
             category="ISA",
         ),
+        pdf="results/figures/isa/fig5_{dataset}_ipc{ipc}.pdf",
     log:
         "results/logs/figures/isa/fig5_{dataset}_ipc{ipc}.log",
     conda:
         ENV
     shell:
-        "python -m ddflow isa-fig5 --dataset {wildcards.dataset:q} --ipc {wildcards.ipc:q} --out {output:q} {input:q} > {log:q} 2>&1"
+        "python -m ddflow isa-fig5 --dataset {wildcards.dataset:q} --ipc {wildcards.ipc:q} --out {output.png:q} {input:q} > {log:q} 2>&1"
 
 
 rule isa_fig8:
     input:
         isa_fig8_cells,
     output:
-        report(
+        png=report(
             "results/figures/isa/fig8_{dataset}_ipc{ipc}.png",
             caption="../report/isa_fig8.rst",
             category="ISA",
         ),
+        pdf="results/figures/isa/fig8_{dataset}_ipc{ipc}.pdf",
     log:
         "results/logs/figures/isa/fig8_{dataset}_ipc{ipc}.log",
     conda:
@@ -139,7 +145,7 @@ rule isa_fig8:
         title=figure_title("isa_fig8"),
     shell:
         "python -m ddflow acc-vs-iteration --dataset {wildcards.dataset:q} --ipc {wildcards.ipc:q}"
-        " --title {params.title:q} --out {output:q} {input:q} > {log:q} 2>&1"
+        " --title {params.title:q} --out {output.png:q} {input:q} > {log:q} 2>&1"
 
 
 rule isa_fig6:
@@ -148,11 +154,12 @@ rule isa_fig6:
         data="results/data/{dataset}.npz",
         featnet=isa_featnet,
     output:
-        report(
+        png=report(
             "results/figures/isa/fig6_{dataset}_ipc{ipc}.png",
             caption="../report/isa_fig6.rst",
             category="ISA",
         ),
+        pdf="results/figures/isa/fig6_{dataset}_ipc{ipc}.pdf",
     log:
         "results/logs/figures/isa/fig6_{dataset}_ipc{ipc}.log",
     conda:
@@ -163,7 +170,7 @@ rule isa_fig6:
         device=config["device"],
     shell:
         "python -m ddflow isa-fig6 --dataset {wildcards.dataset:q} --data {input.data:q} --feature-net {input.featnet:q}"
-        " --device {params.device:q} --threads 1 --out {output:q} {input.distilled:q} > {log:q} 2>&1"
+        " --device {params.device:q} --threads 1 --out {output.png:q} {input.distilled:q} > {log:q} 2>&1"
 
 
 rule isa_table:
@@ -172,12 +179,13 @@ rule isa_table:
         data="results/data/{dataset}.npz",
         featnet=isa_featnet,
     output:
-        csv=report(
-            "results/tables/isa/{kind}_{dataset}_ipc{ipc}.csv",
+        csv="results/tables/isa/{kind}_{dataset}_ipc{ipc}.csv",
+        md="results/tables/isa/{kind}_{dataset}_ipc{ipc}.md",
+        html=report(
+            "results/tables/isa/{kind}_{dataset}_ipc{ipc}.html",
             caption="../report/isa_table.rst",
             category="ISA",
         ),
-        md="results/tables/isa/{kind}_{dataset}_ipc{ipc}.md",
     log:
         "results/logs/tables/isa/{kind}_{dataset}_ipc{ipc}.log",
     wildcard_constraints:

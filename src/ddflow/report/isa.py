@@ -28,7 +28,8 @@ from ..io import read_json  # noqa: E402
 from ..ops.krr import centred_onehot, krr_predict, krr_targets, krr_weights  # noqa: E402
 from ..records import DistilledSet, load_distilled  # noqa: E402
 from ..seeding import generator  # noqa: E402
-from .figures import save_figure  # noqa: E402
+from .figures import FIG_SIZE, legend_outside, save_figure  # noqa: E402
+from .formats import html_page  # noqa: E402
 from .tables import write_outputs  # noqa: E402
 
 FIG5_PERCENTS = (10, 20, 30)
@@ -47,7 +48,7 @@ def features(net: torch.nn.Module, x: torch.Tensor, chunk: int = 1000) -> torch.
 
 def _write_table(df: pd.DataFrame, out_prefix: str | Path, title: str, notes: list[str]) -> None:
     md = [f"# {title}", "", df.to_markdown(index=False, floatfmt=".4f"), ""] + [f"- {n}" for n in notes]
-    write_outputs(out_prefix, df, md)
+    write_outputs(out_prefix, df, md, html=html_page(df.round(4), title, notes, index=False))
 
 
 # ---- Fig. 5 ------------------------------------------------------------------------------------------------
@@ -61,7 +62,7 @@ def fig5(cell_paths: list[str | Path], dataset: str, ipc: int, out: str | Path) 
     if "frepo" not in acc:
         raise DdflowError("fig5 needs the frepo cell (no discarding)")
     base = torch.tensor(acc["frepo"], dtype=torch.float64)
-    fig, ax = plt.subplots(figsize=(5.5, 3.8))
+    fig, ax = plt.subplots(figsize=FIG_SIZE)
     for which, colour, name in (("hard", "C3", "hardest"), ("easy", "C2", "easiest")):
         xs, ms, ss = [0], [float(base.mean())], [float(base.std(unbiased=False))]
         for pct in FIG5_PERCENTS:
@@ -75,8 +76,8 @@ def fig5(cell_paths: list[str | Path], dataset: str, ipc: int, out: str | Path) 
     ax.set_ylabel("test accuracy (%)")
     ax.set_title(f"ISA Fig. 5: {get_info(dataset).paper_name}, IPC {ipc}")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    save_figure(fig, out, dpi=120)
+    legend_outside(ax)
+    save_figure(fig, out)
 
 
 # ---- information test ----------------------------------------------------------------------------------------
@@ -178,7 +179,7 @@ def fig6(distilled_paths: list[str | Path], data: RealData, net: torch.nn.Module
     _, _, v = torch.linalg.svd(phi - mean, full_matrices=False)
     proj = lambda f: ((f - mean) @ v[:2].T).cpu().numpy()  # noqa: E731
     pr = proj(phi)
-    fig, ax = plt.subplots(figsize=(6, 4.5))
+    fig, ax = plt.subplots(figsize=FIG_SIZE)
     for i, c in enumerate(classes):
         m = (y == c).numpy()
         ax.scatter(pr[m, 0], pr[m, 1], s=6, alpha=0.25, color=f"C{i}", label=f"real class {c}")
@@ -193,5 +194,5 @@ def fig6(distilled_paths: list[str | Path], data: RealData, net: torch.nn.Module
             ax.scatter(ps[m, 0], ps[m, 1], s=90, marker=markers[j % len(markers)], color=f"C{i}",
                        edgecolors="black", linewidths=0.8, label=d.method if i == 0 else None)
     ax.set_title(f"ISA Fig. 6: {data.info.paper_name}, real vs synthetic (PCA of feature-net features)")
-    ax.legend(fontsize=7, ncol=2)
-    save_figure(fig, out, dpi=120)
+    legend_outside(ax)
+    save_figure(fig, out)

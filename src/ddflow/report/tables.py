@@ -14,6 +14,7 @@ import yaml
 from ..data import get_info
 from ..errors import DdflowError
 from ..io import atomic_path, read_json
+from .formats import html_page, latex_table
 from .paper_rule import NOTE, add_columns, add_rows, split_cells
 
 DASH = "—"
@@ -210,16 +211,17 @@ def title(table: dict[str, Any]) -> str:
 
 
 def write_outputs(out_prefix: str | Path, df: pd.DataFrame, md_lines: list[str], tex: str | None = None,
-                  float_format: str = "%.4f") -> None:
-    """{out_prefix}.csv (df), .md (the lines) and, when given, .tex, each written atomically."""
+                  float_format: str = "%.4f", html: str | None = None) -> None:
+    """{out_prefix}.csv (df), .md (the lines) and, when given, .tex and .html, each written atomically."""
     out_prefix = Path(out_prefix)
     with atomic_path(out_prefix.with_suffix(".csv")) as tmp:
         df.to_csv(tmp, index=False, float_format=float_format)
     with atomic_path(out_prefix.with_suffix(".md")) as tmp:
         tmp.write_text("\n".join(md_lines) + "\n")
-    if tex is not None:
-        with atomic_path(out_prefix.with_suffix(".tex")) as tmp:
-            tmp.write_text(tex)
+    for suffix, text in ((".tex", tex), (".html", html)):
+        if text is not None:
+            with atomic_path(out_prefix.with_suffix(suffix)) as tmp:
+                tmp.write_text(text)
 
 
 def write_table(table: dict[str, Any], out_prefix: str | Path) -> None:
@@ -227,10 +229,10 @@ def write_table(table: dict[str, Any], out_prefix: str | Path) -> None:
     w = wide(table)
     flat = w.copy()
     flat.columns = [f"{a} {b}" for a, b in w.columns]      # Markdown has one header row: "MNIST IPC 1"
-    md = [f"# {title(table)}", "", flat.to_markdown(), ""] + [f"- {n}" for n in notes(table)]
-    tex = w.to_latex(multicolumn=True, multicolumn_format="c", escape=True, column_format="l" + "c" * w.shape[1],
-                     caption=title(table), label=f"tab:{spec['name']}")   # header: dataset over its IPCs
-    write_outputs(out_prefix, table["df"], md, tex.replace("±", r"$\pm$").replace("Δ", r"$\Delta$"))
+    lines = notes(table)
+    md = [f"# {title(table)}", "", flat.to_markdown(), ""] + [f"- {n}" for n in lines]
+    tex = latex_table(w, title(table), f"tab:{spec['name']}", lines)   # header: dataset over its IPCs
+    write_outputs(out_prefix, table["df"], md, tex, html=html_page(w, title(table), lines))
 
 
 def row_notes(spec: dict[str, Any]) -> list[str]:

@@ -10,9 +10,12 @@ import pandas as pd
 from ..data import get_info
 from ..errors import DdflowError
 from ..records import load_distilled
+from .formats import html_page, latex_table
 from .tables import DASH, load_spec, write_outputs
 
 COLUMNS = ("clustering", "update_images", "inner_loop")
+HEADS = ("Clustering", "Update images", "Inner loop")
+WIDE = ("Dataset", "IPC", "Method", *(f"{h} {w}" for h in HEADS for w in ("ours", "paper")), "device", "preset")
 
 
 def build_timing_table(spec_path: str | Path, distilled_paths: list[str | Path]) -> dict:
@@ -53,16 +56,16 @@ def write_timing_table(table: dict, out_prefix: str | Path) -> None:
     rows = []
     for r in df.to_dict("records"):
         item = {"Dataset": get_info(r["dataset"]).paper_name, "IPC": r["ipc"], "Method": r["row"]}
-        for col, head in zip(COLUMNS, ("Clustering", "Update images", "Inner loop")):
+        for col, head in zip(COLUMNS, HEADS):
             item[f"{head} ours"] = _fmt(r[f"ours_{col}_s"])
             item[f"{head} paper"] = _fmt(r[f"paper_{col}_s"])
         item["device"] = r["device"]
         item["preset"] = r["preset"]
         rows.append(item)
-    wide = pd.DataFrame(rows)
+    wide = pd.DataFrame(rows, columns=list(WIDE))  # the heads also when no run has timing (an empty table)
     notes = [f"Source of paper values: {spec.get('source', '')}; {DASH} = not applicable or not reported."]
     notes += list(spec.get("notes", []))
     md = [f"# {spec['title']}", "", wide.to_markdown(index=False) if len(wide) else "(no runs)", ""]
     md += [f"- {n}" for n in notes]
-    tex = wide.to_latex(index=False, escape=True, caption=spec["title"], label=f"tab:{spec['name']}")
-    write_outputs(out_prefix, df, md, tex.replace("—", "--"), float_format="%.5f")
+    tex = latex_table(wide, spec["title"], f"tab:{spec['name']}", notes, index=False)
+    write_outputs(out_prefix, df, md, tex, float_format="%.5f", html=html_page(wide, spec["title"], notes, index=False))

@@ -18,6 +18,7 @@ import pandas as pd
 from ..data import get_info
 from ..errors import DdflowError
 from ..protocols.xarch import column_protocol
+from .formats import html_page, latex_table
 from .tables import DASH, _fmt, load_spec, parse_paper_value, pool_cells, row_notes, write_outputs
 
 
@@ -125,6 +126,7 @@ def write_xarch_table(table: dict[str, Any], out_prefix: str | Path) -> None:
     w = xarch_wide(table)
     flat = w.copy()
     flat.columns = [f"{a} {b}" for a, b in w.columns]
-    md = [f"# {t}", "", flat.to_markdown(), ""] + [f"- {n}" for n in xarch_notes(table)]
-    tex = w.to_latex(multicolumn=True, multicolumn_format="c", escape=True, caption=t, label=f"tab:{spec['name']}")
-    write_outputs(out_prefix, table["df"], md, tex.replace("±", r"$\pm$").replace("Δ", r"$\Delta$"))
+    lines = xarch_notes(table)
+    md = [f"# {t}", "", flat.to_markdown(), ""] + [f"- {n}" for n in lines]
+    write_outputs(out_prefix, table["df"], md, latex_table(w, t, f"tab:{spec['name']}", lines),
+                  html=html_page(w, t, lines))
