@@ -87,7 +87,7 @@ def cmd_import(a) -> None:
     entry = {k: v for k, v in (("path", a.path), ("format", a.format), ("dataset", a.dataset), ("ipc", a.ipc),
                                ("space", a.space), ("lr", _number_or_path(a.lr)), ("zca", a.zca),
                                ("protocols", a.protocols), ("eval_as", a.eval_as),
-                               ("normalize_as", a.normalize_as)) if v is not None}
+                               ("normalize_as", a.normalize_as), ("classes", a.classes)) if v is not None}
     if a.format != "dc":
         entry["seed"] = a.seed if a.seed is not None else 0
     imp = check_entry(a.name, entry, a.preset, a.hparams_dir)
@@ -112,7 +112,7 @@ def _number_or_path(v: str | None):
 def cmd_export(a) -> None:
     from .interop.export import export_record
     from .records import load_distilled
-    export_record(load_distilled(a.distilled), a.out, a.png_dir)
+    export_record(load_distilled(a.distilled), a.out, a.png_dir, a.space)
 
 
 def cmd_whole(a) -> None:
@@ -271,15 +271,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--protocols", nargs="+", default=None)
     p.add_argument("--eval-as", default=None, help="the method whose evaluation settings apply")
     p.add_argument("--normalize-as", default=None, help="the dataset whose mean/std a normalized set used")
+    p.add_argument("--classes", nargs="+", default=None, help="png: the class folders' names in class order")
     p.add_argument("--preset", default="quick")
     p.add_argument("--data", default=None, help="the dataset's npz (to fit a ZCA kind)")
     p.add_argument("--out", required=True, help="the record's path; {seed} is replaced by each seed")
     p.set_defaults(fn=cmd_import)
 
-    p = sub.add_parser("export", help="a distilled record to per-class PNGs and/or a plain .pt/.npz (pixels)")
+    p = sub.add_parser("export", help="a distilled record to a plain .pt/.npz (exact) and/or per-class PNGs")
     p.add_argument("--distilled", required=True)
     p.add_argument("--out", default=None, help="a .pt or .npz file")
-    p.add_argument("--png-dir", default=None)
+    p.add_argument("--png-dir", default=None, help="8-bit PNGs per class (lossy: values clipped to [0, 1], warned)")
+    p.add_argument("--space", default="native", help="native (exact, the record's space) | pixels (clipped, warned)")
     p.set_defaults(fn=cmd_export)
 
     p = sub.add_parser("whole", help="the whole-dataset bound: ConvNets trained on the full training split (dc loop)")
