@@ -274,3 +274,28 @@ def test_png_folder_with_files_that_are_not_images_is_an_error(tmp_path, extra, 
     _png_folders(tmp_path / "set", [str(c) for c in range(10)], extra)
     with pytest.raises(DdflowError, match=message):
         build_records(check_entry("p", _png_entry(tmp_path / "set"), "quick"), "quick")
+
+
+def test_an_import_joins_the_accuracy_tables_of_its_dataset_by_default(tmp_path):
+    from pathlib import Path
+
+    from ddflow.config import check_imports
+
+    papers = Path(__file__).resolve().parents[1] / "workflow" / "papers"
+    x, y = _pixels()
+    torch.save({"images": x, "labels": y}, tmp_path / "set.pt")
+    entry = {"path": str(tmp_path / "set.pt"), "format": "plain", "dataset": "mnist5k", "ipc": IPC, "space": "pixels"}
+    tables = ["dream_t1", "dream_t2", "ead_claims", "isa_t6", "ead_baselines", "isa_t8"]
+    grid = {"datasets": ["mnist5k"], "ipcs": [1, IPC], "tables": tables}
+
+    def joined(imports, grid=grid):
+        checked = check_imports({"preset": "quick", "imports": imports}, grid, None, papers)
+        return {n: e.tables for n, e in checked.items()}
+
+    # not ISA's Table 6 (FRePo/ISA under ori and KRR) nor EAD's claims: one paper's own tables
+    assert joined({"a": entry}) == {"a": ["dream_t1", "ead_baselines"]}
+    # another dataset than the configured columns: no table by default (its row would be empty)
+    assert joined({"a": entry}, {**grid, "datasets": ["cifar10"]}) == {"a": []}
+    assert joined({"a": {**entry, "tables": ["isa_t6"]}}) == {"a": ["isa_t6"]}      # named: joins exactly those
+    with pytest.raises(DdflowError, match="imports.a.tables: 'dream_t2' is not a configured table of kind cells"):
+        joined({"a": {**entry, "tables": ["dream_t2"]}})

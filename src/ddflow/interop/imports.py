@@ -12,7 +12,8 @@ acts as a method id only for the paths, the evaluation rules and the table rows,
   dm for dc, mtt for mtt, ead for soft, frepo for krr / frepo, idc for idc). The evaluation models are seeded from
   the import's name (ddflow.protocols.cell).
 - seeds: one record per experiment of a DC result file (seed = its index in 'data'), else `seed` (default 0).
-- tables: the configured tables that print the import as a row (default: every configured table of kind cells).
+- tables: the configured tables that print the import as a row (default: the configured accuracy tables whose spec
+  says `imports: true`, when the import's dataset and IPC are configured columns; ddflow.config.check_imports).
 - classes (format png): the class folders' names in class order, when they are not the class indices 0, 1, ...
 - normalize_as: the dataset whose mean/std a 'normalized' set used (default: as eval_as normalises the dataset;
   MTT's CIFAR-100 sets use CIFAR-10's).
