@@ -123,8 +123,8 @@ def cmd_whole(a) -> None:
 
 def cmd_results_matrix(a) -> None:
     from .report.matrix import write_matrix
-    rows = write_matrix(a.results, a.papers, a.out)
-    log.info("%s: %d paper-preset cells", a.out, len(rows))
+    rows = write_matrix(a.results, a.papers, a.out, a.presets)
+    log.info("%s: %d cells (presets: %s)", a.out, len(rows), ", ".join(a.presets or ["all"]))
 
 
 def cmd_grid(a) -> None:
@@ -290,10 +290,11 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument(f"--{k}", required=True)
     p.set_defaults(fn=cmd_whole)
 
-    p = sub.add_parser("results-matrix", help="docs/RESULTS.md: every paper-preset cell beside the paper's value")
+    p = sub.add_parser("results-matrix", help="every evaluated cell (preset marked) beside the paper's value")
     p.add_argument("--results", default="results", help="the results folder (its eval/ cells are read)")
     p.add_argument("--papers", default="workflow/papers", help="the table specs")
-    p.add_argument("--out", default="docs/RESULTS.md")
+    p.add_argument("--presets", nargs="+", default=None, help="only these presets (default all; docs/: paper)")
+    p.add_argument("--out", default="results/RESULTS.md", help="docs/RESULTS.md: paper-scale cells only")
     p.set_defaults(fn=cmd_results_matrix)
 
     p = sub.add_parser("grid", help="image grid of a distilled set")
