@@ -2,9 +2,9 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -43,24 +43,8 @@ def cmd_distill(a) -> None:
 
 
 def cmd_evaluate(a) -> None:
-    from .data import get_info, load_real
-    from .io import write_json
-    from .protocols import evaluate_cell, protocol_settings
-    from .records import load_distilled
-    from .runtime import resolve_device
-    device = resolve_device(a.device)
-    distilled = load_distilled(a.distilled)
-    from .interop.imports import settings_method
-    settings = protocol_settings(settings_method(distilled), distilled.dataset, distilled.ipc, a.preset, a.protocol,
-                                 a.hparams_dir)
-    if a.models is not None:  # the paper's rule evaluates snapshots with the paper's model count (hparams paper_rule)
-        if a.models < 1:
-            raise DdflowError(f"--models = {a.models}; expected a whole number >= 1")
-        settings["models"] = a.models
-    # the real data normalised as the distilled set was (a method may normalise with another dataset's statistics)
-    info = dataclasses.replace(get_info(distilled.dataset), mean=tuple(distilled.mean), std=tuple(distilled.std))
-    data = load_real(a.data, info, device)
-    write_json(evaluate_cell(distilled, a.protocol, settings, data, device), a.out)
+    from .interop.evaluate import run_evaluate
+    run_evaluate(a)
 
 
 def cmd_table(a) -> None:
@@ -200,6 +184,9 @@ def cmd_smoke(a) -> int:
     """Ten minutes on one GPU (ddflow.smoke): prints the Markdown table; 1 when a step failed."""
     from .runtime import resolve_device
     from .smoke import run_smoke
+    if a.tiny and a.threads is None and "SNAKEMAKE_THREADS" not in os.environ:
+        import torch
+        torch.set_num_threads(1)  # toy sizes: one thread is fastest (a second one spins: ~5x the CPU time measured)
     report = run_smoke(a.out, resolve_device(a.device), mnist=a.mnist, cifar10=a.cifar10, hp_dir=a.hparams_dir,
                        tiny=a.tiny, budget=a.budget, steps=a.steps)
     print((Path(a.out) / "smoke.md").read_text(), end="")
@@ -241,10 +228,17 @@ def main(argv: list[str] | None = None) -> int:
                    help="also snapshot the iterations of the hparams' paper_rule (the paper's test evaluations)")
     p.set_defaults(fn=cmd_distill)
 
-    p = sub.add_parser("evaluate", help="evaluate one distilled set under one protocol")
+    p = sub.add_parser("evaluate", help="evaluate one distilled set under one protocol (ddflow.interop.evaluate)")
     _common(p)
-    for k in ("distilled", "data", "protocol", "preset", "out"):
-        p.add_argument(f"--{k}", required=True)
+    p.add_argument("--distilled", required=True, help="a ddflow record, or with --dataset any set import reads")
+    p.add_argument("--dataset", default=None, help="the dataset of a set made elsewhere (format, IPC: guessed)")
+    for k in ("format", "space", "lr"):
+        p.add_argument(f"--{k}", default=None, help=f"a set made elsewhere: its {k} (as import's --{k})")
+    p.add_argument("--ipc", type=int, default=None, help="a set made elsewhere: its IPC (default: from its size)")
+    p.add_argument("--data", default=None, help="the dataset's npz (default: prepared once into ~/.cache/ddflow)")
+    p.add_argument("--protocol", default=None, help="default: the method's (outside sets: dc, or mtt with an lr)")
+    p.add_argument("--preset", default=None, help="default: the record's, else paper")
+    p.add_argument("--out", default=None, help="the cell's JSON file (default: printed on stdout)")
     p.add_argument("--models", type=int, default=None, help="models to train (default: the protocol settings')")
     p.set_defaults(fn=cmd_evaluate)
 
@@ -365,7 +359,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", required=True, help="folder for smoke.json, smoke.md and the runs' files")
     p.add_argument("--mnist", default=None, help="MNIST npz (uint8 NHWC x_train, y_train, x_test, y_test)")
     p.add_argument("--cifar10", default=None, help="CIFAR-10 npz (same layout)")
-    p.add_argument("--tiny", action="store_true", help="toy sizes on the CPU (makes missing datasets)")
+    p.add_argument("--tiny", action="store_true", help="toy sizes on the CPU, one thread (makes missing datasets)")
     p.add_argument("--budget", type=float, default=None, help="seconds per step (default: per-step budgets)")
     p.add_argument("--steps", nargs="+", default=None, help="a subset of: dc dm dsa mtt eval (default all)")
     p.set_defaults(fn=cmd_smoke)
