@@ -3,6 +3,7 @@ a link to workflow/hparams; pyproject.toml package-data), and `python -m ddflow 
 command naming a dataset (the data prepared once into the cache, the preset, protocol and output defaulted)."""
 import json
 import os
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -55,17 +56,32 @@ def test_a_checkouts_own_hparams_still_win_when_run_from_its_root(tmp_path, monk
 def test_a_non_editable_wheel_carries_every_hparams_file(tmp_path):
     """What `pip install .` installs: the wheel built from this tree (no network, no dependencies)."""
     build = tmp_path / "tree"
-    subprocess.run(["git", "clone", "-q", "--no-hardlinks", str(ROOT), str(build)], check=True)
-    for path in ("pyproject.toml", "src/ddflow/hparams.py"):   # the working tree's, committed or not
-        (build / path).write_bytes((ROOT / path).read_bytes())
-    if not (build / "src" / "ddflow" / "_hparams").exists():
-        (build / "src" / "ddflow" / "_hparams").symlink_to("../../workflow/hparams")
+    ignore = shutil.ignore_patterns("__pycache__", "*.egg-info")
+    shutil.copytree(ROOT / "src", build / "src", symlinks=True, ignore=ignore)     # _hparams stays a link
+    shutil.copytree(WORKFLOW_HPARAMS, build / "workflow" / "hparams")
+    for name in ("pyproject.toml", "README.md", "LICENSE"):
+        shutil.copy(ROOT / name, build / name)
+    assert (build / "src" / "ddflow" / "_hparams").is_symlink()
     subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w",
                     str(tmp_path / "wheel"), str(build)], check=True, capture_output=True)
     (wheel,) = (tmp_path / "wheel").glob("ddflow-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
     for p in WORKFLOW_HPARAMS.glob("*.yaml"):
         assert f"ddflow/_hparams/{p.name}" in names
+    # installed (the wheel unpacked, as pip lays it out), run from elsewhere: `import` resolves eval_as's settings
+    site = tmp_path / "site"
+    zipfile.ZipFile(wheel).extractall(site)
+    work = tmp_path / "elsewhere"
+    work.mkdir()
+    torch.save({"images": torch.rand(10, 1, 28, 28), "labels": torch.arange(10)}, work / "set.pt")
+    env = {**_outside_env(tmp_path), "PYTHONPATH": str(site)}
+    proc = subprocess.run([sys.executable, "-m", "ddflow", "import", "--name", "x", "--path", "set.pt", "--format",
+                           "plain", "--dataset", "mnist5k", "--ipc", "1", "--space", "pixels", "--out", "x.pt"],
+                          cwd=work, env=env, capture_output=True, text=True)
+    assert proc.returncode == 0 and (work / "x.pt").is_file(), proc.stderr[-2000:]
+    code = "import ddflow.hparams as h; print(h.hparams_dir())"
+    where = subprocess.run([sys.executable, "-c", code], cwd=work, env=env, capture_output=True, text=True).stdout
+    assert Path(where.strip()) == site / "ddflow" / "_hparams"
 
 
 def _outside_set(tmp_path, ipc=10):
