@@ -132,6 +132,17 @@ def test_evaluate_a_set_with_one_command_naming_a_dataset(tmp_path, monkeypatch,
     cell = json.loads(out.read_text())
     assert cell["protocol"] == "mtt" and cell["preset"] == "quick" and cell["method"] == "mtt"
     assert main(["evaluate", "--distilled", str(tmp_path / "rec.pt"), "--dataset", "cifar10"]) == 2   # not its set
+    from PIL import Image
+
+    # PNG folders by class name: --classes, as import takes it
+    words = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
+    for w in words:
+        (tmp_path / "pngs" / w).mkdir(parents=True)
+        Image.new("L", (28, 28), 0).save(tmp_path / "pngs" / w / "0.png")
+    assert main(["evaluate", "--distilled", str(tmp_path / "pngs"), "--dataset", "mnist5k", "--space", "pixels"]) == 2
+    assert main(["evaluate", "--distilled", str(tmp_path / "pngs"), "--dataset", "mnist5k", "--space", "pixels",
+                 "--classes", *words, "--out", str(out)]) == 0
+    assert seen["record"].ipc == 1 and seen["protocol"] == "dc"
     torch.save({"images": torch.rand(10, 1, 28, 28), "labels": torch.arange(10)}, tmp_path / "bare.pt")
     with pytest.raises(DdflowError, match="--space"):
         from ddflow.interop.evaluate import outside_record

@@ -235,6 +235,7 @@ def main(argv: list[str] | None = None) -> int:
     for k in ("format", "space", "lr"):
         p.add_argument(f"--{k}", default=None, help=f"a set made elsewhere: its {k} (as import's --{k})")
     p.add_argument("--ipc", type=int, default=None, help="a set made elsewhere: its IPC (default: from its size)")
+    p.add_argument("--classes", nargs="+", default=None, help="png: the class folders' names in class order")
     p.add_argument("--data", default=None, help="the dataset's npz (default: prepared once into ~/.cache/ddflow)")
     p.add_argument("--protocol", default=None, help="default: the method's (outside sets: dc, or mtt with an lr)")
     p.add_argument("--preset", default=None, help="default: the record's, else paper")

@@ -12,9 +12,10 @@ evaluates it, marked truncated; an evaluation or an expert epoch is never cut):
 The distillations run through ddflow.distill.run, the evaluations through ddflow.protocols.evaluate_cell with
 protocol_settings, so every number is the pipeline's. It imports only torch, numpy and pyyaml (tqdm if present;
 no Snakemake, no network): datasets are local npz files (uint8 NHWC x_train, y_train, x_test, y_test),
-hyperparameters come from the checkout's workflow/hparams (or --hparams-dir).
+hyperparameters come from workflow/hparams (the checkout's, or the copy shipped with the package; or --hparams-dir).
 `tiny=True` runs every step at toy size (ConvNetW32 nets, a few iterations and epochs, a 200-image slice of the
-embedded mnist5k and random 32x32 images for CIFAR-10) so the command can be tested on a CPU.
+embedded mnist5k and random 32x32 images for CIFAR-10, one CPU thread unless --threads says otherwise) so the command
+can be tested on a CPU: about 20 s of CPU time, its rows "not comparable" (no pass or fail, no speed ratios).
 Output: smoke.json and smoke.md in the output folder (ddflow.report.smoke writes the Markdown).
 """
 from __future__ import annotations

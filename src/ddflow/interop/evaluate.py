@@ -78,7 +78,7 @@ def _ddflow_record(path: Path) -> DistilledSet | None:
 
 def outside_record(path: Path, dataset: str, preset: str, fmt: str | None = None, space: str | None = None,
                    ipc: int | None = None, lr: float | str | None = None, data: Path | None = None,
-                   hp_dir: str | Path | None = None) -> tuple[DistilledSet, str]:
+                   hp_dir: str | Path | None = None, classes: list[str] | None = None) -> tuple[DistilledSet, str]:
     """(record, its default protocol) of an outside set, checked as `ddflow import` checks it (its first experiment
     when a DC file holds several)."""
     from ..data import get_info
@@ -88,7 +88,7 @@ def outside_record(path: Path, dataset: str, preset: str, fmt: str | None = None
     fmt = fmt or guess_format(path)
     info = get_info(dataset)
     if space is None or ipc is None:
-        raw = read_sets(fmt, path, info.channels)[0]
+        raw = read_sets(fmt, path, info.channels, classes)[0]
         space = space or raw.space
         if space is None:
             raise DdflowError(f"{path}: say which space its images are in: --space pixels | normalized | zca")
@@ -96,6 +96,8 @@ def outside_record(path: Path, dataset: str, preset: str, fmt: str | None = None
     entry = {"path": str(path), "format": fmt, "dataset": dataset, "ipc": ipc, "space": space}
     if lr is not None:
         entry["lr"] = lr
+    if classes is not None:
+        entry["classes"] = classes
     if fmt != "dc":
         entry["seed"] = 0
     imp = check_entry(OUTSIDE_NAME, entry, preset, hp_dir)
@@ -106,7 +108,7 @@ def outside_record(path: Path, dataset: str, preset: str, fmt: str | None = None
 def evaluate(distilled: str | Path, device, dataset: str | None = None, data: str | Path | None = None,
              protocol: str | None = None, preset: str | None = None, hp_dir: str | Path | None = None,
              models: int | None = None, fmt: str | None = None, space: str | None = None, ipc: int | None = None,
-             lr: float | str | None = None) -> dict[str, Any]:
+             lr: float | str | None = None, classes: list[str] | None = None) -> dict[str, Any]:
     """The evaluation cell of one set (ddflow.protocols.evaluate_cell) with the defaults above."""
     from ..data import get_info, load_real
     from ..methods import REGISTRY
@@ -123,7 +125,7 @@ def evaluate(distilled: str | Path, device, dataset: str | None = None, data: st
         default = REGISTRY[method].protocols[0] if method in REGISTRY else "dc"
     else:
         preset = preset or "paper"
-        record, default = outside_record(path, dataset, preset, fmt, space, ipc, lr, None, hp_dir)
+        record, default = outside_record(path, dataset, preset, fmt, space, ipc, lr, None, hp_dir, classes)
     protocol = protocol or default
     settings = protocol_settings(settings_method(record), record.dataset, record.ipc, preset, protocol, hp_dir)
     if models is not None:  # the paper's rule evaluates snapshots with the paper's model count (hparams paper_rule)
@@ -150,7 +152,7 @@ def run_evaluate(a) -> None:
 
     cell = evaluate(a.distilled, resolve_device(a.device), dataset=a.dataset, data=a.data, protocol=a.protocol,
                     preset=a.preset, hp_dir=a.hparams_dir, models=a.models, fmt=a.format, space=a.space, ipc=a.ipc,
-                    lr=_number_or_path(a.lr))
+                    lr=_number_or_path(a.lr), classes=a.classes)
     log.info("%s/%s IPC %d under %s: %.2f ± %.2f %% (%d models)", cell["method"], cell["dataset"], cell["ipc"],
              cell["protocol"], cell["mean"], cell["std"], cell["n_models"])
     if a.out:
