@@ -299,3 +299,20 @@ def test_an_import_joins_the_accuracy_tables_of_its_dataset_by_default(tmp_path)
     assert joined({"a": {**entry, "tables": ["isa_t6"]}}) == {"a": ["isa_t6"]}      # named: joins exactly those
     with pytest.raises(DdflowError, match="imports.a.tables: 'dream_t2' is not a configured table of kind cells"):
         joined({"a": {**entry, "tables": ["dream_t2"]}})
+
+
+def test_export_states_its_normalisation_and_import_checks_it(tmp_path):
+    """A CIFAR-100 set normalised with CIFAR-10's statistics (as MTT makes them) round-trips only when the import
+    normalises as CIFAR-10 too; otherwise the stated mean/std stop it."""
+    c10, c100 = get_info("cifar10"), get_info("cifar100")
+    x = torch.randn(100, 3, 32, 32, generator=torch.Generator().manual_seed(3))
+    rec = DistilledSet(images=x, labels=torch.arange(100), method="mtt", dataset="cifar100", ipc=1, seed=0,
+                       mean=c10.mean, std=c10.std, lr=0.01)
+    export_record(rec, out=tmp_path / "c100.npz")
+    entry = {"path": str(tmp_path / "c100.npz"), "format": "plain", "dataset": "cifar100", "ipc": 1,
+             "space": "normalized", "eval_as": "dm"}
+    assert c10.mean != c100.mean
+    with pytest.raises(DdflowError, match="normalised with mean .*give the dataset whose statistics it used"):
+        build_records(check_entry("c", entry, "quick"), "quick")
+    (back,) = build_records(check_entry("c", {**entry, "normalize_as": "cifar10"}, "quick"), "quick")
+    assert torch.equal(back.images, rec.images) and tuple(back.mean) == tuple(c10.mean)

@@ -266,6 +266,13 @@ def build_records(entry: ImportEntry, preset: str | None, data_path: str | Path 
         where = entry.path if entry.format != "dc" else f"{entry.path} (data[{index}])"
         if raw.space is not None and raw.space != entry.space:
             raise DdflowError(f"{where}: the file states space {raw.space!r}; the import says {entry.space!r}")
+        stated = (raw.mean, raw.std)
+        if entry.space != "pixels" and None not in stated and not all(
+                len(a) == len(b) and all(abs(x - y) <= 1e-6 * max(1.0, abs(y)) for x, y in zip(a, b))
+                for a, b in zip(stated, (info.mean, info.std))):
+            raise DdflowError(f"{where}: the file states it was normalised with mean {list(raw.mean)}, std "
+                              f"{list(raw.std)}; the import normalises as {entry.normalize_as or entry.dataset} "
+                              f"(mean {list(info.mean)}): give the dataset whose statistics it used (normalize_as)")
         x, y = check_set(raw, entry.dataset, entry.ipc, entry.space, where)
         record = DistilledSet(
             images=x, labels=y, method=entry.name, dataset=entry.dataset, ipc=entry.ipc, seed=seed,

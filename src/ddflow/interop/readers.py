@@ -39,6 +39,8 @@ class RawSet:
     labels: torch.Tensor
     lr: float | None = None
     space: str | None = None    # the space the file states (a ddflow export writes it), checked against the import's
+    mean: tuple[float, ...] | None = None   # the normalisation the file states it was made with (a ddflow export)
+    std: tuple[float, ...] | None = None
 
 
 def load_foreign_pt(path: str | Path) -> object:
@@ -109,7 +111,12 @@ def read_plain(path: Path) -> list[RawSet]:
         raise DdflowError(f"{path}: 'lr' must be one number")
     space = obj.get("space")
     space = str(np.asarray(space).reshape(())) if isinstance(space, (str, np.ndarray)) else None
-    return [RawSet(keys["images"], keys["labels"], None if lr is None else float(lr), space)]
+    stats = [obj.get(k) for k in ("mean", "std")]
+    try:
+        mean, std = [None if v is None else tuple(float(f) for f in np.asarray(v).reshape(-1)) for v in stats]
+    except (TypeError, ValueError):
+        raise DdflowError(f"{path}: 'mean' / 'std' must be numbers (one per channel)") from None
+    return [RawSet(keys["images"], keys["labels"], None if lr is None else float(lr), space, mean, std)]
 
 
 def read_mtt(path: Path) -> list[RawSet]:
