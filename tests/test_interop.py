@@ -299,6 +299,11 @@ def test_an_import_joins_the_accuracy_tables_of_its_dataset_by_default(tmp_path)
     assert joined({"a": {**entry, "tables": ["isa_t6"]}}) == {"a": ["isa_t6"]}      # named: joins exactly those
     with pytest.raises(DdflowError, match="imports.a.tables: 'dream_t2' is not a configured table of kind cells"):
         joined({"a": {**entry, "tables": ["dream_t2"]}})
+    bad = tmp_path / "papers"
+    bad.mkdir()
+    (bad / "dream_t1.yaml").write_text((papers / "dream_t1.yaml").read_text().replace("imports: true", "imports: yes!"))
+    with pytest.raises(DdflowError, match=r"dream_t1.yaml: imports = 'yes!'; true or false"):
+        check_imports({"preset": "quick", "imports": {"a": entry}}, {**grid, "tables": ["dream_t1"]}, None, bad)
 
 
 def test_export_states_its_normalisation_and_import_checks_it(tmp_path):

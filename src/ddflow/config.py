@@ -156,6 +156,10 @@ def check_imports(config: dict[str, Any], grid: dict[str, list], hparams_dir: st
     imports = check_entries(config.get("imports"), config["preset"], hparams_dir)
     specs = {t: load_spec(Path(papers_dir) / f"{t}.yaml") for t in grid["tables"]}
     cell_tables = [t for t, s in specs.items() if s["kind"] == "cells"]
+    for t, s in specs.items():
+        if not isinstance(s.get("imports", False), bool):
+            raise DdflowError(f"{Path(papers_dir) / t}.yaml: imports = {s['imports']!r}; true or false (whether "
+                              "imported sets join this table by default)")
     for name, entry in imports.items():
         if entry.tables is None:
             shown = entry.dataset in grid["datasets"] and entry.ipc in grid["ipcs"]
