@@ -105,12 +105,67 @@ def test_png_folder_round_trip_and_soft_labels(tmp_path):
     (back,) = build_records(entry, "quick")
     xs, ys = _class_order(x, y)
     assert (back.images - xs).abs().max() <= 0.5 / 255 + 1e-6 and torch.equal(back.labels, ys)
-    export_record(rec, out=tmp_path / "soft.pt")
+    export_record(rec, out=tmp_path / "soft.pt")     # exact: in the record's own (normalised) space
     soft_entry = check_entry("soft", {"path": str(tmp_path / "soft.pt"), "format": "plain", "dataset": "mnist5k",
-                                      "ipc": IPC, "space": "pixels", "protocols": ["soft"]}, "quick")
+                                      "ipc": IPC, "space": "normalized", "protocols": ["soft"]}, "quick")
     (again,) = build_records(soft_entry, "quick")
     assert again.soft_labels and settings_method(again) == "ead"
     assert torch.allclose(again.labels, soft[torch.argsort(y, stable=True)])
+
+
+def _wide_record(seed=6):
+    """A normalised DM-like set whose values lie well outside [0, 1] pixels (as real distilled sets do)."""
+    x, y = _class_order(*_pixels(seed))
+    x = _normalized(x * 3.0 - 1.0)                 # pixels in [-1, 2]: about 2/3 of them outside [0, 1]
+    return DistilledSet(images=x, labels=y, method="dm", dataset="mnist5k", ipc=IPC, seed=0, mean=INFO.mean,
+                        std=INFO.std, lr=0.05)
+
+
+@pytest.mark.parametrize("suffix", [".pt", ".npz"])
+def test_export_is_exact_by_default_and_round_trips_to_identical_tensors(tmp_path, suffix, caplog):
+    rec = _wide_record()
+    path = tmp_path / "rec.pt"
+    rec.save(path)
+    out = tmp_path / f"set{suffix}"
+    with caplog.at_level("WARNING", logger="ddflow"):
+        assert main(["export", "--distilled", str(path), "--out", str(out)]) == 0
+    assert "clipped" not in caplog.text                 # nothing is clipped, so nothing to warn about
+    back = load_distilled(str(_import(tmp_path, "--path", str(out), "--format", "plain", "--space", "normalized",
+                                      "--seed", "0")).replace("{seed}", "0"))
+    assert torch.equal(back.images, rec.images) and torch.equal(back.labels, rec.labels) and back.lr == rec.lr
+    with pytest.raises(DdflowError, match="states space 'normalized'"):   # the file says which space it is in
+        build_records(check_entry("x", {"path": str(out), "format": "plain", "dataset": "mnist5k", "ipc": IPC,
+                                        "space": "pixels"}, "quick"), "quick")
+
+
+def test_zca_set_exports_exactly_with_its_whitening_beside(tmp_path):
+    x, y = _class_order(*_pixels(7))
+    zca = fit_zca(torch.rand(64, 1, 28, 28, generator=torch.Generator().manual_seed(9)), "kornia")
+    rec = DistilledSet(images=zca.apply(x), labels=y, method="mtt", dataset="mnist5k", ipc=IPC, seed=0,
+                       mean=INFO.mean, std=INFO.std, space="zca", zca=zca.state_dict())
+    export_record(rec, out=tmp_path / "z.npz")
+    entry = check_entry("z", {"path": str(tmp_path / "z.npz"), "format": "plain", "dataset": "mnist5k", "ipc": IPC,
+                              "space": "zca", "zca": str(tmp_path / "z.zca.pt")}, "quick")
+    (back,) = build_records(entry, "quick")
+    assert torch.equal(back.images, rec.images) and torch.equal(back.zca["transform"], rec.zca["transform"])
+
+
+def test_lossy_exports_warn_with_the_fraction_clipped(tmp_path, caplog):
+    rec = _wide_record()
+    pixels = rec.to_normalized() * INFO.std[0] + INFO.mean[0]
+    fraction = float(((pixels < 0) | (pixels > 1)).float().mean())
+    assert 0.5 < fraction < 0.8
+    with caplog.at_level("WARNING", logger="ddflow"):
+        export_record(rec, png_dir=tmp_path / "pngs")
+    assert f"{100 * fraction:.1f} % of the values" in caplog.text and "clipped" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="ddflow"):
+        export_record(rec, out=tmp_path / "px.pt", space="pixels")
+    assert f"{100 * fraction:.1f} % of the values" in caplog.text
+    saved = torch.load(tmp_path / "px.pt")
+    assert saved["space"] == "pixels" and saved["images"].min() >= 0 and saved["images"].max() <= 1
+    with pytest.raises(DdflowError, match="allowed: native, pixels"):
+        export_record(rec, out=tmp_path / "bad.pt", space="bytes")
 
 
 def test_zca_space_with_a_state_file(tmp_path):
@@ -171,3 +226,98 @@ def test_normalized_sets_use_the_statistics_eval_as_normalises_with(tmp_path):
     assert check_entry("m", {**base, "dataset": "cifar100", "normalize_as": None}, "paper").normalize_as is None
     with pytest.raises(DdflowError, match="imports.m.normalize_as"):
         check_entry("m", {**base, "dataset": "cifar100", "normalize_as": "mnist"}, "paper")
+
+
+WORDS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
+
+
+def _png_folders(root, names, extra=None):
+    from PIL import Image
+
+    for name in names:
+        (root / name).mkdir(parents=True)
+        for i in range(IPC):
+            Image.fromarray(np.full((28, 28), 10 * WORDS.index(name) if name in WORDS else int(name), np.uint8)).save(
+                root / name / f"{i}.png")
+    for rel, text in (extra or {}).items():
+        (root / rel).write_text(text)
+
+
+def _png_entry(root, **more):
+    return {"path": str(root), "format": "png", "dataset": "mnist5k", "ipc": IPC, "space": "pixels", **more}
+
+
+def test_png_word_folders_are_an_error_unless_their_classes_are_given(tmp_path):
+    _png_folders(tmp_path / "words", WORDS)
+    # sorted order would make 'eight' class 0: refused, naming the folder and what is allowed
+    with pytest.raises(DdflowError, match=r"class folder 'eight' is not a class index; name the folders 0, 1, 2.*"
+                                          r"classes"):
+        build_records(check_entry("w", _png_entry(tmp_path / "words"), "quick"), "quick")
+    (rec,) = build_records(check_entry("w", _png_entry(tmp_path / "words", classes=WORDS), "quick"), "quick")
+    assert torch.equal(rec.labels, torch.arange(10).repeat_interleave(IPC))
+    assert torch.allclose(rec.images[rec.labels == 8], torch.full((IPC, 1, 28, 28), 80 / 255))   # 'eight' = 8
+    out = tmp_path / "rec" / "s{seed}.pt"                  # the same from the command line
+    assert main(["import", "--name", "w", "--dataset", "mnist5k", "--ipc", str(IPC), "--out", str(out), "--path",
+                 str(tmp_path / "words"), "--format", "png", "--space", "pixels", "--classes", *WORDS]) == 0
+    with pytest.raises(DdflowError, match="the 10 class folder names of mnist5k"):
+        check_entry("w", _png_entry(tmp_path / "words", classes=WORDS[:9]), "quick")
+    with pytest.raises(DdflowError, match="only format png"):
+        check_entry("w", {**_png_entry(tmp_path / "words", classes=WORDS), "format": "plain"}, "quick")
+
+
+@pytest.mark.parametrize("extra, message", [
+    ({"3/notes.txt": "x"}, r"notes.txt: not PNG files; a class folder holds only"),
+    ({"3/fake.png": "not an image"}, r"fake.png: not a readable PNG"),
+    ({"README.md": "x"}, r"README.md: not a class folder"),
+])
+def test_png_folder_with_files_that_are_not_images_is_an_error(tmp_path, extra, message):
+    _png_folders(tmp_path / "set", [str(c) for c in range(10)], extra)
+    with pytest.raises(DdflowError, match=message):
+        build_records(check_entry("p", _png_entry(tmp_path / "set"), "quick"), "quick")
+
+
+def test_an_import_joins_the_accuracy_tables_of_its_dataset_by_default(tmp_path):
+    from pathlib import Path
+
+    from ddflow.config import check_imports
+
+    papers = Path(__file__).resolve().parents[1] / "workflow" / "papers"
+    x, y = _pixels()
+    torch.save({"images": x, "labels": y}, tmp_path / "set.pt")
+    entry = {"path": str(tmp_path / "set.pt"), "format": "plain", "dataset": "mnist5k", "ipc": IPC, "space": "pixels"}
+    tables = ["dream_t1", "dream_t2", "ead_claims", "isa_t6", "ead_baselines", "isa_t8"]
+    grid = {"datasets": ["mnist5k"], "ipcs": [1, IPC], "tables": tables}
+
+    def joined(imports, grid=grid):
+        checked = check_imports({"preset": "quick", "imports": imports}, grid, None, papers)
+        return {n: e.tables for n, e in checked.items()}
+
+    # not ISA's Table 6 (FRePo/ISA under ori and KRR) nor EAD's claims: one paper's own tables
+    assert joined({"a": entry}) == {"a": ["dream_t1", "ead_baselines"]}
+    # another dataset than the configured columns: no table by default (its row would be empty)
+    assert joined({"a": entry}, {**grid, "datasets": ["cifar10"]}) == {"a": []}
+    assert joined({"a": {**entry, "tables": ["isa_t6"]}}) == {"a": ["isa_t6"]}      # named: joins exactly those
+    with pytest.raises(DdflowError, match="imports.a.tables: 'dream_t2' is not a configured table of kind cells"):
+        joined({"a": {**entry, "tables": ["dream_t2"]}})
+    bad = tmp_path / "papers"
+    bad.mkdir()
+    (bad / "dream_t1.yaml").write_text((papers / "dream_t1.yaml").read_text().replace("imports: true", "imports: yes!"))
+    with pytest.raises(DdflowError, match=r"dream_t1.yaml: imports = 'yes!'; true or false"):
+        check_imports({"preset": "quick", "imports": {"a": entry}}, {**grid, "tables": ["dream_t1"]}, None, bad)
+
+
+def test_export_states_its_normalisation_and_import_checks_it(tmp_path):
+    """A CIFAR-100 set normalised with CIFAR-10's statistics (as MTT makes them) round-trips only when the import
+    normalises as CIFAR-10 too; otherwise the stated mean/std stop it."""
+    c10, c100 = get_info("cifar10"), get_info("cifar100")
+    x = torch.randn(100, 3, 32, 32, generator=torch.Generator().manual_seed(3))
+    rec = DistilledSet(images=x, labels=torch.arange(100), method="mtt", dataset="cifar100", ipc=1, seed=0,
+                       mean=c10.mean, std=c10.std, lr=0.01)
+    export_record(rec, out=tmp_path / "c100.npz")
+    entry = {"path": str(tmp_path / "c100.npz"), "format": "plain", "dataset": "cifar100", "ipc": 1,
+             "space": "normalized", "eval_as": "dm"}
+    assert c10.mean != c100.mean
+    with pytest.raises(DdflowError, match="normalised with mean .*give the dataset whose statistics it used"):
+        build_records(check_entry("c", entry, "quick"), "quick")
+    (back,) = build_records(check_entry("c", {**entry, "normalize_as": "cifar10"}, "quick"), "quick")
+    assert torch.equal(back.images, rec.images) and tuple(back.mean) == tuple(c10.mean)

@@ -1,4 +1,5 @@
-"""docs/RESULTS.md: only paper-preset cells, ours pooled over seeds beside the paper's value, Δ and tolerance."""
+"""The results matrix: cells of every preset (marked; results/RESULTS.md by default), or only paper-preset cells for
+docs/RESULTS.md, ours pooled over seeds beside the paper's value, Δ and tolerance."""
 import json
 import math
 
@@ -30,7 +31,7 @@ def _cell(root, protocol, method, dataset, ipc, seed, accs, preset, device="NVID
     path.write_text(json.dumps(cell))
 
 
-def test_matrix_lists_only_paper_preset_cells_with_delta_and_tolerance(tmp_path):
+def _toy_results(tmp_path):
     papers, results = tmp_path / "papers", tmp_path / "results"
     papers.mkdir()
     (papers / "toy_t1.yaml").write_text(yaml.safe_dump(SPEC))
@@ -52,8 +53,12 @@ def test_matrix_lists_only_paper_preset_cells_with_delta_and_tolerance(tmp_path)
     (whole / "mnist5k.json").write_text(json.dumps(
         {"protocol": "dc", "method": "whole", "dataset": "mnist5k", "ipc": 0, "seed": 0, "preset": "quick",
          "accuracies": [95.0]}))
+    return papers, results
 
-    rows = matrix_rows(results, papers)
+
+def test_docs_matrix_lists_only_paper_preset_cells_with_delta_and_tolerance(tmp_path):
+    papers, results = _toy_results(tmp_path)
+    rows = matrix_rows(results, papers, ["paper"])
     assert [(r["row"], r["dataset"], r["ipc"]) for r in rows] == [("DM", "mnist", 1), ("DM", "mnist", 10),
                                                                   ("Whole dataset", "mnist", 0)]
     one, ten, bound = rows
@@ -67,14 +72,32 @@ def test_matrix_lists_only_paper_preset_cells_with_delta_and_tolerance(tmp_path)
     assert math.isclose(ten["delta"], -2.5) and ten["tolerance"] == 1.0 and ten["within"] is False
 
     out = tmp_path / "docs" / "RESULTS.md"
-    assert main(["results-matrix", "--results", str(results), "--papers", str(papers), "--out", str(out)]) == 0
+    args = ["results-matrix", "--results", str(results), "--papers", str(papers), "--out", str(out)]
+    assert main(args) == 2 and not out.exists()      # docs/ takes only cells run at paper scale
+    assert main(args + ["--presets", "paper"]) == 0
     text = out.read_text()
-    assert "| toy_t1 | DM | mnist | 1 | 90.5 ± 1.1 | 4 (2) | 89.7 ± 0.6 | +0.8 | yes | NVIDIA H200 | 2026-12-01 |" \
+    assert "| toy_t1 | DM | mnist | 1 | paper | 90.5 ± 1.1 | 4 (2) | 89.7 ± 0.6 | +0.8 | yes | NVIDIA H200 | " \
+        "2026-12-01 |" in text
+    assert "| toy_t1 | DM | mnist | 10 | paper | 95.0 ± 0.0 | 1 (1) | 97.5 | -2.5 | no |" in text
+    assert "mnist5k" not in text and "MTT" not in text and "quick" not in text
+    assert "| toy_t1 | Whole dataset | mnist | all | paper | 99.4 ± 0.1 | 2 (1) | 99.6 ± 0.0 | -0.2 | yes |" in text
+    assert "2 of 3 paper-preset cells with a paper value are within tolerance." in text
+
+
+def test_matrix_shows_every_preset_marked_under_results_by_default(tmp_path, monkeypatch):
+    papers, results = _toy_results(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    assert main(["results-matrix", "--papers", str(papers)]) == 0     # --results results, --out results/RESULTS.md
+    text = (results / "RESULTS.md").read_text()
+    assert "| toy_t1 | DM | mnist | 1 | paper | 90.5 ± 1.1 |" in text
+    # quick cells are listed, marked, beside the paper's value, without a verdict (not at the paper's scale)
+    assert "| toy_t1 | DM | mnist5k (paper: mnist) | 1 | **quick** (not paper scale) | 60.5 ± 0.5 | 2 (1) | " \
+        "89.7 ± 0.6 | -29.2 | — |" in text
+    assert "| toy_t1 | MTT | mnist5k (paper: mnist) | 1 | **quick** (not paper scale) | 60.0 ± 0.0 |" in text
+    assert "| toy_t1 | Whole dataset | mnist5k (paper: mnist) | all | **quick** (not paper scale) | 95.0 ± 0.0 |" \
         in text
-    assert "| toy_t1 | DM | mnist | 10 | 95.0 ± 0.0 | 1 (1) | 97.5 | -2.5 | no |" in text
-    assert "mnist5k" not in text and "MTT" not in text
-    assert "| toy_t1 | Whole dataset | mnist | all | 99.4 ± 0.1 | 2 (1) | 99.6 ± 0.0 | -0.2 | yes |" in text
-    assert "2 of 3 cells with a paper value are within tolerance." in text
+    assert "2 of 3 paper-preset cells with a paper value are within tolerance." in text
+    assert not (tmp_path / "docs").exists()
 
 
 def test_matrix_without_paper_cells_says_so(tmp_path):
@@ -84,5 +107,5 @@ def test_matrix_without_paper_cells_says_so(tmp_path):
     _cell(tmp_path / "results", "dc", "dm", "mnist5k", 1, 0, [60.0], "quick")
     out = tmp_path / "RESULTS.md"
     assert main(["results-matrix", "--results", str(tmp_path / "results"), "--papers", str(papers),
-                 "--out", str(out)]) == 0
+                 "--out", str(out), "--presets", "paper"]) == 0
     assert "No paper-preset cells yet." in out.read_text()

@@ -69,3 +69,31 @@ def test_an_import_colliding_with_a_method_fails_before_any_job(imports_run):
         assert out.returncode != 0 and "imports.dm" in out.stdout + out.stderr
     finally:
         cfg.write_text(text)
+
+
+def test_png_class_names_and_default_tables_reach_the_jobs(imports_run):
+    """A PNG import with named class folders passes them to its import job (a dry run prints the command), and an
+    import joins only the accuracy tables of its dataset: dream_t1 here, not ead_claims or isa_t6."""
+    import yaml
+    from PIL import Image
+
+    words = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
+    pngs = imports_run / "outside-pngs"
+    for w in words:
+        (pngs / w).mkdir(parents=True, exist_ok=True)
+        Image.new("L", (28, 28), 0).save(pngs / w / "0.png")
+    cfg_path = imports_run / "config.yaml"
+    text = cfg_path.read_text()
+    cfg = yaml.safe_load(text)
+    cfg["imports"]["png-words"] = {"path": str(pngs), "format": "png", "dataset": "mnist5k", "ipc": 1,
+                                   "space": "pixels", "classes": words}
+    cfg["tables"] = ["dream_t1", "ead_claims", "isa_t6"]
+    cfg_path.write_text(yaml.safe_dump(cfg))
+    try:
+        out = _snakemake(imports_run, "-n", "-p", "-F", "results/distilled/png-words/mnist5k/ipc1/s0.pt")
+        assert "--classes zero one two three four five six seven eight nine" in out.stdout
+        for table, joined in (("dream_t1", True), ("ead_claims", False), ("isa_t6", False)):
+            out = _snakemake(imports_run, "-n", "-p", "-f", f"results/tables/{table}.md")
+            assert ("png-words (imported)" in out.stdout) is joined, (table, out.stdout[-2000:])
+    finally:
+        cfg_path.write_text(text)

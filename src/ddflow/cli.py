@@ -2,9 +2,9 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -43,24 +43,8 @@ def cmd_distill(a) -> None:
 
 
 def cmd_evaluate(a) -> None:
-    from .data import get_info, load_real
-    from .io import write_json
-    from .protocols import evaluate_cell, protocol_settings
-    from .records import load_distilled
-    from .runtime import resolve_device
-    device = resolve_device(a.device)
-    distilled = load_distilled(a.distilled)
-    from .interop.imports import settings_method
-    settings = protocol_settings(settings_method(distilled), distilled.dataset, distilled.ipc, a.preset, a.protocol,
-                                 a.hparams_dir)
-    if a.models is not None:  # the paper's rule evaluates snapshots with the paper's model count (hparams paper_rule)
-        if a.models < 1:
-            raise DdflowError(f"--models = {a.models}; expected a whole number >= 1")
-        settings["models"] = a.models
-    # the real data normalised as the distilled set was (a method may normalise with another dataset's statistics)
-    info = dataclasses.replace(get_info(distilled.dataset), mean=tuple(distilled.mean), std=tuple(distilled.std))
-    data = load_real(a.data, info, device)
-    write_json(evaluate_cell(distilled, a.protocol, settings, data, device), a.out)
+    from .interop.evaluate import run_evaluate
+    run_evaluate(a)
 
 
 def cmd_table(a) -> None:
@@ -87,7 +71,7 @@ def cmd_import(a) -> None:
     entry = {k: v for k, v in (("path", a.path), ("format", a.format), ("dataset", a.dataset), ("ipc", a.ipc),
                                ("space", a.space), ("lr", _number_or_path(a.lr)), ("zca", a.zca),
                                ("protocols", a.protocols), ("eval_as", a.eval_as),
-                               ("normalize_as", a.normalize_as)) if v is not None}
+                               ("normalize_as", a.normalize_as), ("classes", a.classes)) if v is not None}
     if a.format != "dc":
         entry["seed"] = a.seed if a.seed is not None else 0
     imp = check_entry(a.name, entry, a.preset, a.hparams_dir)
@@ -112,7 +96,7 @@ def _number_or_path(v: str | None):
 def cmd_export(a) -> None:
     from .interop.export import export_record
     from .records import load_distilled
-    export_record(load_distilled(a.distilled), a.out, a.png_dir)
+    export_record(load_distilled(a.distilled), a.out, a.png_dir, a.space)
 
 
 def cmd_whole(a) -> None:
@@ -123,8 +107,8 @@ def cmd_whole(a) -> None:
 
 def cmd_results_matrix(a) -> None:
     from .report.matrix import write_matrix
-    rows = write_matrix(a.results, a.papers, a.out)
-    log.info("%s: %d paper-preset cells", a.out, len(rows))
+    rows = write_matrix(a.results, a.papers, a.out, a.presets)
+    log.info("%s: %d cells (presets: %s)", a.out, len(rows), ", ".join(a.presets or ["all"]))
 
 
 def cmd_grid(a) -> None:
@@ -200,6 +184,9 @@ def cmd_smoke(a) -> int:
     """Ten minutes on one GPU (ddflow.smoke): prints the Markdown table; 1 when a step failed."""
     from .runtime import resolve_device
     from .smoke import run_smoke
+    if a.tiny and a.threads is None and "SNAKEMAKE_THREADS" not in os.environ:
+        import torch
+        torch.set_num_threads(1)  # toy sizes: one thread is fastest (a second one spins: ~5x the CPU time measured)
     report = run_smoke(a.out, resolve_device(a.device), mnist=a.mnist, cifar10=a.cifar10, hp_dir=a.hparams_dir,
                        tiny=a.tiny, budget=a.budget, steps=a.steps)
     print((Path(a.out) / "smoke.md").read_text(), end="")
@@ -241,10 +228,18 @@ def main(argv: list[str] | None = None) -> int:
                    help="also snapshot the iterations of the hparams' paper_rule (the paper's test evaluations)")
     p.set_defaults(fn=cmd_distill)
 
-    p = sub.add_parser("evaluate", help="evaluate one distilled set under one protocol")
+    p = sub.add_parser("evaluate", help="evaluate one distilled set under one protocol (ddflow.interop.evaluate)")
     _common(p)
-    for k in ("distilled", "data", "protocol", "preset", "out"):
-        p.add_argument(f"--{k}", required=True)
+    p.add_argument("--distilled", required=True, help="a ddflow record, or with --dataset any set import reads")
+    p.add_argument("--dataset", default=None, help="the dataset of a set made elsewhere (format, IPC: guessed)")
+    for k in ("format", "space", "lr"):
+        p.add_argument(f"--{k}", default=None, help=f"a set made elsewhere: its {k} (as import's --{k})")
+    p.add_argument("--ipc", type=int, default=None, help="a set made elsewhere: its IPC (default: from its size)")
+    p.add_argument("--classes", nargs="+", default=None, help="png: the class folders' names in class order")
+    p.add_argument("--data", default=None, help="the dataset's npz (default: prepared once into ~/.cache/ddflow)")
+    p.add_argument("--protocol", default=None, help="default: the method's (outside sets: dc, or mtt with an lr)")
+    p.add_argument("--preset", default=None, help="default: the record's, else paper")
+    p.add_argument("--out", default=None, help="the cell's JSON file (default: printed on stdout)")
     p.add_argument("--models", type=int, default=None, help="models to train (default: the protocol settings')")
     p.set_defaults(fn=cmd_evaluate)
 
@@ -271,15 +266,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--protocols", nargs="+", default=None)
     p.add_argument("--eval-as", default=None, help="the method whose evaluation settings apply")
     p.add_argument("--normalize-as", default=None, help="the dataset whose mean/std a normalized set used")
+    p.add_argument("--classes", nargs="+", default=None, help="png: the class folders' names in class order")
     p.add_argument("--preset", default="quick")
     p.add_argument("--data", default=None, help="the dataset's npz (to fit a ZCA kind)")
     p.add_argument("--out", required=True, help="the record's path; {seed} is replaced by each seed")
     p.set_defaults(fn=cmd_import)
 
-    p = sub.add_parser("export", help="a distilled record to per-class PNGs and/or a plain .pt/.npz (pixels)")
+    p = sub.add_parser("export", help="a distilled record to a plain .pt/.npz (exact) and/or per-class PNGs")
     p.add_argument("--distilled", required=True)
     p.add_argument("--out", default=None, help="a .pt or .npz file")
-    p.add_argument("--png-dir", default=None)
+    p.add_argument("--png-dir", default=None, help="8-bit PNGs per class (lossy: values clipped to [0, 1], warned)")
+    p.add_argument("--space", default="native", help="native (exact, the record's space) | pixels (clipped, warned)")
     p.set_defaults(fn=cmd_export)
 
     p = sub.add_parser("whole", help="the whole-dataset bound: ConvNets trained on the full training split (dc loop)")
@@ -288,10 +285,11 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument(f"--{k}", required=True)
     p.set_defaults(fn=cmd_whole)
 
-    p = sub.add_parser("results-matrix", help="docs/RESULTS.md: every paper-preset cell beside the paper's value")
+    p = sub.add_parser("results-matrix", help="every evaluated cell (preset marked) beside the paper's value")
     p.add_argument("--results", default="results", help="the results folder (its eval/ cells are read)")
     p.add_argument("--papers", default="workflow/papers", help="the table specs")
-    p.add_argument("--out", default="docs/RESULTS.md")
+    p.add_argument("--presets", nargs="+", default=None, help="only these presets (default all; docs/: paper)")
+    p.add_argument("--out", default="results/RESULTS.md", help="docs/RESULTS.md: paper-scale cells only")
     p.set_defaults(fn=cmd_results_matrix)
 
     p = sub.add_parser("grid", help="image grid of a distilled set")
@@ -362,7 +360,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", required=True, help="folder for smoke.json, smoke.md and the runs' files")
     p.add_argument("--mnist", default=None, help="MNIST npz (uint8 NHWC x_train, y_train, x_test, y_test)")
     p.add_argument("--cifar10", default=None, help="CIFAR-10 npz (same layout)")
-    p.add_argument("--tiny", action="store_true", help="toy sizes on the CPU (makes missing datasets)")
+    p.add_argument("--tiny", action="store_true", help="toy sizes on the CPU, one thread (makes missing datasets)")
     p.add_argument("--budget", type=float, default=None, help="seconds per step (default: per-step budgets)")
     p.add_argument("--steps", nargs="+", default=None, help="a subset of: dc dm dsa mtt eval (default all)")
     p.set_defaults(fn=cmd_smoke)

@@ -148,14 +148,22 @@ def check(config: dict[str, Any], hparams_dir: str | Path, papers_dir: str | Pat
 
 def check_imports(config: dict[str, Any], grid: dict[str, list], hparams_dir: str | Path,
                   papers_dir: str | Path) -> dict[str, Any]:
-    """config['imports'] checked (ddflow.interop.imports.check_entry: names, files, protocols, settings), each
-    entry's `tables` defaulting to the configured tables of kind cells and limited to them."""
+    """config['imports'] checked (ddflow.interop.imports.check_entry: names, files, protocols, settings). An entry's
+    `tables` name the configured tables of kind cells it joins; by default the configured accuracy tables that take
+    imported sets (spec `imports: true`: general accuracy tables, not one paper's claims or analyses) when its dataset
+    and IPC are among the configured ones (the tables' columns)."""
     from .interop.imports import check_imports as check_entries
     imports = check_entries(config.get("imports"), config["preset"], hparams_dir)
-    cell_tables = [t for t in grid["tables"] if load_spec(Path(papers_dir) / f"{t}.yaml")["kind"] == "cells"]
+    specs = {t: load_spec(Path(papers_dir) / f"{t}.yaml") for t in grid["tables"]}
+    cell_tables = [t for t, s in specs.items() if s["kind"] == "cells"]
+    for t, s in specs.items():
+        if not isinstance(s.get("imports", False), bool):
+            raise DdflowError(f"{Path(papers_dir) / t}.yaml: imports = {s['imports']!r}; true or false (whether "
+                              "imported sets join this table by default)")
     for name, entry in imports.items():
         if entry.tables is None:
-            entry.tables = list(cell_tables)
+            shown = entry.dataset in grid["datasets"] and entry.ipc in grid["ipcs"]
+            entry.tables = [t for t in cell_tables if specs[t].get("imports") is True] if shown else []
         for t in entry.tables:
             if t not in cell_tables:
                 raise DdflowError(f"config imports.{name}.tables: {t!r} is not a configured table of kind cells "

@@ -50,10 +50,13 @@ def _matches(when: dict, dataset: str, ipc: int) -> bool:
     return True
 
 
+PACKAGED = Path(__file__).resolve().parent / "_hparams"  # workflow/hparams, shipped with the package (a link here)
+
+
 def hparams_dir(hp_dir: Path | str | None = None) -> Path:
     """The hyperparameter folder: `hp_dir` when given (the workflow always passes its workflow/hparams), else
-    $DDFLOW_HPARAMS, else ./workflow/hparams (a checkout's root). The library ships no copy of its own, so an
-    installed package reads the folder of the workflow that calls it."""
+    $DDFLOW_HPARAMS, else ./workflow/hparams (run from a checkout's root: that checkout's files), else the copy shipped
+    with the package (src/ddflow/_hparams, a link to workflow/hparams: an installed ddflow works from anywhere)."""
     if hp_dir:
         return Path(hp_dir)
     if os.environ.get(ENV_VAR):
@@ -61,8 +64,10 @@ def hparams_dir(hp_dir: Path | str | None = None) -> Path:
     local = Path("workflow") / "hparams"
     if local.is_dir():
         return local.resolve()
+    if (PACKAGED / "protocols.yaml").is_file():
+        return PACKAGED
     raise DdflowError(f"no hyperparameter folder: pass --hparams-dir (the workflow/hparams folder of a ddflow "
-                      f"checkout), set ${ENV_VAR}, or run from the checkout's root")
+                      f"checkout) or set ${ENV_VAR}; this install lacks its own copy ({PACKAGED})")
 
 
 def load_file(method: str, hp_dir: Path | str | None = None) -> dict:

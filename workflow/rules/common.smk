@@ -292,6 +292,8 @@ def import_args(wildcards, input):
         args += ["--zca", e.zca]
     if e.normalize_as is not None:
         args += ["--normalize-as", e.normalize_as]
+    if e.classes is not None:
+        args += ["--classes", *e.classes]
     if "data" in input.keys():
         args += ["--data", input.data]
     return shell_args(args)

@@ -213,7 +213,7 @@ rule results_matrix:
         cells=existing_eval_cells(),
         specs=paper_specs(),
     output:
-        "docs/RESULTS.md",
+        "results/RESULTS.md",
     log:
         "results/logs/results_matrix.log",
     conda:

@@ -12,7 +12,9 @@ acts as a method id only for the paths, the evaluation rules and the table rows,
   dm for dc, mtt for mtt, ead for soft, frepo for krr / frepo, idc for idc). The evaluation models are seeded from
   the import's name (ddflow.protocols.cell).
 - seeds: one record per experiment of a DC result file (seed = its index in 'data'), else `seed` (default 0).
-- tables: the configured tables that print the import as a row (default: every configured table of kind cells).
+- tables: the configured tables that print the import as a row (default: the configured accuracy tables whose spec
+  says `imports: true`, when the import's dataset and IPC are configured columns; ddflow.config.check_imports).
+- classes (format png): the class folders' names in class order, when they are not the class indices 0, 1, ...
 - normalize_as: the dataset whose mean/std a 'normalized' set used (default: as eval_as normalises the dataset;
   MTT's CIFAR-100 sets use CIFAR-10's).
 - space: 'pixels' ([0, 1]), 'normalized' (the dataset's mean/std, as DC/DM/MTT save) or 'zca' with `zca` = a ddflow
@@ -42,7 +44,7 @@ from .readers import FORMATS, RawSet, dc_file_fields, read_dc, read_lr, read_set
 
 NAME_CHARS = set("abcdefghijklmnopqrstuvwxyz0123456789-")
 KEYS = ("path", "format", "dataset", "ipc", "space", "seed", "lr", "zca", "protocols", "eval_as", "tables",
-        "normalize_as")
+        "normalize_as", "classes")
 ZCA_KINDS = ("kornia", "frepo")
 DEFAULT_EVAL_AS = {"dc": "dm", "mtt": "mtt", "soft": "ead", "krr": "frepo", "frepo": "frepo", "idc": "idc"}
 PIXEL_SLACK = 1e-3          # pixels may overshoot [0, 1] by rounding
@@ -65,6 +67,7 @@ class ImportEntry:
     tables: list[str] | None = None
     source: dict[str, Any] = field(default_factory=dict)
     normalize_as: str | None = None
+    classes: list[str] | None = None
 
 
 def _hard_only(r: DistilledSet) -> str | None:
@@ -163,8 +166,17 @@ def check_entry(name: str, entry: Any, preset: str, hp_dir: str | Path | None = 
     tables = entry.get("tables")
     if tables is not None and (not isinstance(tables, list) or not all(isinstance(t, str) for t in tables)):
         raise DdflowError(f"{where}.tables must be a list of table names")
+    classes = entry.get("classes")
+    if classes is not None:
+        n = get_info(dataset).classes
+        if fmt != "png":
+            raise DdflowError(f"{where}.classes: only format png names its class folders")
+        if (not isinstance(classes, list) or not all(isinstance(c, str) and c for c in classes)
+                or len(set(classes)) != len(classes) or len(classes) != n):
+            raise DdflowError(f"{where}.classes = {classes!r}: the {n} class folder names of {dataset}, in class "
+                              "order, each once")
     return ImportEntry(name, str(path), fmt, dataset, ipc, space, seeds, list(protocols), eval_as,
-                       lr, zca, tables, source, normalize_as)
+                       lr, zca, tables, source, normalize_as, classes)
 
 
 def check_imports(imports: dict | None, preset: str, hp_dir: str | Path | None = None) -> dict[str, ImportEntry]:
@@ -242,7 +254,7 @@ def build_records(entry: ImportEntry, preset: str | None, data_path: str | Path 
                   seeds: list[int] | None = None) -> list[DistilledSet]:
     """The records of an import (one per seed, or only `seeds`), each checked against every protocol it names."""
     info = normalized_as(get_info(entry.dataset), entry.normalize_as)
-    raws = read_sets(entry.format, entry.path, info.channels)
+    raws = read_sets(entry.format, entry.path, info.channels, entry.classes)
     lr = read_lr(entry.lr, f"import {entry.name}")
     zca = _zca_state(entry, data_path)
     out = []
@@ -252,6 +264,15 @@ def build_records(entry: ImportEntry, preset: str | None, data_path: str | Path 
             raise DdflowError(f"{entry.path}: has {len(raws)} experiment(s), no seed {seed}")
         raw = raws[index]
         where = entry.path if entry.format != "dc" else f"{entry.path} (data[{index}])"
+        if raw.space is not None and raw.space != entry.space:
+            raise DdflowError(f"{where}: the file states space {raw.space!r}; the import says {entry.space!r}")
+        stated = (raw.mean, raw.std)
+        if entry.space != "pixels" and None not in stated and not all(
+                len(a) == len(b) and all(abs(x - y) <= 1e-6 * max(1.0, abs(y)) for x, y in zip(a, b))
+                for a, b in zip(stated, (info.mean, info.std))):
+            raise DdflowError(f"{where}: the file states it was normalised with mean {list(raw.mean)}, std "
+                              f"{list(raw.std)}; the import normalises as {entry.normalize_as or entry.dataset} "
+                              f"(mean {list(info.mean)}): give the dataset whose statistics it used (normalize_as)")
         x, y = check_set(raw, entry.dataset, entry.ipc, entry.space, where)
         record = DistilledSet(
             images=x, labels=y, method=entry.name, dataset=entry.dataset, ipc=entry.ipc, seed=seed,

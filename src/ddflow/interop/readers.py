@@ -11,8 +11,9 @@ Formats:
 - `dc`: what VICO-UoE/DatasetCondensation main.py (line 225) and main_DM.py (line 204) save:
   `res_{method}_{dataset}_{model}_{ipc}ipc.pt` = {'data': [[image_syn, label_syn], ...] one pair per experiment,
   'accs_all_exps': {...}}, images in the dataset's normalisation (utils.py get_dataset's mean/std).
-- `png`: a folder with one subfolder per class (named by the class index, or any names taken in sorted order), each
-  holding that class's images as PNG files (pixels).
+- `png`: a folder with one subfolder per class, each holding only that class's images as PNG files (pixels). The
+  subfolders are named by class index (0, 1, ...), or by any names given in class order (`classes`); any other
+  name, file or non-PNG file is an error (names are never taken in sorted order: 'eight' is not class 0).
 """
 from __future__ import annotations
 
@@ -37,6 +38,9 @@ class RawSet:
     images: torch.Tensor
     labels: torch.Tensor
     lr: float | None = None
+    space: str | None = None    # the space the file states (a ddflow export writes it), checked against the import's
+    mean: tuple[float, ...] | None = None   # the normalisation the file states it was made with (a ddflow export)
+    std: tuple[float, ...] | None = None
 
 
 def load_foreign_pt(path: str | Path) -> object:
@@ -105,7 +109,14 @@ def read_plain(path: Path) -> list[RawSet]:
         lr = float(np.asarray(lr).reshape(())) if np.asarray(lr).size == 1 else lr
     if lr is not None and not isinstance(lr, (int, float)):
         raise DdflowError(f"{path}: 'lr' must be one number")
-    return [RawSet(keys["images"], keys["labels"], None if lr is None else float(lr))]
+    space = obj.get("space")
+    space = str(np.asarray(space).reshape(())) if isinstance(space, (str, np.ndarray)) else None
+    stats = [obj.get(k) for k in ("mean", "std")]
+    try:
+        mean, std = [None if v is None else tuple(float(f) for f in np.asarray(v).reshape(-1)) for v in stats]
+    except (TypeError, ValueError):
+        raise DdflowError(f"{path}: 'mean' / 'std' must be numbers (one per channel)") from None
+    return [RawSet(keys["images"], keys["labels"], None if lr is None else float(lr), space, mean, std)]
 
 
 def read_mtt(path: Path) -> list[RawSet]:
@@ -138,22 +149,47 @@ def dc_file_fields(path: str | Path) -> dict[str, str] | None:
     return m.groupdict() if m else None
 
 
-def read_png(path: Path, channels: int) -> list[RawSet]:
+def _class_folders(path: Path, classes: list[str] | None) -> list[tuple[int, Path]]:
+    """(class, folder) of a PNG set: folders named by class index, or named in `classes` (folder classes[i] holds
+    class i). Hidden entries (a leading '.') are skipped; any other file or folder is an error."""
+    entries = sorted((e for e in path.iterdir() if not e.name.startswith(".")), key=lambda e: e.name)
+    stray = [e.name for e in entries if not e.is_dir()]
+    if stray:
+        raise DdflowError(f"{path}: {', '.join(stray[:5])}: not a class folder; a PNG set holds only one folder of "
+                          "PNG files per class")
+    if classes is not None:
+        names = {e.name: e for e in entries}
+        unmapped = sorted(set(names) - set(classes))
+        missing = [c for c in classes if c not in names]
+        if unmapped or missing:
+            raise DdflowError(f"{path}: class folders {unmapped or ''} are not in the given classes, "
+                              f"classes {missing or ''} have no folder (classes: {', '.join(classes)})")
+        return [(i, names[c]) for i, c in enumerate(classes)]
+    named = [e.name for e in entries if not (e.name.isascii() and e.name.isdigit())]
+    if named:
+        raise DdflowError(f"{path}: class folder {named[0]!r} is not a class index; name the folders 0, 1, 2, ... "
+                          f"by class, or give the folder names in class order (import key `classes`, option "
+                          f"--classes){'' if len(named) == 1 else f' ({len(named)} such folders)'}")
+    return sorted(((int(e.name), e) for e in entries), key=lambda ce: ce[0])
+
+
+def read_png(path: Path, channels: int, classes: list[str] | None = None) -> list[RawSet]:
     from PIL import Image
 
     if not path.is_dir():
         raise DdflowError(f"{path}: format 'png' reads a folder with one subfolder of PNGs per class")
-    folders = sorted((d for d in path.iterdir() if d.is_dir()), key=lambda d: d.name)
-    if all(d.name.isdigit() for d in folders):
-        folders.sort(key=lambda d: int(d.name))
-        classes = [int(d.name) for d in folders]
-    else:
-        classes = list(range(len(folders)))
     xs, ys = [], []
-    for c, d in zip(classes, folders):
-        for f in sorted(d.glob("*.png")):
+    for c, d in _class_folders(path, classes):
+        files = sorted(f for f in d.iterdir() if not f.name.startswith("."))
+        others = [f.name for f in files if f.suffix.lower() != ".png" or not f.is_file()]
+        if others:
+            raise DdflowError(f"{d}: {', '.join(others[:5])}{' ...' if len(others) > 5 else ''}: not PNG files; a "
+                              "class folder holds only that class's images as .png files")
+        for f in files:
             try:
                 with Image.open(f) as im:
+                    if im.format != "PNG":
+                        raise OSError(f"a {im.format} image named .png")
                     a = np.asarray(im.convert("L" if channels == 1 else "RGB"), dtype=np.float32) / 255.0
             except OSError as e:
                 raise DdflowError(f"{f}: not a readable PNG ({e})") from None
@@ -167,7 +203,7 @@ def read_png(path: Path, channels: int) -> list[RawSet]:
     return [RawSet(torch.stack(xs), torch.tensor(ys, dtype=torch.int64))]
 
 
-def read_sets(fmt: str, path: str | Path, channels: int) -> list[RawSet]:
+def read_sets(fmt: str, path: str | Path, channels: int, classes: list[str] | None = None) -> list[RawSet]:
     path = Path(path)
     if not path.exists():
         raise DdflowError(f"{path}: no such file or folder")
@@ -178,5 +214,5 @@ def read_sets(fmt: str, path: str | Path, channels: int) -> list[RawSet]:
     if fmt == "dc":
         return read_dc(path)
     if fmt == "png":
-        return read_png(path, channels)
+        return read_png(path, channels, classes)
     raise DdflowError(f"unknown import format {fmt!r}; known: {', '.join(FORMATS)}")
