@@ -29,7 +29,14 @@ GRID = ddconfig.check(config, hparams_dir=HPARAMS, papers_dir=PAPERS)  # clear e
 IMPORTS = ddconfig.check_imports(config, GRID, hparams_dir=HPARAMS, papers_dir=PAPERS)
 PRESET = config["preset"]
 PAPER_RULE = bool(config.get("paper_rule", False))  # issue 13: the papers' selection rule beside ours (off by default)
-ENV = "../../envs/ddflow.yaml"  # the one conda env of the one library (`--sdm conda`), relative to a rule file
+# `--sdm conda`: the envs hold the dependencies, paths relative to a rule file; tables and figures need less
+ENV = "../../envs/ddflow.yaml"
+REPORT_ENV = "../../envs/report.yaml"
+# Every job runs this checkout's src/ (the code imported above), installed or not and in a conda env or not: a conda
+# env cannot install the checkout (Snakemake builds it from a copy of the env file, see envs/ddflow.yaml).
+SRC_PATH = shlex.quote(str(Path(workflow.basedir) / "src")).replace("{", "{{").replace("}", "}}")  # shell.prefix formats
+STRICT = "set -euo pipefail; " if str(shell.get_executable() or "").endswith("bash") else ""  # Snakemake's default
+shell.prefix(STRICT + "export PYTHONPATH=" + SRC_PATH + "${{PYTHONPATH:+:$PYTHONPATH}}; ")
 
 
 wildcard_constraints:
