@@ -34,7 +34,8 @@ ENV = "../../envs/ddflow.yaml"
 REPORT_ENV = "../../envs/report.yaml"
 # Every job runs this checkout's src/ (the code imported above), installed or not and in a conda env or not: a conda
 # env cannot install the checkout (Snakemake builds it from a copy of the env file, see envs/ddflow.yaml).
-SRC_PATH = shlex.quote(str(Path(workflow.basedir) / "src")).replace("{", "{{").replace("}", "}}")  # shell.prefix formats
+# shell.prefix formats its text: braces in the path are doubled
+SRC_PATH = shlex.quote(str(Path(workflow.basedir) / "src")).replace("{", "{{").replace("}", "}}")
 STRICT = "set -euo pipefail; " if str(shell.get_executable() or "").endswith("bash") else ""  # Snakemake's default
 shell.prefix(STRICT + "export PYTHONPATH=" + SRC_PATH + "${{PYTHONPATH:+:$PYTHONPATH}}; ")
 
