@@ -80,13 +80,13 @@ def _local_gpu():
 # Minutes (first attempt) and MB (besides the data) a job asks for, by rule group and preset; a retry (profile
 # `retries`) asks for attempt x the minutes, and a cut-off distillation or expert block resumes from its state file.
 # quick: the default run's jobs take seconds to 2 minutes on one core (85 jobs in 10 min on 2 cores), 30 min / 4 GB
-# leave room for a slow shared node. paper: from the smoke test's times on one H100 (README): a CIFAR-10 IPC-10
-# distillation takes 23 min (DM, 20k it.), 34 min (MTT, 5k it.), 48 min (DSA, 1k it.); IPC 50, CIFAR-100 and Tiny
-# ImageNet cost 5-20x that: 8 h per attempt (IDC / DREAM, 11 / 17 h in README's cost table, finish on a retry,
-# resuming). An evaluation is 20 models x 8.3 s = 3 min at IPC 10: 2 h covers IPC 50
-# and Tiny ImageNet. An expert block is 10 experts x 50 epochs x 2.9 s = 25 min on CIFAR-10: 4 h. Memory: the
-# networks and synthetic sets are small next to the data; real images stay uint8 and are memory-mapped
-# (ddflow.data.images), so 1 MB per MB of input on top covers every page of the inputs being resident (page cache
+# leave room for a slow shared node. paper: from the smoke test's times on one H100 (docs/running.md): a CIFAR-10
+# IPC-10 distillation takes 23 min (DM, 20k it.), 34 min (MTT, 5k it.), 48 min (DSA, 1k it.); IPC 50, CIFAR-100 and
+# Tiny ImageNet cost 5-20x that: 8 h per attempt (IDC / DREAM, 11 / 17 h in docs/running.md's cost table, finish on a
+# retry, resuming). An evaluation is 20 models x 8.3 s = 3 min at IPC 10: 2 h covers IPC 50 and Tiny ImageNet. An
+# expert block is 10 experts x 50 epochs x 2.9 s = 25 min on CIFAR-10: 4 h. Memory: the networks and synthetic sets
+# are small next to the data; real images stay uint8 and are memory-mapped (ddflow.data.images), so 1 MB per MB of
+# input on top covers every page of the inputs being resident (page cache
 # that the node can reclaim; ImageNet-64: 15.7 GB).
 JOB_SIZES = {
     "quick": {"gpu_job": (30, 4000), "experts": (30, 4000), "distill": (30, 4000)},
