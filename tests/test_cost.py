@@ -59,3 +59,19 @@ def test_job_counts_equal_a_snakemake_dry_run(tmp_path):
     stats = proc.stdout.split("Job stats:")[-1]
     theirs = {r: int(n) for r, n in re.findall(r"^(\w+)\s+(\d+)$", stats, re.M) if r != "total"}
     assert ours == theirs and theirs["distill"] > 10 and "experts" in theirs
+
+
+@pytest.mark.workflow
+def test_a_paper_distillation_asks_slurm_for_its_estimate(tmp_path):
+    """The distill rule's runtime at the paper preset is 1.5 x the cell's estimate (workflow/rules/common.smk,
+    job_runtime): DREAM's 17-h CIFAR-10 cell asks for 25 h, a 23-min DM cell for the one-hour floor."""
+    out = {}
+    for method in ("dream", "dm"):
+        proc = subprocess.run([sys.executable, "-m", "snakemake", f"results/distilled/{method}/cifar10/ipc10/s0.pt",
+                               "-n", "-s", str(ROOT / "Snakefile"), "--directory", str(tmp_path), "--configfile",
+                               str(ROOT / "config.yaml"), "--config", "preset=paper", 'datasets=["cifar10"]',
+                               f'methods=["{method}"]', "ipcs=[10]", "seeds=[0]"], capture_output=True, text=True)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        block = proc.stdout[proc.stdout.index("rule distill:"):]
+        out[method] = int(re.search(r"runtime=(\d+)", block).group(1))
+    assert out == {"dream": 1500, "dm": 60}

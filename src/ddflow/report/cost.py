@@ -105,8 +105,9 @@ def _entry(section: dict[str, Any], key: str) -> dict[str, Any]:
     return section.get(key) or section["default"]
 
 
-def estimate(jobs: list[tuple[str, tuple]], costs: dict[str, Any], preset: str, hp_dir: Path) -> dict[str, Any]:
-    """GPU seconds and disk bytes of each job, summed by rule, with the longest job and the bases used."""
+def job_cost(rule: str, wc: tuple, costs: dict[str, Any], preset: str, hp_dir: Path) -> tuple[float, float, str]:
+    """(GPU seconds, disk bytes, basis) of one job: `wc` are its wildcards in table_jobs' order. The workflow's
+    distill rule asks SLURM for a runtime from this (workflow/rules/common.smk, job_runtime)."""
     from ..data import get_info
     from ..distill import snapshot_iterations
     from ..hparams import resolve
@@ -115,55 +116,68 @@ def estimate(jobs: list[tuple[str, tuple]], costs: dict[str, Any], preset: str, 
 
     ref = get_info(costs["reference"]["dataset"])
     ref_px = ref.channels * ref.size ** 2
-    ref_ipc = int(costs["reference"]["ipc"])
+    s, disk, basis = 0.0, 0.0, ""
+    if rule == "data":
+        info = get_info(wc[0])
+        disk = sum(_sizes(costs, wc[0])) * info.channels * info.size ** 2
+    elif rule == "distill":
+        m, d, i, _ = wc
+        info, hp, c = get_info(d), resolve(m, d, int(i), preset, hp_dir), _entry(costs["distill"], m)
+        scale = info.classes * info.channels * info.size ** 2 / (ref.classes * ref_px)
+        scale *= (int(i) / int(costs["reference"]["ipc"])) ** c.get("ipc_power", 0)
+        s = float(c["s_per_it"]) * int(hp.get("iterations", 0)) * scale
+        disk = info.classes * int(i) * info.channels * info.size ** 2 * 4 * (1 + len(snapshot_iterations(hp)))
+        basis = c["basis"]
+    elif rule in ("evaluate", "evaluate_paper_rule"):
+        p, m, d, i = wc[:4]
+        info = get_info(d)
+        settings = protocol_settings(m, d, int(i), preset, p, hp_dir)
+        c = _entry(costs["evaluate"], p.split("-")[0])
+        steps = math.ceil(info.classes * int(i) / int(settings.get("batch", 256) or 256))
+        epochs = int(settings["epochs"]) / int(c["epochs"]) if c.get("epochs") and "epochs" in settings else 1
+        s = float(c["s_per_model"]) * int(settings.get("models", 1)) * epochs * steps * (
+            info.channels * info.size ** 2 / ref_px)
+        basis = c["basis"]
+    elif rule in ("experts", "featnet", "whole_dataset_cell"):
+        d = wc[0]
+        info = get_info(d)
+        scale = _sizes(costs, d)[0] * info.channels * info.size ** 2 / (_sizes(costs, ref.name)[0] * ref_px)
+        if rule == "experts":
+            ex = resolve("experts", d, 0, preset, hp_dir)
+            n = min(int(ex["block"]), int(ex["experts"]) - int(ex["block"]) * int(wc[3]))
+            s = float(costs["experts"]["s_per_epoch"]) * int(ex["epochs"]) * n * scale
+            disk = n * _expert_bytes(wc[2], info) * (int(ex["epochs"]) + 1)
+        elif rule == "featnet":
+            s = float(costs["featnet"]["s_per_epoch"]) * int(resolve("featnet", d, 0, preset, hp_dir)["epochs"]) * scale
+        else:
+            w = whole_settings(d, preset, hp_dir)
+            s = float(costs["whole"]["s_per_epoch"]) * int(w["epochs"]) * int(w.get("models", 1)) * scale
+    return s, disk, basis
+
+
+def estimate(jobs: list[tuple[str, tuple]], costs: dict[str, Any], preset: str, hp_dir: Path) -> dict[str, Any]:
+    """GPU seconds and disk bytes of the jobs, summed by rule, with the longest job and the bases used."""
     seconds: Counter = Counter()
     disk: Counter = Counter()
     bases: Counter = Counter()
     longest = (0.0, "")
     for rule, wc in jobs:
-        s = 0.0
-        if rule == "data":
-            info = get_info(wc[0])
-            disk[rule] += sum(_sizes(costs, wc[0])) * info.channels * info.size ** 2
-        elif rule == "distill":
-            m, d, i, _ = wc
-            info, hp, c = get_info(d), resolve(m, d, int(i), preset, hp_dir), _entry(costs["distill"], m)
-            scale = info.classes * info.channels * info.size ** 2 / (ref.classes * ref_px)
-            s = float(c["s_per_it"]) * int(hp.get("iterations", 0)) * scale * (int(i) / ref_ipc) ** c.get(
-                "ipc_power", 0)
-            images = info.classes * int(i) * info.channels * info.size ** 2 * 4
-            disk[rule] += images * (1 + len(snapshot_iterations(hp)))
-            bases[c["basis"].split(":")[0]] += 1
-        elif rule in ("evaluate", "evaluate_paper_rule"):
-            p, m, d, i = wc[:4]
-            info = get_info(d)
-            settings = protocol_settings(m, d, int(i), preset, p, hp_dir)
-            c = _entry(costs["evaluate"], p.split("-")[0])
-            steps = math.ceil(info.classes * int(i) / int(settings.get("batch", 256) or 256))
-            epochs = int(settings["epochs"]) / int(c["epochs"]) if c.get("epochs") and "epochs" in settings else 1
-            s = float(c["s_per_model"]) * int(settings.get("models", 1)) * epochs * steps * (
-                info.channels * info.size ** 2 / ref_px)
-            bases[c["basis"].split(":")[0]] += 1
-        elif rule in ("experts", "featnet", "whole_dataset_cell"):
-            d = wc[0]
-            info = get_info(d)
-            scale = _sizes(costs, d)[0] * info.channels * info.size ** 2 / (_sizes(costs, ref.name)[0] * ref_px)
-            if rule == "experts":
-                ex = resolve("experts", d, 0, preset, hp_dir)
-                n = min(int(ex["block"]), int(ex["experts"]) - int(ex["block"]) * wc[3])
-                s = float(costs["experts"]["s_per_epoch"]) * int(ex["epochs"]) * n * scale
-                disk[rule] += n * _expert_bytes(wc[2], info) * (int(ex["epochs"]) + 1)
-            elif rule == "featnet":
-                s = float(costs["featnet"]["s_per_epoch"]) * int(resolve("featnet", d, 0, preset, hp_dir)["epochs"])
-                s *= scale
-            else:
-                w = whole_settings(d, preset, hp_dir)
-                s = float(costs["whole"]["s_per_epoch"]) * int(w["epochs"]) * int(w.get("models", 1)) * scale
+        s, b, basis = job_cost(rule, wc, costs, preset, hp_dir)
         seconds[rule] += s
+        disk[rule] += b
+        if basis:
+            bases[basis.split(":")[0]] += 1
         longest = max(longest, (s, f"{rule} {' '.join(map(str, wc))}"))
     return {"jobs": Counter(r for r, _ in jobs), "gpu_hours": {r: v / 3600 for r, v in seconds.items()},
             "disk_gb": {r: v / GB for r, v in disk.items()}, "longest": (longest[0] / 3600, longest[1]),
             "bases": dict(bases)}
+
+
+def load_costs(path: str | Path | None = None) -> dict[str, Any]:
+    path = Path(path or Path.cwd() / "workflow" / "costs.yaml")
+    if not path.exists():
+        raise DdflowError(f"{path}: no such cost estimates file")
+    return yaml.safe_load(path.read_text())
 
 
 def _sizes(costs: dict[str, Any], dataset: str) -> tuple[int, int]:
@@ -194,11 +208,11 @@ def render(est: dict[str, Any], tables: list[str], preset: str) -> str:
 
 
 def cmd_cost(a) -> None:
-    root = _checkout()
+    root = Path.cwd() if (Path.cwd() / "workflow" / "costs.yaml").exists() else _checkout()
     config = load_config(a.configfile or root / "config.yaml", (a.config or []) + [f"preset={a.preset}"])
     hp_dir = Path(config.get("hparams_dir") or root / "workflow" / "hparams")
     papers = root / "workflow" / "papers"
-    costs = yaml.safe_load(Path(a.costs or root / "workflow" / "costs.yaml").read_text())
+    costs = load_costs(a.costs or root / "workflow" / "costs.yaml")
     for t in a.table:
         if not re.fullmatch(r"[a-z0-9_-]+", t) or not (papers / f"{t}.yaml").exists():
             raise DdflowError(f"--table {t!r}: no spec workflow/papers/{t}.yaml")
