@@ -40,7 +40,7 @@ REPORT_ENV = "../../envs/report.yaml"
 # shell.prefix formats its text: braces in the path are doubled
 SRC_PATH = shlex.quote(str(Path(workflow.basedir) / "src")).replace("{", "{{").replace("}", "}}")
 STRICT = "set -euo pipefail; " if str(shell.get_executable() or "").endswith("bash") else ""  # Snakemake's default
-shell.prefix(STRICT + "export PYTHONPATH=" + SRC_PATH + "${{PYTHONPATH:+:$PYTHONPATH}}; ")
+shell.prefix(f"{STRICT}export PYTHONPATH={SRC_PATH}${{{{PYTHONPATH:+:$PYTHONPATH}}}}; ")
 
 
 wildcard_constraints:
