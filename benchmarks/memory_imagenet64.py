@@ -46,7 +46,7 @@ else:
     from ddflow.speed import time_method
     data = load_real(npz, get_info("imagenet64"), "cpu")
     hp = hparams.resolve("frepo", "imagenet64", 1, "paper")
-    hp["zca"] = False   # ZCA's fit at d = 12288 is its own cost (README states it); the step itself is measured
+    hp["zca"] = False   # ZCA's fit at d = 12288 is its own cost (docs/running.md); the step itself is measured
     out = time_method(data, torch.device("cpu"), "frepo", 1, 1, "paper", hp=hp)
 status = dict(line.split(":", 1) for line in open("/proc/self/status") if ":" in line)
 kb = lambda k: int(status[k].split()[0]) / 1024

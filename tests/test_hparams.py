@@ -119,7 +119,7 @@ def test_every_paper_cell_evaluates_on_the_methods_own_net_unless_its_eval_secti
     assert checked > 100
     assert protocol_settings("mtt", "tiny", 10, "paper", "mtt")["net"] == "ConvNetD4"
     assert protocol_settings("mtt", "cifar10", 10, "paper", "mtt")["net"] == "ConvNet"
-    # the quick preset distils MTT / EAD with ConvNetW32 and evaluates on ConvNet-128 (README), stated explicitly
+    # the quick preset distils MTT / EAD with ConvNetW32 and evaluates on ConvNet-128 (docs/families.md), stated
     for method, name in (("mtt", "mtt"), ("ead", "soft"), ("ead-literal", "soft")):
         assert hparams.resolve(method, "mnist5k", 1, "quick")["net"] == "ConvNetW32"
         for ipc in (1, 10):

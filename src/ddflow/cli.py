@@ -355,6 +355,9 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("distilled", nargs="+")
         p.set_defaults(fn=fn)
 
+    from .report.cost import add_parser as add_cost
+    add_cost(sub)
+
     p = sub.add_parser("smoke", help="ten minutes on one GPU: accuracy against the official code, and speed")
     _common(p)
     p.add_argument("--out", required=True, help="folder for smoke.json, smoke.md and the runs' files")

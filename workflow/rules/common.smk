@@ -2,6 +2,7 @@
 # workflow lives here; the other rule files hold rules only.
 import functools
 import json
+import math
 import shlex
 import sys
 from pathlib import Path
@@ -17,6 +18,7 @@ from ddflow import trajectory_sampling as ddsampling  # noqa: E402
 from ddflow import whole as ddwhole  # noqa: E402
 from ddflow.methods import get_method  # noqa: E402
 from ddflow.protocols import protocol_settings  # noqa: E402
+from ddflow.report import cost as ddcost  # noqa: E402
 from ddflow.report.tables import load_spec  # noqa: E402
 from ddflow.report.xarch import load_xarch_spec, xarch_cells  # noqa: E402
 
@@ -24,12 +26,21 @@ ddconfig.coerce_cli_types(config)
 validate(config, Path(workflow.basedir) / "workflow" / "schemas" / "config.schema.yaml")
 HPARAMS = Path(config.get("hparams_dir") or Path(workflow.basedir) / "workflow" / "hparams").resolve()
 PAPERS = Path(workflow.basedir) / "workflow" / "papers"
+COSTS = ddcost.load_costs(Path(workflow.basedir) / "workflow" / "costs.yaml")  # per-cell estimates (runtime)
 GRID = ddconfig.check(config, hparams_dir=HPARAMS, papers_dir=PAPERS)  # clear errors before any job
 # imported distilled sets (ddflow.interop.imports): their names act as method ids for paths, evaluation and tables
 IMPORTS = ddconfig.check_imports(config, GRID, hparams_dir=HPARAMS, papers_dir=PAPERS)
 PRESET = config["preset"]
 PAPER_RULE = bool(config.get("paper_rule", False))  # issue 13: the papers' selection rule beside ours (off by default)
-ENV = "../../envs/ddflow.yaml"  # the one conda env of the one library (`--sdm conda`), relative to a rule file
+# `--sdm conda`: the envs hold the dependencies, paths relative to a rule file; tables and figures need less
+ENV = "../../envs/ddflow.yaml"
+REPORT_ENV = "../../envs/report.yaml"
+# Every job runs this checkout's src/ (the code imported above), installed or not and in a conda env or not: a conda
+# env cannot install the checkout (Snakemake builds it from a copy of the env file, see envs/ddflow.yaml).
+# shell.prefix formats its text: braces in the path are doubled
+SRC_PATH = shlex.quote(str(Path(workflow.basedir) / "src")).replace("{", "{{").replace("}", "}}")
+STRICT = "set -euo pipefail; " if str(shell.get_executable() or "").endswith("bash") else ""  # Snakemake's default
+shell.prefix(f"{STRICT}export PYTHONPATH={SRC_PATH}${{{{PYTHONPATH:+:$PYTHONPATH}}}}; ")
 
 
 wildcard_constraints:
@@ -72,13 +83,13 @@ def _local_gpu():
 # Minutes (first attempt) and MB (besides the data) a job asks for, by rule group and preset; a retry (profile
 # `retries`) asks for attempt x the minutes, and a cut-off distillation or expert block resumes from its state file.
 # quick: the default run's jobs take seconds to 2 minutes on one core (85 jobs in 10 min on 2 cores), 30 min / 4 GB
-# leave room for a slow shared node. paper: from the smoke test's times on one H100 (README): a CIFAR-10 IPC-10
-# distillation takes 23 min (DM, 20k it.), 34 min (MTT, 5k it.), 48 min (DSA, 1k it.); IPC 50, CIFAR-100 and Tiny
-# ImageNet cost 5-20x that: 8 h per attempt (IDC / DREAM, 11 / 17 h in README's cost table, finish on a retry,
-# resuming). An evaluation is 20 models x 8.3 s = 3 min at IPC 10: 2 h covers IPC 50
-# and Tiny ImageNet. An expert block is 10 experts x 50 epochs x 2.9 s = 25 min on CIFAR-10: 4 h. Memory: the
-# networks and synthetic sets are small next to the data; real images stay uint8 and are memory-mapped
-# (ddflow.data.images), so 1 MB per MB of input on top covers every page of the inputs being resident (page cache
+# leave room for a slow shared node. paper: from the smoke test's times on one H100 (docs/running.md): a CIFAR-10
+# IPC-10 distillation takes 23 min (DM, 20k it.), 34 min (MTT, 5k it.), 48 min (DSA, 1k it.); IPC 50, CIFAR-100 and
+# Tiny ImageNet cost 5-20x that: at the paper preset job_runtime asks for each cell's estimate instead
+# (workflow/costs.yaml; IDC / DREAM 11 / 17 h), the 8 h below being the fallback of the distill group. An evaluation is 20 models x 8.3 s = 3 min at IPC 10: 2 h covers IPC 50 and Tiny ImageNet. An
+# expert block is 10 experts x 50 epochs x 2.9 s = 25 min on CIFAR-10: 4 h. Memory: the networks and synthetic sets
+# are small next to the data; real images stay uint8 and are memory-mapped (ddflow.data.images), so 1 MB per MB of
+# input on top covers every page of the inputs being resident (page cache
 # that the node can reclaim; ImageNet-64: 15.7 GB).
 JOB_SIZES = {
     "quick": {"gpu_job": (30, 4000), "experts": (30, 4000), "distill": (30, 4000)},
@@ -87,10 +98,18 @@ JOB_SIZES = {
 
 
 def job_runtime(group):
-    """The `runtime` resource (minutes) of a rule: its group's minutes at this preset x the attempt."""
+    """The `runtime` resource (minutes) of a rule: its group's minutes at this preset x the attempt. A paper-preset
+    distillation asks for 1.5 x its cell's estimate (workflow/costs.yaml, ddflow.report.cost; at least an hour)
+    instead of the group's 8 h: DREAM's 17-h CIFAR-10 cells fit their first attempt and a 23-min DM cell does not
+    hold an 8-h slot."""
 
     def runtime(wildcards, attempt):
-        return JOB_SIZES[PRESET][group][0] * attempt
+        minutes = JOB_SIZES[PRESET][group][0]
+        if group == "distill" and PRESET == "paper":
+            wc = (wildcards.method, wildcards.dataset, int(wildcards.ipc), int(wildcards.seed))
+            seconds = ddcost.job_cost("distill", wc, COSTS, PRESET, HPARAMS)[0]
+            minutes = max(60, math.ceil(1.5 * seconds / 60))
+        return minutes * attempt
 
     return runtime
 

@@ -31,7 +31,7 @@ rule table:
     log:
         "results/logs/tables/{table}.log",
     conda:
-        ENV
+        REPORT_ENV
     params:
         spec=table_spec,
         datasets=GRID["datasets"],
@@ -57,7 +57,7 @@ rule grid_figure:
     log:
         "results/logs/figures/grids/{method}/{dataset}/ipc{ipc}/s{seed}.log",
     conda:
-        ENV
+        REPORT_ENV
     shell:
         "python -m ddflow grid --distilled {input:q} --out {output.png:q} > {log:q} 2>&1"
 
@@ -75,7 +75,7 @@ rule acc_vs_ipc:
     log:
         "results/logs/figures/acc_vs_ipc/{dataset}.log",
     conda:
-        ENV
+        REPORT_ENV
     shell:
         "python -m ddflow acc-vs-ipc --dataset {wildcards.dataset:q} --out {output.png:q} {input:q} > {log:q} 2>&1"
 
@@ -93,7 +93,7 @@ rule dream_fig1:
     log:
         "results/logs/figures/dream/fig1_{dataset}_ipc{ipc}.log",
     conda:
-        ENV
+        REPORT_ENV
     params:
         title=figure_title("dream_fig1"),
     shell:
@@ -122,7 +122,7 @@ rule isa_fig5:
     log:
         "results/logs/figures/isa/fig5_{dataset}_ipc{ipc}.log",
     conda:
-        ENV
+        REPORT_ENV
     shell:
         "python -m ddflow isa-fig5 --dataset {wildcards.dataset:q} --ipc {wildcards.ipc:q} --out {output.png:q} {input:q} > {log:q} 2>&1"
 
@@ -140,7 +140,7 @@ rule isa_fig8:
     log:
         "results/logs/figures/isa/fig8_{dataset}_ipc{ipc}.log",
     conda:
-        ENV
+        REPORT_ENV
     params:
         title=figure_title("isa_fig8"),
     shell:
@@ -217,7 +217,7 @@ rule results_matrix:
     log:
         "results/logs/results_matrix.log",
     conda:
-        ENV
+        REPORT_ENV
     params:
         papers=PAPERS,
     shell:
