@@ -66,6 +66,7 @@ def run(method_id: str, dataset: str, ipc: int, seed: int, preset: str, device: 
     hp = hparams_mod.resolve(method_id, dataset, ipc, preset, hp_dir)
     if overrides:
         hp = hparams_mod.deep_merge(hp, overrides)
+    hparams_mod.check_values(hp, f"{method_id} hparams resolved for {dataset}, IPC {ipc}, preset {preset}", cls.inits)
     info = normalized_as(get_info(dataset), hp.get("normalize_as"))
     data = load_real(data_path, info, device)
     check_ipc(data.y_train.cpu().numpy(), info.classes, ipc, where=f"{dataset} ({data_path})")
