@@ -235,12 +235,13 @@ MAX_LR = 1e6           # MTT's pixel learning rates reach 1e4 (ImageNet subsets)
 _UNIT = ("momentum", "cutmix_p", "mix_p", "p_flip", "dropout", "alpha", "lr_alpha")  # fractions in [0, 1]
 
 
-def check_values(hp: dict[str, Any], where: str, inits: tuple[str, ...] | None = None) -> None:
+def check_values(hp: dict[str, Any], where: str, inits: tuple[str, ...] | None = None, snapshots: bool = True) -> None:
     """Ranges of one resolved cell (the method's and each eval section's): every number finite (a NaN learning rate
     would distil a NaN set that evaluates at chance), counts whole numbers in [1, MAX_COUNT] (a negative
     `iterations` would write an undistilled "distilled" set, `models: 0` fail after a whole distillation,
     `iterations: 10**12` run until stopped), batch sizes in [1, MAX_BATCH], learning rates in (0, MAX_LR], weight
-    decay >= 0, momenta and probabilities in [0, 1], `snapshots` within [0, iterations], and `init` one of `inits`
+    decay >= 0, momenta and probabilities in [0, 1], `snapshots` within [0, iterations] (unless `snapshots` is
+    False: the runner with overrides that shorten a run keeps the snapshots it reaches), and `init` one of `inits`
     (the method's initialisations, when given)."""
     def fail(name: str, v: Any, expected: str) -> None:
         raise DdflowError(f"{where}: {name} = {v!r}; expected {expected}")
@@ -276,7 +277,7 @@ def check_values(hp: dict[str, Any], where: str, inits: tuple[str, ...] | None =
                 fail(name, v, "a number in [0, 1]")
     walk(hp, "")
     snaps, total = hp.get("snapshots"), hp.get("iterations")
-    if snaps and isinstance(total, int):
+    if snapshots and snaps and isinstance(total, int):
         beyond = [n for n in snaps if not isinstance(n, int) or isinstance(n, bool) or not 0 <= n <= total]
         if beyond:
             fail("snapshots", snaps, f"iterations within the run, 0 to iterations = {total} (outside: {beyond})")

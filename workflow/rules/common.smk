@@ -2,10 +2,12 @@
 # workflow lives here; the other rule files hold rules only.
 import functools
 import json
+import os
 import shlex
 import sys
 from pathlib import Path
 
+from snakemake.logging import logger
 from snakemake.utils import validate
 
 sys.path.insert(0, str(Path(workflow.basedir) / "src"))  # a source checkout works before `pip install -e .`
@@ -20,16 +22,37 @@ from ddflow.protocols import protocol_settings  # noqa: E402
 from ddflow.report.tables import load_spec  # noqa: E402
 from ddflow.report.xarch import load_xarch_spec, xarch_cells  # noqa: E402
 
+# the checkout whose rules run: each job's provenance records its commit (ddflow.runtime.workflow_dir)
+os.environ["DDFLOW_WORKFLOW_DIR"] = str(Path(workflow.basedir).resolve())
 ddconfig.coerce_cli_types(config)
 validate(config, Path(workflow.basedir) / "workflow" / "schemas" / "config.schema.yaml")
-HPARAMS = Path(config.get("hparams_dir") or Path(workflow.basedir) / "workflow" / "hparams").resolve()
-PAPERS = Path(workflow.basedir) / "workflow" / "papers"
+
+
+def workdir_relative(path):
+    """`path` relative to the working directory (where Snakemake runs and the jobs start): parameters hold no
+    absolute path, so a finished run folder copied or moved elsewhere finds its jobs' parameters unchanged."""
+    return Path(os.path.relpath(Path(path).expanduser().resolve(), Path.cwd()))
+
+
+HPARAMS = workdir_relative(config.get("hparams_dir") or Path(workflow.basedir) / "workflow" / "hparams")
+PAPERS = workdir_relative(Path(workflow.basedir) / "workflow" / "papers")
 GRID = ddconfig.check(config, hparams_dir=HPARAMS, papers_dir=PAPERS)  # clear errors before any job
 # imported distilled sets (ddflow.interop.imports): their names act as method ids for paths, evaluation and tables
 IMPORTS = ddconfig.check_imports(config, GRID, hparams_dir=HPARAMS, papers_dir=PAPERS)
 PRESET = config["preset"]
 PAPER_RULE = bool(config.get("paper_rule", False))  # issue 13: the papers' selection rule beside ours (off by default)
 ENV = "../../envs/ddflow.yaml"  # the one conda env of the one library (`--sdm conda`), relative to a rule file
+# torch's intra-op thread count of each job that computes (`--threads` of its command), fixed per rule: CPU results
+# depend on it (the order of a reduction's partial sums), so it is part of the job's definition, recorded in every
+# record's provenance, never the machine's (Snakemake's {threads} is capped by --cores and a profile's set-threads
+# changes it per cluster). A rule's `threads:` (the CPUs it reserves) is the same number.
+COMPUTING_RULES = ("featnet", "distill", "import_set", "evaluate", "evaluate_paper_rule", "evaluate_snapshot")
+COMPUTING_RULES += ("whole_dataset_cell", "experts", "isa_fig6", "isa_table")
+TORCH_THREADS = {name: 1 for name in COMPUTING_RULES}
+logger.info(
+    "torch threads per job, fixed per rule and recorded in each record's provenance: "
+    + ", ".join(f"{name} {n}" for name, n in TORCH_THREADS.items())
+)
 
 
 wildcard_constraints:
@@ -298,6 +321,28 @@ def import_args(wildcards, input):
 
 
 # ---- input functions and params: data, experts, sampling, distillation ----------------------------------
+def check_wildcards(wildcards):
+    """A job's wildcards checked when the DAG is built (ddflow.config.check_target): a target path naming IPC 0,
+    an unknown dataset, method or a protocol that does not fit is refused before any job starts."""
+    ddconfig.check_target(dict(wildcards.items()), config, IMPORTS)
+
+
+def checked_inputs(**paths):
+    """An input function: the wildcards checked (check_wildcards), then `paths` with the wildcards filled in."""
+
+    def inputs(wildcards):
+        check_wildcards(wildcards)
+        return {k: v.format(**dict(wildcards.items())) for k, v in paths.items()}
+
+    return inputs
+
+
+def data_inputs(wildcards):
+    """The data rule reads nothing the workflow makes: only its wildcards are checked."""
+    check_wildcards(wildcards)
+    return []
+
+
 def shell_args(args):
     """Command-line words joined for a shell command, each quoted: config strings (paths) never reach the shell
     unquoted, whatever they hold (spaces, quotes, `$(...)`)."""
@@ -308,9 +353,9 @@ def data_args(wildcards):
     src = (config.get("data") or {}).get(wildcards.dataset) or {}
     args = []
     if src.get("npz"):
-        args += ["--npz", str(Path(src["npz"]).expanduser().resolve())]
+        args += ["--npz", workdir_relative(src["npz"])]
     if src.get("root"):
-        args += ["--root", str(Path(src["root"]).expanduser().resolve())]
+        args += ["--root", workdir_relative(src["root"])]
     return shell_args(args)
 
 
@@ -357,6 +402,7 @@ def expert_files(wildcards):
 
 
 def distill_inputs(wildcards):
+    check_wildcards(wildcards)
     inputs = {"data": data_path(wildcards.dataset)}
     cls = get_method(wildcards.method)
     hp = ddhparams.resolve(wildcards.method, wildcards.dataset, int(wildcards.ipc), PRESET, HPARAMS)
