@@ -363,3 +363,74 @@ def test_a_full_disk_under_torch_save_names_the_file(tmp_path, monkeypatch):
     with pytest.raises(DdflowError, match=r"s0\.pt: the disk is full \(0 bytes free; the writer said: .*unexpected"):
         io.save_pt({"x": 1}, tmp_path / "s0.pt")
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.workflow
+def test_a_copied_run_folder_keeps_its_jobs_parameters_and_a_dry_run_shows_the_thread_count(tmp_path):
+    """Parameters name no absolute path (a finished run folder copied elsewhere reruns nothing for a changed
+    parameter), and the dry run prints the torch thread count each job's command passes (fixed per rule)."""
+    checkout = tmp_path / "moved" / "ddflow"
+    for name in ("Snakefile", "config.yaml"):
+        checkout.mkdir(parents=True, exist_ok=True)
+        shutil.copy(ROOT / name, checkout / name)
+    shutil.copytree(ROOT / "workflow", checkout / "workflow")
+    proc = subprocess.run([sys.executable, "-m", "snakemake", "-n", "-p", "--cores", "1", "--config",
+                           "methods=[dm,mtt]", "ipcs=[1]", "tables=[dream_t1]"], cwd=checkout, capture_output=True,
+                          text=True, timeout=600)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-3000:]
+    commands = [line[line.index("python -m ddflow"):] for line in out.splitlines() if "python -m ddflow" in line]
+    assert {c.split()[3] for c in commands} >= {"data", "experts", "distill", "evaluate", "table"}, commands
+    absolute = [c for c in commands if str(tmp_path) in c or str(ROOT) in c]
+    assert not absolute, absolute
+    assert "--hparams-dir workflow/hparams" in out and "--spec workflow/papers/dream_t1.yaml" in out
+    assert "torch threads per job, fixed per rule" in out and "distill 1" in out
+    assert all("--threads 1 " in c for c in commands if c.split()[3] in ("distill", "evaluate", "experts")), commands
+
+
+def _git(cwd, *args):
+    subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=cwd, check=True,
+                   capture_output=True)
+
+
+def test_provenance_names_the_workflow_checkout_not_the_packages_or_an_enclosing_repository(tmp_path, monkeypatch):
+    """An edited rule file in another clone is recorded as uncommitted changes of that clone's commit; a copy
+    without .git inside another repository records no commit (not the enclosing repository's)."""
+    from ddflow import runtime
+    clone = tmp_path / "clone"
+    (clone / "workflow").mkdir(parents=True)
+    (clone / "workflow" / "rule.smk").write_text("rule a:\n")
+    _git(clone, "init", "-q")
+    _git(clone, "add", "-A")
+    _git(clone, "commit", "-qm", "x")
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=clone, capture_output=True, text=True).stdout.strip()
+    monkeypatch.setenv(runtime.WORKFLOW_DIR_ENV, str(clone))
+    runtime.git_state.cache_clear()
+    assert runtime.provenance()["workflow_commit"] == head
+    (clone / "workflow" / "rule.smk").write_text("rule b:\n")
+    runtime.git_state.cache_clear()
+    prov = runtime.provenance()
+    assert prov["workflow_commit"] == f"{head} (uncommitted changes)" and prov["workflow_dir"] == str(clone)
+    copy_inside = clone / "vendored" / "ddflow"
+    shutil.copytree(clone / "workflow", copy_inside / "workflow")
+    monkeypatch.setenv(runtime.WORKFLOW_DIR_ENV, str(copy_inside))
+    runtime.git_state.cache_clear()
+    assert runtime.provenance()["workflow_commit"] is None
+    assert runtime.provenance()["torch_threads"] == torch.get_num_threads()
+    runtime.git_state.cache_clear()
+
+
+def test_prepared_data_and_tables_carry_their_provenance(tmp_path):
+    import json
+
+    from ddflow.data.npzmap import NpzStreamWriter
+    from ddflow.report.tables import write_outputs
+    with NpzStreamWriter(tmp_path / "d.npz") as w:
+        w.add("y_train", np.arange(3))
+    with np.load(tmp_path / "d.npz", allow_pickle=False) as z:
+        assert json.loads(str(z["provenance"][0]))["torch_threads"] == torch.get_num_threads()
+    import pandas as pd
+    write_outputs(tmp_path / "t", pd.DataFrame({"a": [1]}), ["| a |"], tex="\\begin{tabular}{l}\\end{tabular}\n")
+    assert "<!-- made by: {" in (tmp_path / "t.md").read_text()
+    assert "% made by: {" in (tmp_path / "t.tex").read_text()
+    assert "made by" not in (tmp_path / "t.csv").read_text()

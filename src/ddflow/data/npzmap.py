@@ -80,7 +80,7 @@ class NpzStreamWriter:
     def __exit__(self, *exc) -> bool | None:
         if exc[0] is None:  # what made the file (ddflow.runtime.provenance), as a JSON string member
             from ..runtime import provenance
-            self.add("provenance", np.array(json.dumps(provenance(), sort_keys=True)))
+            self.add("provenance", np.array([json.dumps(provenance(), sort_keys=True)]))
         self._zip.close()
         return self._atomic.__exit__(*exc)
 
