@@ -52,6 +52,8 @@ def protocol_settings(method: str, dataset: str, ipc: int, preset: str, name: st
     if specific is None:
         raise DdflowError(f"method {method!r} has no settings for protocol {name!r} in its hparams (eval.{name})")
     settings = hparams_mod.deep_merge(base, specific)
+    hparams_mod.check_values(settings, f"{hp_dir / method}.yaml eval.{name} over protocols.yaml {name}, resolved for "
+                                       f"{dataset}, IPC {ipc}, preset {preset}")
     if "net" in base and "net" not in specific and hp.get("net"):
         settings["net"] = hp["net"]
     if settings.get("augment") == "dsa" and settings.get("strategy", "auto") == "auto":
