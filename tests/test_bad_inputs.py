@@ -384,7 +384,7 @@ def test_a_copied_run_folder_keeps_its_jobs_parameters_and_a_dry_run_shows_the_t
     absolute = [c for c in commands if str(tmp_path) in c or str(ROOT) in c]
     assert not absolute, absolute
     assert "--hparams-dir workflow/hparams" in out and "--spec workflow/papers/dream_t1.yaml" in out
-    assert "torch threads per job, fixed per rule" in out and "distill 1" in out
+    assert "torch threads of each job (fixed by its rule" in out and "distill 1" in out
     assert all("--threads 1 " in c for c in commands if c.split()[3] in ("distill", "evaluate", "experts")), commands
 
 

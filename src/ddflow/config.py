@@ -2,6 +2,7 @@
 bad config fails before any job starts. The JSON schema (workflow/schemas) has already checked types and keys."""
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 from typing import Any, Mapping
@@ -73,6 +74,13 @@ def coerce_cli_types(config: dict[str, Any]) -> dict[str, Any]:
                 if key in entry:
                     entry[key] = _scalar(entry[key])
     return config
+
+
+def workdir_relative(path: str | Path) -> Path:
+    """`path` relative to the working directory (where Snakemake runs and its jobs start), for the workflow's
+    parameters: they hold no absolute path, so a finished run folder copied or moved elsewhere finds its jobs'
+    parameters unchanged and reruns nothing."""
+    return Path(os.path.relpath(Path(path).expanduser().resolve(), Path.cwd()))
 
 
 def effective_grid(config: dict[str, Any]) -> dict[str, list]:

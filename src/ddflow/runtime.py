@@ -94,6 +94,12 @@ def git_commit() -> str | None:
     return git_state(str(Path(__file__).resolve().parents[2]))
 
 
+def set_workflow_dir(path: str | Path) -> None:
+    """Name the workflow checkout for this process and the jobs it starts (they inherit the environment; a cluster
+    job parses the Snakefile again and sets it there): called by workflow/rules/common.smk."""
+    os.environ[WORKFLOW_DIR_ENV] = str(Path(path).resolve())
+
+
 def workflow_dir() -> Path | None:
     """The workflow checkout running this job: $DDFLOW_WORKFLOW_DIR (the Snakefile's folder, set when the workflow
     is parsed), else the working directory when it holds a Snakefile (a CLI stage run from a checkout's root)."""

@@ -2,7 +2,6 @@
 # workflow lives here; the other rule files hold rules only.
 import functools
 import json
-import os
 import shlex
 import sys
 from pathlib import Path
@@ -15,6 +14,7 @@ from ddflow import config as ddconfig  # noqa: E402
 from ddflow import distill as ddistill  # noqa: E402
 from ddflow import experts as ddexperts  # noqa: E402
 from ddflow import hparams as ddhparams  # noqa: E402
+from ddflow import runtime as ddruntime  # noqa: E402
 from ddflow import trajectory_sampling as ddsampling  # noqa: E402
 from ddflow import whole as ddwhole  # noqa: E402
 from ddflow.methods import get_method  # noqa: E402
@@ -22,20 +22,13 @@ from ddflow.protocols import protocol_settings  # noqa: E402
 from ddflow.report.tables import load_spec  # noqa: E402
 from ddflow.report.xarch import load_xarch_spec, xarch_cells  # noqa: E402
 
-# the checkout whose rules run: each job's provenance records its commit (ddflow.runtime.workflow_dir)
-os.environ["DDFLOW_WORKFLOW_DIR"] = str(Path(workflow.basedir).resolve())
+ddruntime.set_workflow_dir(workflow.basedir)  # each job's provenance records this checkout's commit
 ddconfig.coerce_cli_types(config)
 validate(config, Path(workflow.basedir) / "workflow" / "schemas" / "config.schema.yaml")
-
-
-def workdir_relative(path):
-    """`path` relative to the working directory (where Snakemake runs and the jobs start): parameters hold no
-    absolute path, so a finished run folder copied or moved elsewhere finds its jobs' parameters unchanged."""
-    return Path(os.path.relpath(Path(path).expanduser().resolve(), Path.cwd()))
-
-
-HPARAMS = workdir_relative(config.get("hparams_dir") or Path(workflow.basedir) / "workflow" / "hparams")
-PAPERS = workdir_relative(Path(workflow.basedir) / "workflow" / "papers")
+# parameters hold no absolute path: a finished run folder copied or moved elsewhere finds its jobs' parameters
+# unchanged (ddflow.config.workdir_relative)
+HPARAMS = ddconfig.workdir_relative(config.get("hparams_dir") or Path(workflow.basedir) / "workflow" / "hparams")
+PAPERS = ddconfig.workdir_relative(Path(workflow.basedir) / "workflow" / "papers")
 GRID = ddconfig.check(config, hparams_dir=HPARAMS, papers_dir=PAPERS)  # clear errors before any job
 # imported distilled sets (ddflow.interop.imports): their names act as method ids for paths, evaluation and tables
 IMPORTS = ddconfig.check_imports(config, GRID, hparams_dir=HPARAMS, papers_dir=PAPERS)
@@ -50,7 +43,7 @@ COMPUTING_RULES = ("featnet", "distill", "import_set", "evaluate", "evaluate_pap
 COMPUTING_RULES += ("whole_dataset_cell", "experts", "isa_fig6", "isa_table")
 TORCH_THREADS = {name: 1 for name in COMPUTING_RULES}
 logger.info(
-    "torch threads per job, fixed per rule and recorded in each record's provenance: "
+    "torch threads of each job (fixed by its rule, recorded in each record's provenance) = "
     + ", ".join(f"{name} {n}" for name, n in TORCH_THREADS.items())
 )
 
@@ -338,7 +331,7 @@ def checked_inputs(**paths):
 
 
 def data_inputs(wildcards):
-    """The data rule reads nothing the workflow makes: only its wildcards are checked."""
+    """Nothing the workflow makes is an input of the data rule; only its wildcards are checked."""
     check_wildcards(wildcards)
     return []
 
@@ -353,9 +346,9 @@ def data_args(wildcards):
     src = (config.get("data") or {}).get(wildcards.dataset) or {}
     args = []
     if src.get("npz"):
-        args += ["--npz", workdir_relative(src["npz"])]
+        args += ["--npz", ddconfig.workdir_relative(src["npz"])]
     if src.get("root"):
-        args += ["--root", workdir_relative(src["root"])]
+        args += ["--root", ddconfig.workdir_relative(src["root"])]
     return shell_args(args)
 
 
