@@ -208,6 +208,9 @@ def check_imports(config: dict[str, Any], grid: dict[str, list], hparams_dir: st
     return imports
 
 
+_SMALLEST: dict[tuple[str, str], tuple[int | None, str]] = {}
+
+
 def check_target(wildcards: Mapping[str, str], config: dict[str, Any], imports: Mapping[str, Any] = ()) -> None:
     """The wildcards of a job the DAG is about to hold (a target path the user named, or one a rule asks for):
     a known dataset, an IPC >= 1 within the dataset's smallest class, a method that is implemented or imported, and
@@ -223,7 +226,11 @@ def check_target(wildcards: Mapping[str, str], config: dict[str, Any], imports: 
         if int(ipc) < 1:
             raise DdflowError(f"target with {shown}: IPC {int(ipc)}; an IPC is a whole number >= 1")
         if dataset is not None:
-            smallest, where = _min_class_count(dataset, config)
+            npz = ((config.get("data") or {}).get(dataset) or {}).get("npz")
+            key = (dataset, str(npz))
+            if key not in _SMALLEST:  # read once per dataset, not once per job of the DAG
+                _SMALLEST[key] = _min_class_count(dataset, config)
+            smallest, where = _SMALLEST[key]
             if smallest is not None and int(ipc) > smallest:
                 raise DdflowError(f"target with {shown}: IPC {int(ipc)} larger than the smallest class of {dataset} "
                                   f"({smallest} images in {where})")
