@@ -230,7 +230,9 @@ def test_records_cells_and_logs_carry_their_provenance(mnist5k_path, mnist5k, tm
     rec = _run(mnist5k_path, tmp_path / "dm.pt", tiny_hparams)
     prov = load_distilled(tmp_path / "dm.pt").extra["provenance"]
     assert prov["device"] == "cpu" and prov["torch"] == torch.__version__ and prov["ddflow"]
-    assert set(prov) == {"device", "python", "torch", "cuda", "ddflow", "git_commit"}
+    assert set(prov) == {"device", "python", "torch", "cuda", "torch_threads", "ddflow", "git_commit", "workflow_dir",
+                         "workflow_commit"}
+    assert prov["torch_threads"] == torch.get_num_threads()
     settings = dict(protocol_settings("dm", "mnist5k", 1, "quick", "dc", tiny_hparams), epochs=1, models=1)
     assert evaluate_cell(rec, "dc", settings, mnist5k, CPU)["provenance"] == prov
     with caplog.at_level(logging.INFO, logger="ddflow"):

@@ -87,3 +87,43 @@ def test_resolve_device_gives_each_job_its_claimed_gpu(tmp_path, monkeypatch):
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)  # one visible GPU (a SLURM job): no lock
     assert resolve_device("cuda") == torch.device("cuda")
     assert not list(tmp_path.glob("gpu-GPU-dddd.lock"))
+
+
+def test_a_planted_link_is_refused_and_its_target_untouched(tmp_path):
+    """A lock file that is a symbolic link (another user's plant in a shared folder) is never followed: the target
+    keeps its bytes, and the claim is a clear error."""
+    locks = tmp_path / "locks"
+    locks.mkdir(mode=0o700)
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious\n")
+    (locks / "gpu-GPU-aaaa.lock").symlink_to(victim)
+    with pytest.raises(DdflowError, match="without following links"):
+        gpu_slots.try_claim(IDS[:1], locks)
+    assert victim.read_text() == "precious\n"
+
+
+def test_a_lock_folder_others_can_enter_or_a_link_is_refused(tmp_path):
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o777)
+    with pytest.raises(DdflowError, match="has mode 777; group and others must have no access"):
+        gpu_slots.try_claim(IDS, shared)
+    link = tmp_path / "link"
+    link.symlink_to(shared)
+    with pytest.raises(DdflowError, match="is not a directory"):
+        gpu_slots.try_claim(IDS, link)
+    fresh = tmp_path / "fresh"
+    slot = gpu_slots.try_claim(IDS, fresh)  # created 0700 when absent
+    assert oct(fresh.stat().st_mode & 0o777) == "0o700" and slot.index == 0
+    slot.release()
+
+
+def test_a_claim_times_out_with_the_holders_named(tmp_path, monkeypatch):
+    held = gpu_slots.try_claim(IDS[:1], tmp_path)
+    monkeypatch.setenv("DDFLOW_GPU_WAIT", "0.1")
+    with pytest.raises(DdflowError, match=rf"stayed held by other jobs for 0.1 s .*pid {os.getpid()}.*DDFLOW_GPU_WAIT"):
+        gpu_slots.claim(IDS[:1], tmp_path, poll=0.02)
+    monkeypatch.setenv("DDFLOW_GPU_WAIT", "forever")
+    with pytest.raises(DdflowError, match="DDFLOW_GPU_WAIT = 'forever'"):
+        gpu_slots.claim(IDS[:1], tmp_path, poll=0.02)
+    held.release()

@@ -279,7 +279,8 @@ def test_timing_table_puts_each_runs_seconds_per_inner_loop_beside_the_paper(tmp
     paths = []
     for method, clus in (("idc", None), ("dream", 0.1)):
         for seed, loop in ((0, 0.3), (1, 0.5)):
-            rec = DistilledSet(images=torch.zeros(1), labels=torch.zeros(1), method=method, dataset="cifar10", ipc=10,
+            rec = DistilledSet(images=torch.zeros(100, 3, 32, 32), labels=torch.arange(10).repeat_interleave(10),
+                               method=method, dataset="cifar10", ipc=10,
                                seed=seed, mean=info.mean, std=info.std, preset="paper",
                                extra={"timing": {"clustering_s": clus, "update_images_s": 0.2, "inner_loop_s": loop,
                                                  "inner_loops": 100, "device": "H100"}})
@@ -345,7 +346,8 @@ def test_timing_table_prints_the_preset_of_the_runs_in_markdown_and_latex(tmp_pa
     info = get_info("cifar10")
     paths = []
     for seed, preset in ((0, "quick"), (1, "paper")):
-        rec = DistilledSet(images=torch.zeros(1), labels=torch.zeros(1), method="dream", dataset="cifar10", ipc=10,
+        rec = DistilledSet(images=torch.zeros(100, 3, 32, 32), labels=torch.arange(10).repeat_interleave(10),
+                           method="dream", dataset="cifar10", ipc=10,
                            seed=seed, mean=info.mean, std=info.std, preset=preset,
                            extra={"timing": {"clustering_s": 0.1, "update_images_s": 0.2, "inner_loop_s": 0.3,
                                              "inner_loops": 4, "device": "cpu"}})

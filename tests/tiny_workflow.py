@@ -35,10 +35,29 @@ def tiny_workdir(work: Path, quick: dict[str, dict], **config) -> Path:
         doc["quick"] = deep_merge(doc.get("quick") or {}, values)
         doc.pop("quick_overrides", None)
         (hp / name).write_text(yaml.safe_dump(doc))
+    _snapshots_within_the_run(hp)
     cfg = yaml.safe_load((ROOT / "config.yaml").read_text())
     cfg.update({"hparams_dir": str(hp), "device": "cpu", "save_every": 1, **config})
     (work / "config.yaml").write_text(yaml.safe_dump(cfg))
     return work
+
+
+def _snapshots_within_the_run(hp: Path) -> None:
+    """Drop the snapshot iterations a shrunk run no longer reaches (the config check refuses snapshots beyond
+    `iterations`), in the quick section of each hparams file whose resolved cell has them."""
+    from ddflow.errors import DdflowError
+    from ddflow.hparams import resolve
+    for path in sorted(hp.glob("*.yaml")):
+        try:
+            cells = [resolve(path.stem, "mnist5k", ipc, "quick", hp) for ipc in (1, 10)]
+        except (DdflowError, KeyError, TypeError, AttributeError):
+            continue  # protocols.yaml and other files that are not a method's
+        total = min(int(c.get("iterations") or 0) for c in cells)
+        snaps = cells[0].get("snapshots") or []
+        if "iterations" in cells[0] and any(int(n) > total for n in snaps):
+            doc = yaml.safe_load(path.read_text())
+            doc["quick"] = {**(doc.get("quick") or {}), "snapshots": [n for n in snaps if int(n) <= total]}
+            path.write_text(yaml.safe_dump(doc))
 
 
 def write_tiny_mnist5k(mnist5k_path: str | Path, out: Path) -> Path:

@@ -78,8 +78,12 @@ def cmd_import(a) -> None:
     records = build_records(imp, a.preset, a.data, seeds=None if a.seed is None else [a.seed])
     if len(records) > 1 and "{seed}" not in a.out:
         raise DdflowError(f"{a.path}: {len(records)} experiments; put {{seed}} in --out or choose one with --seed")
+    from .records import check_record
+    from .runtime import provenance
     for r in records:
         out = a.out.replace("{seed}", str(r.seed))
+        check_record(r, f"{a.path} (import {a.name})")  # the checks every loaded record passes, before it is written
+        r.extra.setdefault("provenance", provenance())
         r.save(out)
         log.info("%s: %s (%s, %s space, %d images)", out, r.cell, a.format, r.space, len(r.images))
 

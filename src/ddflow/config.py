@@ -2,8 +2,10 @@
 bad config fails before any job starts. The JSON schema (workflow/schemas) has already checked types and keys."""
 from __future__ import annotations
 
+import os
+import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import numpy as np
 
@@ -12,6 +14,7 @@ from .data.sources import as_labels
 from .errors import DdflowError
 from .hparams import PRESETS, check_file, check_values, paper_rule, resolve
 from .methods import REGISTRY
+from .protocols.cell import load_protocols
 from .report.tables import TABLE_KINDS, load_spec
 
 WHOLE = "whole"         # ddflow.whole.METHOD: the table rows' id of the whole-dataset bound
@@ -19,27 +22,65 @@ GRID_KEYS = ("datasets", "methods", "ipcs", "seeds", "tables", "figures")
 FIGURES = ("dream_fig1",)
 
 
+def _scalar(v: Any) -> Any:
+    """A command-line string as YAML would read it (null, true/false, an integer, a number), else unchanged."""
+    if not isinstance(v, str):
+        return v
+    if v in ("null", "None", "~"):
+        return None
+    if v.lower() in ("true", "false"):
+        return v.lower() == "true"
+    if re.fullmatch(r"[-+]?\d+", v):
+        return int(v)
+    if re.fullmatch(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?", v):
+        return float(v)
+    return v
+
+
+_IMPORT_SCALARS = ("ipc", "seed", "lr", "normalize_as")
+
+
 def coerce_cli_types(config: dict[str, Any]) -> dict[str, Any]:
-    """`--config 'ipcs=[1,10]'` arrives as strings (Snakemake parses lists with YAML's BaseLoader): turn integer
-    strings in ipcs/seeds into ints and 'null' into None, in place, before the schema sees them."""
+    """`--config 'ipcs=[1,10]'` arrives as strings (Snakemake parses nested values with YAML's BaseLoader): turn
+    integer strings in ipcs/seeds (top level, each grid and its method_ipcs) and in imports entries (ipc, seed, a
+    numeric lr, a null normalize_as) into numbers and 'null' into None, in place, before the schema sees them. A
+    `grid` that is not a mapping (`--config grid=null`) is a clear error: the presets' grids are required."""
     def ints(v):
         if isinstance(v, list):
             return [int(x) if isinstance(x, str) and x.lstrip("-").isdigit() else x for x in v]
         return v
 
-    for key in GRID_KEYS + ("hparams_dir",):
+    for key in GRID_KEYS + ("hparams_dir", "imports"):
         if config.get(key) in ("null", "None", "~"):
             config[key] = None
     for key in ("ipcs", "seeds"):
         config[key] = ints(config.get(key))
     if isinstance(config.get("paper_rule"), str) and config["paper_rule"].lower() in ("true", "false"):
         config["paper_rule"] = config["paper_rule"].lower() == "true"
+    if "grid" in config and not isinstance(config["grid"], dict):
+        raise DdflowError(f"config key 'grid' = {config['grid']!r}: the presets' grids are required (grid.quick, "
+                          f"grid.paper, as in config.yaml); to choose what runs, set datasets, methods, ipcs, seeds "
+                          f"or tables instead")
     for grid in (config.get("grid") or {}).values():
         if isinstance(grid, dict):
             for key in ("ipcs", "seeds"):
                 if key in grid:
                     grid[key] = ints(grid[key])
+            if isinstance(grid.get("method_ipcs"), dict):
+                grid["method_ipcs"] = {m: ints(v) for m, v in grid["method_ipcs"].items()}
+    for entry in (config.get("imports") or {}).values() if isinstance(config.get("imports"), dict) else []:
+        if isinstance(entry, dict):
+            for key in _IMPORT_SCALARS:
+                if key in entry:
+                    entry[key] = _scalar(entry[key])
     return config
+
+
+def workdir_relative(path: str | Path) -> Path:
+    """`path` relative to the working directory (where Snakemake runs and its jobs start), for the workflow's
+    parameters: they hold no absolute path, so a finished run folder copied or moved elsewhere finds its jobs'
+    parameters unchanged and reruns nothing."""
+    return Path(os.path.relpath(Path(path).expanduser().resolve(), Path.cwd()))
 
 
 def effective_grid(config: dict[str, Any]) -> dict[str, list]:
@@ -111,11 +152,15 @@ def check(config: dict[str, Any], hparams_dir: str | Path, papers_dir: str | Pat
         for d in grid["datasets"]:
             for i in method_ipcs(grid, m):
                 where = f"{Path(hparams_dir) / m}.yaml resolved for {d}, IPC {i}, preset {config['preset']}"
-                check_values(resolve(m, d, int(i), config["preset"], hparams_dir), where)
+                check_values(resolve(m, d, int(i), config["preset"], hparams_dir), where, REGISTRY[m].inits)
                 paper_rule(m, d, int(i), config["preset"], hparams_dir)  # its shape, checked whether used or not
     for name in ("experts", "featnet", "analyses", WHOLE):
         if (Path(hparams_dir) / f"{name}.yaml").exists():
             check_file(name, hparams_dir)
+            for d in grid["datasets"]:
+                check_values(resolve(name, d, 0, config["preset"], hparams_dir),
+                             f"{Path(hparams_dir) / name}.yaml resolved for {d}, preset {config['preset']}")
+    load_protocols(hparams_dir)
     for m, ipcs in grid["method_ipcs"].items():   # entries for methods not run (e.g. --config methods=...) are unused
         if m in grid["methods"] and not set(ipcs) & set(grid["ipcs"]):
             raise DdflowError(f"config key 'grid.{config['preset']}.method_ipcs.{m}': IPCs {ipcs} share no IPC with "
@@ -169,3 +214,42 @@ def check_imports(config: dict[str, Any], grid: dict[str, list], hparams_dir: st
                 raise DdflowError(f"config imports.{name}.tables: {t!r} is not a configured table of kind cells "
                                   f"(configured: {', '.join(cell_tables) or 'none'})")
     return imports
+
+
+_SMALLEST: dict[tuple[str, str], tuple[int | None, str]] = {}
+
+
+def check_target(wildcards: Mapping[str, str], config: dict[str, Any], imports: Mapping[str, Any] = ()) -> None:
+    """The wildcards of a job the DAG is about to hold (a target path the user named, or one a rule asks for):
+    a known dataset, an IPC >= 1 within the dataset's smallest class, a method that is implemented or imported, and
+    a protocol that fits it. workflow/rules/common.smk calls this from the input functions, so `snakemake -n
+    results/eval/dc/dm/mnist/ipc0/s0.json` is refused when the DAG is built instead of failing inside the job."""
+    from .protocols import PROTOCOLS
+    from .protocols.xarch import XARCH
+    shown = ", ".join(f"{k}={v}" for k, v in dict(wildcards).items())
+    dataset, ipc, method = wildcards.get("dataset"), wildcards.get("ipc"), wildcards.get("method")
+    if dataset is not None and dataset not in DATASETS:
+        raise DdflowError(f"target with {shown}: unknown dataset {dataset!r}; known: {', '.join(DATASETS)}")
+    if ipc is not None:
+        if int(ipc) < 1:
+            raise DdflowError(f"target with {shown}: IPC {int(ipc)}; an IPC is a whole number >= 1")
+        if dataset is not None:
+            npz = ((config.get("data") or {}).get(dataset) or {}).get("npz")
+            key = (dataset, str(npz))
+            if key not in _SMALLEST:  # read once per dataset, not once per job of the DAG
+                _SMALLEST[key] = _min_class_count(dataset, config)
+            smallest, where = _SMALLEST[key]
+            if smallest is not None and int(ipc) > smallest:
+                raise DdflowError(f"target with {shown}: IPC {int(ipc)} larger than the smallest class of {dataset} "
+                                  f"({smallest} images in {where})")
+    if method is not None and method not in REGISTRY and method not in imports:
+        raise DdflowError(f"target with {shown}: unknown method {method!r}; implemented: {', '.join(sorted(REGISTRY))}"
+                          + (f"; imported: {', '.join(imports)}" if imports else ""))
+    protocol = wildcards.get("protocol")
+    if protocol is not None and method is not None:
+        if protocol not in PROTOCOLS:
+            raise DdflowError(f"target with {shown}: unknown protocol {protocol!r}; known: {', '.join(PROTOCOLS)}")
+        fits = imports[method].protocols if method in imports else REGISTRY[method].protocols
+        if protocol not in fits and XARCH.get(protocol, ("",))[0] not in fits:
+            raise DdflowError(f"target with {shown}: protocol {protocol!r} does not fit {method!r} (fits: "
+                              f"{', '.join(fits)} and their cross-architecture protocols)")

@@ -66,6 +66,10 @@ def run(method_id: str, dataset: str, ipc: int, seed: int, preset: str, device: 
     hp = hparams_mod.resolve(method_id, dataset, ipc, preset, hp_dir)
     if overrides:
         hp = hparams_mod.deep_merge(hp, overrides)
+    # snapshots beyond the run are refused by the config check (the hparams files); a caller's overrides (tests,
+    # the smoke command) may shorten a run, which keeps the snapshots it reaches
+    hparams_mod.check_values(hp, f"{method_id} hparams resolved for {dataset}, IPC {ipc}, preset {preset}", cls.inits,
+                             snapshots=False)
     info = normalized_as(get_info(dataset), hp.get("normalize_as"))
     data = load_real(data_path, info, device)
     check_ipc(data.y_train.cpu().numpy(), info.classes, ipc, where=f"{dataset} ({data_path})")

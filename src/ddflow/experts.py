@@ -23,7 +23,7 @@ from .errors import DdflowError
 from .io import load_pt, load_resume, save_pt, write_json
 from .nets import build_net
 from .progress import Progress
-from .runtime import peak_memory_mb
+from .runtime import peak_memory_mb, provenance
 from .seeding import generator
 from .train import NetStack, TrainSettings, accuracy, train_stack
 
@@ -114,10 +114,12 @@ def train_experts(dataset: str, prep: str, net: str, indices: list[int], setting
         save_pt({"format": EXPERT_FORMAT, "dataset": dataset, "prep": prep, "net": net, "index": i,
                  "epochs": epochs, "lr": lrs, "settings": settings, "mean": list(info.mean), "std": list(info.std),
                  "params": {n: torch.stack([t[k] for t in traj[n]]) for n in names},
-                 "test_accuracy": accs[k], "seconds": seconds, **peak_memory_mb(device)}, out)
+                 "test_accuracy": accs[k], "seconds": seconds, **peak_memory_mb(device),
+                 "provenance": provenance(device)}, out)
     if receipt is not None:
         write_json({"format": RECEIPT_FORMAT, "dataset": dataset, "prep": prep, "net": net, "indices": list(indices),
-                    "experts": [str(o) for o in outs], "test_accuracy": accs, "seconds": seconds}, receipt)
+                    "experts": [str(o) for o in outs], "test_accuracy": accs, "seconds": seconds,
+                    "provenance": provenance(device)}, receipt)
     log.info("experts %s: test accuracy %s (%.1f s)", indices, [round(a, 2) for a in accs], seconds)
     if resume is not None and resume.exists():
         resume.unlink()

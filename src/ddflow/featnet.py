@@ -12,6 +12,7 @@ from .data import DatasetInfo, RealData
 from .errors import DdflowError
 from .io import load_pt, save_pt
 from .nets import build_net
+from .runtime import provenance
 from .seeding import generator
 from .train import NetStack, TrainSettings, accuracy, train_stack
 
@@ -32,7 +33,7 @@ def train_feature_net(data: RealData, net_name: str, settings: dict, device: tor
     log.info("feature net %s on %s: test accuracy %.2f%%", net_name, info.name, acc)
     state = {k: v[0].detach().cpu() for k, v in {**stack.params, **stack.buffers}.items()}
     obj = {"format": "ddflow.featnet/1", "net": net_name, "dataset": info.name, "state_dict": state,
-           "test_accuracy": acc, "settings": dict(settings)}
+           "test_accuracy": acc, "settings": dict(settings), "provenance": provenance(device)}
     save_pt(obj, out)
     return obj
 

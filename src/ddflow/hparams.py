@@ -16,6 +16,7 @@ key by key (nested dicts merge, everything else replaces).
 from __future__ import annotations
 
 import copy
+import math
 import os
 from pathlib import Path
 from typing import Any
@@ -228,12 +229,28 @@ def check_file(method: str, hp_dir: Path | str | None = None) -> None:
 
 _POSITIVE_INT = ("iterations", "models", "epochs", "steps", "batch", "inner_loops", "outer_loops", "experts", "block",
                  "pool", "t_m", "syn_steps", "expert_epochs", "max_start_epoch", "factor")
+# What a setting may ask, at most: each bound is 20x or more the largest value any paper asks (FRePo's 500k
+# iterations, DC's 1000 evaluation epochs, DM's 5000-image real batches, 20 models), so only a typo or a unit
+# mistake reaches one; a run asking more would run for weeks or exhaust memory without a word.
+MAX_COUNT = {"iterations": 10**7, "steps": 10**7, "epochs": 10**5, "expert_epochs": 10**5, "max_start_epoch": 10**5,
+             "models": 1000, "experts": 10**4, "block": 10**4, "syn_steps": 10**4, "inner_loops": 10**5,
+             "outer_loops": 10**5, "pool": 10**6, "t_m": 10**4, "factor": 64}
+MAX_BATCH = 10**6      # images in one batch (ImageNet-1k's training split is 1.28M)
+MAX_LR = 1e6           # MTT's pixel learning rates reach 1e4 (ImageNet subsets), HaBa's hallucinator lr 100
+_UNIT = ("momentum", "cutmix_p", "mix_p", "p_flip", "dropout", "alpha", "lr_alpha")  # fractions in [0, 1]
 
 
-def check_values(hp: dict[str, Any], where: str) -> None:
-    """Ranges of one resolved cell (the method's and each eval section's): counts are whole numbers >= 1 (a
-    negative `iterations` would write an undistilled "distilled" set, `models: 0` fail after a whole distillation),
-    batch sizes >= 1, learning rates > 0."""
+def check_values(hp: dict[str, Any], where: str, inits: tuple[str, ...] | None = None, snapshots: bool = True) -> None:
+    """Ranges of one resolved cell (the method's and each eval section's): every number finite (a NaN learning rate
+    would distil a NaN set that evaluates at chance), counts whole numbers in [1, MAX_COUNT] (a negative
+    `iterations` would write an undistilled "distilled" set, `models: 0` fail after a whole distillation,
+    `iterations: 10**12` run until stopped), batch sizes in [1, MAX_BATCH], learning rates in (0, MAX_LR], weight
+    decay >= 0, momenta and probabilities in [0, 1], `snapshots` within [0, iterations] (unless `snapshots` is
+    False: the runner with overrides that shorten a run keeps the snapshots it reaches), and `init` one of `inits`
+    (the method's initialisations, when given)."""
+    def fail(name: str, v: Any, expected: str) -> None:
+        raise DdflowError(f"{where}: {name} = {v!r}; expected {expected}")
+
     def walk(d: dict, prefix: str) -> None:
         for key, v in d.items():
             key = str(key)
@@ -241,11 +258,33 @@ def check_values(hp: dict[str, Any], where: str) -> None:
             if isinstance(v, dict):
                 walk(v, f"{name}.")
                 continue
+            if isinstance(v, list):
+                for i, x in enumerate(v):
+                    if isinstance(x, float) and not math.isfinite(x):
+                        fail(f"{name}[{i}]", x, "a finite number")
+                continue
             if v is None or v == "auto" or isinstance(v, bool):
                 continue
-            counted = key in _POSITIVE_INT or key.startswith("batch") or key.endswith("_batch")
-            if counted and (not isinstance(v, int) or v < 1):
-                raise DdflowError(f"{where}: {name} = {v!r}; expected a whole number >= 1")
-            if key.startswith("lr") and key != "lr_alpha" and (not isinstance(v, (int, float)) or v <= 0):
-                raise DdflowError(f"{where}: {name} = {v!r}; expected a learning rate > 0")
+            if isinstance(v, float) and not math.isfinite(v):
+                fail(name, v, "a finite number")
+            batch = key.startswith("batch") or key.endswith("_batch")
+            counted = key in _POSITIVE_INT or batch
+            if counted:
+                top = MAX_BATCH if batch else MAX_COUNT.get(key, 10**7)
+                if not isinstance(v, int) or not 1 <= v <= top:
+                    fail(name, v, f"a whole number >= 1 and <= {top:,}")
+            if key.startswith("lr") and key not in ("lr_alpha", "lr_img_base_size"):
+                if not isinstance(v, (int, float)) or not 0 < v <= MAX_LR:
+                    fail(name, v, f"a learning rate > 0 and <= {MAX_LR:g}")
+            if key == "weight_decay" and (not isinstance(v, (int, float)) or v < 0):
+                fail(name, v, "a weight decay >= 0")
+            if key in _UNIT and (not isinstance(v, (int, float)) or not 0 <= v <= 1):
+                fail(name, v, "a number in [0, 1]")
     walk(hp, "")
+    snaps, total = hp.get("snapshots"), hp.get("iterations")
+    if snapshots and snaps and isinstance(total, int):
+        beyond = [n for n in snaps if not isinstance(n, int) or isinstance(n, bool) or not 0 <= n <= total]
+        if beyond:
+            fail("snapshots", snaps, f"iterations within the run, 0 to iterations = {total} (outside: {beyond})")
+    if inits is not None and "init" in hp and hp["init"] not in inits:
+        fail("init", hp["init"], f"one of {', '.join(inits)}")

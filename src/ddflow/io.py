@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import logging
 import os
@@ -29,9 +30,35 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         yield tmp
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp's 0600 would hide results from the group on a shared cluster
         os.replace(tmp, path)
+    except (OSError, RuntimeError) as e:
+        full = _disk_full(e, path.parent)
+        if full:
+            raise DdflowError(f"{path}: the disk is full ({full}); nothing was written: free space under "
+                              f"{path.parent} and rerun") from e
+        raise
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+_NO_SPACE = (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC))
+
+
+def _disk_full(e: BaseException, folder: Path) -> str | None:
+    """Why a failed write is a full disk, or None: an OSError 'no space' / 'quota exceeded', or a writer's error
+    that hides one (torch.save reports a short write as "unexpected pos ..." or "file write failed") on a file
+    system with no space left."""
+    if isinstance(e, OSError) and e.errno in _NO_SPACE:
+        return os.strerror(e.errno)
+    if isinstance(e, RuntimeError) and any(s in str(e) for s in ("unexpected pos", "file write failed")):
+        try:
+            st = os.statvfs(folder)
+        except OSError:
+            return None
+        free = st.f_bavail * st.f_frsize
+        if free < 1 << 20:
+            return f"{free} bytes free; the writer said: {str(e).splitlines()[0][:200]}"
+    return None
 
 
 def load_resume(path: Path, what: str = "resume file") -> dict | None:

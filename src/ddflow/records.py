@@ -15,13 +15,14 @@ final_stats, peak memory, ...) travel in `extra`.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from .data import RealData
+from .data import RealData, get_info
 from .data.real import mean_std
 from .data.spaces import whiten
 from .data.zca import ZCA
@@ -151,10 +152,70 @@ class DistilledSet:
         if kwargs.get("lr") is not None:
             kwargs["lr"] = float(kwargs["lr"])
         extra = {k: v for k, v in obj.items() if k not in names and k != "format"}
-        return cls(**kwargs, extra=extra)
+        record = cls(**kwargs, extra=extra)
+        check_record(record, where)
+        return record
 
     def save(self, path: str | Path) -> None:
         save_pt(self.to_dict(), path)
+
+
+def check_record(r: DistilledSet, where: str) -> None:
+    """A loaded set is one a network can train on: a known dataset, ipc and seed whole numbers, images a finite
+    non-empty (N, C, H, W) float tensor of the dataset's channels and size with N = classes x ipc (HaBa: its stored
+    image count), hard labels whole numbers in [0, classes) with the same count for every class, or soft labels a
+    finite (N, classes) tensor, a finite learned lr > 0. Errors name the file and what is wrong."""
+    def bad(what: str) -> DdflowError:
+        return DdflowError(f"{where}: {what}")
+
+    try:
+        info = get_info(r.dataset)
+    except DdflowError as e:
+        raise bad(str(e)) from None
+    for key in ("ipc", "seed"):
+        v = getattr(r, key)
+        if isinstance(v, bool) or not isinstance(v, int) or v < (1 if key == "ipc" else 0):
+            raise bad(f"{key} = {v!r}; expected a whole number >= {1 if key == 'ipc' else 0}")
+    x, y = r.images, r.labels
+    if not isinstance(x, torch.Tensor) or not x.is_floating_point() or x.dim() != 4:
+        raise bad(f"images must be a float tensor (N, C, H, W), got {_describe(x)}")
+    if len(x) == 0:
+        raise bad("no images (an empty set)")
+    if tuple(x.shape[1:]) != (info.channels, info.size, info.size):
+        raise bad(f"images of shape {tuple(x.shape[1:])}; {r.dataset} images are "
+                  f"{(info.channels, info.size, info.size)} (C, H, W)")
+    nonfinite = int((~torch.isfinite(x)).sum())
+    if nonfinite:
+        raise bad(f"{nonfinite} of {x.numel()} image values are NaN or infinite (a diverged distillation?)")
+    expected = int(r.extra["haba"]["images"]) if isinstance(r.extra.get("haba"), dict) else info.classes * r.ipc
+    if len(x) != expected:
+        raise bad(f"{len(x)} images; a {r.dataset} set at IPC {r.ipc} holds {expected} ({info.classes} classes x "
+                  f"{expected // info.classes})")
+    if not isinstance(y, torch.Tensor) or y.dim() not in (1, 2) or len(y) != len(x):
+        raise bad(f"labels must be a tensor (N,) of classes or (N, {info.classes}) of learned labels with N = "
+                  f"{len(x)}, got {_describe(y)}")
+    if y.dim() == 1:
+        if y.is_floating_point() or y.dtype == torch.bool:
+            raise bad(f"hard labels must be whole numbers, got {y.dtype}")
+        if int(y.min()) < 0 or int(y.max()) >= info.classes:
+            raise bad(f"labels in [{int(y.min())}, {int(y.max())}]; {r.dataset} classes are 0 to {info.classes - 1}")
+        counts = torch.bincount(y.long(), minlength=info.classes)
+        if int(counts.min()) != int(counts.max()):
+            raise bad(f"images per class {counts.tolist()}; every class must have {len(x) // info.classes}")
+    else:
+        if y.shape[1] != info.classes or not y.is_floating_point() or not bool(torch.isfinite(y).all()):
+            raise bad(f"learned labels must be finite floats (N, {info.classes}), got {_describe(y)}")
+    if r.lr is not None and not (math.isfinite(r.lr) and r.lr > 0):
+        raise bad(f"learned lr = {r.lr!r}; expected a finite number > 0")
+    if len(r.mean) != info.channels or len(r.std) != info.channels or not all(
+            math.isfinite(v) for v in (*r.mean, *r.std)) or min(r.std) <= 0:
+        raise bad(f"mean {list(r.mean)} / std {list(r.std)}: {info.channels} finite values each, std > 0")
+
+
+def _describe(t: Any) -> str:
+    if isinstance(t, torch.Tensor):
+        return f"a {t.dtype} tensor of shape {tuple(t.shape)}"
+    return f"a {type(t).__name__}"
 
 
 def load_distilled(path: str | Path) -> DistilledSet:

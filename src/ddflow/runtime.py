@@ -66,14 +66,21 @@ def peak_memory_mb(device: torch.device) -> dict[str, float]:
     return out
 
 
-@functools.lru_cache(maxsize=1)
-def git_commit() -> str | None:
-    """The checkout's commit when the package runs from a git checkout (editable install), else None."""
-    here = Path(__file__).resolve().parent
+WORKFLOW_DIR_ENV = "DDFLOW_WORKFLOW_DIR"  # set by workflow/rules/common.smk: the checkout whose Snakefile runs
+
+
+@functools.lru_cache(maxsize=8)
+def git_state(root: str) -> str | None:
+    """The commit of the git checkout whose top folder is `root`, with " (uncommitted changes)" when a tracked or
+    untracked (not ignored) file differs; None when `root` is not the top of a checkout: a copy without `.git`
+    that sits inside another repository must not record that repository's commit."""
     try:
-        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=10)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
-                               capture_output=True, text=True, timeout=10)
+        top = subprocess.run(["git", "rev-parse", "--show-toplevel"], cwd=root, capture_output=True, text=True,
+                             timeout=10)
+        if top.returncode != 0 or Path(top.stdout.strip()).resolve() != Path(root).resolve():
+            return None
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10)
+        dirty = subprocess.run(["git", "status", "--porcelain"], cwd=root, capture_output=True, text=True, timeout=10)
     except (OSError, subprocess.SubprocessError):
         return None
     if head.returncode != 0:
@@ -81,13 +88,38 @@ def git_commit() -> str | None:
     return head.stdout.strip() + (" (uncommitted changes)" if dirty.stdout.strip() else "")
 
 
-def provenance(device: torch.device) -> dict[str, Any]:
-    """What made a result: the device (the GPU model on CUDA), Python, torch, CUDA, ddflow and the git commit.
-    Every distilled record and evaluation cell stores it; every CLI log starts with it."""
+def git_commit() -> str | None:
+    """The package's commit when it runs from a git checkout (an editable install: <checkout>/src/ddflow), else
+    None."""
+    return git_state(str(Path(__file__).resolve().parents[2]))
+
+
+def set_workflow_dir(path: str | Path) -> None:
+    """Name the workflow checkout for this process and the jobs it starts (they inherit the environment; a cluster
+    job parses the Snakefile again and sets it there): called by workflow/rules/common.smk."""
+    os.environ[WORKFLOW_DIR_ENV] = str(Path(path).resolve())
+
+
+def workflow_dir() -> Path | None:
+    """The workflow checkout running this job: $DDFLOW_WORKFLOW_DIR (the Snakefile's folder, set when the workflow
+    is parsed), else the working directory when it holds a Snakefile (a CLI stage run from a checkout's root)."""
+    if os.environ.get(WORKFLOW_DIR_ENV):
+        return Path(os.environ[WORKFLOW_DIR_ENV])
+    return Path.cwd() if (Path.cwd() / "Snakefile").exists() else None
+
+
+def provenance(device: torch.device | str = "cpu") -> dict[str, Any]:
+    """What made a result: the device (the GPU model on CUDA), Python, torch and its intra-op thread count (CPU
+    results depend on it), CUDA, ddflow, the package's commit (`git_commit`) and the commit of the workflow
+    checkout that ran the job (`workflow_commit`), each with its uncommitted-changes mark. Every file ddflow writes
+    stores it; every CLI log starts with it."""
     from . import __version__
+    device = torch.device(device)
+    wf = workflow_dir()
     return {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
             "python": platform.python_version(), "torch": str(torch.__version__), "cuda": torch.version.cuda,
-            "ddflow": __version__, "git_commit": git_commit()}
+            "torch_threads": torch.get_num_threads(), "ddflow": __version__, "git_commit": git_commit(),
+            "workflow_dir": str(wf) if wf else None, "workflow_commit": git_state(str(wf)) if wf else None}
 
 
 def versions(device: str | None = None) -> dict[str, Any]:

@@ -17,6 +17,7 @@ import torch
 from .errors import DdflowError
 from .experts import load_expert
 from .io import load_pt, read_json, save_pt, write_json
+from .runtime import provenance
 from .seeding import generator
 
 MANIFEST_FORMAT = "ddflow.trajectory-manifest/1"
@@ -89,7 +90,7 @@ def write_mtt_manifest(sampler: str, dataset: str, prep: str, net: str, expert_p
     manifest = {"format": MANIFEST_FORMAT, "sampler": sampler, "dataset": dataset, "prep": prep, "net": net,
                 "expert_epochs": length, "max_start_epoch": max_start,
                 "experts": [str(p) for p in expert_paths], "epochs": [e["epochs"] for e in experts],
-                "lr": [e["lr"] for e in experts], **normalization(experts)}
+                "lr": [e["lr"] for e in experts], **normalization(experts), "provenance": provenance()}
     write_json(manifest, out)
     return manifest
 
@@ -137,7 +138,8 @@ def write_ead_pool(sampler: str, dataset: str, prep: str, net: str, expert_paths
     final = {n: experts[0]["params"][n][-1].clone() for n in names}
     pool = {"format": POOL_FORMAT, "sampler": sampler, "dataset": dataset, "prep": prep, "net": net,
             "experts": [str(p) for p in expert_paths], "refs": torch.tensor(chosen, dtype=torch.int64),
-            "weights": weights[picks].float(), "params": params, "final": final, **normalization(experts)}
+            "weights": weights[picks].float(), "params": params, "final": final, **normalization(experts),
+            "provenance": provenance()}
     save_pt(pool, out)
     return pool
 

@@ -16,11 +16,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 
 from . import hparams as hparams_mod
 from .data import get_info, load_real
 from .io import write_json
+from .protocols.cell import load_protocols
 from .protocols.dc import train_and_test_dc
 from .records import DistilledSet, cell_record
 from .runtime import peak_memory_mb, provenance, reset_peak
@@ -34,7 +34,7 @@ PROTOCOL = "dc"
 
 def whole_settings(dataset: str, preset: str, hp_dir: str | Path | None = None) -> dict[str, Any]:
     folder = hparams_mod.hparams_dir(hp_dir)
-    base = (yaml.safe_load((folder / "protocols.yaml").read_text()) or {})[PROTOCOL]
+    base = load_protocols(folder)[PROTOCOL]
     hparams_mod.check_file(METHOD, folder)
     settings = hparams_mod.deep_merge(base, hparams_mod.resolve(METHOD, dataset, 0, preset, folder))
     hparams_mod.check_values(settings, f"{folder / METHOD}.yaml resolved for {dataset}, preset {preset}")

@@ -7,6 +7,7 @@ import shlex
 import sys
 from pathlib import Path
 
+from snakemake.logging import logger
 from snakemake.utils import validate
 
 sys.path.insert(0, str(Path(workflow.basedir) / "src"))  # a source checkout works before `pip install -e .`
@@ -14,6 +15,7 @@ from ddflow import config as ddconfig  # noqa: E402
 from ddflow import distill as ddistill  # noqa: E402
 from ddflow import experts as ddexperts  # noqa: E402
 from ddflow import hparams as ddhparams  # noqa: E402
+from ddflow import runtime as ddruntime  # noqa: E402
 from ddflow import trajectory_sampling as ddsampling  # noqa: E402
 from ddflow import whole as ddwhole  # noqa: E402
 from ddflow.methods import get_method  # noqa: E402
@@ -22,10 +24,13 @@ from ddflow.report import cost as ddcost  # noqa: E402
 from ddflow.report.tables import load_spec  # noqa: E402
 from ddflow.report.xarch import load_xarch_spec, xarch_cells  # noqa: E402
 
+ddruntime.set_workflow_dir(workflow.basedir)  # each job's provenance records this checkout's commit
 ddconfig.coerce_cli_types(config)
 validate(config, Path(workflow.basedir) / "workflow" / "schemas" / "config.schema.yaml")
-HPARAMS = Path(config.get("hparams_dir") or Path(workflow.basedir) / "workflow" / "hparams").resolve()
-PAPERS = Path(workflow.basedir) / "workflow" / "papers"
+# parameters hold no absolute path: a finished run folder copied or moved elsewhere finds its jobs' parameters
+# unchanged (ddflow.config.workdir_relative)
+HPARAMS = ddconfig.workdir_relative(config.get("hparams_dir") or Path(workflow.basedir) / "workflow" / "hparams")
+PAPERS = ddconfig.workdir_relative(Path(workflow.basedir) / "workflow" / "papers")
 COSTS = ddcost.load_costs(Path(workflow.basedir) / "workflow" / "costs.yaml")  # per-cell estimates (runtime)
 GRID = ddconfig.check(config, hparams_dir=HPARAMS, papers_dir=PAPERS)  # clear errors before any job
 # imported distilled sets (ddflow.interop.imports): their names act as method ids for paths, evaluation and tables
@@ -41,6 +46,17 @@ REPORT_ENV = "../../envs/report.yaml"
 SRC_PATH = shlex.quote(str(Path(workflow.basedir) / "src")).replace("{", "{{").replace("}", "}}")
 STRICT = "set -euo pipefail; " if str(shell.get_executable() or "").endswith("bash") else ""  # Snakemake's default
 shell.prefix(f"{STRICT}export PYTHONPATH={SRC_PATH}${{{{PYTHONPATH:+:$PYTHONPATH}}}}; ")
+# torch's intra-op thread count of each job that computes (`--threads` of its command), fixed per rule: CPU results
+# depend on it (the order of a reduction's partial sums), so it is part of the job's definition, recorded in every
+# record's provenance, never the machine's (Snakemake's {threads} is capped by --cores and a profile's set-threads
+# changes it per cluster). A rule's `threads:` (the CPUs it reserves) is the same number.
+COMPUTING_RULES = ("featnet", "distill", "import_set", "evaluate", "evaluate_paper_rule", "evaluate_snapshot")
+COMPUTING_RULES += ("whole_dataset_cell", "experts", "isa_fig6", "isa_table")
+TORCH_THREADS = {name: 1 for name in COMPUTING_RULES}
+logger.info(
+    "torch threads of each job (fixed by its rule, recorded in each record's provenance) = "
+    + ", ".join(f"{name} {n}" for name, n in TORCH_THREADS.items())
+)
 
 
 wildcard_constraints:
@@ -319,6 +335,28 @@ def import_args(wildcards, input):
 
 
 # ---- input functions and params: data, experts, sampling, distillation ----------------------------------
+def check_wildcards(wildcards):
+    """A job's wildcards checked when the DAG is built (ddflow.config.check_target): a target path naming IPC 0,
+    an unknown dataset, method or a protocol that does not fit is refused before any job starts."""
+    ddconfig.check_target(dict(wildcards.items()), config, IMPORTS)
+
+
+def checked_inputs(**paths):
+    """An input function: the wildcards checked (check_wildcards), then `paths` with the wildcards filled in."""
+
+    def inputs(wildcards):
+        check_wildcards(wildcards)
+        return {k: v.format(**dict(wildcards.items())) for k, v in paths.items()}
+
+    return inputs
+
+
+def data_inputs(wildcards):
+    """Nothing the workflow makes is an input of the data rule; only its wildcards are checked."""
+    check_wildcards(wildcards)
+    return []
+
+
 def shell_args(args):
     """Command-line words joined for a shell command, each quoted: config strings (paths) never reach the shell
     unquoted, whatever they hold (spaces, quotes, `$(...)`)."""
@@ -329,9 +367,9 @@ def data_args(wildcards):
     src = (config.get("data") or {}).get(wildcards.dataset) or {}
     args = []
     if src.get("npz"):
-        args += ["--npz", str(Path(src["npz"]).expanduser().resolve())]
+        args += ["--npz", ddconfig.workdir_relative(src["npz"])]
     if src.get("root"):
-        args += ["--root", str(Path(src["root"]).expanduser().resolve())]
+        args += ["--root", ddconfig.workdir_relative(src["root"])]
     return shell_args(args)
 
 
@@ -378,6 +416,7 @@ def expert_files(wildcards):
 
 
 def distill_inputs(wildcards):
+    check_wildcards(wildcards)
     inputs = {"data": data_path(wildcards.dataset)}
     cls = get_method(wildcards.method)
     hp = ddhparams.resolve(wildcards.method, wildcards.dataset, int(wildcards.ipc), PRESET, HPARAMS)

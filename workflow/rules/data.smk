@@ -7,6 +7,8 @@ localrules:
 
 
 rule data:
+    input:
+        data_inputs,
     output:
         "results/data/{dataset}.npz",
     log:

@@ -4,14 +4,14 @@
 
 rule featnet:
     input:
-        data="results/data/{dataset}.npz",
+        unpack(checked_inputs(data="results/data/{dataset}.npz")),
     output:
         "results/nets/{dataset}/{net}-full.pt",
     log:
         "results/logs/featnet/{dataset}/{net}.log",
     conda:
         ENV
-    threads: 1
+    threads: TORCH_THREADS["featnet"]
     resources:
         gpu=gpu_count,
         runtime=job_runtime("gpu_job"),
@@ -19,9 +19,10 @@ rule featnet:
     params:
         settings=featnet_settings,
         device=config["device"],
+        threads=TORCH_THREADS["featnet"],
     shell:
         "python -m ddflow featnet --dataset {wildcards.dataset:q} --data {input.data:q} --net {wildcards.net:q}"
-        " --settings {params.settings:q} --device {params.device:q} --threads {threads} --out {output:q} > {log:q} 2>&1"
+        " --settings {params.settings:q} --device {params.device:q} --threads {params.threads} --out {output:q} > {log:q} 2>&1"
 
 
 rule distill:
@@ -36,7 +37,7 @@ rule distill:
         method=distilled_method_names(),
     conda:
         ENV
-    threads: 1
+    threads: TORCH_THREADS["distill"]
     resources:
         gpu=gpu_count,
         runtime=job_runtime("distill"),
@@ -49,10 +50,11 @@ rule distill:
         hparams_dir=HPARAMS,
         preset=config["preset"],
         save_every=config.get("save_every", 100),
+        threads=TORCH_THREADS["distill"],
     shell:
         "python -m ddflow distill --method {wildcards.method:q} --dataset {wildcards.dataset:q}"
         " --ipc {wildcards.ipc:q} --seed {wildcards.seed:q} --preset {params.preset:q} --data {input.data:q}"
-        " --device {params.device:q} --threads {threads} --hparams-dir {params.hparams_dir:q}"
+        " --device {params.device:q} --threads {params.threads} --hparams-dir {params.hparams_dir:q}"
         " --resume {params.resume:q} --save-every {params.save_every:q}"
         " --snapshot-dir {output.snapshots:q} {params.extra} --out {output.final:q} > {log:q} 2>&1"
 
@@ -69,8 +71,9 @@ rule import_set:
         name=import_names(),
     conda:
         ENV
-    threads: 1
+    threads: TORCH_THREADS["import_set"]
     params:
         args=import_args,
+        threads=TORCH_THREADS["import_set"],
     shell:
-        "python -m ddflow import {params.args} --threads {threads} --out {output:q} > {log:q} 2>&1"
+        "python -m ddflow import {params.args} --threads {params.threads} --out {output:q} > {log:q} 2>&1"

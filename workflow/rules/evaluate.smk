@@ -3,15 +3,19 @@
 
 rule evaluate:
     input:
-        distilled="results/distilled/{method}/{dataset}/ipc{ipc}/s{seed}.pt",
-        data="results/data/{dataset}.npz",
+        unpack(
+            checked_inputs(
+                distilled="results/distilled/{method}/{dataset}/ipc{ipc}/s{seed}.pt",
+                data="results/data/{dataset}.npz",
+            )
+        ),
     output:
         "results/eval/{protocol}/{method}/{dataset}/ipc{ipc}/s{seed}.json",
     log:
         "results/logs/eval/{protocol}/{method}/{dataset}/ipc{ipc}/s{seed}.log",
     conda:
         ENV
-    threads: 1
+    threads: TORCH_THREADS["evaluate"]
     resources:
         gpu=gpu_count,
         runtime=job_runtime("gpu_job"),
@@ -21,23 +25,28 @@ rule evaluate:
         device=config["device"],
         hparams_dir=HPARAMS,
         preset=config["preset"],
+        threads=TORCH_THREADS["evaluate"],
     shell:
         "python -m ddflow evaluate --distilled {input.distilled:q} --data {input.data:q} --protocol {wildcards.protocol:q}"
-        " --preset {params.preset:q} --device {params.device:q} --threads {threads}"
+        " --preset {params.preset:q} --device {params.device:q} --threads {params.threads}"
         " --hparams-dir {params.hparams_dir:q} --out {output:q} > {log:q} 2>&1"
 
 
 rule evaluate_paper_rule:
     input:
-        snapshots="results/distilled/{method}/{dataset}/ipc{ipc}/s{seed}",
-        data="results/data/{dataset}.npz",
+        unpack(
+            checked_inputs(
+                snapshots="results/distilled/{method}/{dataset}/ipc{ipc}/s{seed}",
+                data="results/data/{dataset}.npz",
+            )
+        ),
     output:
         "results/eval/{protocol}/{method}/{dataset}/ipc{ipc}/s{seed}/paper_rule/it{it}.json",
     log:
         "results/logs/eval/{protocol}/{method}/{dataset}/ipc{ipc}/s{seed}/paper_rule/it{it}.log",
     conda:
         ENV
-    threads: 1
+    threads: TORCH_THREADS["evaluate_paper_rule"]
     resources:
         gpu=gpu_count,
         runtime=job_runtime("gpu_job"),
@@ -48,24 +57,29 @@ rule evaluate_paper_rule:
         device=config["device"],
         hparams_dir=HPARAMS,
         preset=config["preset"],
+        threads=TORCH_THREADS["evaluate_paper_rule"],
     shell:
         "python -m ddflow evaluate --distilled {input.snapshots:q}/it{wildcards.it:q}.pt --data {input.data:q}"
         " --protocol {wildcards.protocol:q} --models {params.models:q} --preset {params.preset:q}"
-        " --device {params.device:q} --threads {threads} --hparams-dir {params.hparams_dir:q} --out {output:q}"
+        " --device {params.device:q} --threads {params.threads} --hparams-dir {params.hparams_dir:q} --out {output:q}"
         " > {log:q} 2>&1"
 
 
 rule evaluate_snapshot:
     input:
-        snapshots="results/distilled/{method}/{dataset}/ipc{ipc}/s{seed}",
-        data="results/data/{dataset}.npz",
+        unpack(
+            checked_inputs(
+                snapshots="results/distilled/{method}/{dataset}/ipc{ipc}/s{seed}",
+                data="results/data/{dataset}.npz",
+            )
+        ),
     output:
         "results/eval/{protocol}/{method}/{dataset}/ipc{ipc}/s{seed}/it{it}.json",
     log:
         "results/logs/eval/{protocol}/{method}/{dataset}/ipc{ipc}/s{seed}/it{it}.log",
     conda:
         ENV
-    threads: 1
+    threads: TORCH_THREADS["evaluate_snapshot"]
     resources:
         gpu=gpu_count,
         runtime=job_runtime("gpu_job"),
@@ -75,9 +89,10 @@ rule evaluate_snapshot:
         device=config["device"],
         hparams_dir=HPARAMS,
         preset=config["preset"],
+        threads=TORCH_THREADS["evaluate_snapshot"],
     shell:
         "python -m ddflow evaluate --distilled {input.snapshots:q}/it{wildcards.it:q}.pt --data {input.data:q}"
-        " --protocol {wildcards.protocol:q} --preset {params.preset:q} --device {params.device:q} --threads {threads}"
+        " --protocol {wildcards.protocol:q} --preset {params.preset:q} --device {params.device:q} --threads {params.threads}"
         " --hparams-dir {params.hparams_dir:q} --out {output:q} > {log:q} 2>&1"
 
 
@@ -89,14 +104,14 @@ rule whole_dataset:
 
 rule whole_dataset_cell:
     input:
-        data="results/data/{dataset}.npz",
+        unpack(checked_inputs(data="results/data/{dataset}.npz")),
     output:
         "results/eval/whole/{dataset}.json",
     log:
         "results/logs/eval/whole/{dataset}.log",
     conda:
         ENV
-    threads: 1
+    threads: TORCH_THREADS["whole_dataset_cell"]
     resources:
         gpu=gpu_count,
         runtime=job_runtime("gpu_job"),
@@ -106,7 +121,8 @@ rule whole_dataset_cell:
         device=config["device"],
         hparams_dir=HPARAMS,
         preset=config["preset"],
+        threads=TORCH_THREADS["whole_dataset_cell"],
     shell:
         "python -m ddflow whole --dataset {wildcards.dataset:q} --data {input.data:q} --preset {params.preset:q}"
-        " --device {params.device:q} --threads {threads} --hparams-dir {params.hparams_dir:q} --out {output:q}"
+        " --device {params.device:q} --threads {params.threads} --hparams-dir {params.hparams_dir:q} --out {output:q}"
         " > {log:q} 2>&1"

@@ -6,14 +6,14 @@
 
 rule experts:
     input:
-        data="results/data/{dataset}.npz",
+        unpack(checked_inputs(data="results/data/{dataset}.npz")),
     output:
         "results/experts/{dataset}/{prep}/{net}/block{block}.json",
     log:
         "results/logs/experts/{dataset}/{prep}/{net}/block{block}.log",
     conda:
         ENV
-    threads: 1
+    threads: TORCH_THREADS["experts"]
     resources:
         gpu=gpu_count,
         runtime=job_runtime("experts"),
@@ -23,7 +23,8 @@ rule experts:
         block=expert_block_args,
         resume="results/resume/experts/{dataset}/{prep}/{net}/block{block}.pt",
         device=config["device"],
+        threads=TORCH_THREADS["experts"],
     shell:
         "python -m ddflow experts --dataset {wildcards.dataset:q} --prep {wildcards.prep:q} --net {wildcards.net:q}"
         " --data {input.data:q} --settings {params.settings:q} {params.block} --receipt {output:q}"
-        " --resume {params.resume:q} --device {params.device:q} --threads {threads} > {log:q} 2>&1"
+        " --resume {params.resume:q} --device {params.device:q} --threads {params.threads} > {log:q} 2>&1"

@@ -164,13 +164,15 @@ rule isa_fig6:
         "results/logs/figures/isa/fig6_{dataset}_ipc{ipc}.log",
     conda:
         ENV
+    threads: TORCH_THREADS["isa_fig6"]
     resources:
         gpu=gpu_count,  # feature-net features, on the run's device
     params:
         device=config["device"],
+        threads=TORCH_THREADS["isa_fig6"],
     shell:
         "python -m ddflow isa-fig6 --dataset {wildcards.dataset:q} --data {input.data:q} --feature-net {input.featnet:q}"
-        " --device {params.device:q} --threads 1 --out {output.png:q} {input.distilled:q} > {log:q} 2>&1"
+        " --device {params.device:q} --threads {params.threads} --out {output.png:q} {input.distilled:q} > {log:q} 2>&1"
 
 
 rule isa_table:
@@ -192,16 +194,18 @@ rule isa_table:
         kind="information|recall",
     conda:
         ENV
+    threads: TORCH_THREADS["isa_table"]
     resources:
         gpu=gpu_count,  # feature-net features, on the run's device
     params:
         spec=isa_table_spec,
         args=isa_table_args,
         device=config["device"],
+        threads=TORCH_THREADS["isa_table"],
         prefix="results/tables/isa/{kind}_{dataset}_ipc{ipc}",
     shell:
         "python -m ddflow isa-{wildcards.kind:q} --dataset {wildcards.dataset:q} --data {input.data:q}"
-        " --feature-net {input.featnet:q} --device {params.device:q} --threads 1 {params.args} --spec {params.spec:q}"
+        " --feature-net {input.featnet:q} --device {params.device:q} --threads {params.threads} {params.args} --spec {params.spec:q}"
         " --out-prefix {params.prefix:q} {input.distilled:q} > {log:q} 2>&1"
 
 

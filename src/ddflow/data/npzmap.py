@@ -8,6 +8,7 @@ member in chunks, so preparing a dataset never holds two copies of its largest a
 """
 from __future__ import annotations
 
+import json
 import struct
 import zipfile
 from pathlib import Path
@@ -77,6 +78,9 @@ class NpzStreamWriter:
         return self
 
     def __exit__(self, *exc) -> bool | None:
+        if exc[0] is None:  # what made the file (ddflow.runtime.provenance), as a JSON string member
+            from ..runtime import provenance
+            self.add("provenance", np.array([json.dumps(provenance(), sort_keys=True)]))
         self._zip.close()
         return self._atomic.__exit__(*exc)
 

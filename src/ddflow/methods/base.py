@@ -14,6 +14,7 @@ import torch
 
 from ..data import DatasetInfo, RealData
 from ..data.spaces import Prep
+from ..errors import DdflowError
 
 
 class Method:
@@ -32,6 +33,8 @@ class Method:
     #: the space of result()['images'] when the method distils in the normalised data: 'normalized', or 'pixels'
     #: for [0, 1] images (IDC); a method whose preprocessing is a ZCA distils in 'zca' (set by the runner)
     result_space: ClassVar[str] = "normalized"
+    #: the values its hparams' `init` may take (config.check and the runner refuse any other before work starts)
+    inits: ClassVar[tuple[str, ...]] = ("real", "noise")
 
     @classmethod
     def seed_id(cls) -> str:
@@ -84,6 +87,8 @@ class Method:
         """The starting synthetic set per hp['init']: 'real' = IPC random real images per class, 'noise' = N(0, 1)
         in the normalised space (the official torch.randn init). Returned as a leaf tensor on the device."""
         info = self.data.info
+        if self.hp["init"] not in ("real", "noise"):
+            raise DdflowError(f"{self.method_id}: init {self.hp['init']!r} unknown; allowed: real, noise")
         if self.hp["init"] == "real":
             images = self.data.x_train[self.random_real_indices(self.ipc)]
         else:

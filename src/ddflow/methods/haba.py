@@ -125,6 +125,8 @@ class HaBa(MTT):
         """bases_per_class real images per class (init real; distill_fac.py lines 108-114, single-channel bases are
         the mean over channels) or N(0, 1) noise (line 102); a leaf on the device."""
         info = self.data.info
+        if self.hp["init"] not in self.inits:
+            raise DdflowError(f"haba: init {self.hp['init']!r} unknown; allowed: {', '.join(self.inits)}")
         if self.hp["init"] == "real":
             x = self.data.x_train[self.random_real_indices(self.bpc)]
             if self.hp["single_channel"]:

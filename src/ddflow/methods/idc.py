@@ -49,6 +49,7 @@ class IDC(Method):
     protocols = ("idc",)
     state = ("images", "opt", "sampler", "timing", "loops_done")
     result_space = "pixels"
+    inits = ("random", "mix", "kmeans")
 
     def init(self) -> None:
         hp, info = self.hp, self.data.info

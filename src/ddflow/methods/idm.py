@@ -115,6 +115,7 @@ def expand(images: torch.Tensor, labels: torch.Tensor, factor: int) -> tuple[tor
 
 @register("idm")
 class IDM(DM):
+    inits = ("real",)
     state = ("images", "opt", "sampler", "queue")
 
     def init(self) -> None:

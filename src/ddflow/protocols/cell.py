@@ -45,13 +45,15 @@ def protocol_settings(method: str, dataset: str, ipc: int, preset: str, name: st
         base, net = XARCH[name]
         return {**protocol_settings(method, dataset, ipc, preset, base, hp_dir), "net": net}
     hp_dir = hparams_mod.hparams_dir(hp_dir)
-    doc = yaml.safe_load((hp_dir / "protocols.yaml").read_text()) or {}
+    doc = load_protocols(hp_dir)
     base = doc.get(name, {})
     hp = hparams_mod.resolve(method, dataset, ipc, preset, hp_dir)
     specific = (hp.get("eval") or {}).get(name)
     if specific is None:
         raise DdflowError(f"method {method!r} has no settings for protocol {name!r} in its hparams (eval.{name})")
     settings = hparams_mod.deep_merge(base, specific)
+    hparams_mod.check_values(settings, f"{hp_dir / method}.yaml eval.{name} over protocols.yaml {name}, resolved for "
+                                       f"{dataset}, IPC {ipc}, preset {preset}")
     if "net" in base and "net" not in specific and hp.get("net"):
         settings["net"] = hp["net"]
     if settings.get("augment") == "dsa" and settings.get("strategy", "auto") == "auto":
@@ -59,6 +61,32 @@ def protocol_settings(method: str, dataset: str, ipc: int, preset: str, name: st
     if settings.get("steps") == "auto":
         settings["steps_by_prototypes"] = _step_table(doc, settings.get("step_table"), method, name)
     return settings
+
+
+def load_protocols(hp_dir: str | Path | None = None) -> dict[str, Any]:
+    """protocols.yaml of the hyperparameter folder, checked: valid YAML, a mapping of protocol sections whose values
+    are in range (hparams.check_values: finite, counts and batches bounded, learning rates > 0, momenta in [0, 1]);
+    errors name the file and the key."""
+    path = hparams_mod.hparams_dir(hp_dir) / "protocols.yaml"
+    if not path.exists():
+        raise DdflowError(f"{path}: missing (the evaluation protocols' fixed settings)")
+    try:
+        doc = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise DdflowError(f"{path}: invalid YAML ({e})") from None
+    if not isinstance(doc, dict) or not all(isinstance(v, dict) for v in doc.values()):
+        raise DdflowError(f"{path}: a mapping of protocol sections ({{dc: {{lr: ..., batch: ...}}, ...}}) expected")
+    for name, section in doc.items():
+        if name == "step_tables":
+            for table, steps in section.items():
+                if not isinstance(steps, dict) or not all(
+                        isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= hparams_mod.MAX_COUNT["steps"]
+                        for v in steps.values()):
+                    raise DdflowError(f"{path}: step_tables.{table} must map prototype counts to whole numbers of "
+                                      f"steps in [1, {hparams_mod.MAX_COUNT['steps']:,}]")
+            continue
+        hparams_mod.check_values(section, f"{path}: {name}")
+    return doc
 
 
 def _step_table(doc: dict, table: str | None, method: str, name: str) -> dict[int, int]:

@@ -2,6 +2,7 @@
 paper's value and the difference, written as CSV (long, one row per cell), Markdown and LaTeX (paper layout)."""
 from __future__ import annotations
 
+import json
 import math
 import re
 from collections import defaultdict
@@ -32,7 +33,10 @@ def load_spec(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.exists():
         raise DdflowError(f"{path}: no such table spec")
-    spec = yaml.safe_load(path.read_text())
+    try:
+        spec = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise DdflowError(f"{path}: invalid YAML ({e})") from None
     if not isinstance(spec, dict):
         raise DdflowError(f"{path}: a spec is a mapping of keys, got {type(spec).__name__}")
     kind = spec.setdefault("kind", "cells")
@@ -212,16 +216,22 @@ def title(table: dict[str, Any]) -> str:
 
 def write_outputs(out_prefix: str | Path, df: pd.DataFrame, md_lines: list[str], tex: str | None = None,
                   float_format: str = "%.4f", html: str | None = None) -> None:
-    """{out_prefix}.csv (df), .md (the lines) and, when given, .tex and .html, each written atomically."""
+    """{out_prefix}.csv (df), .md (the lines) and, when given, .tex and .html, each written atomically; the Markdown
+    and LaTeX end with a comment saying what made them (ddflow.runtime.provenance; a CSV has no comment syntax its
+    readers all accept, and the HTML page is the report's view of the same table, so they carry none)."""
+    from ..runtime import provenance
+    made_by = json.dumps(provenance(), sort_keys=True)
     out_prefix = Path(out_prefix)
     with atomic_path(out_prefix.with_suffix(".csv")) as tmp:
         df.to_csv(tmp, index=False, float_format=float_format)
     with atomic_path(out_prefix.with_suffix(".md")) as tmp:
-        tmp.write_text("\n".join(md_lines) + "\n")
-    for suffix, text in ((".tex", tex), (".html", html)):
-        if text is not None:
-            with atomic_path(out_prefix.with_suffix(suffix)) as tmp:
-                tmp.write_text(text)
+        tmp.write_text("\n".join(md_lines) + f"\n\n<!-- made by: {made_by} -->\n")
+    if tex is not None:
+        with atomic_path(out_prefix.with_suffix(".tex")) as tmp:
+            tmp.write_text(tex.rstrip("\n") + f"\n% made by: {made_by}\n")
+    if html is not None:
+        with atomic_path(out_prefix.with_suffix(".html")) as tmp:
+            tmp.write_text(html)
 
 
 def write_table(table: dict[str, Any], out_prefix: str | Path) -> None:
