@@ -201,3 +201,11 @@ def test_haba_rows_default_to_protocol_haba_with_the_official_lengths():
     assert (paper["standardize"], paper["test_batch"], paper["augment"]) == ("batch", 128, "dsa")
     rows = [r for r in load_spec("workflow/papers/dream_t1.yaml")["rows"] if r.get("method") == "haba"]
     assert rows and all(r["protocol"] == "haba" for r in rows)
+
+
+def test_quick_hallucinator_lr_is_the_held_out_choice_and_the_paper_keeps_the_scripts_value():
+    # run_cifar10_ipc{1,10,50}_style5.sh --lr_style 100 (distill_fac.py line 464); quick: workflow/hparams/haba.yaml
+    assert hparams.resolve("haba", "cifar10", 1, "paper")["lr_hallucinator"] == 100
+    quick = hparams.resolve("haba", "mnist5k", 1, "quick")
+    assert quick["lr_hallucinator"] == 0.1 and quick["expert_standardize"] == "none"
+    assert manifest_path("mnist5k", quick) == manifest_path("mnist5k", hparams.resolve("mtt", "mnist5k", 1, "quick"))
