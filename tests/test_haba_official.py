@@ -191,6 +191,10 @@ def test_protocol_haba_trains_an_epoch_of_bases_and_standardises_train_and_test_
     assert not torch.allclose(real_batches(one, False)(bases, 1, draw()), real_batches(three, False)(bases, 1, draw()))
     with pytest.raises(DdflowError, match="standardize 'per-image'; allowed: batch, none"):
         evaluate_haba(_record(), data, _settings("per-image"), gens, CPU)
+    plain = _record()
+    plain.extra = {}
+    with pytest.raises(DdflowError, match="not a HaBa record: its extras lack haba, haba_bases, haba_hallucinators"):
+        evaluate_haba(plain, data, _settings(), gens, CPU)
 
 
 def test_haba_rows_default_to_protocol_haba_with_the_official_lengths():
