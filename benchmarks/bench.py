@@ -95,6 +95,7 @@ def bench_trajectory_method(data, device, method: str, ipc: int, iters: int, pre
     from ddflow.trajectory_sampling import write_ead_pool, write_mtt_manifest
     hp = hparams.resolve(method, data.info.name, ipc, preset)
     hp["prep"] = "raw"  # throughput only: skip fitting a ZCA
+    hp["expert_standardize"] = "none"  # the fake experts' prep is plain 'raw' (HaBa's paper experts: raw-batchstd)
     if syn_steps:
         hp["syn_steps"] = syn_steps
     if batch_syn:

@@ -1,5 +1,5 @@
 """End to end through Snakemake on a tiny config: data -> experts (two blocks) -> checkpoint sampling -> mtt, haba,
-ead, ead-literal -> evaluation (protocols mtt and soft) -> tables dream_t1 and ead_claims."""
+ead, ead-literal -> evaluation (protocols mtt, haba and soft) -> tables dream_t1 and ead_claims."""
 import json
 import re
 
@@ -19,7 +19,7 @@ TINY_QUICK = {
     "ead.yaml": {"iterations": 2, "pool": 3, "t_m": 2, "batch_real": 8, "eval": {"soft": {"epochs": 2, "models": 2}}},
     "random.yaml": {"eval": {"dc": {"epochs": 2, "models": 2}}},
     "haba.yaml": {"iterations": 2, "n_hallucinators": 2, "extractor_net": "ConvNetW32",
-                  "eval": {"mtt": {"epochs": 2, "models": 2}}},   # windows and steps: mtt's tiny values (inherited)
+                  "eval": {"haba": {"epochs": 2, "models": 2}}},   # windows and steps: mtt's tiny values (inherited)
 }
 METHODS = ["mtt", "haba", "ead", "ead-literal", "random"]
 
@@ -52,7 +52,7 @@ def test_trajectory_workflow_experts_sampling_methods_evaluation_tables(tiny_run
     assert cell["protocol"] == "mtt" and len(cell["accuracies"]) == 2
     haba = load_pt(r / "distilled/haba/mnist5k/ipc1/s0.pt")  # the MTT manifest shared; 2 hallucinators x 10 bases
     assert haba["images"].shape == (20, 1, 28, 28) and haba["haba"]["images"] == 20 and haba["lr"] > 0
-    assert json.loads((r / "eval/mtt/haba/mnist5k/ipc1/s0.json").read_text())["n_models"] == 2
+    assert json.loads((r / "eval/haba/haba/mnist5k/ipc1/s0.json").read_text())["n_models"] == 2  # its row's protocol
     ead = load_pt(r / "distilled/ead/mnist5k/ipc1/s0.pt")
     lit = load_pt(r / "distilled/ead-literal/mnist5k/ipc1/s0.pt")
     assert ead["labels"].shape == (10, 10) and torch.allclose(ead["labels"].sum(1), torch.ones(10))

@@ -6,6 +6,11 @@ everything (initialisation, data order, DSA) from generator("expert", dataset, p
 file whatever block it is trained in; a block of K experts is one ddflow.train.NetStack (vmap on CUDA, a loop over
 models on the CPU). MTT's buffer.py settings: SGD lr 0.01, no momentum, no weight decay, batch 256, DSA per image
 (one family per batch, parameters per image), epoch 0 = init. A block resumes from its last finished epoch.
+
+A prep with the suffix `-batchstd` (e.g. `kornia-batchstd`) is the prep's data with every batch standardised by its
+own scalar mean and std before DSA, train and test (test batches of 128), as HaBa's buffer.py trains its experts
+through HaBa's utils.py epoch() (line 409): distinct files, requested by a method whose `expert_standardize` is
+`batch` (experts_prep).
 """
 from __future__ import annotations
 
@@ -22,6 +27,7 @@ from .data.spaces import preprocess
 from .errors import DdflowError
 from .io import load_pt, load_resume, save_pt, write_json
 from .nets import build_net
+from .ops.standardize import standardize_chunks, standardize_groups
 from .progress import Progress
 from .runtime import peak_memory_mb, provenance
 from .seeding import generator
@@ -30,6 +36,23 @@ from .train import NetStack, TrainSettings, accuracy, train_stack
 log = logging.getLogger(__name__)
 EXPERT_FORMAT = "ddflow.expert/1"
 RECEIPT_FORMAT = "ddflow.expert-block/1"
+BATCH_STD = "-batchstd"         # prep suffix: per-batch standardised experts (HaBa's buffer.py / utils.py epoch)
+EXPERT_STANDARDIZE = ("none", "batch")
+TEST_BATCH = 128                # HaBa utils.py get_dataset line 221: testloader batch_size 128, no shuffle
+
+
+def experts_prep(hp: dict[str, Any]) -> str:
+    """The prep of the experts a trajectory method reads: its `prep`, with BATCH_STD when its
+    `expert_standardize` is `batch` (HaBa); `none` or absent: the prep itself (MTT's buffer.py)."""
+    mode = hp.get("expert_standardize") or "none"
+    if mode not in EXPERT_STANDARDIZE:
+        raise DdflowError(f"hparams expert_standardize {mode!r}; allowed: {', '.join(EXPERT_STANDARDIZE)}")
+    return hp["prep"] + (BATCH_STD if mode == "batch" else "")
+
+
+def split_prep(prep: str) -> tuple[str, bool]:
+    """An experts prep -> (the data's prep, whether batches are standardised)."""
+    return (prep[:-len(BATCH_STD)], True) if prep.endswith(BATCH_STD) else (prep, False)
 
 
 def expert_path(dataset: str, prep: str, net: str, i: int) -> str:
@@ -65,7 +88,9 @@ def train_experts(dataset: str, prep: str, net: str, indices: list[int], setting
         raise DdflowError("train_experts: one output per expert index")
     info = normalized_as(get_info(dataset), settings.get("normalize_as"))
     raw = load_real(data_path, info, device)
-    data, _ = expert_data(raw, prep, settings.get("zca_eps"))
+    base_prep, batch_std = split_prep(prep)
+    data, _ = expert_data(raw, base_prep, settings.get("zca_eps"))
+    prepare = (lambda xb, k, _gens: standardize_groups(xb, k)) if batch_std else None
     gens = [generator("expert", dataset, prep, net, i) for i in indices]
     template = build_net(net, info.channels, info.classes, info.size)
     stack = NetStack(template, gens, device, settings.get("batching", "auto"))
@@ -96,7 +121,8 @@ def train_experts(dataset: str, prep: str, net: str, indices: list[int], setting
     for ep in range(start, epochs):
         ts = TrainSettings(epochs=1, lr=lrs[ep], momentum=float(settings.get("momentum", 0.0)),
                            weight_decay=float(settings.get("weight_decay", 0.0)), batch=int(settings["batch"]))
-        loss = train_stack(stack.train(True), data.x_train, data.y_train, gens, ts, augment, desc="expert epoch")
+        loss = train_stack(stack.train(True), data.x_train, data.y_train, gens, ts, augment, desc="expert epoch",
+                           prepare=prepare)
         for n in names:
             traj[n].append(stack.params[n].detach().cpu().clone())
         progress.update(ep + 1, loss=sum(loss) / len(loss))
@@ -108,7 +134,8 @@ def train_experts(dataset: str, prep: str, net: str, indices: list[int], setting
             progress.close()
             return
     progress.close()
-    accs = accuracy(stack.train(False), data.x_test, data.y_test)
+    x_test = standardize_chunks(data.x_test, TEST_BATCH) if batch_std else data.x_test
+    accs = accuracy(stack.train(False), x_test, data.y_test)
     seconds = time.time() - t0
     for k, (i, out) in enumerate(zip(indices, outs)):
         save_pt({"format": EXPERT_FORMAT, "dataset": dataset, "prep": prep, "net": net, "index": i,

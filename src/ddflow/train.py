@@ -136,10 +136,12 @@ def synthetic_epoch(net: nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor,
 def train_stack(stack: NetStack, x: torch.Tensor, y: torch.Tensor, generators: list[torch.Generator],
                 settings: TrainSettings, augment=None,
                 loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = hard_ce,
-                desc: str = "train") -> list[float]:
+                desc: str = "train", prepare: Callable | None = None) -> list[float]:
     """Train every model of `stack` on (x, y) (shared by all models; y may be hard (N,) or soft (N, C)).
-    Per epoch each model draws its own permutation; per minibatch its own augmentation. Returns the mean
-    training loss of the last epoch per model."""
+    Per epoch each model draws its own permutation; per minibatch its own augmentation. `prepare(xb, k,
+    generators)`, when given, maps the gathered rows of the K models' batches (K * b, ...; model after model) to
+    the images they train on, before the augmentation (HaBa: hallucinate and standardise each batch). Returns the
+    mean training loss of the last epoch per model."""
     n, k = len(x), stack.k
     opt = StackedSGD(stack.parameters(), settings.lr, settings.momentum, settings.weight_decay)
     progress = Progress(settings.epochs, desc)
@@ -151,9 +153,11 @@ def train_stack(stack: NetStack, x: torch.Tensor, y: torch.Tensor, generators: l
             idx = perms[:, start:start + settings.batch]
             b = idx.shape[1]
             xb = x[idx.flatten()]
+            if prepare is not None:
+                xb = prepare(xb, k, generators)
             if augment is not None:
                 xb = augment.augment_many(xb, [b] * k, generators)
-            xb = xb.view(k, b, *x.shape[1:])
+            xb = xb.view(k, b, *xb.shape[1:])
             yb = y[idx]
             losses = loss_fn(stack.forward(xb), yb)
             losses.sum().backward()

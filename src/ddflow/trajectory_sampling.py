@@ -15,7 +15,7 @@ from typing import Any
 import torch
 
 from .errors import DdflowError
-from .experts import load_expert
+from .experts import experts_prep, load_expert
 from .io import load_pt, read_json, save_pt, write_json
 from .runtime import provenance
 from .seeding import generator
@@ -40,10 +40,11 @@ def sampler_id(hp: dict[str, Any]) -> str:
 
 
 def manifest_path(dataset: str, hp: dict[str, Any]) -> str:
-    """The manifest a trajectory method reads (hp: net, prep, sampler and its numbers)."""
+    """The manifest a trajectory method reads (hp: net, prep and expert_standardize (ddflow.experts.experts_prep),
+    sampler and its numbers)."""
     sid = sampler_id(hp)
     ext = "json" if sid.startswith("mtt") else "pt"
-    return f"results/trajectories/{dataset}/{hp['prep']}/{hp['net']}/{sid}.{ext}"
+    return f"results/trajectories/{dataset}/{experts_prep(hp)}/{hp['net']}/{sid}.{ext}"
 
 
 def _check_experts(expert_paths: list[str], dataset: str, prep: str, net: str, need_epochs: int) -> list[dict]:

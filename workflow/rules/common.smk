@@ -65,7 +65,7 @@ wildcard_constraints:
     protocol="[a-z0-9-]+",
     net="[A-Za-z0-9]+",
     table="[a-z0-9_-]+",
-    prep="raw|kornia|frepo",
+    prep="(raw|kornia|frepo)(-batchstd)?",
     ipc=r"\d+",
     seed=r"\d+",
     it=r"\d+",

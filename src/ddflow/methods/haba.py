@@ -19,10 +19,15 @@ One iteration (distill_fac.py lines 262-417), on the chunks of one permutation o
        + lambda_contrast * SupCon(normalize(e0), normalize(e1); labels)
    updates the extractor only (it pulls the views of one basis together: the adversary of step 2).
 
-The result is the evaluated training set: every basis through every hallucinator (n_hallucinators x classes x
-bases_per_class images, hallucinator after hallucinator), with the learned lr; the bases, the hallucinators' weights
-and the storage count travel in the record's extras (`haba_bases`, `haba_hallucinators`, `haba`) so
-`generate_from_record` rebuilds the set.
+The experts are HaBa's own when `expert_standardize` is `batch` (buffer.py trains through HaBa's utils.py epoch(),
+which standardises every batch: ddflow.experts, prep `<prep>-batchstd`); the distillation itself does not
+standardise (lines 320-327), as the official loop.
+
+The record holds the bases, the hallucinators' weights and the storage count in its extras (`haba_bases`,
+`haba_hallucinators`, `haba`), which protocol `haba` (ddflow.protocols.haba, the official evaluation) trains on,
+one random hallucinator per basis at every access; its images are every basis through every hallucinator
+(n_hallucinators x classes x bases_per_class, hallucinator after hallucinator), which protocol `mtt` trains on as a
+fixed set and `generate_from_record` rebuilds, with the learned lr.
 """
 from __future__ import annotations
 
@@ -82,18 +87,40 @@ def storage(bases: torch.Tensor, hallucinators: nn.ModuleList, image_numel: int)
             "images_equivalent": (n_bases + n_hal) / image_numel}
 
 
-def generate_from_record(extra: dict[str, Any]) -> torch.Tensor:
-    """The evaluated images rebuilt from a record's extras (`haba_bases`, `haba_hallucinators`, `haba`)."""
-    cfg, bases = extra["haba"], extra["haba_bases"]
+@torch.no_grad()
+def hallucinate(bases: torch.Tensor, hallucinators: nn.ModuleList, picks: torch.Tensor) -> torch.Tensor:
+    """bases[i] through hallucinators[picks[i]]: one image per basis (the official evaluation's access, utils.py
+    StyleTranslatorSharedDataset.__getitem__ lines 244-251)."""
+    out = None
+    for j in picks.unique().tolist():
+        rows = picks == j
+        y = hallucinators[j](bases[rows])
+        if out is None:
+            out = y.new_empty((len(bases), *y.shape[1:]))
+        out[rows] = y
+    return out
+
+
+def factors_from_record(extra: dict[str, Any]) -> tuple[torch.Tensor, nn.ModuleList]:
+    """A record's bases and hallucinators (its extras `haba_bases`, `haba_hallucinators`, `haba`)."""
+    missing = [k for k in ("haba", "haba_bases", "haba_hallucinators") if k not in extra]
+    if missing:
+        raise DdflowError(f"not a HaBa record: its extras lack {', '.join(missing)}")
+    cfg, bases = extra["haba"], extra["haba_bases"].float()
     hals = build_hallucinators(int(cfg["n_hallucinators"]), bases.shape[1], int(cfg["channels"]), bases.shape[-1],
                                int(cfg["kernel"]))
     hals.load_state_dict(extra["haba_hallucinators"])
-    return generate(bases.float(), hals)
+    return bases, hals
+
+
+def generate_from_record(extra: dict[str, Any]) -> torch.Tensor:
+    """The evaluated images rebuilt from a record's extras (`haba_bases`, `haba_hallucinators`, `haba`)."""
+    return generate(*factors_from_record(extra))
 
 
 @register("haba")
 class HaBa(MTT):
-    protocols = ("mtt",)
+    protocols = ("haba", "mtt")
     requires = ("trajectories",)
     state = ("bases", "hallucinators", "extractor", "syn_lr", "opt_img", "opt_hal", "opt_ext", "opt_lr", "order")
 

@@ -19,7 +19,7 @@ import torch
 
 from ..augment import DSA
 from ..errors import DdflowError
-from ..experts import load_expert
+from ..experts import experts_prep, load_expert
 from ..nets import build_net, has_batchnorm
 from ..ops.trajectory import cross_entropy_step, student_unroll, trajectory_loss
 from ..runtime import to_device
@@ -49,7 +49,7 @@ class MTT(Method):
         """The checkpoint-sampling manifest (checked against the hparams) and the functional student net; draws
         nothing from the generator."""
         hp, info = self.hp, self.data.info
-        self.manifest = load_manifest(self.inputs["trajectories"], info.name, hp["prep"], hp["net"])
+        self.manifest = load_manifest(self.inputs["trajectories"], info.name, experts_prep(hp), hp["net"])
         check_normalization(self.manifest, info, self.inputs["trajectories"])
         for key in ("expert_epochs", "max_start_epoch"):
             if int(self.manifest[key]) != int(hp[key]):
@@ -68,7 +68,7 @@ class MTT(Method):
     def expert(self, k: int) -> dict[str, Any]:
         if self._cache is None or self._cache[0] != k:
             path = self.manifest["experts"][k]
-            e = load_expert(path, self.data.info.name, self.hp["prep"], self.hp["net"], mmap=True)
+            e = load_expert(path, self.data.info.name, experts_prep(self.hp), self.hp["net"], mmap=True)
             self._cache = (k, e)
         return self._cache[1]
 
