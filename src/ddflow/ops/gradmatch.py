@@ -61,7 +61,9 @@ def per_class_grads(net: nn.Module, params: dict[str, torch.Tensor], buffers: di
     x (C, B, ...), y (C, B) -> {name: (C, *param.shape)}. Differentiable w.r.t. x (create_graph semantics), which
     is what matching needs for the synthetic images. batching 'vmap' computes all classes in one batched call
     (the CUDA default: one launch sequence instead of C); 'loop' goes class by class like the official code
-    (the CPU default: vmap's per-class weight gradients become grouped convolutions, slower on a CPU)."""
+    (the CPU default: vmap's per-class weight gradients become grouped convolutions, slower on a CPU), with
+    torch.autograd.grad as the official code where the parameters are constants (cheaper on the CPU than
+    torch.func.grad, same gradient)."""
     def loss(p, xb, yb):
         return loss_fn(functional_call(net, (p, buffers), (xb,)), yb)
 
@@ -71,8 +73,17 @@ def per_class_grads(net: nn.Module, params: dict[str, torch.Tensor], buffers: di
         return vmap(grad(loss), in_dims=(None, 0, 0))(params, x, y)
     if batching != "loop":
         raise ValueError(f"batching {batching!r} not in ('auto', 'vmap', 'loop')")
-    per_class = [grad(loss)(params, x[c], y[c]) for c in range(len(x))]
-    return {n: torch.stack([g[n] for g in per_class]) for n in params}
+    if any(p.requires_grad for p in params.values()):  # gradients that stay differentiable w.r.t. the parameters
+        per_class = [grad(loss)(params, x[c], y[c]) for c in range(len(x))]
+        return {n: torch.stack([g[n] for g in per_class]) for n in params}
+    leaves = {n: p.detach().requires_grad_() for n, p in params.items()}
+    create_graph = x.requires_grad and torch.is_grad_enabled()
+    per_class = []
+    with torch.enable_grad():
+        for c in range(len(x)):
+            g = torch.autograd.grad(loss(leaves, x[c], y[c]), list(leaves.values()), create_graph=create_graph)
+            per_class.append(g if create_graph else [t.detach() for t in g])
+    return {n: torch.stack([g[i] for g in per_class]) for i, n in enumerate(leaves)}
 
 
 def conv_weights(net: torch.nn.Module) -> list[torch.Tensor]:
