@@ -47,9 +47,23 @@ def bench_eval(data, device, ipc: int, k: int, epochs: int, batching: str) -> di
             "epochs": epochs, "seconds_per_epoch": dt / epochs, "model_epochs_per_s": k * epochs / dt}
 
 
-def bench_dm(data, device, ipc: int, iters: int, preset: str) -> dict:
-    r = time_method(data, device, "dm", ipc, iters, preset)
-    return {**r, "bench": "dm", "batch_real": hparams.resolve("dm", data.info.name, ipc, preset)["batch_real"]}
+def _hp(method: str, data, ipc: int, preset: str, batch_real: int | None) -> dict:
+    """The resolved hyperparameters, with `batch_real` replaced when given (to match an official run's setting)."""
+    hp = hparams.resolve(method, data.info.name, ipc, preset)
+    if batch_real:
+        hp["batch_real"] = batch_real
+    return hp
+
+
+def bench_distill(data, device, method: str, ipc: int, iters: int, preset: str, batch_real: int | None = None) -> dict:
+    """Seconds per iteration of a distillation method (DM, DC, DSA, ...), with an optional batch_real."""
+    hp = _hp(method, data, ipc, preset, batch_real)
+    return {**time_method(data, device, method, ipc, iters, preset, hp=hp), "batch_real": hp["batch_real"],
+            "threads": torch.get_num_threads()}
+
+
+def bench_dm(data, device, ipc: int, iters: int, preset: str, batch_real: int | None = None) -> dict:
+    return {**bench_distill(data, device, "dm", ipc, iters, preset, batch_real), "bench": "dm"}
 
 
 # ---- trajectory family (issue 3): expert epochs/s, MTT / EAD iterations/s, MTT unroll memory ------------------
@@ -210,6 +224,9 @@ def main() -> None:
     p.add_argument("--idm-iters", type=int, default=20)
     p.add_argument("--feature", action="store_true", help="only the feature-matching block: dm, dm-isa, cafe")
     p.add_argument("--feature-iters", type=int, default=5)
+    p.add_argument("--batch-real", type=int, default=None, help="replace the hparams' batch_real (DM, DC, DSA)")
+    p.add_argument("--no-eval", action="store_true", help="skip the evaluation benchmarks (distillation only)")
+    p.add_argument("--no-dm", action="store_true", help="skip DM (time only --methods)")
     a = p.parse_args()
     if a.threads:
         torch.set_num_threads(a.threads)
@@ -237,14 +254,15 @@ def main() -> None:
         for r in bench_kernel(data, device, a.ipc, a.kernel_iters, a.preset):
             print(json.dumps(r), flush=True)
         return
-    for k in (1, 20):
+    for k in (() if a.no_eval else (1, 20)):
         for batching in (("vmap", "loop") if device.type == "cuda" else ("loop", "vmap")):
             results.append(bench_eval(data, device, a.ipc, k, a.epochs, batching))
             print(json.dumps(results[-1]), flush=True)
-    results.append(bench_dm(data, device, a.ipc, a.dm_iters, a.preset))
-    print(json.dumps(results[-1]), flush=True)
+    if not a.no_dm:
+        results.append(bench_dm(data, device, a.ipc, a.dm_iters, a.preset, a.batch_real))
+        print(json.dumps(results[-1]), flush=True)
     for method in a.methods:
-        results.append(time_method(data, device, method, a.ipc, a.gm_iters, a.preset))
+        results.append(bench_distill(data, device, method, a.ipc, a.gm_iters, a.preset, a.batch_real))
         print(json.dumps(results[-1]), flush=True)
     for batching in ("vmap", "loop"):
         one = [r for r in results if r.get("models") == 1 and r.get("batching") == batching]

@@ -15,6 +15,20 @@ ROOT = Path(__file__).resolve().parents[1]
 os.environ.setdefault("DDFLOW_HPARAMS", str(ROOT / "workflow" / "hparams"))
 
 
+# pytest-xdist (pyproject.toml addopts): the cores are split between the workers, so a worker's torch uses its share of
+# them instead of each worker oversubscribing every core
+if os.environ.get("PYTEST_XDIST_WORKER_COUNT"):
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"])))
+
+
+def pytest_collection_modifyitems(config, items):
+    """Each test file is one xdist group (`--dist loadgroup`): its module-scoped fixtures (a tiny workflow run, a
+    trained model) then run once, on one worker, instead of once per worker its tests land on."""
+    for item in items:
+        if not any(m.name == "xdist_group" for m in item.iter_markers()):
+            item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::")[0]))
+
+
 def pytest_configure(config):
     config.addinivalue_line("markers", "slurm: runs on a real SLURM cluster (tests/slurm/cluster.sh up); skipped "
                             "when SLURM is not installed")

@@ -50,6 +50,25 @@ def test_dm_loss_is_the_sum_over_classes_of_squared_mean_embedding_distances(mni
     assert float(m.loss(net, real, [r.clone() for r in real]).detach()) == pytest.approx(0.0, abs=1e-6)
 
 
+def test_dm_loss_class_by_class_equals_the_batched_forward(mnist5k):
+    """The CPU's class-by-class forwards (official main_DM.py's loop) and the one batched forward used on a GPU give
+    the same loss and image gradient: the instance-norm ConvNet treats every image on its own."""
+    m = _dm(mnist5k)
+    net = build_net("ConvNet", 1, 10, 28, torch.Generator().manual_seed(1))
+    g = torch.Generator().manual_seed(2)
+    real = [torch.randn(5, 1, 28, 28, generator=g) for _ in range(3)]
+    syn0 = torch.randn(3, 2, 1, 28, 28, generator=g)
+    out = {}
+    for per_class in (True, False):
+        m.per_class_forward = per_class
+        syn = syn0.clone().requires_grad_(True)
+        loss = m.loss(net, real, list(syn))
+        loss.backward()
+        out[per_class] = (loss.detach(), syn.grad)
+    torch.testing.assert_close(out[True][0], out[False][0], rtol=1e-6, atol=0)
+    torch.testing.assert_close(out[True][1], out[False][1], rtol=1e-5, atol=1e-9)
+
+
 def test_dm_initialises_from_real_images_of_each_class_and_moves_them(mnist5k):
     m = _dm(mnist5k)
     before = m.images.detach().clone()

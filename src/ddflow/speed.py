@@ -28,9 +28,10 @@ def time_method(data: RealData, device: torch.device, method: str, ipc: int, ite
                 hp: dict[str, Any] | None = None, inputs: dict[str, str] | None = None,
                 budget_s: float | None = None, hp_dir: str | Path | None = None) -> dict[str, Any]:
     """Seconds per distillation iteration of `method` over `iters` timed steps after one warm-up step, and the peak
-    memory of the timed steps. `hp` replaces the resolved hyperparameters; `inputs` as the runner's. With
-    `budget_s`, the timed loop stops once that many seconds are spent (after at least one step): `iterations` says
-    how many were timed and `truncated` whether that is fewer than asked."""
+    memory of the timed steps; `cpu_seconds_per_iteration` is this process's CPU time per step (all its threads),
+    steadier than the wall clock on a shared machine. `hp` replaces the resolved hyperparameters; `inputs` as the
+    runner's. With `budget_s`, the timed loop stops once that many seconds are spent (after at least one step):
+    `iterations` says how many were timed and `truncated` whether that is fewer than asked."""
     hp = hp if hp is not None else hparams.resolve(method, data.info.name, ipc, preset, hp_dir)
     cls = get_method(method)
     data, _ = preprocess(data, cls.preprocessing(hp, data.info))  # as the runner does before init()
@@ -40,7 +41,7 @@ def time_method(data: RealData, device: torch.device, method: str, ipc: int, ite
     sync(device)
     reset_peak(device)
     progress = Progress(iters, f"time {method}/{data.info.name}/ipc{ipc}")
-    done, t0 = 0, time.time()
+    done, t0, c0 = 0, time.time(), time.process_time()
     for it in range(1, iters + 1):
         progress.update(it, **m.step(it))
         done = it
@@ -48,7 +49,9 @@ def time_method(data: RealData, device: torch.device, method: str, ipc: int, ite
             break
     sync(device)
     dt = (time.time() - t0) / done
+    cpu = (time.process_time() - c0) / done
     progress.close()
     return {"bench": "distill", "method": method, "dataset": data.info.name, "ipc": ipc, "preset": preset,
-            "seconds_per_iteration": dt, "iterations_per_s": 1 / dt, "iterations": done, "truncated": done < iters,
+            "seconds_per_iteration": dt, "iterations_per_s": 1 / dt,
+            "cpu_seconds_per_iteration": cpu, "iterations": done, "truncated": done < iters,
             **peak_memory_mb(device)}

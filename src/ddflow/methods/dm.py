@@ -4,7 +4,8 @@ Each iteration draws a fresh randomly initialised ConvNet (frozen), and for ever
     || mean embed(DSA_c(real_c)) - mean embed(DSA_c(syn_c)) ||^2
 with one Siamese DSA draw per class shared by the real and the synthetic batch. One SGD step (momentum 0.5) on
 the synthetic images per iteration; no network training. The instance-norm ConvNet treats every image
-independently, so all classes go through one batched forward instead of the official per-class loop (same loss).
+independently, so on a GPU all classes go through one batched forward instead of the official per-class loop (same
+loss); on the CPU the loop is kept: its activations, a tenth of the size, are faster there (benchmarks/README.md).
 `dm-dream` takes the real batch from DREAM's representative sampler, clustered on the iteration's network: at every
 iteration with `count: network` (DREAM's cadence, each network's first step clusters), every 10 with `global`.
 """
@@ -23,6 +24,7 @@ from .registry import register
 @register("dm")
 class DM(Method):
     state = ("images", "opt", "sampler")
+    per_class_forward: bool | None = None  # None: class by class on the CPU, one batched forward elsewhere (loss())
 
     def init(self) -> None:
         hp, info = self.hp, self.data.info
@@ -35,7 +37,18 @@ class DM(Method):
 
     def loss(self, net: torch.nn.Module, real: list[torch.Tensor], syn: list[torch.Tensor]) -> torch.Tensor:
         """Sum over classes of the squared distance between mean embeddings of real and synthetic images.
-        `real[c]`, `syn[c]` are class c's (already augmented) batches."""
+        `real[c]`, `syn[c]` are class c's (already augmented) batches. On a GPU all classes go through one batched
+        forward; on the CPU class by class, as the official loop: the instance-norm ConvNet treats every image on
+        its own, so the loss is the same; a class's activations are a tenth of all classes', faster on the CPU."""
+        per_class = self.per_class_forward
+        if per_class if per_class is not None else self.device.type == "cpu":
+            loss = None
+            for r, s in zip(real, syn):
+                with torch.no_grad():
+                    er = net.embed(r)
+                term = self.class_loss(er, net.embed(s))
+                loss = term if loss is None else loss + term
+            return loss
         with torch.no_grad():
             emb_real = net.embed(torch.cat(real))
         emb_syn = net.embed(torch.cat(syn))

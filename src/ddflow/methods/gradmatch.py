@@ -7,7 +7,7 @@ gradients of the CE loss on a real batch of class c and on the synthetic images 
 one SGD step (momentum 0.5) on the synthetic images follows, and unless it is the last round the network trains
 `inner_loop` epochs on the (detached) synthetic set. DSA applies one Siamese augmentation draw per class to the
 real and the synthetic batch, and per-sample DSA while training the network; DC uses no augmentation.
-The per-class gradients come from ddflow.ops.gradmatch.per_class_grads: one vmapped computation for all classes on
+The per-class gradients come from ddflow.ops.gradmatch.class_grads: one vmapped computation for all classes on
 CUDA, a loop over classes (as the official code) on the CPU; the loss is the same.
 The `-dream` variants take the real batch from DREAM's representative sampler (ddflow.ops.real_batches).
 """
@@ -19,7 +19,7 @@ import torch
 
 from ..augment import DSA
 from ..nets import build_net, has_batchnorm
-from ..ops.gradmatch import loops_for, match_distance, per_class_grads
+from ..ops.gradmatch import class_grads, loops_for, match_distance
 from ..ops.real_batches import make_sampler
 from ..train import synthetic_epoch
 from .base import Method
@@ -89,10 +89,9 @@ class GradientMatching(Method):
             params = {n: p.detach() for n, p in net.named_parameters()}
             buffers = dict(net.named_buffers())
             with torch.no_grad():
-                g_real = per_class_grads(net, params, buffers, real, y_real)
-            g_syn = per_class_grads(net, params, buffers, syn, y_syn)
-            loss = sum(match_distance([g_syn[n][c] for n in params], [g_real[n][c] for n in params],
-                                      hp["match_distance"]) for c in range(self.classes))
+                g_real = class_grads(net, params, buffers, real, y_real)
+            g_syn = class_grads(net, params, buffers, syn, y_syn)
+            loss = sum(match_distance(g_syn[c], g_real[c], hp["match_distance"]) for c in range(self.classes))
             self.opt.zero_grad()
             loss.backward()
             self.opt.step()

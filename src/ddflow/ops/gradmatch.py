@@ -62,17 +62,49 @@ def per_class_grads(net: nn.Module, params: dict[str, torch.Tensor], buffers: di
     is what matching needs for the synthetic images. batching 'vmap' computes all classes in one batched call
     (the CUDA default: one launch sequence instead of C); 'loop' goes class by class like the official code
     (the CPU default: vmap's per-class weight gradients become grouped convolutions, slower on a CPU)."""
+    if _batching(batching, x) == "vmap":
+        return vmap(grad(_loss_of(net, buffers, loss_fn)), in_dims=(None, 0, 0))(params, x, y)
+    per_class = class_grads(net, params, buffers, x, y, loss_fn, "loop")
+    return {n: torch.stack([g[i] for g in per_class]) for i, n in enumerate(params)}
+
+
+def class_grads(net: nn.Module, params: dict[str, torch.Tensor], buffers: dict[str, torch.Tensor],
+                x: torch.Tensor, y: torch.Tensor, loss_fn: Callable = F.cross_entropy,
+                batching: str = "auto") -> list[list[torch.Tensor]]:
+    """per_class_grads as one list per class of the parameter gradients (in `params` order). The 'loop' way (the
+    CPU's) builds these lists directly, as the official code does: stacking the classes and indexing them back
+    costs a full-size gradient buffer per class and tensor in the backward pass of the synthetic images. Where the
+    parameters are constants it calls torch.autograd.grad, as the official code (cheaper on the CPU than
+    torch.func.grad; the same gradient up to summation order)."""
+    batching = _batching(batching, x)
+    if batching == "vmap":
+        g = per_class_grads(net, params, buffers, x, y, loss_fn, "vmap")
+        return [[g[n][c] for n in params] for c in range(len(x))]
+    loss = _loss_of(net, buffers, loss_fn)
+    if any(p.requires_grad for p in params.values()):  # gradients that stay differentiable w.r.t. the parameters
+        return [list(grad(loss)(params, x[c], y[c]).values()) for c in range(len(x))]
+    leaves = {n: p.detach().requires_grad_() for n, p in params.items()}
+    create_graph = x.requires_grad and torch.is_grad_enabled()
+    out = []
+    with torch.enable_grad():
+        for c in range(len(x)):
+            g = torch.autograd.grad(loss(leaves, x[c], y[c]), list(leaves.values()), create_graph=create_graph)
+            out.append(list(g) if create_graph else [t.detach() for t in g])
+    return out
+
+
+def _loss_of(net: nn.Module, buffers: dict[str, torch.Tensor], loss_fn: Callable) -> Callable:
     def loss(p, xb, yb):
         return loss_fn(functional_call(net, (p, buffers), (xb,)), yb)
+    return loss
 
+
+def _batching(batching: str, x: torch.Tensor) -> str:
     if batching == "auto":
-        batching = "vmap" if x.is_cuda else "loop"
-    if batching == "vmap":
-        return vmap(grad(loss), in_dims=(None, 0, 0))(params, x, y)
-    if batching != "loop":
+        return "vmap" if x.is_cuda else "loop"
+    if batching not in ("vmap", "loop"):
         raise ValueError(f"batching {batching!r} not in ('auto', 'vmap', 'loop')")
-    per_class = [grad(loss)(params, x[c], y[c]) for c in range(len(x))]
-    return {n: torch.stack([g[n] for g in per_class]) for n in params}
+    return batching
 
 
 def conv_weights(net: torch.nn.Module) -> list[torch.Tensor]:
