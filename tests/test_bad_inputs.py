@@ -222,7 +222,7 @@ BAD_INPUTS = [
     ("section that is a list", hp_edit("dm", lambda d: d.update(paper=[1, 2])), r"dm\.yaml: 'paper' must be a mapping"),
     ("hparams file that is not YAML", hp_edit("dm", "paper: {iterations: [\n"), r"dm\.yaml"),
     # table specs (workflow/papers/<table>.yaml)
-    ("empty table spec", spec(""), r"t\.yaml: a spec is a mapping of keys, got NoneType"),
+    ("empty table spec", spec(""), r"t\.yaml: a spec is a mapping of keys, got an empty file"),
     ("spec with no rows", spec({"name": "t", "title": "t", "paper_datasets": [], "paper_ipcs": [], "rows": []}),
      r"t\.yaml: 'rows' must be a non-empty list"),
     ("row without a label", spec({"name": "t", "title": "t", "paper_datasets": [], "paper_ipcs": [],

@@ -2,19 +2,17 @@
 against a direct computation, the record that regenerates its images, resume equality."""
 import math
 
-import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
-from ddflow.data import load_arrays
 from ddflow.distill import run
 from ddflow.experts import train_experts
-from ddflow.io import save_npz
 from ddflow.methods.haba import Hallucinator, build_hallucinators, generate, generate_from_record, storage
 from ddflow.ops.losses import supervised_contrastive
 from ddflow.records import load_distilled
 from ddflow.trajectory_sampling import write_mtt_manifest
+from tiny_workflow import write_tiny_mnist5k
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 CPU = torch.device("cpu")
@@ -75,11 +73,7 @@ def test_supervised_contrastive_equals_a_direct_computation():
 def setup(mnist5k_path, tmp_path_factory):
     """mnist5k cut to 12 training images per class, three 2-epoch experts and their MTT windows manifest."""
     d = tmp_path_factory.mktemp("haba")
-    a = load_arrays(mnist5k_path)
-    keep = np.concatenate([np.flatnonzero(a["y_train"] == c)[:12] for c in range(10)])
-    npz = d / "tiny.npz"
-    save_npz(npz, x_train=a["x_train"][keep], y_train=a["y_train"][keep], x_test=a["x_test"][:100],
-             y_test=a["y_test"][:100])
+    npz = write_tiny_mnist5k(mnist5k_path, d / "tiny.npz", per_class=12)
     outs = [d / f"e{i}.pt" for i in range(2)]
     train_experts("mnist5k", "raw", "ConvNetW32", [0, 1], SETTINGS, npz, outs, CPU)
     man = d / "man.json"

@@ -7,9 +7,9 @@ import torch
 
 from ddflow import experts as ex
 from ddflow import hparams
-from ddflow.data import get_info, load_arrays
+from ddflow.data import get_info
 from ddflow.errors import DdflowError
-from ddflow.io import load_pt, save_npz
+from ddflow.io import load_pt
 from ddflow.methods import get_method
 from ddflow.methods.haba import build_hallucinators, hallucinate
 from ddflow.nets import build_net
@@ -20,6 +20,7 @@ from ddflow.records import DistilledSet
 from ddflow.report.tables import load_spec
 from ddflow.train import NetStack, TrainSettings, train_stack
 from ddflow.trajectory_sampling import manifest_path
+from tiny_workflow import write_tiny_mnist5k
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 CPU = torch.device("cpu")
@@ -77,13 +78,7 @@ def test_experts_prep_names_distinct_files_for_standardised_experts_and_haba_pap
 
 @pytest.fixture(scope="module")
 def tiny_npz(mnist5k_path, tmp_path_factory):
-    d = tmp_path_factory.mktemp("habaoff")
-    a = load_arrays(mnist5k_path)
-    keep = np.concatenate([np.flatnonzero(a["y_train"] == c)[:10] for c in range(10)])
-    npz = d / "tiny.npz"
-    save_npz(npz, x_train=a["x_train"][keep], y_train=a["y_train"][keep], x_test=a["x_test"][:200],
-             y_test=a["y_test"][:200])
-    return npz
+    return write_tiny_mnist5k(mnist5k_path, tmp_path_factory.mktemp("habaoff") / "tiny.npz", n_test=200)
 
 
 def test_batchstd_experts_standardise_every_train_batch_and_test_batches_of_128(tiny_npz, tmp_path, monkeypatch):

@@ -60,10 +60,11 @@ def _snapshots_within_the_run(hp: Path) -> None:
             path.write_text(yaml.safe_dump(doc))
 
 
-def write_tiny_mnist5k(mnist5k_path: str | Path, out: Path) -> Path:
-    """A 100-image mnist5k (the first 10 training images of each class, the first 100 test images) at `out`."""
+def write_tiny_mnist5k(mnist5k_path: str | Path, out: Path, per_class: int = 10, n_test: int = 100) -> Path:
+    """A small mnist5k at `out`: the first `per_class` training images of each class and the first `n_test` test
+    images (by default 100 and 100)."""
     a = load_arrays(mnist5k_path)
-    keep = np.concatenate([np.flatnonzero(a["y_train"] == c)[:10] for c in range(10)])
-    save_npz(out, x_train=a["x_train"][keep], y_train=a["y_train"][keep], x_test=a["x_test"][:100],
-             y_test=a["y_test"][:100])
+    keep = np.concatenate([np.flatnonzero(a["y_train"] == c)[:per_class] for c in range(10)])
+    save_npz(out, x_train=a["x_train"][keep], y_train=a["y_train"][keep], x_test=a["x_test"][:n_test],
+             y_test=a["y_test"][:n_test])
     return out

@@ -21,9 +21,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from .errors import DdflowError
+from .io import read_yaml_mapping
 
 PRESETS = ("quick", "paper")
 ENV_VAR = "DDFLOW_HPARAMS"
@@ -73,15 +72,8 @@ def hparams_dir(hp_dir: Path | str | None = None) -> Path:
 
 def load_file(method: str, hp_dir: Path | str | None = None) -> dict:
     path = hparams_dir(hp_dir) / f"{method}.yaml"
-    if not path.exists():
-        raise DdflowError(f"{path}: no hyperparameter file for method {method!r}")
-    try:
-        doc = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as e:
-        raise DdflowError(f"{path}: invalid YAML ({e})") from None
-    if not isinstance(doc, dict):
-        raise DdflowError(f"{path}: an hparams file is a mapping (paper:, overrides:, quick:, ...), got a "
-                          f"{type(doc).__name__}")
+    doc = read_yaml_mapping(path, f"no hyperparameter file for method {method!r}",
+                            "an hparams file is a mapping (paper:, overrides:, quick:, ...)")
     unknown = set(doc) - _ALLOWED_KEYS
     if unknown:
         raise DdflowError(f"{path}: unknown top-level keys {sorted(unknown)}; allowed: {sorted(_ALLOWED_KEYS)}")

@@ -12,6 +12,7 @@ from typing import Any, Iterator
 
 import numpy as np
 import torch
+import yaml
 
 from .errors import DdflowError
 
@@ -114,6 +115,25 @@ def read_json(path: str | os.PathLike, what: str = "result file") -> Any:
         return json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise DdflowError(f"{path}: corrupt {what} ({e})") from None
+
+
+def read_yaml_mapping(path: str | os.PathLike, missing: str, expected: str, empty_ok: bool = True) -> dict:
+    """A YAML file that must hold a mapping: a missing file, invalid YAML, another type or (unless `empty_ok`, when
+    it reads as {}) an empty file is a DdflowError naming the path (`missing` says what the file is, `expected` what
+    a valid one looks like)."""
+    path = Path(path)
+    if not path.exists():
+        raise DdflowError(f"{path}: {missing}")
+    try:
+        doc = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise DdflowError(f"{path}: invalid YAML ({e})") from None
+    if doc is None and not empty_ok:
+        raise DdflowError(f"{path}: {expected}, got an empty file")
+    doc = {} if doc is None else doc
+    if not isinstance(doc, dict):
+        raise DdflowError(f"{path}: {expected}, got a {type(doc).__name__}")
+    return doc
 
 
 def _umask() -> int:

@@ -22,11 +22,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 
 from .. import hparams as hparams_mod
 from ..data import RealData, get_info
 from ..errors import DdflowError
+from ..io import read_yaml_mapping
 from ..methods import REGISTRY, get_method
 from ..records import DistilledSet, cell_record
 from ..runtime import peak_memory_mb, provenance, reset_peak
@@ -68,13 +68,9 @@ def load_protocols(hp_dir: str | Path | None = None) -> dict[str, Any]:
     are in range (hparams.check_values: finite, counts and batches bounded, learning rates > 0, momenta in [0, 1]);
     errors name the file and the key."""
     path = hparams_mod.hparams_dir(hp_dir) / "protocols.yaml"
-    if not path.exists():
-        raise DdflowError(f"{path}: missing (the evaluation protocols' fixed settings)")
-    try:
-        doc = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as e:
-        raise DdflowError(f"{path}: invalid YAML ({e})") from None
-    if not isinstance(doc, dict) or not all(isinstance(v, dict) for v in doc.values()):
+    doc = read_yaml_mapping(path, "missing (the evaluation protocols' fixed settings)",
+                            "a mapping of protocol sections expected")
+    if not all(isinstance(v, dict) for v in doc.values()):
         raise DdflowError(f"{path}: a mapping of protocol sections ({{dc: {{lr: ..., batch: ...}}, ...}}) expected")
     for name, section in doc.items():
         if name == "step_tables":

@@ -10,11 +10,10 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-import yaml
 
 from ..data import get_info
 from ..errors import DdflowError
-from ..io import atomic_path, read_json
+from ..io import atomic_path, read_json, read_yaml_mapping
 from .formats import html_page, latex_table
 from .paper_rule import NOTE, add_columns, add_rows, split_cells
 
@@ -31,14 +30,7 @@ def load_spec(path: str | Path) -> dict[str, Any]:
     """A paper table's or figure's spec (workflow/papers/*.yaml). `kind` (default cells) says what it is; a table
     needs name, title, rows, paper_datasets and paper_ipcs, an analysis or figure name, title and methods."""
     path = Path(path)
-    if not path.exists():
-        raise DdflowError(f"{path}: no such table spec")
-    try:
-        spec = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as e:
-        raise DdflowError(f"{path}: invalid YAML ({e})") from None
-    if not isinstance(spec, dict):
-        raise DdflowError(f"{path}: a spec is a mapping of keys, got {type(spec).__name__}")
+    spec = read_yaml_mapping(path, "no such table spec", "a spec is a mapping of keys", empty_ok=False)
     kind = spec.setdefault("kind", "cells")
     if kind not in SPEC_KINDS:
         raise DdflowError(f"{path}: kind {kind!r} unknown; allowed: {', '.join(SPEC_KINDS)}")
