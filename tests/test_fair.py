@@ -125,6 +125,18 @@ def test_storage_haba():
     assert s["floats"] == 7_901 and "images" not in s
 
 
+def test_storage_haba_with_its_own_hallucinators():
+    from ddflow.methods.haba import build_hallucinators
+    # one MNIST hallucinator: two 3x3 convs 1->1 (9 + 1 each) and a 26 x 26 scale and shift = 20 + 1,352 = 1,372
+    # (the count workflow/papers/dream_t1.yaml's HaBa note gives at 28x28x1); 5 of them, 1 basis per class, lr
+    hals = build_hallucinators(5, 1, 1, 28, 3, generator=torch.Generator().manual_seed(0))
+    r = _set("haba", ipc=1, lr=0.02, labels=torch.arange(10).repeat(5))
+    r.images = torch.zeros(50, 1, 28, 28)
+    r.extra.update({"haba": {"images": 50}, "haba_bases": torch.zeros(10, 1, 28, 28),
+                    "haba_hallucinators": {k: v for k, v in hals.state_dict().items()}})
+    assert storage(r)["hallucinators"] == 5 * 1_372 and storage(r)["floats"] == 7_840 + 6_860 + 1
+
+
 # ---- cost table and figure ---------------------------------------------------------------------------------------
 def test_cost_storage_table_and_figure_from_fake_files(tmp_path):
     paths = []

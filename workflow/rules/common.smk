@@ -631,7 +631,8 @@ def fair_distilled(wildcards):
     ]
 
 
-def robust_settings():
+def robust_settings(wildcards=None):
+    """JSON of the checked robust_scores settings (a function: its templates hold braces Snakemake would expand)."""
     s = ddrobust.check_settings(analysis_settings(GRID["datasets"][0]).get("robust_scores") or {})
     return json.dumps(s, sort_keys=True)
 

@@ -126,7 +126,7 @@ rule robust_scores:
         REPORT_ENV
     params:
         protocols=fair_protocols(),
-        settings=robust_settings(),
+        settings=robust_settings,
         prefix="results/tables/fair/robust_scores",
     shell:
         "python -m ddflow robust-scores --protocols {params.protocols:q} --settings {params.settings:q}"

@@ -23,6 +23,8 @@ def _json_arg(text: str, what: str) -> dict:
 def accuracy_vs_storage(df, dataset: str, out: str | Path) -> None:
     """Test accuracy against bytes stored per class (log scale), one line per method through its IPCs, each method
     in its fixed colour and marker (report/styles.py). `df`: build_cost_storage's frame."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
     from .figures import FIG_SIZE, legend_outside, plt, save_figure
     from .styles import method_style
 
@@ -38,6 +40,12 @@ def accuracy_vs_storage(df, dataset: str, out: str | Path) -> None:
         for x, y, ipc in pts:
             ax.annotate(str(ipc), (x, y), textcoords="offset points", xytext=(3, 3), fontsize=6, color=colour)
     ax.set_xscale("log")
+    xs = [p[0] for pts in series.values() for p in pts]
+    if xs:  # at least a factor 4 of range, ticks at 1, 2, 5 x 10^k written out (bytes)
+        ax.set_xlim(min(xs) / 2, max(xs) * 2)
+    ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}"))
+    ax.xaxis.set_minor_formatter(NullFormatter())
     ax.set_xlabel("bytes stored per class (float32; labels 0 when hard)")
     ax.set_ylabel("test accuracy (%)")
     ax.set_title(f"{get_info(dataset).paper_name}: accuracy vs storage (points labelled by IPC)")
