@@ -653,3 +653,8 @@ def robust_cells(wildcards):
     optional = [p for p in dict.fromkeys(wanted) if p not in required and Path(p).exists()]
     whole = [whole_path(d) for d in GRID["datasets"]]
     return cells() + optional + [p for p in whole if PRESET == "paper" or Path(p).exists()]
+
+
+def out_prefix(wildcards, output):
+    """A table's outputs less their extension (the --out-prefix its command writes .csv, .md, .tex, .html to)."""
+    return str(Path(output.csv).with_suffix(""))

@@ -127,7 +127,7 @@ rule robust_scores:
     params:
         protocols=fair_protocols(),
         settings=robust_settings,
-        prefix="results/tables/fair/robust_scores",
+        prefix=out_prefix,
     shell:
         "python -m ddflow robust-scores --protocols {params.protocols:q} --settings {params.settings:q}"
         " --out-prefix {params.prefix:q} {input.cells:q} --distilled {input.distilled:q} > {log:q} 2>&1"
@@ -152,7 +152,7 @@ rule cost_storage:
         REPORT_ENV
     params:
         protocols=fair_protocols(),
-        prefix="results/tables/fair/cost_storage",
+        prefix=out_prefix,
     shell:
         "python -m ddflow cost-storage --protocols {params.protocols:q} --out-prefix {params.prefix:q}"
         " {input.cells:q} --distilled {input.distilled:q} > {log:q} 2>&1"
