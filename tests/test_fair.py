@@ -89,7 +89,7 @@ def test_robust_table_from_fake_cells(tmp_path):
     assert df[df.method == "random"].iloc[0].ior == pytest.approx(0.0)
     write_robust(df, tmp_path / "out" / "robust")
     md = (tmp_path / "out" / "robust.md").read_text()
-    assert "0.08" in md and "—" in md
+    assert "| +0.080 " in md and "| +0.000 " in md and "—" in md   # signs kept (no number parsing)
     assert "\\begin{table}" in (tmp_path / "out" / "robust.tex").read_text()
     assert (tmp_path / "out" / "robust.html").exists() and (tmp_path / "out" / "robust.csv").exists()
 

@@ -50,7 +50,7 @@ def test_workflow_produces_cells_table_and_figures(tiny_run):
     robust = (tiny_run / "results/tables/fair/robust_scores.md").read_text()
     cost = (tiny_run / "results/tables/fair/cost_storage.md").read_text()
     for method in METHODS:
-        assert re.search(rf"^\| {method} +\| dc +\| mnist5k +\| +1 \| hard +\| — +\| [+-]\d\.\d{{3}} ", robust, re.M)
+        assert re.search(rf"^\| {method} +\| dc +\| mnist5k +\| 1 +\| hard +\| — +\| [+-]\d\.\d{{3}} ", robust, re.M)
         assert re.search(rf"^\| {method} +\| mnist5k +\| +1 \| images +\| +7,840 ", cost, re.M), cost
     assert (tiny_run / "results/figures/acc_vs_storage/mnist5k.png").stat().st_size > 1000
     # accuracy vs iteration (DREAM supp. Fig. 1): snapshots 0 and 1 and the final set of every DREAM-pair method

@@ -216,6 +216,7 @@ def robust_notes(df: pd.DataFrame) -> list[str]:
 def write_robust(df: pd.DataFrame, out_prefix: str | Path, title: str = "Robust scores (DD-Ranking's LRS and ARS)"
                  ) -> None:
     view, lines = robust_view(df), robust_notes(df)
-    md = [f"# {title}", "", view.to_markdown() if len(view) else "(no cells)", ""] + [f"- {n}" for n in lines]
+    body = view.to_markdown(disable_numparse=True) if len(view) else "(no cells)"   # keeps the signs: +0.000
+    md = [f"# {title}", "", body, ""] + [f"- {n}" for n in lines]
     tex = latex_table(view, title, "tab:robust_scores", lines)
     write_outputs(out_prefix, df, md, tex, html=html_page(view, title, lines))
