@@ -2,6 +2,8 @@
 each kind against a hand count, and both tables and the accuracy-vs-storage figure built from small fake files."""
 import json
 import math
+import shutil
+import subprocess
 
 import pandas as pd
 import pytest
@@ -10,6 +12,7 @@ import torch
 from ddflow.errors import DdflowError
 from ddflow.records import DistilledSet
 from ddflow.report.fair import accuracy_vs_storage
+from ddflow.report.formats import latex_document
 from ddflow.report.robust import (
     augmentation_robust,
     build_robust,
@@ -158,3 +161,18 @@ def test_cost_storage_table_and_figure_from_fake_files(tmp_path):
     assert "Device-h" in (tmp_path / "out" / "cost.tex").read_text()
     accuracy_vs_storage(df, "mnist", tmp_path / "fig.png")
     assert (tmp_path / "fig.png").stat().st_size > 0 and (tmp_path / "fig.pdf").exists()
+
+
+@pytest.mark.skipif(shutil.which("pdflatex") is None, reason="pdflatex not installed")
+def test_fair_tables_compile_with_pdflatex(tmp_path):
+    """Both tables' LaTeX (escaped: —, −, ·, ², e^α, the `missing` names with underscores) in a booktabs document."""
+    cells = [_cell(tmp_path, "dc", "dm", 1, [90.0]), _cell(tmp_path, "dc", "random", 1, [80.0])]
+    write_robust(build_robust(cells, {"dm": "dc", "random": "dc"}, {}), tmp_path / "robust")
+    r = _set("idc", ipc=1, factor=2, seconds=5.0)
+    r.save(tmp_path / "idc.pt")
+    write_cost_storage(build_cost_storage([tmp_path / "idc.pt"], [], {"idc": "idc"}), tmp_path / "cost")
+    (tmp_path / "doc.tex").write_text(latex_document(["\\input{robust.tex}", "\\input{cost.tex}"]))
+    proc = subprocess.run(["pdflatex", "-interaction=nonstopmode", "-halt-on-error", "doc.tex"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout[-4000:]
+    assert "Missing character" not in (tmp_path / "doc.log").read_text(errors="replace")
