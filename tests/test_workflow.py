@@ -46,6 +46,13 @@ def test_workflow_produces_cells_table_and_figures(tiny_run):
         assert re.search(r"\d+\.\d ± \d+\.\d", line) and paper in line, line
     assert (tiny_run / "results/tables/dream_t1.csv").exists() and (tiny_run / "results/tables/dream_t1.tex").exists()
     assert (tiny_run / "results/figures/acc_vs_ipc/mnist5k.png").stat().st_size > 1000
+    # the fair-comparison outputs (docs/fair.md): a row per method, IOR against Random under dc, storage counted
+    robust = (tiny_run / "results/tables/fair/robust_scores.md").read_text()
+    cost = (tiny_run / "results/tables/fair/cost_storage.md").read_text()
+    for method in METHODS:
+        assert re.search(rf"^\| {method} +\| dc +\| mnist5k +\| 1 +\| hard +\| — +\| [+-]\d\.\d{{3}} ", robust, re.M)
+        assert re.search(rf"^\| {method} +\| mnist5k +\| +1 \| images +\| +7,840 ", cost, re.M), cost
+    assert (tiny_run / "results/figures/acc_vs_storage/mnist5k.png").stat().st_size > 1000
     # accuracy vs iteration (DREAM supp. Fig. 1): snapshots 0 and 1 and the final set of every DREAM-pair method
     for method in ("dm", "dc", "dsa", "dm-dream"):
         for it in (0, 1):
@@ -94,8 +101,9 @@ def test_deleting_a_cell_rebuilds_exactly_that_cell_and_its_consumers(tiny_run):
     # the tables of the grid with a DM row: dream_t1, ead_baselines, isa_t8
     tables = [t for t in yaml.safe_load((tiny_run / "config.yaml").read_text())["grid"]["quick"]["tables"]
               if any(r.get("method") == "dm" for r in load_spec(ROOT / "workflow" / "papers" / f"{t}.yaml")["rows"])]
+    fair = {"robust_scores": "1", "cost_storage": "1", "acc_vs_storage": "1"}   # read every cell of the grid
     assert jobs == {"evaluate": "1", "table": str(len(tables)), "acc_vs_ipc": "1", "dream_fig1": "1", "all": "1",
-                    "total": str(4 + len(tables))}, out
+                    **fair, "total": str(7 + len(tables))}, out
 
 
 def test_bad_config_fails_before_any_job(tmp_path):

@@ -361,6 +361,8 @@ def main(argv: list[str] | None = None) -> int:
 
     from .report.cost import add_parser as add_cost
     add_cost(sub)
+    from .report.fair import add_parser as add_fair
+    add_fair(sub)
 
     p = sub.add_parser("smoke", help="ten minutes on one GPU: accuracy against the official code, and speed")
     _common(p)

@@ -21,6 +21,7 @@ from ddflow import whole as ddwhole  # noqa: E402
 from ddflow.methods import get_method  # noqa: E402
 from ddflow.protocols import protocol_settings  # noqa: E402
 from ddflow.report import cost as ddcost  # noqa: E402
+from ddflow.report import robust as ddrobust  # noqa: E402
 from ddflow.report.tables import load_spec  # noqa: E402
 from ddflow.report.xarch import load_xarch_spec, xarch_cells  # noqa: E402
 
@@ -265,7 +266,7 @@ def all_targets():
         # configured IPCs when 10 is not among them)
         fig_ipcs = [10] if 10 in GRID["ipcs"] else GRID["ipcs"]
         figures += [f"results/figures/dream/fig1_{d}_ipc{i}.png" for d in GRID["datasets"] for i in fig_ipcs]
-    return cells() + tables + figures + grid_figures() + isa_side_tables() + import_cells()
+    return cells() + tables + figures + grid_figures() + isa_side_tables() + import_cells() + fair_targets()
 
 
 def import_cells(names=None):
@@ -603,3 +604,57 @@ def existing_eval_cells():
 
 def paper_specs():
     return sorted(str(p) for p in PAPERS.glob("*.yaml"))
+
+
+# ---- fair comparisons: robust scores, cost and storage (ddflow.report.robust / storage; docs/fair.md) ----------
+def fair_targets():
+    """The robust-score and cost-and-storage tables and the accuracy-vs-storage figures: part of every run."""
+    tables = [f"results/tables/fair/{t}.{ext}" for t in ("robust_scores", "cost_storage") for ext in ("csv", "md")]
+    return tables + [f"results/figures/acc_vs_storage/{d}.png" for d in GRID["datasets"]]
+
+
+def fair_protocols():
+    """JSON {method: its default protocol} of the configured methods (the protocol each row reads)."""
+    return json.dumps({m: default_protocol(m) for m in GRID["methods"]}, sort_keys=True)
+
+
+def fair_distilled(wildcards):
+    """Every configured distilled set (of the wildcards' dataset, when the rule has one)."""
+    dataset = wildcards.get("dataset")
+    return [
+        distilled_path(m, d, i, s)
+        for m in GRID["methods"]
+        for d in GRID["datasets"]
+        if dataset in (None, d)
+        for i in ddconfig.method_ipcs(GRID, m)
+        for s in GRID["seeds"]
+    ]
+
+
+def robust_settings(wildcards=None):
+    """JSON of the checked robust_scores settings (a function: its templates hold braces Snakemake would expand)."""
+    s = ddrobust.check_settings(analysis_settings(GRID["datasets"][0]).get("robust_scores") or {})
+    return json.dumps(s, sort_keys=True)
+
+
+def robust_cells(wildcards):
+    """The methods' own cells; the cells only some runs make (Random under another protocol, the hard-label and
+    with/without-augmentation variants, the whole-dataset bound at the quick preset) when they exist."""
+    s = json.loads(robust_settings())
+    wanted = []
+    for m in GRID["methods"]:
+        p = default_protocol(m)
+        variants = {s[k].format(protocol=p) for k in ("hard_label_protocol", "aug_protocol", "no_aug_protocol")}
+        for d in GRID["datasets"]:
+            for i in ddconfig.method_ipcs(GRID, m):
+                for seed in GRID["seeds"]:
+                    wanted += [eval_path(q, n, d, i, seed) for q in variants | {p} for n in (m, "random")]
+    required = set(cells())
+    optional = [p for p in dict.fromkeys(wanted) if p not in required and Path(p).exists()]
+    whole = [whole_path(d) for d in GRID["datasets"]]
+    return cells() + optional + [p for p in whole if PRESET == "paper" or Path(p).exists()]
+
+
+def out_prefix(wildcards, output):
+    """A table's outputs less their extension (the --out-prefix its command writes .csv, .md, .tex, .html to)."""
+    return str(Path(output.csv).with_suffix(""))

@@ -13,6 +13,9 @@ localrules:
     isa_fig8,
     isa_analyses,
     results_matrix,
+    robust_scores,
+    cost_storage,
+    acc_vs_storage,
 
 
 rule table:
@@ -99,6 +102,82 @@ rule dream_fig1:
     shell:
         "python -m ddflow acc-vs-iteration --dataset {wildcards.dataset:q} --ipc {wildcards.ipc:q}"
         " --title {params.title:q} --out {output.png:q} {input:q} > {log:q} 2>&1"
+
+
+# ---- fair comparisons: DD-Ranking's robust scores, cost and storage of every set (docs/fair.md) ----------------
+
+
+rule robust_scores:
+    input:
+        cells=robust_cells,
+        distilled=fair_distilled,
+    output:
+        csv="results/tables/fair/robust_scores.csv",
+        md="results/tables/fair/robust_scores.md",
+        tex="results/tables/fair/robust_scores.tex",
+        html=report(
+            "results/tables/fair/robust_scores.html",
+            caption="../report/robust_scores.rst",
+            category="Fair comparisons",
+        ),
+    log:
+        "results/logs/tables/fair/robust_scores.log",
+    conda:
+        REPORT_ENV
+    params:
+        protocols=fair_protocols(),
+        settings=robust_settings,
+        prefix=out_prefix,
+    shell:
+        "python -m ddflow robust-scores --protocols {params.protocols:q} --settings {params.settings:q}"
+        " --out-prefix {params.prefix:q} {input.cells:q} --distilled {input.distilled:q} > {log:q} 2>&1"
+
+
+rule cost_storage:
+    input:
+        cells=cells(),
+        distilled=fair_distilled,
+    output:
+        csv="results/tables/fair/cost_storage.csv",
+        md="results/tables/fair/cost_storage.md",
+        tex="results/tables/fair/cost_storage.tex",
+        html=report(
+            "results/tables/fair/cost_storage.html",
+            caption="../report/cost_storage.rst",
+            category="Fair comparisons",
+        ),
+    log:
+        "results/logs/tables/fair/cost_storage.log",
+    conda:
+        REPORT_ENV
+    params:
+        protocols=fair_protocols(),
+        prefix=out_prefix,
+    shell:
+        "python -m ddflow cost-storage --protocols {params.protocols:q} --out-prefix {params.prefix:q}"
+        " {input.cells:q} --distilled {input.distilled:q} > {log:q} 2>&1"
+
+
+rule acc_vs_storage:
+    input:
+        cells=acc_vs_ipc_cells,
+        distilled=fair_distilled,
+    output:
+        png=report(
+            "results/figures/acc_vs_storage/{dataset}.png",
+            caption="../report/acc_vs_storage.rst",
+            category="Fair comparisons",
+        ),
+        pdf="results/figures/acc_vs_storage/{dataset}.pdf",
+    log:
+        "results/logs/figures/acc_vs_storage/{dataset}.log",
+    conda:
+        REPORT_ENV
+    params:
+        protocols=fair_protocols(),
+    shell:
+        "python -m ddflow acc-vs-storage --protocols {params.protocols:q} --dataset {wildcards.dataset:q}"
+        " --out {output.png:q} {input.cells:q} --distilled {input.distilled:q} > {log:q} 2>&1"
 
 
 # ---- ISA's analyses (`snakemake isa_analyses` makes them all for the configured datasets and IPCs) -------------
