@@ -23,7 +23,10 @@ NO_LATEX = "pdflatex not installed (Debian: apt-get install texlive-latex-base t
 
 
 def _unescaped(tex: str) -> list[str]:
-    """LaTeX specials in `tex` outside the commands latex_escape and the table layout write."""
+    """LaTeX specials in `tex` outside the commands latex_escape and the table layout write (and outside the one
+    comment line that says what made the table, ddflow.report.tables.write_outputs)."""
+    assert len(re.findall(r"^% made by: \{.*\}$", tex, re.M)) <= 1
+    tex = re.sub(r"^% made by: \{.*\}$", "", tex, flags=re.M)
     body = re.sub(r"\\(textbackslash|textasciitilde|textasciicircum|textless|textgreater|textbar|ldots)\{\}", "",
                   tex)
     body = re.sub(r"\$\\?[A-Za-z]*\$|\$-\$|\$\^\\circ\$", "", body)          # $\pm$, $\Delta$, $-$ ...
