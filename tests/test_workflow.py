@@ -135,7 +135,8 @@ def test_paper_preset_dry_runs_the_full_p1_grid_on_slurm_with_one_gpu_per_gpu_jo
     # 10 blocks of the one `experts` rule, and the same five again for HaBa (`<prep>-batchstd`: every batch
     # standardised, as HaBa's buffer.py)
     assert jobs["experts"] == "110", jobs
-    assert len(re.findall(r"^rule experts:\n(?:    .*\n)*?    output: results/experts/\w+/\w+-batchstd/", out, re.M)) == 50
+    batchstd = r"^rule experts:\n(?:    .*\n)*?    output: results/experts/\w+/\w+-batchstd/"
+    assert len(re.findall(batchstd, out, re.M)) == 50
     for rule in ("distill", "evaluate", "featnet", "evaluate_snapshot", "experts"):
         blocks = re.findall(rf"^rule {rule}:\n(?:    .*\n)+", out, re.M)
         assert blocks and all("gpu=1" in b for b in blocks), rule
