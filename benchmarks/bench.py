@@ -66,7 +66,7 @@ def bench_dm(data, device, ipc: int, iters: int, preset: str, batch_real: int | 
     return {**bench_distill(data, device, "dm", ipc, iters, preset, batch_real), "bench": "dm"}
 
 
-# ---- trajectory family (issue 3): expert epochs/s, MTT / EAD iterations/s, MTT unroll memory ------------------
+# ---- trajectory family: expert epochs/s, MTT / EAD iterations/s, MTT unroll memory ------------------
 def _fake_experts(data, net: str, n: int, epochs: int, tmp: Path) -> list[str]:
     """Expert files with random-walk trajectories (throughput does not depend on the values)."""
     from ddflow.experts import EXPERT_FORMAT
@@ -137,7 +137,7 @@ def run_trajectory_benches(data, device, a) -> None:
                                                  a.syn_steps if method != "ead" else None)), flush=True)
 
 
-# ---- IDC / DREAM (issue 5): inner loops per second -------------------------------------------------------
+# ---- IDC / DREAM: inner loops per second -------------------------------------------------------
 def bench_idc(data, device, method: str, ipc: int, inner_loops: int, preset: str) -> dict:
     """Seconds per inner loop of idc / dream (DREAM supp. Table 2: 0.2 s IDC, 0.3 s DREAM on CIFAR-10), from the
     method's own timing over one outer iteration of `inner_loops` inner loops (after a 2-loop warm-up)."""
@@ -210,7 +210,7 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--methods", nargs="*", default=["dc", "dsa"], help="distillation methods to time (besides DM)")
     p.add_argument("--gm-iters", type=int, default=2)
-    p.add_argument("--trajectory", action="store_true", help="only the trajectory family's benchmarks (issue 3)")
+    p.add_argument("--trajectory", action="store_true", help="only the trajectory family's benchmarks")
     p.add_argument("--expert-block", type=int, default=10, help="experts trained together")
     p.add_argument("--expert-epochs", type=int, default=1)
     p.add_argument("--expert-net", default="ConvNet")

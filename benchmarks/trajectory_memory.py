@@ -1,4 +1,4 @@
-"""Memory of the trajectory family (issue 16; not a test). Every measurement runs in a fresh subprocess and reports
+"""Memory of the trajectory family (not a test). Every measurement runs in a fresh subprocess and reports
 the growth of its peak resident memory (ru_maxrss) over what it held just before (CPU), or the peak CUDA memory.
 
     python benchmarks/trajectory_memory.py step --dataset cifar10 --ipc 50 --syn-steps 1 2 3

@@ -1,4 +1,4 @@
-"""The papers' selection rule beside ours (issue 13): hparams `paper_rule`, the snapshot iterations it adds, the
+"""The papers' selection rule beside ours: hparams `paper_rule`, the snapshot iterations it adds, the
 table's "ours (paper's rule)" row (best of the periodic test evaluations, chosen on test), and the workflow's
 extra snapshot evaluations only with config paper_rule: true."""
 import json

@@ -196,7 +196,7 @@ def test_tesla_resumes_exactly(random_real, experts):
     assert torch.equal(b.labels, full.labels)
 
 
-# ---- experts read memory-mapped (issue 16: experts at scale) ------------------------------------------------------
+# ---- experts read memory-mapped (experts at scale) ------------------------------------------------------
 def test_manifest_and_pool_read_experts_memory_mapped_with_the_values_of_a_full_load(experts, tmp_path, monkeypatch):
     import json
     from pathlib import Path

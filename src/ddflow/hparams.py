@@ -122,7 +122,7 @@ def _resolve(method: str, dataset: str, ipc: int, preset: str, hp_dir: Path | st
     return hp
 
 
-# ---- the papers' selection rule (config `paper_rule`, issue 13) -----------------------------------------------
+# ---- the papers' selection rule (config `paper_rule`) -----------------------------------------------
 PAPER_RULE = "paper_rule"
 _RULE_KEYS = {"every", "fractions", "models"}
 

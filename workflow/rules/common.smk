@@ -37,7 +37,7 @@ GRID = ddconfig.check(config, hparams_dir=HPARAMS, papers_dir=PAPERS)  # clear e
 # imported distilled sets (ddflow.interop.imports): their names act as method ids for paths, evaluation and tables
 IMPORTS = ddconfig.check_imports(config, GRID, hparams_dir=HPARAMS, papers_dir=PAPERS)
 PRESET = config["preset"]
-PAPER_RULE = bool(config.get("paper_rule", False))  # issue 13: the papers' selection rule beside ours (off by default)
+PAPER_RULE = bool(config.get("paper_rule", False))  # the papers' selection rule beside ours (off by default)
 # `--sdm conda`: the envs hold the dependencies, paths relative to a rule file; tables and figures need less
 ENV = "../../envs/ddflow.yaml"
 REPORT_ENV = "../../envs/report.yaml"

@@ -1,4 +1,4 @@
-"""The papers' selection rule beside ours (issue 13; config `paper_rule`, off by default).
+"""The papers' selection rule beside ours (config `paper_rule`, off by default).
 
 MTT, IDC, DREAM, FRePo and ISA evaluate their synthetic set periodically during distillation and report the best of
 those test evaluations; ddflow reports the final set. With config `paper_rule: true` the workflow also evaluates the
