@@ -24,6 +24,11 @@ def cmd_data(a) -> None:
     prepare(a.dataset, a.out, npz=a.npz, root=a.root, download=not a.no_download)
 
 
+def cmd_validation_split(a) -> None:
+    from .data.validation import split_file
+    split_file(a.dataset, a.data, json.loads(a.settings), a.out)
+
+
 def cmd_featnet(a) -> None:
     from .data import get_info, load_real
     from .featnet import train_feature_net
@@ -208,6 +213,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--root", default=None)
     p.add_argument("--no-download", action="store_true")
     p.set_defaults(fn=cmd_data)
+
+    p = sub.add_parser("validation-split", help="the validation part of a training split (ddflow.data.validation)")
+    p.add_argument("--dataset", required=True)
+    p.add_argument("--data", required=True)
+    p.add_argument("--settings", required=True, help="JSON: per_class, seed")
+    p.add_argument("--out", required=True)
+    p.set_defaults(fn=cmd_validation_split)
 
     p = sub.add_parser("featnet", help="train a ConvNet on the full training split (herding's features)")
     _common(p)

@@ -154,7 +154,7 @@ def check(config: dict[str, Any], hparams_dir: str | Path, papers_dir: str | Pat
                 where = f"{Path(hparams_dir) / m}.yaml resolved for {d}, IPC {i}, preset {config['preset']}"
                 check_values(resolve(m, d, int(i), config["preset"], hparams_dir), where, REGISTRY[m].inits)
                 paper_rule(m, d, int(i), config["preset"], hparams_dir)  # its shape, checked whether used or not
-    for name in ("experts", "featnet", "analyses", WHOLE):
+    for name in ("experts", "featnet", "analyses", "validation", WHOLE):
         if (Path(hparams_dir) / f"{name}.yaml").exists():
             check_file(name, hparams_dir)
             for d in grid["datasets"]:

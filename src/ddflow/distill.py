@@ -18,6 +18,7 @@ import torch
 from . import hparams as hparams_mod
 from .data import check_ipc, get_info, load_real, normalized_as
 from .data.spaces import preprocess
+from .data.validation import carve, load_split
 from .errors import DdflowError
 from .io import atomic_path, load_resume, save_pt
 from .methods import get_method
@@ -76,6 +77,11 @@ def run(method_id: str, dataset: str, ipc: int, seed: int, preset: str, device: 
     missing = [r for r in cls.requires if r not in (inputs or {})]
     if missing:
         raise DdflowError(f"method {method_id} needs inputs {missing}")
+    seen = "the training split"
+    if "validation" in cls.requires:   # the method chooses on the validation split: it distils from the rest
+        val_idx = load_split(inputs["validation"], dataset, len(data.y_train))
+        data = carve(data, val_idx)
+        seen = f"the training split minus its validation split ({inputs['validation']}, {len(val_idx)} images)"
     identity = {"method": method_id, "dataset": dataset, "ipc": ipc, "seed": seed, "preset": preset, "hparams": hp}
     prep = cls.preprocessing(hp, info)
     data, zca = preprocess(data, prep)
@@ -109,7 +115,7 @@ def run(method_id: str, dataset: str, ipc: int, seed: int, preset: str, device: 
         res = dict(method.result())
         images, labels = res.pop("images"), res.pop("labels")
         lr, factor = res.pop("lr", None), int(res.pop("factor", 1))
-        extra = {**res, "prep": prep.kind, "provenance": provenance(device), **extra}
+        extra = {**res, "prep": prep.kind, "seen": seen, "provenance": provenance(device), **extra}
         return DistilledSet(images=images, labels=labels, method=method_id, dataset=dataset, ipc=ipc, seed=seed,
                             mean=info.mean, std=info.std, preset=preset,
                             space="zca" if zca is not None else cls.result_space,

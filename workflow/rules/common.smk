@@ -425,7 +425,17 @@ def distill_inputs(wildcards):
         inputs["feature_net"] = featnet_path(wildcards.dataset, hp["feature_net"])
     if "trajectories" in cls.requires:  # MTT / EAD: the checkpoint-sampling manifest (workflow/rules/sampling.smk)
         inputs["trajectories"] = ddsampling.manifest_path(wildcards.dataset, hp)
+    if "validation" in cls.requires:  # distils from the training split minus the validation split (data.smk)
+        inputs["validation"] = validation_path(wildcards.dataset)
     return inputs
+
+
+def validation_path(dataset):
+    return f"results/data/{dataset}-val.npz"
+
+
+def validation_settings(wildcards):
+    return json.dumps(ddhparams.resolve("validation", wildcards.dataset, 0, PRESET, HPARAMS), sort_keys=True)
 
 
 def distill_extra_args(wildcards, input):

@@ -19,3 +19,21 @@ rule data:
         args=data_args,
     shell:
         "python -m ddflow data --dataset {wildcards.dataset:q} --out {output:q} {params.args} > {log:q} 2>&1"
+
+
+# The validation split of a dataset's training split (ddflow.data.validation; sizes: workflow/hparams/validation.yaml):
+# what methods that choose on held-out data choose on, never the test split.
+rule validation_split:
+    input:
+        unpack(checked_inputs(data="results/data/{dataset}.npz")),
+    output:
+        "results/data/{dataset}-val.npz",
+    log:
+        "results/logs/data/{dataset}-val.log",
+    conda:
+        ENV
+    params:
+        settings=validation_settings,
+    shell:
+        "python -m ddflow validation-split --dataset {wildcards.dataset:q} --data {input.data:q}"
+        " --settings {params.settings:q} --out {output:q} > {log:q} 2>&1"

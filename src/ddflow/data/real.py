@@ -73,6 +73,9 @@ class RealData:
     x_test: torch.Tensor | Images
     y_test: torch.Tensor
     info: DatasetInfo
+    #: the validation part of the training split (ddflow.data.validation.carve), None unless a method asked for it
+    x_val: torch.Tensor | Images | None = None
+    y_val: torch.Tensor | None = None
     _per_class: list[torch.Tensor] | None = field(default=None, init=False, repr=False, compare=False)
 
     def indices_per_class(self) -> list[torch.Tensor]:

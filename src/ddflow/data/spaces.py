@@ -33,11 +33,16 @@ class Prep:
 def whiten(data: RealData, zca: ZCA) -> RealData:
     """Both splits of normalised real data through `zca` (fitted on [0, 1] pixels)."""
     info = data.info
-    if isinstance(data.x_train, Images):
-        return RealData(data.x_train.whitened(zca), data.y_train, data.x_test.whitened(zca), data.y_test, info)
-    z = zca.to(data.x_train.device)
-    return RealData(z.apply(denormalize(data.x_train, info)), data.y_train,
-                    z.apply(denormalize(data.x_test, info)), data.y_test, info)
+
+    def one(x):
+        if x is None:
+            return None
+        if isinstance(x, Images):
+            return x.whitened(zca)
+        return zca.to(x.device).apply(denormalize(x, info))
+
+    return RealData(one(data.x_train), data.y_train, one(data.x_test), data.y_test, info, x_val=one(data.x_val),
+                    y_val=data.y_val)
 
 
 def preprocess(data: RealData, prep: str | Prep, eps: float | None = None,
