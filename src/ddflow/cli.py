@@ -257,6 +257,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--preset", default=None, help="default: the record's, else paper")
     p.add_argument("--out", default=None, help="the cell's JSON file (default: printed on stdout)")
     p.add_argument("--models", type=int, default=None, help="models to train (default: the protocol settings')")
+    p.add_argument("--validation", default=None, help="the validation split (protocols that choose on it)")
     p.set_defaults(fn=cmd_evaluate)
 
     p = sub.add_parser("table", help="a paper table from evaluation cells (or distilled records, kind timing)")

@@ -20,6 +20,7 @@ from ddflow import trajectory_sampling as ddsampling  # noqa: E402
 from ddflow import whole as ddwhole  # noqa: E402
 from ddflow.methods import get_method  # noqa: E402
 from ddflow.protocols import protocol_settings  # noqa: E402
+from ddflow.protocols import registry as ddprotocol_registry  # noqa: E402
 from ddflow.report import cost as ddcost  # noqa: E402
 from ddflow.report import robust as ddrobust  # noqa: E402
 from ddflow.report.tables import load_spec  # noqa: E402
@@ -428,6 +429,23 @@ def distill_inputs(wildcards):
     if "validation" in cls.requires:  # distils from the training split minus the validation split (data.smk)
         inputs["validation"] = validation_path(wildcards.dataset)
     return inputs
+
+
+def eval_inputs(**paths):
+    """checked_inputs(**paths), plus the dataset's validation split when the protocol chooses on it."""
+    base = checked_inputs(**paths)
+
+    def inputs(wildcards):
+        out = base(wildcards)
+        if ddprotocol_registry.needs_validation(wildcards.protocol):
+            out["validation"] = validation_path(wildcards.dataset)
+        return out
+
+    return inputs
+
+
+def validation_arg(wildcards, input):
+    return shell_args(["--validation", input.validation]) if "validation" in input.keys() else ""
 
 
 def validation_path(dataset):

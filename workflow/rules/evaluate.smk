@@ -4,7 +4,7 @@
 rule evaluate:
     input:
         unpack(
-            checked_inputs(
+            eval_inputs(
                 distilled="results/distilled/{method}/{dataset}/ipc{ipc}/s{seed}.pt",
                 data="results/data/{dataset}.npz",
             )
@@ -26,16 +26,17 @@ rule evaluate:
         hparams_dir=HPARAMS,
         preset=config["preset"],
         threads=TORCH_THREADS["evaluate"],
+        validation=validation_arg,
     shell:
         "python -m ddflow evaluate --distilled {input.distilled:q} --data {input.data:q} --protocol {wildcards.protocol:q}"
         " --preset {params.preset:q} --device {params.device:q} --threads {params.threads}"
-        " --hparams-dir {params.hparams_dir:q} --out {output:q} > {log:q} 2>&1"
+        " --hparams-dir {params.hparams_dir:q} {params.validation} --out {output:q} > {log:q} 2>&1"
 
 
 rule evaluate_paper_rule:
     input:
         unpack(
-            checked_inputs(
+            eval_inputs(
                 snapshots="results/distilled/{method}/{dataset}/ipc{ipc}/s{seed}",
                 data="results/data/{dataset}.npz",
             )
@@ -58,17 +59,18 @@ rule evaluate_paper_rule:
         hparams_dir=HPARAMS,
         preset=config["preset"],
         threads=TORCH_THREADS["evaluate_paper_rule"],
+        validation=validation_arg,
     shell:
         "python -m ddflow evaluate --distilled {input.snapshots:q}/it{wildcards.it:q}.pt --data {input.data:q}"
         " --protocol {wildcards.protocol:q} --models {params.models:q} --preset {params.preset:q}"
-        " --device {params.device:q} --threads {params.threads} --hparams-dir {params.hparams_dir:q} --out {output:q}"
-        " > {log:q} 2>&1"
+        " --device {params.device:q} --threads {params.threads} --hparams-dir {params.hparams_dir:q} {params.validation}"
+        " --out {output:q} > {log:q} 2>&1"
 
 
 rule evaluate_snapshot:
     input:
         unpack(
-            checked_inputs(
+            eval_inputs(
                 snapshots="results/distilled/{method}/{dataset}/ipc{ipc}/s{seed}",
                 data="results/data/{dataset}.npz",
             )
@@ -90,10 +92,11 @@ rule evaluate_snapshot:
         hparams_dir=HPARAMS,
         preset=config["preset"],
         threads=TORCH_THREADS["evaluate_snapshot"],
+        validation=validation_arg,
     shell:
         "python -m ddflow evaluate --distilled {input.snapshots:q}/it{wildcards.it:q}.pt --data {input.data:q}"
         " --protocol {wildcards.protocol:q} --preset {params.preset:q} --device {params.device:q} --threads {params.threads}"
-        " --hparams-dir {params.hparams_dir:q} --out {output:q} > {log:q} 2>&1"
+        " --hparams-dir {params.hparams_dir:q} {params.validation} --out {output:q} > {log:q} 2>&1"
 
 
 # The whole-dataset bound (ddflow.whole): ConvNets trained on the full training split, one cell per dataset.

@@ -108,11 +108,15 @@ def outside_record(path: Path, dataset: str, preset: str, fmt: str | None = None
 def evaluate(distilled: str | Path, device, dataset: str | None = None, data: str | Path | None = None,
              protocol: str | None = None, preset: str | None = None, hp_dir: str | Path | None = None,
              models: int | None = None, fmt: str | None = None, space: str | None = None, ipc: int | None = None,
-             lr: float | str | None = None, classes: list[str] | None = None) -> dict[str, Any]:
-    """The evaluation cell of one set (ddflow.protocols.evaluate_cell) with the defaults above."""
+             lr: float | str | None = None, classes: list[str] | None = None,
+             validation: str | Path | None = None) -> dict[str, Any]:
+    """The evaluation cell of one set (ddflow.protocols.evaluate_cell) with the defaults above. A protocol that
+    chooses on the validation split needs `validation` (the split's file; ddflow.data.validation)."""
     from ..data import get_info, load_real
     from ..methods import REGISTRY
+    from ..data.validation import carve, load_split
     from ..protocols import evaluate_cell, protocol_settings
+    from ..protocols.registry import needs_validation
     from .imports import settings_method
 
     path = Path(distilled)
@@ -135,6 +139,11 @@ def evaluate(distilled: str | Path, device, dataset: str | None = None, data: st
     # the real data normalised as the distilled set was (a method may normalise with another dataset's statistics)
     info = dataclasses.replace(get_info(record.dataset), mean=tuple(record.mean), std=tuple(record.std))
     real = load_real(dataset_file(record.dataset, data), info, device)
+    if needs_validation(protocol):
+        if validation is None:
+            raise DdflowError(f"protocol {protocol!r} chooses on the validation split: give --validation (the file "
+                              f"the validation-split command writes, e.g. results/data/{record.dataset}-val.npz)")
+        real = carve(real, load_split(validation, record.dataset, len(real.y_train)))
     return evaluate_cell(record, protocol, settings, real, device)
 
 
@@ -152,7 +161,7 @@ def run_evaluate(a) -> None:
 
     cell = evaluate(a.distilled, resolve_device(a.device), dataset=a.dataset, data=a.data, protocol=a.protocol,
                     preset=a.preset, hp_dir=a.hparams_dir, models=a.models, fmt=a.format, space=a.space, ipc=a.ipc,
-                    lr=_number_or_path(a.lr), classes=a.classes)
+                    lr=_number_or_path(a.lr), classes=a.classes, validation=a.validation)
     log.info("%s/%s IPC %d under %s: %.2f ± %.2f %% (%d models)", cell["method"], cell["dataset"], cell["ipc"],
              cell["protocol"], cell["mean"], cell["std"], cell["n_models"])
     if a.out:

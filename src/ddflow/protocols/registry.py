@@ -14,15 +14,24 @@ from ..records import DistilledSet
 
 Protocol = Callable[[DistilledSet, RealData, dict, list[torch.Generator], torch.device], list[float]]
 PROTOCOLS: dict[str, Protocol] = {}
+#: protocols that choose something (a step count, an early stop) on the validation split (ddflow.data.validation):
+#: the workflow makes the split their input, and `data` reaches them carved (data.x_val / data.y_val)
+VALIDATION: set[str] = set()
 
 
-def protocol(name: str) -> Callable[[Protocol], Protocol]:
+def protocol(name: str, validation: bool = False) -> Callable[[Protocol], Protocol]:
     def deco(fn: Protocol) -> Protocol:
         if name in PROTOCOLS:
             raise ValueError(f"protocol {name!r} registered twice")
         PROTOCOLS[name] = fn
+        if validation:
+            VALIDATION.add(name)
         return fn
     return deco
+
+
+def needs_validation(name: str) -> bool:
+    return name in VALIDATION
 
 
 def get_protocol(name: str) -> Protocol:
