@@ -113,8 +113,8 @@ def evaluate(distilled: str | Path, device, dataset: str | None = None, data: st
     """The evaluation cell of one set (ddflow.protocols.evaluate_cell) with the defaults above. A protocol that
     chooses on the validation split needs `validation` (the split's file; ddflow.data.validation)."""
     from ..data import get_info, load_real
-    from ..methods import REGISTRY
     from ..data.validation import carve, load_split
+    from ..methods import REGISTRY
     from ..protocols import evaluate_cell, protocol_settings
     from ..protocols.registry import needs_validation
     from .imports import settings_method
