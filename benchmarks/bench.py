@@ -69,8 +69,8 @@ def bench_dm(data, device, ipc: int, iters: int, preset: str, batch_real: int | 
 # ---- trajectory family: expert epochs/s, MTT / EAD iterations/s, MTT unroll memory ------------------
 def _fake_experts(data, net: str, n: int, epochs: int, tmp: Path) -> list[str]:
     """Expert files with random-walk trajectories (throughput does not depend on the values)."""
-    from ddflow.experts import EXPERT_FORMAT
     from ddflow.io import save_pt
+    from ddflow.records.experts import EXPERT_FORMAT
     info = data.info
     paths = []
     for i in range(n):
@@ -106,7 +106,7 @@ def bench_experts(data, device, k: int, epochs: int, net: str = "ConvNet") -> di
 def bench_trajectory_method(data, device, method: str, ipc: int, iters: int, preset: str,
                             syn_steps: int | None = None, batch_syn: int | None = None) -> dict:
     """MTT / HaBa / EAD iterations per second on fake experts of the method's net; peak memory of the run."""
-    from ddflow.trajectory_sampling import write_ead_pool, write_mtt_manifest
+    from ddflow.stages.sampling import write_ead_pool, write_mtt_manifest
     hp = hparams.resolve(method, data.info.name, ipc, preset)
     hp["prep"] = "raw"  # throughput only: skip fitting a ZCA
     hp["expert_standardize"] = "none"  # the fake experts' prep is plain 'raw' (HaBa's paper experts: raw-batchstd)

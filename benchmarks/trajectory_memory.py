@@ -52,9 +52,9 @@ def _rss_mb() -> float:
 def fake_experts(dataset: str, net: str, n: int, epochs: int, out: Path) -> list[str]:
     """Expert files in ddflow's format with random-walk trajectories (memory and time do not depend on values)."""
     from ddflow.data import get_info
-    from ddflow.experts import EXPERT_FORMAT
     from ddflow.io import save_pt
     from ddflow.nets import build_net
+    from ddflow.records.experts import EXPERT_FORMAT
     info = get_info(dataset)
     paths = []
     for i in range(n):
@@ -81,7 +81,7 @@ def _cell(method: str, dataset: str, ipc: int, syn_steps: int) -> dict:
 def write_window_experts(dataset: str, hp: dict, tmp: Path) -> str:
     """One random-walk expert long enough for the cell's windows, and its MTT manifest (written by the parent, so
     the child's memory high-water mark before the measured step is its own)."""
-    from ddflow.trajectory_sampling import write_mtt_manifest
+    from ddflow.stages.sampling import write_mtt_manifest
     paths = fake_experts(dataset, hp["net"], 1, int(hp["max_start_epoch"]) + int(hp["expert_epochs"]), tmp)
     man = tmp / "man.json"
     write_mtt_manifest(f"mtt-m{hp['expert_epochs']}-t{hp['max_start_epoch']}", dataset, "raw", hp["net"], paths, man)
@@ -140,8 +140,8 @@ def fit(rows: list[dict], at: int) -> dict:
 # ---- expert reading -----------------------------------------------------------------------------------------------
 def read_experts(kind: str, mode: str, paths: list[str], tmp: str) -> dict:
     """Peak RSS growth of one expert-reading job; mode 'full' loads files whole (the code before memory mapping)."""
-    from ddflow import trajectory_sampling as ts
-    from ddflow.experts import load_expert
+    from ddflow.records.experts import load_expert
+    from ddflow.stages import sampling as ts
     if mode == "full":
         ts.load_expert = lambda *a, **k: load_expert(*a, **{**k, "mmap": False})
     base = _reset_peak()

@@ -4,10 +4,10 @@ from pathlib import Path
 
 import torch
 
-from ddflow.experts import EXPERT_FORMAT
 from ddflow.io import save_pt
 from ddflow.nets import build_net
-from ddflow.trajectory_sampling import write_mtt_manifest
+from ddflow.records.experts import EXPERT_FORMAT
+from ddflow.stages.sampling import write_mtt_manifest
 
 
 def write_fake_experts(folder: Path, seed: int) -> Path:

@@ -7,11 +7,11 @@ import torch
 import torch.nn.functional as F
 
 from ddflow.distill import run
-from ddflow.experts import train_experts
 from ddflow.methods.haba import Hallucinator, build_hallucinators, generate, generate_from_record, storage
 from ddflow.ops.losses import supervised_contrastive
 from ddflow.records import load_distilled
-from ddflow.trajectory_sampling import write_mtt_manifest
+from ddflow.stages.experts import run as train_experts
+from ddflow.stages.sampling import write_mtt_manifest
 from tiny_workflow import write_tiny_mnist5k
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -5,7 +5,6 @@ import numpy as np
 import pytest
 import torch
 
-from ddflow import experts as ex
 from ddflow import hparams
 from ddflow.data import get_info
 from ddflow.errors import DdflowError
@@ -17,9 +16,11 @@ from ddflow.ops.standardize import standardize, standardize_chunks, standardize_
 from ddflow.protocols import protocol_settings
 from ddflow.protocols.haba import evaluate_haba, hallucinated_batches
 from ddflow.records import DistilledSet
+from ddflow.records import experts as rex
+from ddflow.records.trajectories import manifest_path
 from ddflow.report.tables import load_spec
+from ddflow.stages import experts as ex
 from ddflow.train import NetStack, TrainSettings, train_stack
-from ddflow.trajectory_sampling import manifest_path
 from tiny_workflow import write_tiny_mnist5k
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -65,11 +66,11 @@ def test_train_stack_prepare_hook_runs_before_the_augmentation_on_each_models_ba
 
 
 def test_experts_prep_names_distinct_files_for_standardised_experts_and_haba_paper_asks_for_them():
-    assert ex.experts_prep({"prep": "kornia"}) == "kornia"
-    assert ex.experts_prep({"prep": "kornia", "expert_standardize": "batch"}) == "kornia-batchstd"
-    assert ex.split_prep("raw-batchstd") == ("raw", True) and ex.split_prep("frepo") == ("frepo", False)
+    assert rex.experts_prep({"prep": "kornia"}) == "kornia"
+    assert rex.experts_prep({"prep": "kornia", "expert_standardize": "batch"}) == "kornia-batchstd"
+    assert rex.split_prep("raw-batchstd") == ("raw", True) and rex.split_prep("frepo") == ("frepo", False)
     with pytest.raises(DdflowError, match="expert_standardize 'per-image'; allowed: none, batch"):
-        ex.experts_prep({"prep": "raw", "expert_standardize": "per-image"})
+        rex.experts_prep({"prep": "raw", "expert_standardize": "per-image"})
     hp = hparams.resolve("haba", "cifar10", 10, "paper")   # run_cifar10_ipc10_style5.sh --zca; buffer.py --zca
     assert manifest_path("cifar10", hp) == "results/trajectories/cifar10/kornia-batchstd/ConvNet/mtt-m2-t20.json"
     mtt = hparams.resolve("mtt", "cifar10", 10, "paper")
@@ -100,12 +101,12 @@ def test_batchstd_experts_standardise_every_train_batch_and_test_batches_of_128(
     settings = {"epochs": 1, "lr": 0.01, "momentum": 0.0, "weight_decay": 0.0, "batch": 64, "augment": "dsa",
                 "strategy": "color_crop_cutout_flip_scale_rotate", "batching": "loop"}
     outs = [tmp_path / "s0.pt", tmp_path / "s1.pt"]
-    ex.train_experts("mnist5k", "raw-batchstd", "ConvNetW32", [0, 1], settings, tiny_npz, outs, CPU)
+    ex.run("mnist5k", "raw-batchstd", "ConvNetW32", [0, 1], settings, tiny_npz, outs, CPU)
     assert calls["groups"] == [(128, 2), (72, 2)] and calls["chunks"] == [(200, 128)]   # 100 images, batch 64
-    e = ex.load_expert(outs[0], "mnist5k", "raw-batchstd", "ConvNetW32")
+    e = rex.load_expert(outs[0], "mnist5k", "raw-batchstd", "ConvNetW32")
     assert e["prep"] == "raw-batchstd" and e["epochs"] == 1
     plain = tmp_path / "p0.pt"
-    ex.train_experts("mnist5k", "raw", "ConvNetW32", [0], settings, tiny_npz, [plain], CPU)
+    ex.run("mnist5k", "raw", "ConvNetW32", [0], settings, tiny_npz, [plain], CPU)
     assert len(calls["groups"]) == 2                                  # no standardisation for the plain prep
     assert not torch.equal(load_pt(plain)["params"]["classifier.weight"][1], e["params"]["classifier.weight"][1])
 

@@ -15,7 +15,7 @@ from ddflow.data import get_info, load_arrays, normalized_as
 from ddflow.distill import run
 from ddflow.errors import DdflowError
 from ddflow.records import load_distilled
-from ddflow.trajectory_sampling import check_normalization
+from ddflow.records.trajectories import check_normalization
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -9,12 +9,12 @@ import pytest
 import torch
 
 from ddflow import hparams
-from ddflow.experts import EXPERT_FORMAT
 from ddflow.io import save_pt
 from ddflow.methods import get_method
 from ddflow.methods import mtt as mtt_mod
 from ddflow.nets import build_net
-from ddflow.trajectory_sampling import write_mtt_manifest
+from ddflow.records.experts import EXPERT_FORMAT
+from ddflow.stages.sampling import write_mtt_manifest
 
 CPU = torch.device("cpu")
 EPOCHS = 6          # expert epochs on file: long enough that an off-by-one window would not raise

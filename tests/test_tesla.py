@@ -201,8 +201,8 @@ def test_manifest_and_pool_read_experts_memory_mapped_with_the_values_of_a_full_
     import json
     from pathlib import Path
 
-    from ddflow import trajectory_sampling as ts
-    from ddflow.experts import load_expert
+    from ddflow.records.experts import load_expert
+    from ddflow.stages import sampling as ts
     paths = json.loads(Path(experts).read_text())["experts"]
     modes = []
 

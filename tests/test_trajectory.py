@@ -10,12 +10,14 @@ from torch.func import functional_call
 
 from ddflow.data import load_arrays
 from ddflow.errors import DdflowError
-from ddflow.experts import blocks, load_expert, train_experts
 from ddflow.io import save_npz
 from ddflow.methods.ead import ead_loss, effect_terms, literal_coefficient
 from ddflow.methods.mtt import student_unroll, trajectory_loss
 from ddflow.ops.losses import soft_ce
-from ddflow.trajectory_sampling import load_manifest, pool_weights, write_ead_pool, write_mtt_manifest
+from ddflow.records.experts import blocks, load_expert
+from ddflow.records.trajectories import load_manifest
+from ddflow.stages.experts import run as train_experts
+from ddflow.stages.sampling import pool_weights, write_ead_pool, write_mtt_manifest
 
 CPU = torch.device("cpu")
 SETTINGS = {"epochs": 2, "lr": 0.01, "momentum": 0.0, "weight_decay": 0.0, "batch": 64, "augment": "dsa",

@@ -30,12 +30,9 @@ def cmd_validation_split(a) -> None:
 
 
 def cmd_featnet(a) -> None:
-    from .data import get_info, load_real
-    from .featnet import train_feature_net
     from .runtime import resolve_device
-    device = resolve_device(a.device)
-    data = load_real(a.data, get_info(a.dataset), device)
-    train_feature_net(data, a.net, json.loads(a.settings), device, a.out)
+    from .stages import featnet
+    featnet.run(a.dataset, a.net, json.loads(a.settings), a.data, resolve_device(a.device), a.out)
 
 
 def cmd_distill(a) -> None:
@@ -136,15 +133,15 @@ def cmd_acc_vs_iteration(a) -> None:
 
 
 def cmd_experts(a) -> None:
-    from .experts import train_experts
     from .runtime import resolve_device
-    train_experts(a.dataset, a.prep, a.net, a.indices, json.loads(a.settings), a.data, a.outs,
-                  resolve_device(a.device), resume=a.resume, receipt=a.receipt)
+    from .stages import experts
+    experts.run(a.dataset, a.prep, a.net, a.indices, json.loads(a.settings), a.data, a.outs, resolve_device(a.device),
+                resume=a.resume, receipt=a.receipt)
 
 
 def cmd_trajectory_sample(a) -> None:
-    from .trajectory_sampling import write_manifest
-    write_manifest(a.sampler, a.dataset, a.prep, a.net, a.experts, a.out)
+    from .stages import sampling
+    sampling.run(a.sampler, a.dataset, a.prep, a.net, a.experts, a.out)
 
 
 def cmd_timing_table(a) -> None:
@@ -154,7 +151,7 @@ def cmd_timing_table(a) -> None:
 
 def _isa_inputs(a):
     from .data import get_info, load_real
-    from .featnet import load_feature_net
+    from .records.featnet import load_feature_net
     from .runtime import resolve_device
     device = resolve_device(a.device)
     info = get_info(a.dataset)

@@ -34,14 +34,15 @@ from . import hparams as hparams_mod
 from .data import RealData, get_info, load_arrays, load_real, prepare
 from .distill import run
 from .errors import DdflowError
-from .experts import train_experts
 from .io import atomic_path, read_json, save_npz, write_json
 from .protocols import evaluate_cell, protocol_settings
 from .records import DistilledSet, load_distilled
+from .records.trajectories import sampler_id
 from .report.smoke import CRITERION, markdown, verdict
 from .runtime import provenance
 from .speed import time_method
-from .trajectory_sampling import sampler_id, write_mtt_manifest
+from .stages.experts import run as train_experts
+from .stages.sampling import write_mtt_manifest
 
 log = logging.getLogger(__name__)
 SEED = 0

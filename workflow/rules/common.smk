@@ -13,10 +13,10 @@ from snakemake.utils import validate
 sys.path.insert(0, str(Path(workflow.basedir) / "src"))  # a source checkout works before `pip install -e .`
 from ddflow import config as ddconfig  # noqa: E402
 from ddflow import distill as ddistill  # noqa: E402
-from ddflow import experts as ddexperts  # noqa: E402
+from ddflow.records import experts as ddexperts  # noqa: E402
 from ddflow import hparams as ddhparams  # noqa: E402
 from ddflow import runtime as ddruntime  # noqa: E402
-from ddflow import trajectory_sampling as ddsampling  # noqa: E402
+from ddflow.records import trajectories as ddsampling  # noqa: E402
 from ddflow import whole as ddwhole  # noqa: E402
 from ddflow.methods import get_method  # noqa: E402
 from ddflow.protocols import protocol_settings  # noqa: E402

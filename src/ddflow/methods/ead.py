@@ -4,7 +4,7 @@ as docs/methods.md states it).
 Synthetic images are initialised from real images per class, soft labels (logits, learned) from the final expert's
 predictions on them. Each iteration draws a synthetic minibatch S_t, two disjoint real minibatches D_p and D_t from
 the training split (once per iteration, shared by its checkpoints: the paper's Algorithm 1), and t_m checkpoints
-theta^t from the lr-weighted pool (ddflow.trajectory_sampling), and minimises
+theta^t from the lr-weighted pool (ddflow.records.trajectories), and minimises
 
     | sum_t  c * <g_P(theta^t), grad L(D_t, theta^t)>  -  <g_P(theta^t), grad L(S_t, theta^t)> |,
     g_P = grad L(D_p, theta^t)  (mean losses; soft-target cross-entropy on S_t)
@@ -24,8 +24,8 @@ from torch.func import functional_call, grad, jvp
 from ..errors import DdflowError
 from ..nets import build_net, has_batchnorm
 from ..ops.losses import soft_ce
+from ..records.trajectories import check_normalization, load_pool
 from ..runtime import to_device
-from ..trajectory_sampling import check_normalization, load_pool
 from .base import Method
 from .registry import register
 

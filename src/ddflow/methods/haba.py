@@ -20,7 +20,7 @@ One iteration (distill_fac.py lines 262-417), on the chunks of one permutation o
    updates the extractor only (it pulls the views of one basis together: the adversary of step 2).
 
 The experts are HaBa's own when `expert_standardize` is `batch` (buffer.py trains through HaBa's utils.py epoch(),
-which standardises every batch: ddflow.experts, prep `<prep>-batchstd`); the distillation itself does not
+which standardises every batch: ddflow.stages.experts, prep `<prep>-batchstd`); the distillation itself does not
 standardise (lines 320-327), as the official loop.
 
 The record holds the bases, the hallucinators' weights and the storage count in its extras (`haba_bases`,

@@ -1,11 +1,11 @@
 """Herding: per class, greedily pick the real images whose running feature mean tracks the class mean
 (Welling 2009; as in DC's Table 1 baseline and IDC's coreset.py herding_select). Features are embed() of a ConvNet
-trained on the full training split, produced once per dataset by its own rule (ddflow.featnet)."""
+trained on the full training split, produced once per dataset by its own rule (ddflow.stages.featnet)."""
 from __future__ import annotations
 
 import torch
 
-from ..featnet import load_feature_net
+from ..records.featnet import load_feature_net
 from .base import RealSelection
 from .registry import register
 

@@ -19,11 +19,11 @@ import torch
 
 from ..augment import DSA
 from ..errors import DdflowError
-from ..experts import experts_prep, load_expert
 from ..nets import build_net, has_batchnorm
 from ..ops.trajectory import cross_entropy_step, student_unroll, trajectory_loss
+from ..records.experts import experts_prep, load_expert
+from ..records.trajectories import check_manifest, check_normalization, load_manifest
 from ..runtime import to_device
-from ..trajectory_sampling import check_normalization, load_manifest
 from .base import Method
 from .registry import register
 
@@ -51,14 +51,7 @@ class MTT(Method):
         hp, info = self.hp, self.data.info
         self.manifest = load_manifest(self.inputs["trajectories"], info.name, experts_prep(hp), hp["net"])
         check_normalization(self.manifest, info, self.inputs["trajectories"])
-        for key in ("expert_epochs", "max_start_epoch"):
-            if int(self.manifest[key]) != int(hp[key]):
-                raise DdflowError(f"{self.inputs['trajectories']}: manifest {key} {self.manifest[key]} != hparams "
-                                  f"{hp[key]}")
-        need = int(hp["max_start_epoch"]) - 1 + int(hp["expert_epochs"])
-        short = [p for p, e in zip(self.manifest["experts"], self.manifest["epochs"]) if e < need]
-        if short:
-            raise DdflowError(f"mtt: expert window up to epoch {need} beyond the trained epochs of {short[:3]}")
+        check_manifest(self.manifest, hp, self.inputs["trajectories"])
         self.net = build_net(hp["net"], info.channels, info.classes, info.size).to(self.device)
         if has_batchnorm(self.net):
             raise DdflowError(f"mtt: net {hp['net']!r} has BatchNorm; the functional student does not track it")

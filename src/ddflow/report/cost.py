@@ -40,10 +40,10 @@ def table_jobs(config: dict[str, Any], tables: list[str], hp_dir: Path, papers: 
     """(rule, wildcards) of every job the targets results/tables/<t>.md need, each once."""
     from .. import config as ddconfig
     from ..distill import rule_iterations
-    from ..experts import blocks
     from ..hparams import paper_rule, resolve
     from ..methods import get_method
-    from ..trajectory_sampling import manifest_path
+    from ..records.experts import blocks
+    from ..records.trajectories import manifest_path
     from .tables import load_spec
     from .xarch import load_xarch_spec, xarch_cells
 

@@ -1,7 +1,7 @@
-"""Stage 2: expert trajectories for the trajectory methods (MTT, EAD).
+"""The experts stage (rules/experts.smk): expert trajectories for the trajectory methods (MTT, EAD).
 
-`results/experts/{dataset}/{prep}/{net}/e{i}.pt`, one file per expert: the parameters after every epoch (epoch 0 =
-the initialisation) stacked per parameter name as (epochs + 1, ...), and the lr of each epoch. Expert i draws
+One file per expert (format and loader: ddflow.records.experts), the parameters after every epoch (epoch 0 = the
+initialisation) and the lr of each epoch. Expert i draws
 everything (initialisation, data order, DSA) from generator("expert", dataset, prep, net, i), so it is the same
 file whatever block it is trained in; a block of K experts is one ddflow.train.NetStack (vmap on CUDA, a loop over
 models on the CPU). MTT's buffer.py settings: SGD lr 0.01, no momentum, no weight decay, batch 256, DSA per image
@@ -10,7 +10,7 @@ models on the CPU). MTT's buffer.py settings: SGD lr 0.01, no momentum, no weigh
 A prep with the suffix `-batchstd` (e.g. `kornia-batchstd`) is the prep's data with every batch standardised by its
 own scalar mean and std before DSA, train and test (test batches of 128), as HaBa's buffer.py trains its experts
 through HaBa's utils.py epoch() (line 409): distinct files, requested by a method whose `expert_standardize` is
-`batch` (experts_prep).
+`batch` (ddflow.records.experts.experts_prep).
 """
 from __future__ import annotations
 
@@ -21,54 +21,21 @@ from typing import Any
 
 import torch
 
-from .augment import make_augment
-from .data import RealData, get_info, load_real, normalized_as
-from .data.spaces import preprocess
-from .errors import DdflowError
-from .io import load_pt, load_resume, save_pt, write_json
-from .nets import build_net
-from .ops.standardize import standardize_chunks, standardize_groups
-from .progress import Progress
-from .runtime import peak_memory_mb, provenance
-from .seeding import generator
-from .train import NetStack, TrainSettings, accuracy, train_stack
+from ..augment import make_augment
+from ..data import RealData, get_info, load_real, normalized_as
+from ..data.spaces import preprocess
+from ..errors import DdflowError
+from ..io import load_resume, save_pt, write_json
+from ..nets import build_net
+from ..ops.standardize import standardize_chunks, standardize_groups
+from ..progress import Progress
+from ..records.experts import EXPERT_FORMAT, RECEIPT_FORMAT, split_prep
+from ..runtime import peak_memory_mb, provenance
+from ..seeding import generator
+from ..train import NetStack, TrainSettings, accuracy, train_stack
 
 log = logging.getLogger(__name__)
-EXPERT_FORMAT = "ddflow.expert/1"
-RECEIPT_FORMAT = "ddflow.expert-block/1"
-BATCH_STD = "-batchstd"         # prep suffix: per-batch standardised experts (HaBa's buffer.py / utils.py epoch)
-EXPERT_STANDARDIZE = ("none", "batch")
 TEST_BATCH = 128                # HaBa utils.py get_dataset line 221: testloader batch_size 128, no shuffle
-
-
-def experts_prep(hp: dict[str, Any]) -> str:
-    """The prep of the experts a trajectory method reads: its `prep`, with BATCH_STD when its
-    `expert_standardize` is `batch` (HaBa); `none` or absent: the prep itself (MTT's buffer.py)."""
-    mode = hp.get("expert_standardize") or "none"
-    if mode not in EXPERT_STANDARDIZE:
-        raise DdflowError(f"hparams expert_standardize {mode!r}; allowed: {', '.join(EXPERT_STANDARDIZE)}")
-    return hp["prep"] + (BATCH_STD if mode == "batch" else "")
-
-
-def split_prep(prep: str) -> tuple[str, bool]:
-    """An experts prep -> (the data's prep, whether batches are standardised)."""
-    return (prep[:-len(BATCH_STD)], True) if prep.endswith(BATCH_STD) else (prep, False)
-
-
-def expert_path(dataset: str, prep: str, net: str, i: int) -> str:
-    return f"results/experts/{dataset}/{prep}/{net}/e{i}.pt"
-
-
-def receipt_path(dataset: str, prep: str, net: str, block: int) -> str:
-    """A block's receipt: written after all of the block's expert files, so its existence means they are whole."""
-    return f"results/experts/{dataset}/{prep}/{net}/block{block}.json"
-
-
-def blocks(n_experts: int, block: int) -> list[list[int]]:
-    """Expert indices grouped into training blocks of `block` (the last may be shorter)."""
-    if n_experts < 1 or block < 1:
-        raise DdflowError(f"experts: need experts >= 1 and block >= 1, got {n_experts}, {block}")
-    return [list(range(s, min(s + block, n_experts))) for s in range(0, n_experts, block)]
 
 
 def expert_data(data: RealData, prep: str, eps: float | None = None):
@@ -76,16 +43,15 @@ def expert_data(data: RealData, prep: str, eps: float | None = None):
     return preprocess(data, prep, eps)
 
 
-def train_experts(dataset: str, prep: str, net: str, indices: list[int], settings: dict[str, Any],
-                  data_path: str | Path, outs: list[str | Path], device: torch.device,
-                  resume: str | Path | None = None, stop_after_epoch: int | None = None,
-                  receipt: str | Path | None = None) -> None:
+def run(dataset: str, prep: str, net: str, indices: list[int], settings: dict[str, Any], data_path: str | Path,
+        outs: list[str | Path], device: torch.device, resume: str | Path | None = None,
+        stop_after_epoch: int | None = None, receipt: str | Path | None = None) -> None:
     """Train experts `indices` together (one NetStack) and write one file per expert to `outs`.
     settings: epochs, lr, momentum, weight_decay, batch, augment ('dsa'/'none'), strategy, zca_eps.
     `stop_after_epoch` leaves only the resume file (tests simulate a killed job with it). `receipt` (JSON: the
     block's expert files and test accuracies) is written last, so it exists only when every expert file does."""
     if len(indices) != len(outs):
-        raise DdflowError("train_experts: one output per expert index")
+        raise DdflowError("experts: one output per expert index")
     info = normalized_as(get_info(dataset), settings.get("normalize_as"))
     raw = load_real(data_path, info, device)
     base_prep, batch_std = split_prep(prep)
@@ -151,21 +117,3 @@ def train_experts(dataset: str, prep: str, net: str, indices: list[int], setting
     if resume is not None and resume.exists():
         resume.unlink()
 
-
-def load_expert(path: str | Path, dataset: str | None = None, prep: str | None = None,
-                net: str | None = None, mmap: bool = False) -> dict[str, Any]:
-    """An expert file, checked against the dataset / prep / net the reader expects. With mmap, the tensors are
-    memory-mapped: a reader of two epochs (MTT's window) pages in only those, not the whole trajectory."""
-    if mmap and Path(path).exists():
-        try:
-            obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-        except Exception as e:  # truncated or foreign file
-            raise DdflowError(f"{path}: corrupt or not an expert trajectory ({type(e).__name__}: {e})") from None
-    else:
-        obj = load_pt(path, "expert trajectory")
-    if not isinstance(obj, dict) or obj.get("format") != EXPERT_FORMAT:
-        raise DdflowError(f"{path}: not a ddflow expert trajectory ({EXPERT_FORMAT})")
-    for key, want in (("dataset", dataset), ("prep", prep), ("net", net)):
-        if want is not None and obj[key] != want:
-            raise DdflowError(f"{path}: expert trajectory of {key} {obj[key]!r}, expected {want!r}")
-    return obj

@@ -1,5 +1,6 @@
-"""Stage 3: checkpoint sampling for the trajectory methods, manifests that reference (expert, epoch) checkpoints,
-never copies of an expert:
+"""The sampling stage (rules/sampling.smk): checkpoint sampling for the trajectory methods, records
+(format and loaders: ddflow.records.trajectories) that reference (expert, epoch) checkpoints, never copies of an
+expert:
 - MTT windows (`mtt-m{M}-t{T}.json`): the experts and the window starts 0..T-1 with length M; the distillation
   draws (expert, start) per iteration. Checked here: every expert holds epochs up to T - 1 + M.
 - EAD pool (`ead-p{P}.pt`): P checkpoints theta^t (t = 0..epochs-1) drawn without replacement with probability
@@ -14,37 +15,16 @@ from typing import Any
 
 import torch
 
-from .errors import DdflowError
-from .experts import experts_prep, load_expert
-from .io import load_pt, read_json, save_pt, write_json
-from .runtime import provenance
-from .seeding import generator
-
-MANIFEST_FORMAT = "ddflow.trajectory-manifest/1"
-
-POOL_FORMAT = "ddflow.trajectory-pool/1"
+from ..errors import DdflowError
+from ..io import save_pt, write_json
+from ..records.experts import load_expert
+from ..records.trajectories import MANIFEST_FORMAT, POOL_FORMAT
+from ..runtime import provenance
+from ..seeding import generator
 
 _MTT_SAMPLER = re.compile(r"^mtt-m(\d+)-t(\d+)$")
 
 _EAD_SAMPLER = re.compile(r"^ead-p(\d+)$")
-
-
-def sampler_id(hp: dict[str, Any]) -> str:
-    """The sampler a method's hparams ask for: 'mtt-m{expert_epochs}-t{max_start_epoch}' or 'ead-p{pool}'."""
-    kind = hp["sampler"]
-    if kind == "mtt":
-        return f"mtt-m{int(hp['expert_epochs'])}-t{int(hp['max_start_epoch'])}"
-    if kind == "ead":
-        return f"ead-p{int(hp['pool'])}"
-    raise DdflowError(f"unknown checkpoint sampler {kind!r}; known: mtt, ead")
-
-
-def manifest_path(dataset: str, hp: dict[str, Any]) -> str:
-    """The manifest a trajectory method reads (hp: net, prep and expert_standardize (ddflow.experts.experts_prep),
-    sampler and its numbers)."""
-    sid = sampler_id(hp)
-    ext = "json" if sid.startswith("mtt") else "pt"
-    return f"results/trajectories/{dataset}/{experts_prep(hp)}/{hp['net']}/{sid}.{ext}"
 
 
 def _check_experts(expert_paths: list[str], dataset: str, prep: str, net: str, need_epochs: int) -> list[dict]:
@@ -70,14 +50,6 @@ def normalization(experts: list[dict]) -> dict[str, list[float]]:
     return {"mean": list(e["mean"]), "std": list(e["std"])} if "mean" in e else {}
 
 
-def check_normalization(source: dict, info, where: str) -> None:
-    """A trajectory method must see the data normalised as its experts did (hparams normalize_as on both)."""
-    if "mean" in source and (tuple(source["mean"]) != tuple(info.mean) or tuple(source["std"]) != tuple(info.std)):
-        raise DdflowError(f"{where}: experts trained on data normalised with mean {source['mean']} / std "
-                          f"{source['std']}, this distillation normalises with {list(info.mean)} / {list(info.std)}: "
-                          "set the same normalize_as in workflow/hparams/experts.yaml and the method's hparams")
-
-
 def write_mtt_manifest(sampler: str, dataset: str, prep: str, net: str, expert_paths: list[str],
                        out: str | Path) -> dict[str, Any]:
     """MTT windows [start, start + M] for start in 0..T-1 over every expert (the official randint(0, T))."""
@@ -94,16 +66,6 @@ def write_mtt_manifest(sampler: str, dataset: str, prep: str, net: str, expert_p
                 "lr": [e["lr"] for e in experts], **normalization(experts), "provenance": provenance()}
     write_json(manifest, out)
     return manifest
-
-
-def load_manifest(path: str | Path, dataset: str, prep: str, net: str) -> dict[str, Any]:
-    man = read_json(path, "trajectory manifest")
-    if man.get("format") != MANIFEST_FORMAT:
-        raise DdflowError(f"{path}: not a ddflow trajectory manifest ({MANIFEST_FORMAT})")
-    for key, want in (("dataset", dataset), ("prep", prep), ("net", net)):
-        if man[key] != want:
-            raise DdflowError(f"{path}: manifest for {key} {man[key]!r}, this distillation needs {want!r}")
-    return man
 
 
 def pool_weights(lrs: list[list[float]]) -> tuple[list[tuple[int, int]], torch.Tensor]:
@@ -145,17 +107,8 @@ def write_ead_pool(sampler: str, dataset: str, prep: str, net: str, expert_paths
     return pool
 
 
-def load_pool(path: str | Path, dataset: str, prep: str, net: str) -> dict[str, Any]:
-    pool = load_pt(path, "checkpoint pool")
-    if not isinstance(pool, dict) or pool.get("format") != POOL_FORMAT:
-        raise DdflowError(f"{path}: not a ddflow checkpoint pool ({POOL_FORMAT})")
-    for key, want in (("dataset", dataset), ("prep", prep), ("net", net)):
-        if pool[key] != want:
-            raise DdflowError(f"{path}: checkpoint pool for {key} {pool[key]!r}, this distillation needs {want!r}")
-    return pool
-
-
-def write_manifest(sampler: str, dataset: str, prep: str, net: str, expert_paths: list[str], out) -> None:
+def run(sampler: str, dataset: str, prep: str, net: str, expert_paths: list[str], out: str | Path) -> None:
+    """The record `sampler` names (an MTT manifest or an EAD pool) over the experts, written to `out`."""
     if sampler.startswith("mtt"):
         write_mtt_manifest(sampler, dataset, prep, net, expert_paths, out)
     elif sampler.startswith("ead"):

@@ -1,5 +1,4 @@
-"""The records ddflow writes: a distilled set (`results/distilled/...pt`) and an evaluation cell
-(`results/eval/...json`).
+"""The distilled set (`results/distilled/...pt`): what every method writes and every protocol evaluates.
 
 A distilled set owns its space. `space` says what its images are: 'normalized' (the dataset's mean/std, the
 default), 'pixels' ([0, 1], IDC/DREAM) or 'zca' (whitened by the ZCA whose state the record carries). Every
@@ -22,13 +21,13 @@ from typing import Any
 
 import torch
 
-from .data import RealData, get_info
-from .data.real import mean_std
-from .data.spaces import whiten
-from .data.zca import ZCA
-from .errors import DdflowError
-from .io import load_pt, save_pt
-from .ops.multiformation import decode
+from ..data import RealData, get_info
+from ..data.real import mean_std
+from ..data.spaces import whiten
+from ..data.zca import ZCA
+from ..errors import DdflowError
+from ..io import load_pt, save_pt
+from ..ops.multiformation import decode
 
 FORMAT = "ddflow.distilled/1"
 SPACES = ("normalized", "pixels", "zca")
@@ -222,16 +221,3 @@ def load_distilled(path: str | Path) -> DistilledSet:
     """A distilled set file; a missing, corrupt or foreign file is a DdflowError naming the path."""
     return DistilledSet.from_dict(load_pt(path, "distilled set"), str(path))
 
-
-def cell_record(record: DistilledSet, protocol: str, settings: dict[str, Any], accuracies: list[float],
-                seconds: float, memory: dict[str, float]) -> dict[str, Any]:
-    """An evaluation cell (results/eval/{protocol}/{method}/{dataset}/ipc{ipc}/s{seed}.json): every model's test
-    accuracy, their mean and population std, the protocol settings, time and peak memory."""
-    t = torch.tensor(accuracies, dtype=torch.float64)
-    k = len(accuracies)
-    return {
-        "protocol": protocol, "method": record.method, "dataset": record.dataset, "ipc": record.ipc,
-        "seed": record.seed, "preset": record.preset, "iterations": record.iterations, "accuracies": accuracies,
-        "mean": float(t.mean()), "std": float(t.std(unbiased=False)) if k > 1 else 0.0, "n_models": k,
-        "settings": settings, "seconds": seconds, **memory,
-    }
