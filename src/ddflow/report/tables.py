@@ -13,7 +13,8 @@ import pandas as pd
 
 from ..data import get_info
 from ..errors import DdflowError
-from ..io import atomic_path, read_json, read_yaml_mapping
+from ..io import atomic_path, read_yaml_mapping
+from ..records.cell import load_cell
 from .formats import html_page, latex_table
 from .paper_rule import NOTE, add_columns, add_rows, split_cells
 
@@ -67,10 +68,7 @@ def pool_cells(cell_paths: list[str | Path]) -> dict[tuple[str, str, str, int], 
     """Group evaluation cells by (protocol, method, dataset, ipc) and pool every model of every seed."""
     groups: dict[tuple, list[dict]] = defaultdict(list)
     for p in cell_paths:
-        c = read_json(p, "evaluation cell")
-        for key in ("protocol", "method", "dataset", "ipc", "accuracies"):
-            if key not in c:
-                raise DdflowError(f"{p}: evaluation cell lacks {key!r}")
+        c = load_cell(p)
         groups[(c["protocol"], c["method"], c["dataset"], int(c["ipc"]))].append(c)
     pooled = {}
     for key, cells in groups.items():
@@ -82,6 +80,28 @@ def pool_cells(cell_paths: list[str | Path]) -> dict[tuple[str, str, str, int], 
                        "presets": {str(c["preset"]) for c in cells if c.get("preset")},
                        "devices": {str((c.get("provenance") or {}).get("device", "unknown")) for c in cells}}
     return pooled
+
+
+def pooled_runs(pooled: dict[tuple, dict[str, Any]]) -> tuple[list[str], list[str]]:
+    """(presets, devices) of the pooled cells, sorted: what a table's title says ours ran with."""
+    return (sorted({p for v in pooled.values() for p in v["presets"]}),
+            sorted({d for v in pooled.values() for d in v["devices"]}))
+
+
+def comparison_record(row: dict[str, Any], spec: dict[str, Any], protocol: str, where: dict[str, Any],
+                      ours: dict[str, Any] | None, paper: Any) -> dict[str, Any]:
+    """One record of a table's long CSV: the spec row, the protocol, `where` (the cell's columns: dataset, IPC,
+    architecture, ...), ours pooled (pool_cells; None: not run), the paper's value (parse_paper_value), their
+    difference and the paper's source."""
+    p_mean, p_std = parse_paper_value(paper)
+    return {
+        "row": row["label"], "method": row.get("method") or "", "protocol": protocol, **where,
+        "ours_mean": ours["mean"] if ours else None, "ours_std": ours["std"] if ours else None,
+        "n_models": ours["n_models"] if ours else 0, "n_seeds": ours["n_seeds"] if ours else 0,
+        "paper_mean": p_mean, "paper_std": p_std,
+        "difference": (ours["mean"] - p_mean) if ours and p_mean is not None else None,
+        "paper_source": row.get("source", spec.get("source", "")),
+    }
 
 
 def build_table(spec_path: str | Path, cell_paths: list[str | Path], datasets: list[str],
@@ -98,24 +118,14 @@ def build_table(spec_path: str | Path, cell_paths: list[str | Path], datasets: l
             paper_ds = compare_as.get(ds, ds)
             for ipc in ipcs:
                 pv = (row.get("paper") or {}).get(paper_ds, {}) or {}
-                p_mean, p_std = parse_paper_value(pv.get(ipc))
                 key = (row.get("protocol", "dc"), row.get("method"), ds, ipc)
                 # a cell of IPC 0 (the whole training split, ddflow.whole) fills every IPC column of its row
                 ours = (pooled.get(key) or pooled.get(key[:3] + (0,))) if row.get("method") else None
-                records.append({
-                    "row": row["label"], "method": row.get("method") or "", "protocol": row.get("protocol", ""),
-                    "dataset": ds, "paper_dataset": paper_ds,
-                    "ipc": ipc,
-                    "ours_mean": ours["mean"] if ours else None, "ours_std": ours["std"] if ours else None,
-                    "n_models": ours["n_models"] if ours else 0, "n_seeds": ours["n_seeds"] if ours else 0,
-                    "paper_mean": p_mean, "paper_std": p_std,
-                    "difference": (ours["mean"] - p_mean) if ours and p_mean is not None else None,
-                    "paper_source": row.get("source", spec.get("source", "")),
-                    "paper_note": row.get("note", ""),
-                })
+                where = {"dataset": ds, "paper_dataset": paper_ds, "ipc": ipc}
+                records.append({**comparison_record(row, spec, row.get("protocol", ""), where, ours, pv.get(ipc)),
+                                "paper_note": row.get("note", "")})
     df = pd.DataFrame.from_records(records)
-    presets = sorted({p for v in pooled.values() for p in v["presets"]})
-    devices = sorted({d for v in pooled.values() for d in v["devices"]})
+    presets, devices = pooled_runs(pooled)
     table = {"spec": spec, "df": df, "datasets": datasets, "ipcs": ipcs, "presets": presets, "devices": devices}
     return add_columns(table, cell_paths, rule_paths) if rule_paths else table
 

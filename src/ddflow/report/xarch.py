@@ -19,7 +19,7 @@ from ..data import get_info
 from ..errors import DdflowError
 from ..protocols.xarch import column_protocol
 from .formats import html_page, latex_table
-from .tables import DASH, _fmt, load_spec, parse_paper_value, pool_cells, row_notes, write_outputs
+from .tables import DASH, _fmt, comparison_record, load_spec, pool_cells, pooled_runs, row_notes, write_outputs
 
 
 def load_xarch_spec(path: str | Path) -> dict[str, Any]:
@@ -66,18 +66,10 @@ def build_xarch_table(spec_path: str | Path, cell_paths: list[str | Path]) -> di
         for arch in spec["architectures"]:
             protocol = column_protocol(base, arch)
             ours = pooled.get((protocol, row.get("method"), ds, ipc)) if row.get("method") else None
-            p_mean, p_std = parse_paper_value((row.get("paper") or {}).get(arch))
-            records.append({
-                "row": row["label"], "method": row.get("method") or "", "protocol": protocol, "architecture": arch,
-                "dataset": ds, "paper_dataset": spec.get("compare_as", {}).get(ds, ds), "ipc": ipc,
-                "ours_mean": ours["mean"] if ours else None, "ours_std": ours["std"] if ours else None,
-                "n_models": ours["n_models"] if ours else 0, "n_seeds": ours["n_seeds"] if ours else 0,
-                "paper_mean": p_mean, "paper_std": p_std,
-                "difference": (ours["mean"] - p_mean) if ours and p_mean is not None else None,
-                "paper_source": row.get("source", spec.get("source", "")),
-            })
-    presets = sorted({p for v in pooled.values() for p in v["presets"]})
-    devices = sorted({d for v in pooled.values() for d in v["devices"]})
+            where = {"architecture": arch, "dataset": ds, "paper_dataset": spec.get("compare_as", {}).get(ds, ds),
+                     "ipc": ipc}
+            records.append(comparison_record(row, spec, protocol, where, ours, (row.get("paper") or {}).get(arch)))
+    presets, devices = pooled_runs(pooled)
     return {"spec": spec, "df": pd.DataFrame.from_records(records), "presets": presets, "devices": devices}
 
 
