@@ -321,3 +321,29 @@ def test_export_states_its_normalisation_and_import_checks_it(tmp_path):
         build_records(check_entry("c", entry, "quick"), "quick")
     (back,) = build_records(check_entry("c", {**entry, "normalize_as": "cifar10"}, "quick"), "quick")
     assert torch.equal(back.images, rec.images) and tuple(back.mean) == tuple(c10.mean)
+
+
+def test_the_config_schema_states_the_import_entry_that_check_entry_checks(tmp_path):
+    """Snakemake validates config.yaml's imports against workflow/schemas/config.schema.yaml, `ddflow import` and
+    `ddflow evaluate` go through check_entry only: both state the same keys, required keys, formats and spaces, and
+    an entry made from command-line options (options_entry) is one check_entry accepts."""
+    from pathlib import Path
+
+    import yaml
+
+    from ddflow.interop.imports import KEYS, REQUIRED, options_entry
+    from ddflow.interop.readers import FORMATS
+    from ddflow.records import SPACES
+
+    schema = yaml.safe_load((Path(__file__).resolve().parents[1] / "workflow/schemas/config.schema.yaml").read_text())
+    item = schema["properties"]["imports"]["additionalProperties"]
+    assert set(item["properties"]) == set(KEYS) and set(item["required"]) == set(REQUIRED)
+    assert set(item["properties"]["format"]["enum"]) == set(FORMATS)
+    assert set(item["properties"]["space"]["enum"]) == set(SPACES)
+    x, y = _pixels()
+    torch.save({"images": x, "labels": y}, tmp_path / "set.pt")
+    entry = options_entry(str(tmp_path / "set.pt"), "plain", "mnist5k", IPC, "pixels", lr=None, eval_as="dm")
+    assert entry == {"path": str(tmp_path / "set.pt"), "format": "plain", "dataset": "mnist5k", "ipc": IPC,
+                     "space": "pixels", "eval_as": "dm", "seed": 0}
+    assert check_entry("mine", entry, "quick").seeds == [0]
+    assert "seed" not in options_entry("run.pkl", "dc", "mnist5k", IPC, "normalized", seed=3)

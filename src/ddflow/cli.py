@@ -69,13 +69,9 @@ def cmd_table(a) -> None:
 
 def cmd_import(a) -> None:
     """An outside distilled set to ddflow records (ddflow.interop): one per seed (`{seed}` in --out for several)."""
-    from .interop.imports import build_records, check_entry
-    entry = {k: v for k, v in (("path", a.path), ("format", a.format), ("dataset", a.dataset), ("ipc", a.ipc),
-                               ("space", a.space), ("lr", _number_or_path(a.lr)), ("zca", a.zca),
-                               ("protocols", a.protocols), ("eval_as", a.eval_as),
-                               ("normalize_as", a.normalize_as), ("classes", a.classes)) if v is not None}
-    if a.format != "dc":
-        entry["seed"] = a.seed if a.seed is not None else 0
+    from .interop.imports import build_records, check_entry, options_entry
+    entry = options_entry(a.path, a.format, a.dataset, a.ipc, a.space, a.seed, lr=_number_or_path(a.lr), zca=a.zca,
+                          protocols=a.protocols, eval_as=a.eval_as, normalize_as=a.normalize_as, classes=a.classes)
     imp = check_entry(a.name, entry, a.preset, a.hparams_dir)
     records = build_records(imp, a.preset, a.data, seeds=None if a.seed is None else [a.seed])
     if len(records) > 1 and "{seed}" not in a.out:

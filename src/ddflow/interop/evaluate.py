@@ -82,7 +82,7 @@ def outside_record(path: Path, dataset: str, preset: str, fmt: str | None = None
     """(record, its default protocol) of an outside set, checked as `ddflow import` checks it (its first experiment
     when a DC file holds several)."""
     from ..data import get_info
-    from .imports import build_records, check_entry
+    from .imports import build_records, check_entry, options_entry
     from .readers import read_sets
 
     fmt = fmt or guess_format(path)
@@ -93,13 +93,7 @@ def outside_record(path: Path, dataset: str, preset: str, fmt: str | None = None
         if space is None:
             raise DdflowError(f"{path}: say which space its images are in: --space pixels | normalized | zca")
         ipc = ipc or max(1, len(raw.images) // info.classes)
-    entry = {"path": str(path), "format": fmt, "dataset": dataset, "ipc": ipc, "space": space}
-    if lr is not None:
-        entry["lr"] = lr
-    if classes is not None:
-        entry["classes"] = classes
-    if fmt != "dc":
-        entry["seed"] = 0
+    entry = options_entry(str(path), fmt, dataset, ipc, space, lr=lr, classes=classes)
     imp = check_entry(OUTSIDE_NAME, entry, preset, hp_dir)
     (record,) = build_records(imp, preset, data, seeds=[imp.seeds[0]])
     return record, imp.protocols[0]

@@ -43,6 +43,7 @@ from ..records import SPACES, DistilledSet
 from .readers import FORMATS, RawSet, dc_file_fields, read_dc, read_lr, read_sets
 
 NAME_CHARS = set("abcdefghijklmnopqrstuvwxyz0123456789-")
+REQUIRED = ("path", "format", "dataset", "ipc", "space")  # workflow/schemas/config.schema.yaml states the same
 KEYS = ("path", "format", "dataset", "ipc", "space", "seed", "lr", "zca", "protocols", "eval_as", "tables",
         "normalize_as", "classes")
 ZCA_KINDS = ("kornia", "frepo")
@@ -99,7 +100,7 @@ def check_entry(name: str, entry: Any, preset: str, hp_dir: str | Path | None = 
     unknown = sorted(set(entry) - set(KEYS))
     if unknown:
         raise DdflowError(f"{where}: unknown keys {unknown}; allowed: {', '.join(KEYS)}")
-    for key in ("path", "format", "dataset", "ipc", "space"):
+    for key in REQUIRED:
         if entry.get(key) is None:
             raise DdflowError(f"{where}.{key} is required")
     fmt, dataset, space = entry["format"], entry["dataset"], entry["space"]
@@ -177,6 +178,18 @@ def check_entry(name: str, entry: Any, preset: str, hp_dir: str | Path | None = 
                               "order, each once")
     return ImportEntry(name, str(path), fmt, dataset, ipc, space, seeds, list(protocols), eval_as,
                        lr, zca, tables, source, normalize_as, classes)
+
+
+def options_entry(path: str, fmt: str, dataset: str, ipc: int | None, space: str | None, seed: int | None = None,
+                  **options: Any) -> dict[str, Any]:
+    """The config entry that command-line options state (`ddflow import`, `ddflow evaluate` of an outside set), to be
+    checked by check_entry: the options given (None: not given); `seed` 0 unless given, left out for a DC result
+    file (one seed per experiment)."""
+    given = {"path": path, "format": fmt, "dataset": dataset, "ipc": ipc, "space": space, **options}
+    entry = {k: v for k, v in given.items() if v is not None}
+    if fmt != "dc":
+        entry["seed"] = seed if seed is not None else 0
+    return entry
 
 
 def check_imports(imports: dict | None, preset: str, hp_dir: str | Path | None = None) -> dict[str, ImportEntry]:
