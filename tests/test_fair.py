@@ -129,7 +129,7 @@ def test_storage_haba():
 
 
 def test_storage_haba_with_its_own_hallucinators():
-    from ddflow.methods.haba import build_hallucinators
+    from ddflow.ops.hallucinator import build_hallucinators
     # one MNIST hallucinator: two 3x3 convs 1->1 (9 + 1 each) and a 26 x 26 scale and shift = 20 + 1,352 = 1,372
     # (the count workflow/papers/dream_t1.yaml's HaBa note gives at 28x28x1); 5 of them, 1 basis per class, lr
     hals = build_hallucinators(5, 1, 1, 28, 3, generator=torch.Generator().manual_seed(0))

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from ddflow.distill import run
-from ddflow.methods.haba import Hallucinator, build_hallucinators, generate, generate_from_record, storage
+from ddflow.ops.hallucinator import Hallucinator, build_hallucinators, generate, generate_from_record, storage
 from ddflow.ops.losses import supervised_contrastive
 from ddflow.records import load_distilled
 from ddflow.stages.experts import run as train_experts

@@ -10,8 +10,8 @@ from ddflow.data import get_info
 from ddflow.errors import DdflowError
 from ddflow.io import load_pt
 from ddflow.methods import get_method
-from ddflow.methods.haba import build_hallucinators, hallucinate
 from ddflow.nets import build_net
+from ddflow.ops.hallucinator import build_hallucinators, hallucinate
 from ddflow.ops.standardize import standardize, standardize_chunks, standardize_groups
 from ddflow.protocols import protocol_settings
 from ddflow.protocols.haba import evaluate_haba, hallucinated_batches

@@ -21,8 +21,8 @@ import torch
 from ..augment import make_augment
 from ..data import RealData
 from ..errors import DdflowError
-from ..methods.haba import factors_from_record, hallucinate
 from ..nets_xarch import build_eval_net
+from ..ops.hallucinator import factors_from_record, hallucinate
 from ..ops.standardize import standardize_chunks, standardize_groups
 from ..records import DistilledSet
 from ..train import NetStack, TrainSettings, accuracy, train_stack
