@@ -1,4 +1,5 @@
-"""Preprocessing spaces: the ZCA a distillation used is re-applied to the test split at evaluation."""
+"""Preprocessing spaces (ddflow.data.spaces): the ZCA a distillation used is re-applied to the test split at evaluation
+(ddflow.records.distilled: DistilledSet.real_in_space)."""
 import torch
 
 from ddflow.data import RealData, get_info, normalize
