@@ -2,8 +2,8 @@
 misc/utils.py at ceac95a) and lyq312318224/DREAM (condense.py at 595e3c1). Independent computations: a float64 bilinear
 and nearest resize written from their index rules, a numpy sampler of the official rand_bbox.
 
-Not tested here (being changed in branch issue11): the `idc` evaluation schedule (MultiStepLR milestones) and cutout
-under CutMix.
+Not tested here: the `idc` evaluation schedule (MultiStepLR milestones) and cutout under CutMix, which
+tests/test_idc.py pins (test_protocol_follows_idcs_cutout_removal_and_counts_coinciding_milestones_twice).
 """
 from __future__ import annotations
 
