@@ -4,7 +4,7 @@ as docs/methods.md states it).
 Synthetic images are initialised from real images per class, soft labels (logits, learned) from the final expert's
 predictions on them. Each iteration draws a synthetic minibatch S_t, two disjoint real minibatches D_p and D_t from
 the training split (once per iteration, shared by its checkpoints: the paper's Algorithm 1), and t_m checkpoints
-theta^t from the lr-weighted pool (ddflow.records.trajectories), and minimises
+theta^t from the lr-weighted pool (drawn by ddflow.stages.sampling), and minimises
 
     | sum_t  c * <g_P(theta^t), grad L(D_t, theta^t)>  -  <g_P(theta^t), grad L(S_t, theta^t)> |,
     g_P = grad L(D_p, theta^t)  (mean losses; soft-target cross-entropy on S_t)
