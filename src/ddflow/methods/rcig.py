@@ -156,7 +156,7 @@ class RCIG(Method):
         h, residuals = R.h_inv_vp(d, theta, x_s.detach(), y_s.detach(), self.l2, self.pads, self.beta, g_t,
                                   int(hp["hinv_steps"]), self.hvp_lr)
         if residuals_only:
-            return {}, residuals, float(loss)
+            return {}, residuals, float(loss.detach())
         d2 = [t.detach().requires_grad_(True) for t in delta]
         x_s, y_s = self.support()
         g_s = torch.autograd.grad(R.inner_loss(d2, theta, x_s, y_s, self.l2, self.pads, self.beta), d2,
@@ -167,7 +167,7 @@ class RCIG(Method):
         out = {}
         for name, dg, ig in zip(("images", "labels", "log_temp"), direct, implicit):
             out[name] = dg + (R.clip_to(ig, dg) if hp["clip"] else ig)
-        return out, residuals, float(loss)
+        return out, residuals, float(loss.detach())
 
     def train_pool_model(self, model: dict[str, Any], steps: int) -> None:
         """Step 6: Adam(pool_lr) on sum 0.5 (f(x) - y)^2 / (N C) of the (softplus) network on the support."""
