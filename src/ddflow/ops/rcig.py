@@ -230,4 +230,5 @@ def log_temp_init() -> torch.Tensor:
 
 def finite_or_raise(value: torch.Tensor, what: str) -> None:
     if not math.isfinite(float(value.detach())):
-        raise DdflowError(f"rcig: {what} is not finite ({float(value.detach())}); lower proto_lr or check the lr tuning")
+        raise DdflowError(f"rcig: {what} is not finite ({float(value.detach())}); lower proto_lr or check the lr "
+                          "search")
