@@ -42,9 +42,9 @@ def conv_params(net: nn.Module) -> tuple[list[torch.Tensor], list[int]]:
 def _act(z: torch.Tensor, beta: float) -> tuple[torch.Tensor, torch.Tensor]:
     """RCIG Conv's activation and its derivative: softplus(beta z) / beta while distilling (use_softplus,
     softplus_temp 60), ReLU when beta = 0 (models.py lines 153-156)."""
-    if beta:  # softplus(beta z) / beta = relu(z) + log1p(exp(-beta |z|)) / beta (torch's softplus is slow on CPU)
-        e = torch.exp(-beta * z.abs())
-        return F.relu(z) + torch.log1p(e) / beta, torch.where(z >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
+    if beta:  # flax nn.softplus = logaddexp(x, 0): its derivative at 0 is 1/2 (torch's softplus is slow on CPU)
+        return torch.logaddexp(beta * z, torch.zeros((), dtype=z.dtype, device=z.device)) / beta, \
+            torch.sigmoid(beta * z)
     return F.relu(z), (z > 0).to(z.dtype)
 
 
