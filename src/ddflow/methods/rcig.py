@@ -255,4 +255,4 @@ class RCIG(Method):
             images = self.ema_images / (1 - decay ** self.done)
             labels = self.ema_labels / (1 - decay ** self.done)
         return {"images": images.cpu(), "labels": labels.cpu(), "use_flip": self.use_flip,
-                "inner_lr": self.inner_lr, "hvp_lr": self.hvp_lr, "temperature": float(self.log_temp.exp())}
+                "inner_lr": self.inner_lr, "hvp_lr": self.hvp_lr, "temperature": float(self.log_temp.detach().exp())}
