@@ -274,3 +274,46 @@ def test_killed_rcig_run_resumes_to_the_same_images(mnist5k_path, tmp_path):
     assert run(*args, tmp_path / "r.pt", resume=resume, save_every=1, stop_after=2, overrides=over) is None
     resumed = run(*args, tmp_path / "r.pt", resume=resume, save_every=1, overrides=over)
     assert torch.equal(resumed.images, full.images) and torch.equal(resumed.labels, full.labels)
+
+
+def test_inner_lr_adapts_every_interval_as_run_rcig():
+    """run_rcig lines 175-186: at it % 50 == 0 (it > 0) x0.9 when >= 29 % of the inner solves diverged, else x1.05
+    when >= 70 % were monotone; the statistics restart either way."""
+    m = _method("rcig", _tiny_data())
+    m.inner_lr, m.inner_stats = 1.0, [-1] * 3 + [1] * 7
+    m._adapt_inner_lr(49)
+    assert m.inner_lr == 1.0 and len(m.inner_stats) == 10          # not at a multiple of 50
+    m._adapt_inner_lr(50)
+    assert m.inner_lr == pytest.approx(0.9) and m.inner_stats == []
+    m.inner_stats = [1] * 7 + [0] * 3
+    m._adapt_inner_lr(100)
+    assert m.inner_lr == pytest.approx(0.9 * 1.05)
+    m.inner_stats = [1] * 6 + [0] * 4
+    m._adapt_inner_lr(150)
+    assert m.inner_lr == pytest.approx(0.9 * 1.05)
+
+
+def test_protocol_rcig_trains_on_the_flip_doubled_set_when_the_distillation_flipped(monkeypatch):
+    """eval.py lines 212-214: the set and its horizontal flips, the same labels, when the record says use_flip."""
+    import ddflow.protocols.rcig as P
+
+    seen = {}
+    real_flip = P.flip_support
+
+    def spy(x, y, use_flip):
+        seen["use_flip"] = use_flip
+        out = real_flip(x, y, use_flip)
+        seen["n"] = len(out[0])
+        return out
+
+    monkeypatch.setattr(P, "flip_support", spy)
+    data = _tiny_data(size=28, classes=10, per_class=2)
+    rec = type("Rec", (), {})()
+    rec.images, rec.labels, rec.cell = data.x_train[:10], data.y_train[:10], "tiny"
+    settings = {"steps_if_10": 1000, "steps_else": 2000, "steps": 2, "chunk": 1, "chunk_divisor": 1, "batch": 256,
+                "warmup": 1, "lr": 1e-3, "lr_alpha": 0.01, "width": 4, "depth": "auto", "models": 2, "augment": False,
+                "use_flip": "auto", "batching": "auto"}
+    for flag, n in ((True, 20), (False, 10)):
+        rec.extra = {"use_flip": flag}
+        accs = P.evaluate_rcig(rec, data, settings, [torch.Generator().manual_seed(i) for i in range(2)], CPU)
+        assert len(accs) == 2 and seen == {"use_flip": flag, "n": n}
