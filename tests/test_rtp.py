@@ -163,3 +163,106 @@ def test_the_official_coefficient_regulariser_drops_out_of_the_gradient():
     assert float(coeff_regulariser(c, "l1", 0.5)) == pytest.approx(3.5)
     with pytest.raises(DdflowError, match="l1, l2"):
         coeff_regulariser(c, "none", 1.0)
+
+
+# -- the method -----------------------------------------------------------------------------------------------------
+def _tiny_hparams(tmp_path, **quick):
+    hp_dir = tmp_path / "hp"
+    shutil.copytree(ROOT / "workflow" / "hparams", hp_dir)
+    doc = yaml.safe_load((hp_dir / "rtp.yaml").read_text())
+    doc["quick"].update({"iterations": 3, "inner_steps": 2, "batch_syn": 2, "batch_real": 2, "net": "ConvNetW32",
+                         "eval": {"rtp": {"net": "ConvNetW32", "epochs": 1, "models": 1}}, **quick})
+    (hp_dir / "rtp.yaml").write_text(yaml.safe_dump(doc))
+    return hp_dir
+
+
+def _method(mnist5k, tmp_path, **quick):
+    from ddflow import hparams
+    from ddflow.methods import get_method
+    hp = hparams.resolve("rtp", "mnist5k", 1, "quick", _tiny_hparams(tmp_path, **quick))
+    m = get_method("rtp")(hp, mnist5k, 1, torch.Generator().manual_seed(0), CPU)
+    m.init()
+    return m
+
+
+def test_step_updates_bases_and_addressing_with_clipped_sgd(mnist5k, tmp_path):
+    """sgld_runner_standard.py lines 203-217: gradients assigned, joint norm clipped at 2, SGD(0.1, momentum 0.5)."""
+    m = _method(mnist5k, tmp_path)
+    assert m.rows == 29 and m.basis.shape == (16, 14 * 14) and m.coeffs.shape == (290, 16)
+    opt = m.opt.param_groups[0]
+    assert (opt["lr"], opt["momentum"], opt["dampening"], opt["weight_decay"]) == (0.1, 0.5, 0, 0)
+    b0, c0 = m.basis.detach().clone(), m.coeffs.detach().clone()
+    stats = m.step(0)
+    assert torch.isfinite(stats["loss"]) and stats["grad_norm"] > 0
+    step = torch.cat([(m.basis.detach() - b0).flatten(), (m.coeffs.detach() - c0).flatten()])
+    assert float(step.norm()) <= 0.1 * 2 + 1e-6                  # first SGD step = lr x clipped gradient
+    assert float(step.norm()) == pytest.approx(0.1 * min(2.0, float(stats["grad_norm"])), rel=1e-4)
+
+
+def test_minibatches_are_sorted_rows_of_every_drawn_class(mnist5k, tmp_path):
+    """imgs_embedding_basis_minibatch.py lines 110-115: randperm(ipc)[:n_per_c].sort() + ipc * class, per class of
+    the task (get_task_indices, sorted: sgld_runner_standard.py lines 49-55)."""
+    m = _method(mnist5k, tmp_path, batch_syn=5, task_classes=4)
+    classes = m._task_classes()
+    assert classes == sorted(classes) and len(set(classes)) == 4
+    for rows, labels in m._batches(classes):
+        assert len(rows) == 20
+        for k, c in enumerate(classes):
+            r = rows[5 * k:5 * k + 5]
+            assert torch.equal(r, r.sort().values) and bool(((r // 29) == c).all()) and len(r.unique()) == 5
+            assert bool((labels[5 * k:5 * k + 5] == c).all())
+
+
+def test_record_keeps_budget_rows_and_stored_floats(mnist5k, tmp_path):
+    from ddflow.records import DistilledSet, check_record
+    from ddflow.report.storage import storage
+    m = _method(mnist5k, tmp_path)
+    res = m.result()
+    assert res["images"].shape == (290, 1, 28, 28) and torch.equal(res["labels"], torch.arange(10).repeat_interleave(29))
+    assert torch.allclose(res["images"], decode(res["rtp_basis"], res["rtp_coeffs"], 1, 2))
+    info = res["rtp"]
+    assert info["budget"] == 1 and info["rows_per_class"] == 29 and info["images"] == 290
+    assert info["stored_floats"] == 16 * 196 + 290 * 16 == 7776 <= info["budget_floats"] == 7840
+    extra = {k: v for k, v in res.items() if k not in ("images", "labels")}
+    r = DistilledSet(images=res["images"], labels=res["labels"], method="rtp", dataset="mnist5k", ipc=1, seed=0,
+                     mean=mnist5k.info.mean, std=mnist5k.info.std, extra=extra)
+    check_record(r, "test")   # 290 images at IPC 1 is right for an RTP record
+    st = storage(r)
+    assert st["kind"] == "rtp" and st["floats"] == 7776 and st["trained_images"] == 290
+    assert st["ipc_equivalent"] == pytest.approx(7776 / 7840)
+
+
+def test_killed_rtp_run_resumes_to_the_same_memories(mnist5k_path, tmp_path):
+    hp_dir = _tiny_hparams(tmp_path)
+    args = ("rtp", "mnist5k", 1, 0, "quick", CPU, mnist5k_path)
+    full = run(*args, tmp_path / "full.pt", hp_dir=hp_dir)
+    resume = tmp_path / "state.pt"
+    assert run(*args, tmp_path / "r.pt", hp_dir=hp_dir, resume=resume, save_every=1, stop_after=2) is None
+    resumed = run(*args, tmp_path / "r.pt", hp_dir=hp_dir, resume=resume, save_every=1)
+    assert torch.equal(resumed.images, full.images)
+    assert torch.equal(resumed.extra["rtp_coeffs"], full.extra["rtp_coeffs"])
+    assert full.extra["rtp"]["rows_per_class"] == 29
+
+
+def test_rtp_protocol_settings_are_the_official_evaluation():
+    """tools/evaluator.py lines 47-66 and tools/trainer.py lines 146-159: SGD lr 0.01 momentum 0.9 without weight
+    decay (configs backbone_optim; optimizer_utils.py line 14), batch 640, no scheduler; configs evaluation:
+    train_epoch 300, num_eval 10; ConvNet-3 width 128 instancenorm (model_utils.py line 13)."""
+    from ddflow.protocols import protocol_settings
+    s = protocol_settings("rtp", "cifar10", 1, "paper", "rtp")
+    assert (s["net"], s["lr"], s["momentum"], s["weight_decay"], s["batch"]) == ("ConvNet", 0.01, 0.9, 0, 640)
+    assert (s["epochs"], s["models"]) == (300, 10)
+    assert parse_net("ConvNet") == replace(parse_net("ConvNet"), width=128, depth=3, norm="instancenorm",
+                                           pool="avgpooling", act="relu")
+
+
+def test_rtp_protocol_trains_and_tests(mnist5k, tmp_path):
+    from ddflow.protocols import get_protocol
+    from ddflow.records import DistilledSet
+    m = _method(mnist5k, tmp_path)
+    res = m.result()
+    r = DistilledSet(images=res["images"], labels=res["labels"], method="rtp", dataset="mnist5k", ipc=1, seed=0,
+                     mean=mnist5k.info.mean, std=mnist5k.info.std, extra={})
+    settings = {"net": "ConvNetW32", "lr": 0.01, "momentum": 0.9, "weight_decay": 0, "batch": 640, "epochs": 1}
+    accs = get_protocol("rtp")(r, mnist5k, settings, [torch.Generator().manual_seed(i) for i in range(2)], CPU)
+    assert len(accs) == 2 and all(0 <= a <= 100 for a in accs)
