@@ -17,8 +17,15 @@ from torch.func import functional_call
 from ddflow.distill import run
 from ddflow.errors import DdflowError
 from ddflow.nets import ConvNet, parse_net
-from ddflow.ops.rtp import (coeff_regulariser, decode, rows_per_class, stored_floats, unroll_backward, unroll_forward,
-                            xavier_uniform_)
+from ddflow.ops.rtp import (
+    coeff_regulariser,
+    decode,
+    rows_per_class,
+    stored_floats,
+    unroll_backward,
+    unroll_forward,
+    xavier_uniform_,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 CPU = torch.device("cpu")
@@ -218,7 +225,8 @@ def test_record_keeps_budget_rows_and_stored_floats(mnist5k, tmp_path):
     from ddflow.report.storage import storage
     m = _method(mnist5k, tmp_path)
     res = m.result()
-    assert res["images"].shape == (290, 1, 28, 28) and torch.equal(res["labels"], torch.arange(10).repeat_interleave(29))
+    assert res["images"].shape == (290, 1, 28, 28)
+    assert torch.equal(res["labels"], torch.arange(10).repeat_interleave(29))
     assert torch.allclose(res["images"], decode(res["rtp_basis"], res["rtp_coeffs"], 1, 2))
     info = res["rtp"]
     assert info["budget"] == 1 and info["rows_per_class"] == 29 and info["images"] == 290

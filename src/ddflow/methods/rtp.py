@@ -27,10 +27,17 @@ import torch
 import torch.nn.functional as F
 from torch.func import functional_call
 
-from ..nets import build_net, has_batchnorm
 from ..errors import DdflowError
-from ..ops.rtp import (coeff_regulariser, decode, rows_per_class, stored_floats, unroll_backward, unroll_forward,
-                       xavier_uniform_)
+from ..nets import build_net, has_batchnorm
+from ..ops.rtp import (
+    coeff_regulariser,
+    decode,
+    rows_per_class,
+    stored_floats,
+    unroll_backward,
+    unroll_forward,
+    xavier_uniform_,
+)
 from ..runtime import to_device
 from .base import Method
 from .registry import register
