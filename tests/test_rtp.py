@@ -194,7 +194,10 @@ def _method(mnist5k, tmp_path, **quick):
 
 def test_step_updates_bases_and_addressing_with_clipped_sgd(mnist5k, tmp_path):
     """sgld_runner_standard.py lines 203-217: gradients assigned, joint norm clipped at 2, SGD(0.1, momentum 0.5)."""
-    m = _method(mnist5k, tmp_path)
+    from ddflow import hparams
+    paper = hparams.resolve("rtp", "cifar10", 1, "paper")
+    assert (paper["lr"], paper["momentum"], paper["clip"]) == (0.1, 0.5, 2)   # configs compressor_optim, line 216
+    m = _method(mnist5k, tmp_path, lr=0.1)
     assert m.rows == 29 and m.basis.shape == (16, 14 * 14) and m.coeffs.shape == (290, 16)
     opt = m.opt.param_groups[0]
     assert (opt["lr"], opt["momentum"], opt["dampening"], opt["weight_decay"]) == (0.1, 0.5, 0, 0)
