@@ -203,13 +203,14 @@ def test_ead_baselines_spec_loads_builds_and_names_only_registered_methods(tmp_p
     spec = Path(__file__).resolve().parents[1] / "workflow" / "papers" / "ead_baselines.yaml"
     doc = load_spec(spec)
     labels = [r["label"] for r in doc["rows"]]
-    assert labels[:13] == ["DD", "LD", "DC", "DSA", "MTT", "TESLA", "DM", "CAFE", "KIP", "FRePo", "RFAD", "RTP", "IDM"]
+    assert labels[:13] == ["DD", "LD", "DC", "DSA", "MTT", "TESLA", "DM", "CAFE", "KIP", "FRePo", "RFAD",
+                           "RTP (IPC = float budget)", "IDM"]
     assert set(doc["paper_datasets"]) == {"mnist", "fmnist", "cifar10", "cifar100", "svhn", "tiny"}
     assert all(r.get("source") for r in doc["rows"])  # every paper value names its own paper's table
     for method, protocol in table_rows(spec):
         assert method in REGISTRY and protocol in REGISTRY[method].protocols, (method, protocol)
     paper_only = {r["label"] for r in doc["rows"] if not r.get("method")}
-    assert {"DD", "LD", "KIP", "RFAD", "RTP"} <= paper_only
+    assert {"DD", "LD", "KIP", "RFAD"} <= paper_only
     cell = tmp_path / "idm.json"
     cell.write_text(json.dumps({"protocol": "dc", "method": "idm", "dataset": "cifar10", "ipc": 10, "seed": 0,
                                 "accuracies": [58.0, 59.0]}))
@@ -217,7 +218,7 @@ def test_ead_baselines_spec_loads_builds_and_names_only_registered_methods(tmp_p
     df = table["df"]
     idm = df[(df.method == "idm") & (df.dataset == "cifar10") & (df.ipc == 10)].iloc[0]
     assert idm.ours_mean == pytest.approx(58.5) and idm.paper_mean == 58.6
-    rtp = df[(df.row == "RTP") & (df.dataset == "cifar10") & (df.ipc == 1)].iloc[0]
+    rtp = df[(df.row == "RTP (IPC = float budget)") & (df.dataset == "cifar10") & (df.ipc == 1)].iloc[0]
     assert rtp.paper_mean == 66.4 and rtp.n_models == 0
     write_table(table, tmp_path / "t")
     md = (tmp_path / "t.md").read_text()

@@ -19,6 +19,7 @@ from . import (  # noqa: F401  (importing registers them)
     random_,
     rcig,
     rcig_isa,
+    rtp,
     tesla,
 )
 from .base import Method, RealSelection

@@ -161,9 +161,9 @@ class DistilledSet:
 
 def check_record(r: DistilledSet, where: str) -> None:
     """A loaded set is one a network can train on: a known dataset, ipc and seed whole numbers, images a finite
-    non-empty (N, C, H, W) float tensor of the dataset's channels and size with N = classes x ipc (HaBa: its stored
-    image count), hard labels whole numbers in [0, classes) with the same count for every class, or soft labels a
-    finite (N, classes) tensor, a finite learned lr > 0. Errors name the file and what is wrong."""
+    non-empty (N, C, H, W) float tensor of the dataset's channels and size with N = classes x ipc (HaBa, RTP: their
+    decoded image count), hard labels whole numbers in [0, classes) with the same count for every class, or soft
+    labels a finite (N, classes) tensor, a finite learned lr > 0. Errors name the file and what is wrong."""
     def bad(what: str) -> DdflowError:
         return DdflowError(f"{where}: {what}")
 
@@ -186,7 +186,8 @@ def check_record(r: DistilledSet, where: str) -> None:
     nonfinite = int((~torch.isfinite(x)).sum())
     if nonfinite:
         raise bad(f"{nonfinite} of {x.numel()} image values are NaN or infinite (a diverged distillation?)")
-    expected = int(r.extra["haba"]["images"]) if isinstance(r.extra.get("haba"), dict) else info.classes * r.ipc
+    coded = next((r.extra[k] for k in ("haba", "rtp") if isinstance(r.extra.get(k), dict)), None)  # decoded sets
+    expected = int(coded["images"]) if coded is not None else info.classes * r.ipc
     if len(x) != expected:
         raise bad(f"{len(x)} images; a {r.dataset} set at IPC {r.ipc} holds {expected} ({info.classes} classes x "
                   f"{expected // info.classes})")

@@ -9,6 +9,8 @@ Storage counts the numbers a set needs to be used as its method evaluates it, as
 - multi-formation (IDC, DREAM, IDM, factor f > 1): the stored images only; each holds f x f images at 1/f of the
   resolution, so the set trains on f^2 x N images for the floats of N.
 - HaBa: the bases and every hallucinator parameter (and the lr), not the images generated from them.
+- RTP: the memory bases and the addressing coefficients (one row per decoded image), not the decoded images; its
+  IPC is a budget of floats (images' worth per class) that these stay within.
 Not counted: the normalisation or ZCA transform (a property of the dataset, as every paper counts it).
 """
 from __future__ import annotations
@@ -19,6 +21,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import pandas as pd
+import torch
 
 from ..data import get_info
 from ..errors import DdflowError
@@ -68,14 +71,24 @@ def storage_haba(r: DistilledSet) -> dict[str, int]:
             "lr": _lr(r), "trained_images": len(r.images)}
 
 
+def storage_rtp(r: DistilledSet) -> dict[str, int]:
+    """RTP: the memories (bases) plus the addressing coefficients; its images are decoded from them (one per row)."""
+    basis, coeffs = r.extra.get("rtp_basis"), r.extra.get("rtp_coeffs")
+    if not isinstance(basis, torch.Tensor) or not isinstance(coeffs, torch.Tensor):
+        raise DdflowError(f"{r.cell}: an RTP set without rtp_basis / rtp_coeffs in its record")
+    return {"bases": int(basis.numel()), "coefficients": int(coeffs.numel()), "trained_images": len(r.images)}
+
+
 STORAGE: dict[str, Callable[[DistilledSet], dict[str, int]]] = {
     "images": storage_images, "learned": storage_learned, "multi-formation": storage_multiformation,
-    "haba": storage_haba}
+    "haba": storage_haba, "rtp": storage_rtp}
 
 
 def set_kind(r: DistilledSet) -> str:
     if "haba_bases" in r.extra:
         return "haba"
+    if "rtp_basis" in r.extra:
+        return "rtp"
     if int(r.factor) > 1:
         return "multi-formation"
     if r.soft_labels or r.lr is not None:
@@ -125,6 +138,7 @@ def build_cost_storage(distilled: list[str | Path], cell_paths: list[str | Path]
             "floats": st["floats"], "bytes_per_class": st["bytes_per_class"], "ipc_equivalent": st["ipc_equivalent"],
             "images_floats": st.get("images", 0), "labels_floats": st.get("labels", 0), "lr_floats": st.get("lr", 0),
             "bases_floats": st.get("bases", 0), "hallucinator_floats": st.get("hallucinators", 0),
+            "coefficient_floats": st.get("coefficients", 0),
             "trained_images": st["trained_images"],
             "distill_seconds": _mean(secs), "device_hours": sum(secs) / 3600 if secs else None,
             "device": ", ".join(devices),
@@ -164,7 +178,9 @@ def cost_notes(df: pd.DataFrame) -> list[str]:
         "Stores: images = images with hard labels (free: the position gives the class); learned = images plus "
         "learned labels (N × classes) and/or a learned evaluation lr (1); multi-formation = stored images, each "
         "decoded into factor² smaller images (Trained images counts those); haba = bases plus hallucinator "
-        "parameters plus the lr (the generated images are not stored). Floats as float32 (4 bytes); IPC equiv. = "
+        "parameters plus the lr (the generated images are not stored); rtp = memory bases plus addressing "
+        "coefficients (RTP's IPC is this float budget; each coefficient row decodes into one image). Floats as "
+        "float32 (4 bytes); IPC equiv. = "
         "floats per class in images of the dataset's size. The dataset's normalisation or ZCA is not counted.",
         "Distill (s): wall time of one distillation (mean over seeds); Device-h: their sum over seeds / 3600 (one "
         f"device per job; devices: {', '.join(devices) or DASH}); Peak MB: peak CUDA memory on a GPU, else the "
