@@ -22,7 +22,7 @@ from typing import Any
 import torch
 
 from .augment import make_augment
-from .data import RealData, get_info, load_real, normalized_as
+from .data import get_info, load_real, normalized_as
 from .data.spaces import preprocess
 from .errors import DdflowError
 from .io import load_pt, load_resume, save_pt, write_json
@@ -71,11 +71,6 @@ def blocks(n_experts: int, block: int) -> list[list[int]]:
     return [list(range(s, min(s + block, n_experts))) for s in range(0, n_experts, block)]
 
 
-def expert_data(data: RealData, prep: str, eps: float | None = None):
-    """(data in the prep's space, ZCA or None); 'kornia' is MTT's ZCA (eps 0.1 absolute)."""
-    return preprocess(data, prep, eps)
-
-
 def train_experts(dataset: str, prep: str, net: str, indices: list[int], settings: dict[str, Any],
                   data_path: str | Path, outs: list[str | Path], device: torch.device,
                   resume: str | Path | None = None, stop_after_epoch: int | None = None,
@@ -89,7 +84,7 @@ def train_experts(dataset: str, prep: str, net: str, indices: list[int], setting
     info = normalized_as(get_info(dataset), settings.get("normalize_as"))
     raw = load_real(data_path, info, device)
     base_prep, batch_std = split_prep(prep)
-    data, _ = expert_data(raw, base_prep, settings.get("zca_eps"))
+    data, _ = preprocess(raw, base_prep, settings.get("zca_eps"))  # 'kornia' = MTT's ZCA (eps 0.1 absolute)
     prepare = (lambda xb, k, _gens: standardize_groups(xb, k)) if batch_std else None
     gens = [generator("expert", dataset, prep, net, i) for i in indices]
     template = build_net(net, info.channels, info.classes, info.size)
