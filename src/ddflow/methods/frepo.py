@@ -31,7 +31,7 @@ import torch
 
 from ..data import DatasetInfo
 from ..data.spaces import Prep
-from ..nets import build_frepo_conv
+from ..nets import build_net
 from ..ops.krr import centred_onehot, flip_support, frepo_kernel_loss, init_learned_labels, isa_loss
 from ..ops.losses import margin_loss, mse_half_sum
 from ..ops.optim import LAMB, cosine_lr
@@ -74,8 +74,8 @@ class FRePoFamily(Method):
 
     def _build(self) -> torch.nn.Module:
         info, hp = self.data.info, self.hp
-        return build_frepo_conv(info.channels, self.classes, info.size, int(hp["width"]), hp.get("depth"),
-                                  hp["norm"], self.generator, self.device)
+        return build_net("FRePoConv", info.channels, self.classes, info.size, self.generator, self.device,
+                         width=int(hp["width"]), depth=hp.get("depth"), norm=hp["norm"])
 
     def _new_model(self, i: int, start_step: int = 0) -> None:
         net = self._build()
