@@ -11,7 +11,7 @@ from ddflow.distill import run
 from ddflow.errors import DdflowError
 from ddflow.methods import get_method
 from ddflow.nets import build_net
-from ddflow.ops.gradmatch import distance_wb, loops_for, match_distance, per_class_grads
+from ddflow.ops.gradient_distance import distance_wb, loops_for, match_distance, per_class_grads
 from ddflow.ops.real_batches import RandomSampler, RepresentativeSampler
 
 

@@ -28,7 +28,7 @@ from ..data import denormalize
 from ..data.real import mean_std
 from ..errors import DdflowError
 from ..nets import build_net
-from ..ops.gradmatch import conv_grad_distance, conv_weights
+from ..ops.gradient_distance import conv_grad_distance, conv_weights
 from ..ops.kmeans import representative_indices
 from ..ops.losses import cutmix_loss
 from ..ops.multiformation import decode, tile

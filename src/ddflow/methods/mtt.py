@@ -21,7 +21,7 @@ from ..augment import DSA
 from ..errors import DdflowError
 from ..experts import experts_prep, load_expert
 from ..nets import build_net, has_batchnorm
-from ..ops.trajectory import cross_entropy_step, student_unroll, trajectory_loss
+from ..ops.unrolled_student import cross_entropy_step, student_unroll, trajectory_loss
 from ..runtime import to_device
 from ..trajectory_sampling import check_normalization, load_manifest
 from .base import Method
