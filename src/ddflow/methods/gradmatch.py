@@ -55,11 +55,7 @@ class GradientMatching(Method):
     def _augment_pairs(self, real: torch.Tensor, syn: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if self.dsa is None:
             return real, syn
-        r, s = [], []
-        for c in range(self.classes):  # one Siamese draw per class, as the official per-class seed
-            draw = self.dsa.siamese(self.generator)
-            r.append(self.dsa.apply(real[c], draw))
-            s.append(self.dsa.apply(syn[c], draw))
+        r, s = self.dsa.siamese_per_class(real, syn, self.generator)  # one draw per class (official per-class seed)
         return torch.stack(r), torch.stack(s)
 
     def _train_net(self, net: torch.nn.Module, opt: torch.optim.Optimizer) -> None:
