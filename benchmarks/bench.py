@@ -26,7 +26,7 @@ from ddflow.methods import get_method
 from ddflow.nets import build_net
 from ddflow.runtime import resolve_device
 from ddflow.seeding import generator
-from ddflow.speed import sync, time_method
+from ddflow.smoke.speed import sync, time_method
 from ddflow.train import NetStack, TrainSettings, train_stack
 
 

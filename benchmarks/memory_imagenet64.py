@@ -43,7 +43,7 @@ elif phase == "batches":
     assert x.shape == (1024, 3, 64, 64)
 else:
     from ddflow import hparams
-    from ddflow.speed import time_method
+    from ddflow.smoke.speed import time_method
     data = load_real(npz, get_info("imagenet64"), "cpu")
     hp = hparams.resolve("frepo", "imagenet64", 1, "paper")
     hp["zca"] = False   # ZCA's fit at d = 12288 is its own cost (docs/running.md); the step itself is measured

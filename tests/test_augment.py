@@ -519,19 +519,18 @@ def test_dc_deterministic_by_generator():
     assert not torch.equal(a, aug(x, gen(1)))
 
 
-def test_dc_call_many_chunks_equal_separate_calls():
+def test_dc_augment_many_chunks_equal_separate_calls():
     aug = DCAugment("crop_scale_rotate_noise")
     x = mnist_like(10)
     sizes, seeds = [4, 1, 5], [7, 8, 9]
-    out = aug.call_many(x, sizes, [gen(s) for s in seeds])
-    assert torch.equal(out, aug.augment_many(x, sizes, [gen(s) for s in seeds]))
+    out = aug.augment_many(x, sizes, [gen(s) for s in seeds])
     start = 0
     for size, seed in zip(sizes, seeds):
         sl = slice(start, start + size)
         assert torch.allclose(out[sl], aug(x[sl], gen(seed)), atol=1e-6, rtol=0)
         start += size
     with pytest.raises(DdflowError, match="sum"):
-        aug.call_many(x, [4, 4], [gen(0), gen(1)])
+        aug.augment_many(x, [4, 4], [gen(0), gen(1)])
 
 
 def test_dc_none_is_identity_and_no_grad():
@@ -552,3 +551,20 @@ def test_make_augment_kinds_share_augment_many():
     for aug in (dsa, dc):
         out = aug.augment_many(x, [3, 3], [gen(0), gen(1)])
         assert out.shape == x.shape and not torch.equal(out, x)
+
+
+def test_siamese_per_class_is_one_shared_draw_per_class_in_order():
+    """DM, CAFE, DC/DSA and IDM augment a class's real and synthetic batches with one draw (the official per-class
+    seed): siamese_per_class = for each class, siamese() then apply() to both, from one generator in class order."""
+    dsa = DSA("color_crop_cutout_flip_scale_rotate")
+    reals, syns = torch.rand(3, 5, 3, 16, 16), torch.rand(3, 2, 3, 16, 16)
+    r, s = dsa.siamese_per_class(reals, syns, gen(4))
+    g, want_r, want_s = gen(4), [], []
+    for c in range(3):
+        draw = dsa.siamese(g)
+        want_r.append(dsa.apply(reals[c], draw))
+        want_s.append(dsa.apply(syns[c], draw))
+    assert all(torch.equal(a, b) for a, b in zip(r + s, want_r + want_s))
+    assert not torch.equal(r[0], dsa.siamese_pair(reals[0], syns[0], gen(5))[0])
+    with pytest.raises(ValueError):
+        dsa.siamese_per_class(reals, syns[:2], gen(0))

@@ -17,7 +17,7 @@ from ddflow.errors import DdflowError
 from ddflow.methods import get_method
 from ddflow.methods.idc import lr_img
 from ddflow.nets import build_net
-from ddflow.ops.gradmatch import conv_grad_distance, conv_weights
+from ddflow.ops.gradient_distance import conv_grad_distance, conv_weights
 from ddflow.ops.kmeans import representative_indices
 from ddflow.ops.losses import cutmix_loss
 from ddflow.ops.multiformation import decode, tile

@@ -59,6 +59,7 @@ def test_a_non_editable_wheel_carries_every_hparams_file(tmp_path):
     ignore = shutil.ignore_patterns("__pycache__", "*.egg-info")
     shutil.copytree(ROOT / "src", build / "src", symlinks=True, ignore=ignore)     # _hparams stays a link
     shutil.copytree(WORKFLOW_HPARAMS, build / "workflow" / "hparams")
+    shutil.copy(ROOT / "workflow" / "smoke.yaml", build / "workflow" / "smoke.yaml")  # smoke/references.yaml's target
     for name in ("pyproject.toml", "README.md", "LICENSE"):
         shutil.copy(ROOT / name, build / name)
     assert (build / "src" / "ddflow" / "_hparams").is_symlink()
@@ -68,6 +69,7 @@ def test_a_non_editable_wheel_carries_every_hparams_file(tmp_path):
     names = set(zipfile.ZipFile(wheel).namelist())
     for p in WORKFLOW_HPARAMS.glob("*.yaml"):
         assert f"ddflow/_hparams/{p.name}" in names
+    assert "ddflow/smoke/references.yaml" in names  # the smoke command's official numbers
     # installed (the wheel unpacked, as pip lays it out), run from elsewhere: `import` resolves eval_as's settings
     site = tmp_path / "site"
     zipfile.ZipFile(wheel).extractall(site)
@@ -82,6 +84,9 @@ def test_a_non_editable_wheel_carries_every_hparams_file(tmp_path):
     code = "import ddflow.hparams as h; print(h.hparams_dir())"
     where = subprocess.run([sys.executable, "-c", code], cwd=work, env=env, capture_output=True, text=True).stdout
     assert Path(where.strip()) == site / "ddflow" / "_hparams"
+    code = "import ddflow.smoke.references as r; print(r.load()['speed']['dm_s_per_iteration'][0])"
+    proc = subprocess.run([sys.executable, "-c", code], cwd=work, env=env, capture_output=True, text=True)
+    assert proc.stdout.strip() == "0.068", proc.stderr[-2000:]
 
 
 def _outside_set(tmp_path, ipc=10):

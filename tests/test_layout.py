@@ -52,7 +52,7 @@ def _imports(name: str, path: Path, modules: dict[str, Path]) -> set[str]:
 
 
 # the modules below stages/: packages (the package and everything in it) and top-level modules
-BELOW_STAGES = ("data", "ops", "nets", "nets_xarch", "records", "methods", "protocols", "augment", "io", "errors",
+BELOW_STAGES = ("data", "ops", "nets", "records", "methods", "protocols", "augment", "io", "errors",
                 "hparams", "seeding", "progress", "runtime", "train", "gpu_slots")
 # stages/ and what drives it: the command line, the workflow's parse-time checks, tools, reports
 AT_OR_ABOVE_STAGES = ("stages", "cli", "commands", "__main__", "config", "settings", "distill", "whole", "smoke",

@@ -11,7 +11,7 @@ from ddflow.distill import run
 from ddflow.errors import DdflowError
 from ddflow.methods import get_method
 from ddflow.nets import build_net
-from ddflow.ops.gradmatch import distance_wb, loops_for, match_distance, per_class_grads
+from ddflow.ops.gradient_distance import distance_wb, loops_for, match_distance, per_class_grads
 from ddflow.ops.real_batches import RandomSampler, RepresentativeSampler
 
 
@@ -228,3 +228,22 @@ def test_representative_sampler_restores_every_modules_own_training_flag(mnist5k
     sampler = RepresentativeSampler(mnist5k, 4, torch.Generator().manual_seed(0), every=1, pool=16, kmeans_iters=5)
     sampler.indices(net, 0)
     assert [m.training for m in net.modules()] == before and net.training and not all(before)
+
+
+@pytest.mark.parametrize("pool", [None, 30])
+def test_representative_sampler_picks_what_class_by_class_kmeans_picks(mnist5k, pool):
+    """All classes in one Lloyd loop (no pool) or class by class (pool: each class's subset is drawn before its
+    k-means draws): the same indices as clustering each class on its own from the same generator stream."""
+    from ddflow.ops.kmeans import representative_indices
+    net = build_net("ConvNetW32", 1, 10, 28, torch.Generator().manual_seed(0)).eval()
+    sampler = RepresentativeSampler(mnist5k, 3, torch.Generator().manual_seed(5), every=1, pool=pool, kmeans_iters=4)
+    got = sampler.indices(net, 0)
+    g, want = torch.Generator().manual_seed(5), []
+    with torch.no_grad():
+        for idx in mnist5k.indices_per_class():
+            if pool is not None:
+                idx = idx[torch.randperm(len(idx), generator=g)[:pool]]
+            feats = net.embed(mnist5k.x_train[idx])
+            want.append(idx[representative_indices(feats, 3, g, 4)])
+    assert torch.equal(got, torch.stack(want))
+    assert all(len(i) > 30 for i in mnist5k.indices_per_class())  # the cached per-class indices stay whole

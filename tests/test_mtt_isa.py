@@ -8,7 +8,7 @@ import torch.nn.functional as F
 
 from ddflow import hparams
 from ddflow.methods import get_method
-from ddflow.ops.trajectory import isa_cross_entropy
+from ddflow.ops.unrolled_student import isa_cross_entropy
 from fake_experts import write_fake_experts
 
 CPU = torch.device("cpu")

@@ -73,3 +73,14 @@ def test_generator_initialisation_is_deterministic_and_uses_default_bounds():
     bound = 1 / (1 * 9) ** 0.5
     assert conv.weight.abs().max() <= bound and conv.weight.abs().max() > 0.9 * bound
     assert torch.equal(a.features[1].weight, torch.ones(128))
+
+
+def test_embed_chunked_is_embed_of_the_indexed_images_chunk_by_chunk():
+    from ddflow.nets import embed_chunked
+    net = build_net("ConvNetW32", 1, 10, 28, torch.Generator().manual_seed(0)).eval()
+    x, index = torch.rand(13, 1, 28, 28), torch.tensor([12, 0, 5, 5, 7, 3, 1])
+    with torch.no_grad():
+        assert torch.allclose(embed_chunked(net, x, index, chunk=3), net.embed(x[index]), atol=1e-6)
+        assert torch.allclose(embed_chunked(net, x, chunk=4, device="cpu"), net.embed(x), atol=1e-6)
+    with pytest.raises(DdflowError, match="chunk must be >= 1"):
+        embed_chunked(net, x, chunk=0)

@@ -1,4 +1,4 @@
-"""DC's other evaluation networks (ddflow.nets_xarch) against the official definitions, counted by hand, and the
+"""DC's other evaluation networks (ddflow.nets.xarch) against the official definitions, counted by hand, and the
 cross-architecture protocols (ddflow.protocols.xarch).
 
 Parameter counts below are worked out from VICO-UoE/DatasetCondensation networks.py (commit 53f63a6) by hand:
@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from ddflow.errors import DdflowError
-from ddflow.nets_xarch import XARCH_NETS, build_eval_net
+from ddflow.nets import XARCH_NETS, build_net
 from ddflow.protocols import PROTOCOLS, evaluate_cell
 from ddflow.protocols.xarch import ADMITTED, XARCH, column_protocol, protocol_id
 from ddflow.records import DistilledSet
@@ -59,7 +59,7 @@ def test_counts_cover_every_net():
 @pytest.mark.parametrize("shape", [(1, 28), (3, 32)])
 def test_forward_shape_and_parameter_count_match_the_official_definition(name, shape):
     c, size = shape
-    net = build_eval_net(name, c, 10, size, torch.Generator().manual_seed(0))
+    net = build_net(name, c, 10, size, torch.Generator().manual_seed(0))
     assert sum(p.numel() for p in net.parameters()) == COUNTS[name][0 if c == 1 else 1]
     net.eval()
     out = net(torch.randn(2, c, size, size))
@@ -71,20 +71,20 @@ def test_norms_as_official():
     """VGG11 / ResNet18 default to instance norm (GroupNorm(C, C)), the BN names to BatchNorm2d; AlexNet and
     LeNet and MLP have none (networks.py VGG(norm='instancenorm'), ResNet(norm='instancenorm'))."""
     def kinds(name):
-        return {type(m) for m in build_eval_net(name, 3, 10, 32).modules() if isinstance(m, (nn.GroupNorm,
+        return {type(m) for m in build_net(name, 3, 10, 32).modules() if isinstance(m, (nn.GroupNorm,
                                                                                          nn.BatchNorm2d))}
     assert kinds("VGG11") == {nn.GroupNorm} and kinds("ResNet18") == {nn.GroupNorm}
     assert kinds("VGG11BN") == kinds("ResNet18BN") == kinds("AlexNetBN") == kinds("ResNet18BN_AP") == {nn.BatchNorm2d}
     assert kinds("AlexNet") == kinds("LeNet") == kinds("MLP") == set()
-    gn = next(m for m in build_eval_net("VGG11", 3, 10, 32).modules() if isinstance(m, nn.GroupNorm))
+    gn = next(m for m in build_net("VGG11", 3, 10, 32).modules() if isinstance(m, nn.GroupNorm))
     assert gn.num_groups == gn.num_channels == 64
 
 
 @pytest.mark.parametrize("name", ["LeNet", "ResNet18BN_AP"])
 def test_initialisation_is_drawn_from_the_generator(name):
-    a = build_eval_net(name, 1, 10, 28, torch.Generator().manual_seed(3))
-    b = build_eval_net(name, 1, 10, 28, torch.Generator().manual_seed(3))
-    c = build_eval_net(name, 1, 10, 28, torch.Generator().manual_seed(4))
+    a = build_net(name, 1, 10, 28, torch.Generator().manual_seed(3))
+    b = build_net(name, 1, 10, 28, torch.Generator().manual_seed(3))
+    c = build_net(name, 1, 10, 28, torch.Generator().manual_seed(4))
     for (n, pa), pb, pc in zip(a.named_parameters(), b.parameters(), c.parameters()):
         assert torch.equal(pa, pb)
         if pa.dim() > 1:  # conv / linear weights: PyTorch's default bound 1/sqrt(fan_in)
@@ -94,9 +94,9 @@ def test_initialisation_is_drawn_from_the_generator(name):
 
 def test_unknown_net_and_bad_size_are_errors():
     with pytest.raises(DdflowError, match="unknown network"):
-        build_eval_net("ResNet50", 3, 10, 32)
+        build_net("ResNet50", 3, 10, 32)
     with pytest.raises(DdflowError, match="VGG11"):
-        build_eval_net("VGG11", 3, 10, 64)
+        build_net("VGG11", 3, 10, 64)
 
 
 def test_protocol_ids_and_admission():
@@ -111,7 +111,7 @@ def test_protocol_ids_and_admission():
 
 def test_batchnorm_net_trains_in_train_mode_and_tests_in_eval_mode():
     """utils.py epoch(): net.train() for training, net.eval() for the test; running statistics move in training."""
-    stack = NetStack(build_eval_net("AlexNetBN", 1, 10, 28), [torch.Generator().manual_seed(i) for i in range(2)],
+    stack = NetStack(build_net("AlexNetBN", 1, 10, 28), [torch.Generator().manual_seed(i) for i in range(2)],
                      "cpu")
     assert stack.batching == "loop"
     before = stack.buffers["features.1.running_mean"].clone()
@@ -140,7 +140,7 @@ def test_derived_protocol_evaluates_a_record(random_real):
 def test_nets_without_batchnorm_run_batched_by_vmap_as_by_the_loop(name):
     """The GPU path (vmap over K stacked models) computes what the per-model loop computes."""
     gens = [torch.Generator().manual_seed(i) for i in range(2)]
-    template = build_eval_net(name, 1, 10, 28)
+    template = build_net(name, 1, 10, 28)
     vm = NetStack(template, gens, "cpu", batching="vmap")
     gens = [torch.Generator().manual_seed(i) for i in range(2)]
     lp = NetStack(template, gens, "cpu", batching="loop")

@@ -3,13 +3,24 @@ the official code's ("not comparable", no pass/fail, no speed ratios) in smoke.j
 truncates the loops and the report says so. Speed ratios only against a reference on the same kind of device."""
 import json
 import math
+from pathlib import Path
 
 import pytest
+import yaml
 
 from ddflow.cli import main
 from ddflow.errors import DdflowError
-from ddflow.report.smoke import markdown, verdict
-from ddflow.smoke import OFFICIAL_DEVICE, OFFICIAL_SPEED, REFERENCES, STEPS, run_smoke, same_device_kind, tiny_datasets
+from ddflow.smoke import (
+    OFFICIAL_DEVICE,
+    OFFICIAL_SPEED,
+    REFERENCES,
+    STEPS,
+    references,
+    run_smoke,
+    same_device_kind,
+    tiny_datasets,
+)
+from ddflow.smoke.report import markdown, verdict
 
 ACCURACY = ["dc_mnist_ipc1", "dm_cifar10_ipc10_snapshot", "dm_cifar10_ipc10_final"]
 SPEED = ["dm_s_per_iteration", "dsa_s_per_iteration", "expert_s_per_epoch", "mtt_s_per_iteration", "eval_k1_s",
@@ -97,3 +108,20 @@ def test_smoke_names_the_missing_dataset_flag(tmp_path):
         run_smoke(tmp_path, __import__("torch").device("cpu"), steps=["dm"])
     with pytest.raises(DdflowError, match="--mnist .*no such file"):
         run_smoke(tmp_path, __import__("torch").device("cpu"), mnist=str(tmp_path / "nope.npz"), steps=["dc"])
+
+
+def test_reference_numbers_are_the_workflow_yaml_shipped_with_the_package():
+    """workflow/smoke.yaml is the one source (src/ddflow/smoke/references.yaml links to it); the loader checks it."""
+    root = Path(__file__).resolve().parents[1]
+    assert references.PATH.resolve() == (root / "workflow" / "smoke.yaml").resolve()
+    refs = references.load()
+    assert REFERENCES == refs["accuracy"] and OFFICIAL_SPEED == refs["speed"] and OFFICIAL_DEVICE == "H100"
+    assert REFERENCES["dc_mnist_ipc1"]["official"]["mean"] == 91.92 and OFFICIAL_SPEED["eval_k20_s"][0] == 166.0
+    doc = yaml.safe_load((root / "workflow" / "smoke.yaml").read_text())
+    del doc["speed"]["eval_k1_s"]
+    with pytest.raises(DdflowError, match=r"smoke\.yaml: speed must hold exactly .*eval_k1_s"):
+        references.parse(doc, root / "workflow" / "smoke.yaml")
+    doc = yaml.safe_load((root / "workflow" / "smoke.yaml").read_text())
+    doc["accuracy"]["dc_mnist_ipc1"]["official"]["mean"] = "high"
+    with pytest.raises(DdflowError, match=r"accuracy\.dc_mnist_ipc1\.official\.mean .* must be numbers"):
+        references.parse(doc)

@@ -11,7 +11,7 @@ from torch.func import functional_call
 from ddflow import hparams
 from ddflow.augment import DSA
 from ddflow.methods import get_method
-from ddflow.ops.trajectory import constant_memory_grads, student_unroll, trajectory_loss
+from ddflow.ops.unrolled_student import constant_memory_grads, student_unroll, trajectory_loss
 from fake_experts import write_fake_experts
 
 CPU = torch.device("cpu")

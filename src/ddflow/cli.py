@@ -140,11 +140,6 @@ def cmd_trajectory_sample(a) -> None:
     sampling.run(a.sampler, a.dataset, a.prep, a.net, a.experts, a.out)
 
 
-def cmd_timing_table(a) -> None:
-    from .report.timing import build_timing_table, write_timing_table
-    write_timing_table(build_timing_table(a.spec, a.distilled), a.out_prefix)
-
-
 def _isa_inputs(a):
     from .data import get_info, load_real
     from .records.featnet import load_feature_net
@@ -336,12 +331,6 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument(f"--{k}", required=True)
     p.add_argument("experts", nargs="+")
     p.set_defaults(fn=cmd_trajectory_sample)
-
-    p = sub.add_parser("timing-table", help="DREAM supp. Table 2 (seconds per inner loop) from distilled records")
-    p.add_argument("--spec", required=True)
-    p.add_argument("--out-prefix", required=True)
-    p.add_argument("distilled", nargs="*")
-    p.set_defaults(fn=cmd_timing_table)
 
     p = sub.add_parser("isa-fig5", help="ISA Fig. 5: accuracy when discarding the hardest vs easiest samples")
     p.add_argument("--dataset", required=True)

@@ -155,17 +155,16 @@ class DCAugment:
         _check_images(x)
         return self.apply(x, self.sample(x.shape, generator))
 
-    def call_many(self, x: torch.Tensor, sizes: Sequence[int], generators: Sequence[torch.Generator]) -> torch.Tensor:
+    def augment_many(self, x: torch.Tensor, sizes: Sequence[int],
+                     generators: Sequence[torch.Generator]) -> torch.Tensor:
         """x = consecutive chunks of the given sizes; chunk k equals self(chunk_k, generators[k])."""
         _check_images(x)
         _check_many(x, sizes, generators)
         if not sizes:
-            raise DdflowError("call_many needs at least one chunk")
+            raise DdflowError("augment_many needs at least one chunk")
         _, c, h, w = x.shape
         out, start = [], 0
         for s, g in zip(sizes, generators):  # each chunk is one model's minibatch, with its own minibatch mean
             out.append(self.apply(x[start:start + s], self.sample((s, c, h, w), g)))
             start += s
         return torch.cat(out)
-
-    augment_many = call_many

@@ -190,6 +190,18 @@ class DSA:
         """A draw of size 1: apply() gives every image of any batch that one transform."""
         return self.sample(1, generator)
 
+    def siamese_pair(self, real: torch.Tensor, syn: torch.Tensor,
+                     generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """One class's real and synthetic batches under one shared draw (the official per-class seed of DC/DSA,
+        DM, CAFE and IDM: the same transform for both batches)."""
+        draw = self.siamese(generator)
+        return self.apply(real, draw), self.apply(syn, draw)
+
+    def siamese_per_class(self, reals, syns, generator: torch.Generator) -> tuple[list, list]:
+        """siamese_pair for each class in order (one draw per class from `generator`): (augmented reals, syns)."""
+        pairs = [self.siamese_pair(r, s, generator) for r, s in zip(reals, syns, strict=True)]
+        return [r for r, _ in pairs], [s for _, s in pairs]
+
     # ---- draw inspection -----------------------------------------------------------------------
 
     def crop_shifts(self, draw: dict, height: int, width: int) -> torch.Tensor:

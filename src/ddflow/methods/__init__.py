@@ -16,7 +16,7 @@ from . import (  # noqa: F401  (importing registers them)
     idm,
     mtt,
     mtt_isa,
-    random_,
+    random_pick,
     rcig,
     rcig_isa,
     rtp,

@@ -136,13 +136,8 @@ class CAFE(Method):
         real = self.data.x_train[idx.flatten()].to(self.device)
         syn = self.images
         if self.dsa is not None:  # distill.py: one Siamese DiffAugment seed per class
-            r, s = [], []
-            real_c, syn_c = real.view(self.classes, -1, *real.shape[1:]), syn.view(self.classes, self.ipc,
-                                                                                 *syn.shape[1:])
-            for c in range(self.classes):
-                draw = self.dsa.siamese(self.generator)
-                r.append(self.dsa.apply(real_c[c], draw))
-                s.append(self.dsa.apply(syn_c[c], draw))
+            r, s = self.dsa.siamese_per_class(real.view(self.classes, -1, *real.shape[1:]),
+                                              syn.view(self.classes, self.ipc, *syn.shape[1:]), self.generator)
             real, syn = torch.cat(r), torch.cat(s)
         with torch.no_grad():  # the network is not updated by this loss (see the module docstring)
             real_feats = block_outputs(net, real)

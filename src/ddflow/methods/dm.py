@@ -72,11 +72,8 @@ class DM(Method):
         # DREAM variant: a fresh network every iteration, so count 'network' re-clusters at every iteration
         real_idx = self.sampler.indices(net, 0 if self.sampler.per_network else it)
         syn = self.images.view(self.classes, self.ipc, *self.images.shape[1:])
-        real_aug, syn_aug = [], []
-        for c in range(self.classes):
-            draw = self.dsa.siamese(self.generator)
-            real_aug.append(self.dsa.apply(self.data.x_train[real_idx[c]].to(self.device), draw))
-            syn_aug.append(self.dsa.apply(syn[c], draw))
+        reals = (self.data.x_train[real_idx[c]].to(self.device) for c in range(self.classes))
+        real_aug, syn_aug = self.dsa.siamese_per_class(reals, syn, self.generator)
         loss = self.loss(net, real_aug, syn_aug)
         self.opt.zero_grad()
         loss.backward()

@@ -31,7 +31,7 @@ import torch
 
 from ..data import DatasetInfo
 from ..data.spaces import Prep
-from ..nets import build_frepo_conv
+from ..nets import build_net
 from ..ops.krr import centred_onehot, flip_support, frepo_kernel_loss, init_learned_labels, isa_loss
 from ..ops.losses import margin_loss, mse_half_sum
 from ..ops.optim import LAMB, cosine_lr
@@ -74,8 +74,8 @@ class FRePoFamily(Method):
 
     def _build(self) -> torch.nn.Module:
         info, hp = self.data.info, self.hp
-        return build_frepo_conv(info.channels, self.classes, info.size, int(hp["width"]), hp.get("depth"),
-                                  hp["norm"], self.generator, self.device)
+        return build_net("FRePoConv", info.channels, self.classes, info.size, self.generator, self.device,
+                         width=int(hp["width"]), depth=hp.get("depth"), norm=hp["norm"])
 
     def _new_model(self, i: int, start_step: int = 0) -> None:
         net = self._build()
@@ -163,4 +163,6 @@ def _drop_variant(which: str, percent: int) -> type[FRePoFamily]:
     return register(f"frepo-drop-{which}{percent}")(Drop)
 
 
-FIG5_VARIANTS = {f"frepo-drop-{w}{p}": _drop_variant(w, p) for w in ("hard", "easy") for p in (10, 20, 30)}
+for _which in ("hard", "easy"):  # ISA Fig. 5: the six registered drop variants
+    for _percent in (10, 20, 30):
+        _drop_variant(_which, _percent)

@@ -7,7 +7,7 @@ gradients of the CE loss on a real batch of class c and on the synthetic images 
 one SGD step (momentum 0.5) on the synthetic images follows, and unless it is the last round the network trains
 `inner_loop` epochs on the (detached) synthetic set. DSA applies one Siamese augmentation draw per class to the
 real and the synthetic batch, and per-sample DSA while training the network; DC uses no augmentation.
-The per-class gradients come from ddflow.ops.gradmatch.class_grads: one vmapped computation for all classes on
+The per-class gradients come from ddflow.ops.gradient_distance.class_grads: one vmapped computation for all classes on
 CUDA, a loop over classes (as the official code) on the CPU; the loss is the same.
 The `-dream` variants take the real batch from DREAM's representative sampler (ddflow.ops.real_batches).
 """
@@ -19,7 +19,7 @@ import torch
 
 from ..augment import DSA
 from ..nets import build_net, has_batchnorm
-from ..ops.gradmatch import class_grads, loops_for, match_distance
+from ..ops.gradient_distance import class_grads, loops_for, match_distance
 from ..ops.real_batches import make_sampler
 from ..train import synthetic_epoch
 from .base import Method
@@ -55,11 +55,7 @@ class GradientMatching(Method):
     def _augment_pairs(self, real: torch.Tensor, syn: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if self.dsa is None:
             return real, syn
-        r, s = [], []
-        for c in range(self.classes):  # one Siamese draw per class, as the official per-class seed
-            draw = self.dsa.siamese(self.generator)
-            r.append(self.dsa.apply(real[c], draw))
-            s.append(self.dsa.apply(syn[c], draw))
+        r, s = self.dsa.siamese_per_class(real, syn, self.generator)  # one draw per class (official per-class seed)
         return torch.stack(r), torch.stack(s)
 
     def _train_net(self, net: torch.nn.Module, opt: torch.optim.Optimizer) -> None:

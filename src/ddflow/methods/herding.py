@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import torch
 
+from ..nets import embed_chunked
 from ..records.featnet import load_feature_net
 from .base import RealSelection
 from .registry import register
@@ -37,7 +38,6 @@ class Herding(RealSelection):
         net = load_feature_net(self.inputs["feature_net"], self.data.info, self.device).eval()
         picks = []
         for idx in self.data.indices_per_class():
-            feats = torch.cat([net.embed(self.data.x_train[idx[s:s + 1000]].to(self.device))
-                               for s in range(0, len(idx), 1000)])
+            feats = embed_chunked(net, self.data.x_train, idx, 1000, self.device)
             picks.append(idx[herding_select(feats, self.ipc).to(idx.device)])
         self.indices = torch.cat(picks)

@@ -27,9 +27,9 @@ from ..augment.cutmix import cutmix_apply, maybe_cutmix
 from ..data import denormalize
 from ..data.real import mean_std
 from ..errors import DdflowError
-from ..nets import build_net
-from ..ops.gradmatch import conv_grad_distance, conv_weights
-from ..ops.kmeans import representative_indices
+from ..nets import build_net, embed_chunked
+from ..ops.gradient_distance import conv_grad_distance, conv_weights
+from ..ops.kmeans import representative_indices_batched
 from ..ops.losses import cutmix_loss
 from ..ops.multiformation import decode, tile
 from ..ops.real_batches import RepresentativeSampler, make_sampler
@@ -94,14 +94,12 @@ class IDC(Method):
         info = self.data.info
         net = build_net(self.hp["net"], info.channels, info.classes, info.size, self.generator, self.device)
         self._next_net = net  # official DREAM: the initialisation's network is also the first outer iteration's
-        picks = []
-        for idx in self.data.indices_per_class():
-            feats = torch.cat([net.embed(self.data.x_train[idx[s:s + 500]].to(self.device))
-                               for s in range(0, len(idx), 500)])
-            chosen = representative_indices(feats, per, self.generator,
-                                            (self.hp.get("representative") or {}).get("kmeans_iters", 100))
-            picks.append(idx[chosen.to(idx.device)])
-        return torch.cat(picks)
+        idxs = self.data.indices_per_class()
+        feats = [embed_chunked(net, self.data.x_train, idx, 500, self.device) for idx in idxs]
+        # all classes in one Lloyd loop; the generator's draws are the same as class by class (kmeans_batched)
+        chosen = representative_indices_batched(feats, per, [self.generator] * len(idxs),
+                                                (self.hp.get("representative") or {}).get("kmeans_iters", 100))
+        return torch.cat([idx[c.to(idx.device)] for idx, c in zip(idxs, chosen)])
 
     # ---- one outer iteration -------------------------------------------------------------------------------
     def _normalize(self, x: torch.Tensor) -> torch.Tensor:

@@ -182,9 +182,8 @@ class IDM(DM):
             for c in range(self.classes):
                 sl = slice(c * self.ipc, (c + 1) * self.ipc)
                 syn, _ = expand(self.images[sl], labels[sl], self.factor)
-                draw = self.dsa.siamese(self.generator)
-                real = self.dsa.apply(self.data.x_train[real_idx[c]].to(self.device), draw)
-                loss, _ = self.class_aware_loss(net, real, self.dsa.apply(syn, draw), c, acc)
+                real, syn = self.dsa.siamese_pair(self.data.x_train[real_idx[c]].to(self.device), syn, self.generator)
+                loss, _ = self.class_aware_loss(net, real, syn, c, acc)
                 self.opt.zero_grad()
                 loss.backward()
                 self.opt.step()

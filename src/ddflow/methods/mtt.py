@@ -20,7 +20,7 @@ import torch
 from ..augment import DSA
 from ..errors import DdflowError
 from ..nets import build_net, has_batchnorm
-from ..ops.trajectory import cross_entropy_step, student_unroll, trajectory_loss
+from ..ops.unrolled_student import cross_entropy_step, student_unroll, trajectory_loss
 from ..records.experts import experts_prep, load_expert
 from ..records.trajectories import check_manifest, check_normalization, load_manifest
 from ..runtime import to_device

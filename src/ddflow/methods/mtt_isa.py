@@ -13,7 +13,7 @@ workflow/hparams/mtt-isa.yaml):
 - What is interpolated (`isa_eps`, `isa_points`, `isa_segment`): as ISA, for each kept sample i its most
   cosine-similar other kept sample j, in the student's penultimate features (the inputs of its linear classifier,
   as ISA's KRR features); the loss is the mean cross-entropy over l uniform on [0, eps] along the segment
-  (ops.trajectory.isa_cross_entropy: Gauss-Legendre quadrature, cross-entropy has no closed form). `away` (the
+  (ops.unrolled_student.isa_cross_entropy: Gauss-Legendre quadrature, cross-entropy has no closed form). `away` (the
   paper preset): phi_i + l (phi_i - phi_j), the direction of ISA's public code (isa.py lines 192-196, as ddflow's
   isa and dm-isa), with the label held at y_i. `toward`: phi_i + l (phi_j - phi_i) with the label interpolated
   alike, (1 - l) y_i + l y_j, eps <= 1: ISA's "interpolating between two target feature vectors" (its abstract).
@@ -31,7 +31,7 @@ import torch
 from torch.func import functional_call
 
 from ..errors import DdflowError
-from ..ops.trajectory import ISA_SEGMENTS, cross_entropy_step, isa_cross_entropy
+from ..ops.unrolled_student import ISA_SEGMENTS, cross_entropy_step, isa_cross_entropy
 from .mtt import MTT
 from .registry import register
 

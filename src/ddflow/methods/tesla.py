@@ -2,7 +2,7 @@
 ImageNet-1K with constant memory"; official justincui03/tesla distill.py).
 
 MTT's objective, windows, student batches, DSA and optimisers (ddflow.methods.mtt), with two changes:
-- the meta-gradient is computed in constant memory with respect to syn_steps (ddflow.ops.trajectory.
+- the meta-gradient is computed in constant memory with respect to syn_steps (ddflow.ops.unrolled_student.
   constant_memory_grads): a forward pass keeps only the student parameters of each step, a backward sweep rebuilds
   one step's graph at a time and accumulates the image and lr gradients. Each step's DSA draw is sampled once and
   re-applied in the sweep (the official code keeps every augmented batch with its graph instead, lines 384-390).
@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch.func import functional_call
 
 from ..errors import DdflowError
-from ..ops.trajectory import constant_memory_grads
+from ..ops.unrolled_student import constant_memory_grads
 from .mtt import MTT
 from .registry import register
 

@@ -11,9 +11,9 @@ from torch import nn
 
 from ..data import RealData
 from ..errors import DdflowError
-from ..nets import has_batchnorm
+from ..nets import embed_chunked, has_batchnorm
 from ..runtime import to_device
-from .kmeans import representative_indices
+from .kmeans import representative_indices, representative_indices_batched
 
 COUNTS = ("network", "global")
 
@@ -57,13 +57,19 @@ class RepresentativeSampler(RandomSampler):
         modes = [(m, m.training) for m in net.modules()]
         if has_batchnorm(net):  # features from the frozen statistics, without updating them
             net.eval()
-        picks = []
-        for idx in self.data.indices_per_class():
-            if self.pool is not None and self.pool < len(idx):  # quick preset: cluster a random subset
-                idx = idx[torch.randperm(len(idx), generator=self.generator)[:self.pool].to(idx.device)]
-            feats = torch.cat([net.embed(self.data.x_train[idx[s:s + 500]]) for s in range(0, len(idx), 500)])
-            chosen = representative_indices(feats, self.batch, self.generator, self.kmeans_iters)
-            picks.append(idx[chosen.to(idx.device)])
+        idxs = list(self.data.indices_per_class())  # a copy: the pooled path replaces entries
+        if self.pool is None:  # all classes in one Lloyd loop: the same draws as class by class (kmeans_batched)
+            feats = [embed_chunked(net, self.data.x_train, idx, 500) for idx in idxs]
+            chosen = representative_indices_batched(feats, self.batch, [self.generator] * len(idxs),
+                                                    self.kmeans_iters)
+        else:  # quick preset: cluster a random subset; each class's subset is drawn before its k-means draws,
+            chosen = []  # so class by class keeps the stream
+            for i, idx in enumerate(idxs):
+                if self.pool < len(idx):
+                    idxs[i] = idx = idx[torch.randperm(len(idx), generator=self.generator)[:self.pool].to(idx.device)]
+                feats = embed_chunked(net, self.data.x_train, idx, 500)
+                chosen.append(representative_indices(feats, self.batch, self.generator, self.kmeans_iters))
+        picks = [idx[c.to(idx.device)] for idx, c in zip(idxs, chosen)]
         for m, mode in modes:
             m.training = mode
         return torch.stack(picks)

@@ -18,7 +18,7 @@ import torch
 from ..augment import make_augment
 from ..data import RealData
 from ..errors import DdflowError
-from ..nets_xarch import build_eval_net
+from ..nets import build_net
 from ..ops.losses import soft_ce
 from ..records import DistilledSet
 from ..train import NetStack, TrainSettings, accuracy, hard_ce, train_stack
@@ -31,7 +31,7 @@ def train_and_test_dc(record: DistilledSet, data: RealData, settings: dict, gene
                       labels: torch.Tensor | None = None) -> list[float]:
     """DC's evaluate_synset on the record's images: `loss_fn` per model on `labels` (default the record's)."""
     info = data.info
-    template = build_eval_net(settings["net"], info.channels, info.classes, info.size)
+    template = build_net(settings["net"], info.channels, info.classes, info.size)
     stack = NetStack(template, generators, device, settings.get("batching", "auto"))
     epochs = int(settings["epochs"])
     ts = TrainSettings(epochs=epochs + 1, lr=lr if lr is not None else settings["lr"],

@@ -21,7 +21,7 @@ import torch
 from ..augment import make_augment
 from ..data import RealData
 from ..errors import DdflowError
-from ..nets_xarch import build_eval_net
+from ..nets import build_net
 from ..ops.hallucinator import factors_from_record, hallucinate
 from ..ops.standardize import standardize_chunks, standardize_groups
 from ..records import DistilledSet
@@ -58,7 +58,7 @@ def evaluate_haba(record: DistilledSet, data: RealData, settings: dict, generato
     n_bases = len(bases)
     labels = record.hard_labels()[:n_bases]  # the generated set is hallucinator after hallucinator, bases in order
     info = data.info
-    stack = NetStack(build_eval_net(settings["net"], info.channels, info.classes, info.size), generators, device,
+    stack = NetStack(build_net(settings["net"], info.channels, info.classes, info.size), generators, device,
                      settings.get("batching", "auto"))
     epochs = int(settings["epochs"])
     ts = TrainSettings(epochs=epochs + 1, lr=float(record.lr), momentum=settings["momentum"],

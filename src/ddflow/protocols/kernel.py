@@ -30,7 +30,7 @@ from torch.func import stack_module_state
 from ..augment import DSA, DSAParams
 from ..data import RealData
 from ..errors import DdflowError
-from ..nets import build_frepo_conv, frepo_init_
+from ..nets import build_net, frepo_init_
 from ..ops.krr import flip_support, krr_targets, krr_weights
 from ..ops.losses import mse_half_sum
 from ..ops.optim import warmup_cosine_lr
@@ -56,8 +56,8 @@ def eval_steps(n: int, setting, table: dict | None = None) -> int:
 
 def frepo_stack(info, settings: dict, generators: list[torch.Generator], device: torch.device) -> NetStack:
     """K FRePo Convs without normalisation, FRePo (flax) initialisation drawn from each model's generator."""
-    template = build_frepo_conv(info.channels, info.classes, info.size, int(settings["width"]),
-                                  settings.get("depth"), "none")
+    template = build_net("FRePoConv", info.channels, info.classes, info.size, width=int(settings["width"]),
+                         depth=settings.get("depth"), norm="none")
     # NetStack draws PyTorch's default initialisation from throw-away generators; FRePo's replaces it
     stack = NetStack(template, [torch.Generator() for _ in generators], device, settings.get("batching", "auto"))
     nets = [frepo_init_(copy.deepcopy(template), g) for g in generators]

@@ -13,7 +13,7 @@ import torch
 
 from ..data import RealData
 from ..errors import DdflowError
-from ..nets_xarch import build_eval_net
+from ..nets import build_net
 from ..records import DistilledSet
 from ..train import NetStack, TrainSettings, accuracy, train_stack
 from .registry import desc, protocol
@@ -24,7 +24,7 @@ def evaluate_rtp(record: DistilledSet, data: RealData, settings: dict, generator
     if record.soft_labels:
         raise DdflowError("protocol 'rtp' trains on hard labels (RTP learns none); this distilled set has soft labels")
     info = data.info
-    template = build_eval_net(settings["net"], info.channels, info.classes, info.size)
+    template = build_net(settings["net"], info.channels, info.classes, info.size)
     stack = NetStack(template, generators, device, settings.get("batching", "auto"))
     ts = TrainSettings(epochs=int(settings["epochs"]), lr=float(settings["lr"]), momentum=float(settings["momentum"]),
                        weight_decay=float(settings["weight_decay"]), batch=int(settings["batch"]), decay_epochs=())

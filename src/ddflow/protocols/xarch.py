@@ -1,9 +1,9 @@
 """Cross-architecture protocols: `{base}-{arch}` (e.g. `dc-resnet18`, `mtt-vgg11`, `dc-resnet18bn-ap`) is protocol
-`base` with its network replaced by one of DC's other networks (ddflow.nets_xarch), so its cells stay
+`base` with its network replaced by one of DC's other networks (ddflow.nets.xarch), so its cells stay
 results/eval/{protocol}/... beside the ConvNet cells of `base`.
 
 Which protocols admit which nets (ADMITTED): the three protocols that train by DC's evaluate_synset loop
-(ddflow.protocols.dc: `dc`, `mtt`, `soft`) admit every net of nets_xarch, as the official main.py / distill.py
+(ddflow.protocols.dc: `dc`, `mtt`, `soft`) admit every net of ddflow.nets.xarch, as the official main.py / distill.py
 evaluate their `model_eval_pool` (utils.py get_eval_pool 'M' and 'B') with that same loop and settings. `idc`
 (multi-formation, IDC's own loop and models) and the kernel protocols `frepo` / `krr` (FRePo's Conv, KRR on its
 features) admit none.
@@ -23,7 +23,7 @@ import torch
 
 from ..data import RealData
 from ..errors import DdflowError
-from ..nets_xarch import XARCH_NETS
+from ..nets import XARCH_NETS
 from ..records import DistilledSet
 from .registry import PROTOCOLS, protocol
 

@@ -25,6 +25,7 @@ import torch  # noqa: E402
 from ..data import RealData, get_info  # noqa: E402
 from ..errors import DdflowError  # noqa: E402
 from ..io import read_json  # noqa: E402
+from ..nets import embed_chunked  # noqa: E402
 from ..ops.krr import centred_onehot, krr_predict, krr_targets, krr_weights  # noqa: E402
 from ..records import DistilledSet, load_distilled  # noqa: E402
 from ..seeding import generator  # noqa: E402
@@ -42,8 +43,7 @@ def net_device(net: torch.nn.Module) -> torch.device:
 @torch.no_grad()
 def features(net: torch.nn.Module, x: torch.Tensor, chunk: int = 1000) -> torch.Tensor:
     """embed() features on the net's device, whatever device `x` is on."""
-    dev = net_device(net)
-    return torch.cat([net.embed(x[i:i + chunk].to(dev)) for i in range(0, len(x), chunk)])
+    return embed_chunked(net, x, chunk=chunk, device=net_device(net))
 
 
 def _write_table(df: pd.DataFrame, out_prefix: str | Path, title: str, notes: list[str]) -> None:

@@ -22,7 +22,7 @@ from typing import Any
 import torch
 
 from ..augment import make_augment
-from ..data import RealData, get_info, load_real, normalized_as
+from ..data import get_info, load_real, normalized_as
 from ..data.spaces import preprocess
 from ..errors import DdflowError
 from ..io import load_resume, save_pt, write_json
@@ -38,11 +38,6 @@ log = logging.getLogger(__name__)
 TEST_BATCH = 128                # HaBa utils.py get_dataset line 221: testloader batch_size 128, no shuffle
 
 
-def expert_data(data: RealData, prep: str, eps: float | None = None):
-    """(data in the prep's space, ZCA or None); 'kornia' is MTT's ZCA (eps 0.1 absolute)."""
-    return preprocess(data, prep, eps)
-
-
 def run(dataset: str, prep: str, net: str, indices: list[int], settings: dict[str, Any], data_path: str | Path,
         outs: list[str | Path], device: torch.device, resume: str | Path | None = None,
         stop_after_epoch: int | None = None, receipt: str | Path | None = None) -> None:
@@ -55,7 +50,7 @@ def run(dataset: str, prep: str, net: str, indices: list[int], settings: dict[st
     info = normalized_as(get_info(dataset), settings.get("normalize_as"))
     raw = load_real(data_path, info, device)
     base_prep, batch_std = split_prep(prep)
-    data, _ = expert_data(raw, base_prep, settings.get("zca_eps"))
+    data, _ = preprocess(raw, base_prep, settings.get("zca_eps"))  # 'kornia' = MTT's ZCA (eps 0.1 absolute)
     prepare = (lambda xb, k, _gens: standardize_groups(xb, k)) if batch_std else None
     gens = [generator("expert", dataset, prep, net, i) for i in indices]
     template = build_net(net, info.channels, info.classes, info.size)

@@ -20,18 +20,20 @@ What the official definitions fix, restated (sizes for 28 px 1-channel and 32 px
   in the shortcut, between its 1x1 conv and its norm), no final pooling, Linear 512*h*w -> classes (3x3 maps from
   28 px, 4x4 from 32 px: the official 512*3*3 if channel == 1 else 512*4*4, computed here from the input size).
 
-Initialisation: ddflow.nets.init_params_ (PyTorch's default bounds) from the model's own generator; BatchNorm
+Initialisation: ddflow.nets.base.init_params_ (PyTorch's default bounds) from the model's own generator; BatchNorm
 running statistics start at 0 / 1 as in PyTorch. Every net is a FeatureClassifier (features, then classifier), so
 NetStack can train K of them; nets with BatchNorm train by NetStack's loop, the others by vmap on a GPU.
 """
 from __future__ import annotations
 
+from functools import partial
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .errors import DdflowError
-from .nets import NET_NAMES, FeatureClassifier, build_net, init_params_
+from ..errors import DdflowError
+from .base import FeatureClassifier, init_params_
 
 VGG11_CFG = (64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M")
 
@@ -168,15 +170,15 @@ XARCH_NETS = {
 }
 
 
-def build_eval_net(name: str, channels: int, classes: int, im_size: int, generator: torch.Generator | None = None,
-                   device: str | torch.device = "cpu") -> nn.Module:
-    """Any evaluation network by its official name: a ConvNet variant (ddflow.nets) or one of XARCH_NETS; with a
-    generator its initialisation is drawn from it (PyTorch's default bounds, ddflow.nets.init_params_)."""
-    if name in NET_NAMES:
-        return build_net(name, channels, classes, im_size, generator, device)
-    if name not in XARCH_NETS:
-        raise DdflowError(f"unknown network {name!r}; known: {', '.join(NET_NAMES + tuple(XARCH_NETS))}")
+def build_xarch_net(name: str, channels: int, classes: int, im_size: int,
+                    generator: torch.Generator | None = None) -> nn.Module:
+    """One of XARCH_NETS; with a generator its initialisation is drawn from it (PyTorch's default bounds,
+    ddflow.nets.base.init_params_)."""
     net = XARCH_NETS[name](channels, classes, im_size)
     if generator is not None:
         init_params_(net, generator)
-    return net.to(device)
+    return net
+
+
+# name -> factory(channels, classes, im_size, generator=None)
+NETS = {name: partial(build_xarch_net, name) for name in XARCH_NETS}

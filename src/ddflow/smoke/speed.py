@@ -9,13 +9,13 @@ from typing import Any
 
 import torch
 
-from . import hparams
-from .data import RealData
-from .data.spaces import preprocess
-from .methods import get_method
-from .progress import Progress
-from .runtime import peak_memory_mb, reset_peak
-from .seeding import generator
+from .. import hparams
+from ..data import RealData
+from ..data.spaces import preprocess
+from ..methods import get_method
+from ..progress import Progress
+from ..runtime import peak_memory_mb, reset_peak
+from ..seeding import generator
 
 
 def sync(device: torch.device) -> None:

@@ -1,5 +1,5 @@
-"""The smoke test's report (`python -m ddflow smoke`, ddflow.smoke): every accuracy check beside the official code's
-figure with its verdict, every speed beside the official figure with the ratio official / ours, as Markdown.
+"""The smoke test's report (`python -m ddflow smoke`, ddflow.smoke.command): every accuracy check beside the official
+code's figure with its verdict, every speed beside the official figure with the ratio official / ours, as Markdown.
 
 Verdict: an accuracy passes when |ours - official| <= max(1.0, 2 sigma), sigma = the larger of the two standard
 deviations (ours over the evaluated models, population std as in every ddflow cell; the official one as reported).

@@ -5,7 +5,7 @@ evaluates it, marked truncated; an evaluation or an expert epoch is never cut):
   dc    DC, MNIST, IPC 1, paper preset (1000 iterations), protocol `dc` with 10 models: accuracy.
   dm    DM, CIFAR-10, IPC 10, paper preset with 4000 iterations, protocol `dc` with 5 models on the snapshot at 2000
         and on the final set: accuracy; and DM's seconds per iteration (the run's own time / its iterations).
-  dsa   DSA, CIFAR-10, IPC 10, paper preset: seconds per iteration (ddflow.speed.time_method).
+  dsa   DSA, CIFAR-10, IPC 10, paper preset: seconds per iteration (ddflow.smoke.speed.time_method).
   mtt   two ConvNet experts trained for two epochs by the experts runner (seconds per expert-epoch), then MTT,
         CIFAR-10, IPC 10, syn_steps 30 on them: seconds per iteration.
   eval  protocol `dc` on DM's final set (100 images, 1000 epochs, DSA) with K = 1 and K = 20 models batched.
@@ -16,7 +16,8 @@ hyperparameters come from workflow/hparams (the checkout's, or the copy shipped 
 `tiny=True` runs every step at toy size (ConvNetW32 nets, a few iterations and epochs, a 200-image slice of the
 embedded mnist5k and random 32x32 images for CIFAR-10, one CPU thread unless --threads says otherwise) so the command
 can be tested on a CPU: about 20 s of CPU time, its rows "not comparable" (no pass or fail, no speed ratios).
-Output: smoke.json and smoke.md in the output folder (ddflow.report.smoke writes the Markdown).
+Output: smoke.json and smoke.md in the output folder (ddflow.smoke.report writes the Markdown). The official
+reference numbers are data: workflow/smoke.yaml (ddflow.smoke.references).
 """
 from __future__ import annotations
 
@@ -30,19 +31,20 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from . import hparams as hparams_mod
-from .data import RealData, get_info, load_arrays, load_real, prepare
-from .distill import run
-from .errors import DdflowError
-from .io import atomic_path, read_json, save_npz, write_json
-from .protocols import evaluate_cell, protocol_settings
-from .records import DistilledSet, load_distilled
-from .records.trajectories import sampler_id
-from .report.smoke import CRITERION, markdown, verdict
-from .runtime import provenance
+from .. import hparams as hparams_mod
+from ..data import RealData, get_info, load_arrays, load_real, prepare
+from ..distill import run
+from ..errors import DdflowError
+from ..io import atomic_path, read_json, save_npz, write_json
+from ..protocols import evaluate_cell, protocol_settings
+from ..records import DistilledSet, load_distilled
+from ..records.trajectories import sampler_id
+from ..runtime import provenance
+from ..stages.experts import run as train_experts
+from ..stages.sampling import write_mtt_manifest
+from . import references
+from .report import CRITERION, markdown, verdict
 from .speed import time_method
-from .stages.experts import run as train_experts
-from .stages.sampling import write_mtt_manifest
 
 log = logging.getLogger(__name__)
 SEED = 0
@@ -55,30 +57,11 @@ STEP_DATASET = {"dc": "mnist", "dm": "cifar10", "dsa": "cifar10", "mtt": "cifar1
 # the dc/dm evaluations of 10 and 2 x 5 models, expert training).
 DEFAULT_BUDGETS_S = {"dc": 75.0, "dm": 270.0, "dsa": 30.0, "mtt": 30.0, "eval": 60.0}
 
-# "official": the official implementations run on one H100 on the same data with the same settings
-OFFICIAL_RUNS = "the official code run on one H100 on the same data with the same settings"
-OFFICIAL_DEVICE = "H100"  # the kind of device the official speed figures were measured on: ratios only against it
-REFERENCES = {
-    "dc_mnist_ipc1": {
-        "label": "DC, MNIST, IPC 1",
-        "official": {"mean": 91.92, "std": 0.39, "source": "VICO-UoE/DatasetCondensation main.py, 10 models"},
-        "paper": {"mean": 91.7, "std": 0.5, "source": "DC (Zhao et al., ICLR 2021) Table 1"}},
-    "dm_cifar10_ipc10_snapshot": {
-        "label": "DM, CIFAR-10, IPC 10, snapshot",
-        "official": {"mean": 48.11, "std": 0.50, "source": "main_DM.py at 2000 iterations, 5 models"}},
-    "dm_cifar10_ipc10_final": {
-        "label": "DM, CIFAR-10, IPC 10, final",
-        "official": {"mean": 47.99, "std": 0.40, "source": "main_DM.py at 4000 iterations, 5 models"},
-        "paper": {"mean": 48.9, "std": 0.6, "source": "DM (Zhao & Bilen, WACV 2023) Table 1, 20,000 iterations"}},
-}
-OFFICIAL_SPEED = {  # seconds (OFFICIAL_RUNS)
-    "dm_s_per_iteration": (0.068, "VICO-UoE/DatasetCondensation main_DM.py, CIFAR-10 IPC 10"),
-    "dsa_s_per_iteration": (2.85, "VICO-UoE/DatasetCondensation main.py --method DSA, CIFAR-10 IPC 10"),
-    "mtt_s_per_iteration": (0.41, "mtt-distillation distill.py, CIFAR-10 IPC 10, syn_steps 30"),
-    "expert_s_per_epoch": (2.9, "mtt-distillation buffer.py, one ConvNet expert, CIFAR-10"),
-    "eval_k1_s": (8.3, "DatasetCondensation utils.py evaluate_synset: 100 images, 1000 epochs, DSA, one model"),
-    "eval_k20_s": (166.0, "20 such models one after the other (about 8.3 s each)"),
-}
+# the official code's figures (workflow/smoke.yaml, via ddflow.smoke.references): accuracy per check, seconds per
+# speed row, and the device kind the speeds were measured on
+_REFS = references.load()
+OFFICIAL_RUNS, OFFICIAL_DEVICE = _REFS["official_runs"], _REFS["official_device"]
+REFERENCES, OFFICIAL_SPEED = _REFS["accuracy"], _REFS["speed"]
 W32 = "ConvNetW32"  # tiny runs: the width-32 ConvNet everywhere
 
 
