@@ -4,7 +4,7 @@ xarch.py (`dc-resnet18`, `mtt-vgg11`, ...: a base protocol on another network). 
 them all."""
 from __future__ import annotations
 
-from . import dc, haba, idc, kernel, xarch  # noqa: F401  (importing registers the protocols)
+from . import bilevel, dc, haba, idc, kernel, xarch  # noqa: F401  (importing registers the protocols)
 from .cell import evaluate_cell, protocol_settings
 from .registry import PROTOCOLS, get_protocol, protocol
 
