@@ -128,7 +128,7 @@ class DD(Method):
                 raise DdflowError(f"dd: non-finite meta-loss at iteration {it}; the resume file keeps the last good "
                                   "state (train_distilled_image.py line 276 stops likewise)")
             (loss / n_nets).backward()
-            total += float(loss)
+            total += float(loss.detach())
         self.opt.step()
         lrs = F.softplus(self.raw_lrs.detach())
         return {"loss": total / n_nets, "lr_mean": float(lrs.mean())}
