@@ -104,7 +104,7 @@ class LD(Method):
         err = 100.0 - 100.0 * float((logits.detach().argmax(1) == y_t).float().mean())
         if self.rule.update(err):
             self.model, self.opt_model = self.new_model()
-        out = {"loss": float(outer), "train_err": err, "resets": len(self.rule.reset_steps)}
+        out = {"loss": float(outer.detach()), "train_err": err, "resets": len(self.rule.reset_steps)}
         if (it + 1) % self.per_epoch == 0 and (it + 1) // self.per_epoch % 5 == 0:
             out.update(self.validate(epoch=(it + 1) // self.per_epoch - 1))
         return out
