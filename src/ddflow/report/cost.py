@@ -125,7 +125,10 @@ def job_cost(rule: str, wc: tuple, costs: dict[str, Any], preset: str, hp_dir: P
         info, hp, c = get_info(d), resolve(m, d, int(i), preset, hp_dir), _entry(costs["distill"], m)
         scale = info.classes * info.channels * info.size ** 2 / (ref.classes * ref_px)
         scale *= (int(i) / int(costs["reference"]["ipc"])) ** c.get("ipc_power", 0)
-        s = float(c["s_per_it"]) * int(hp.get("iterations", 0)) * scale
+        its = int(hp.get("iterations", 0))
+        if "iterations" not in hp and "epochs" in hp and "batch" in hp:   # epoch-based (DD, LD): batches per epoch
+            its = int(hp["epochs"]) * math.ceil(_sizes(costs, d)[0] / int(hp["batch"]))
+        s = float(c["s_per_it"]) * its * scale
         disk = info.classes * int(i) * info.channels * info.size ** 2 * 4 * (1 + len(snapshot_iterations(hp)))
         basis = c["basis"]
     elif rule in ("evaluate", "evaluate_paper_rule"):
