@@ -198,3 +198,12 @@ def test_killed_dd_run_resumes_to_the_same_images_and_lrs(mnist5k_path, tmp_path
     assert torch.equal(resumed.images, full.images)
     assert resumed.extra["dd"]["step_lrs"] == full.extra["dd"]["step_lrs"]
     assert full.extra["dd"]["step_lrs"] != pytest.approx([0.02] * 3)   # the lrs were learned
+
+
+def test_storage_counts_dd_images_and_every_step_lr():
+    from ddflow.report.storage import storage
+    rec = DistilledSet(images=torch.zeros(100, 1, 28, 28), labels=torch.arange(10).repeat(10), method="dd",
+                       dataset="mnist5k", ipc=10, seed=0, mean=(0.1307,), std=(0.3081,),
+                       extra={"dd": {"step_lrs": [0.02] * 30, "order": step_order(10, 3), "distill_steps": 10}})
+    s = storage(rec)
+    assert s["kind"] == "steps" and s["floats"] == 100 * 28 * 28 + 30 and s["lr"] == 30

@@ -9,6 +9,7 @@ Storage counts the numbers a set needs to be used as its method evaluates it, as
 - multi-formation (IDC, DREAM, IDM, factor f > 1): the stored images only; each holds f x f images at 1/f of the
   resolution, so the set trains on f^2 x N images for the floats of N.
 - HaBa: the bases and every hallucinator parameter (and the lr), not the images generated from them.
+- DD: the images and one learned lr per unrolled step (the record's `dd.step_lrs`; 30 at the paper's IPC 10).
 Not counted: the normalisation or ZCA transform (a property of the dataset, as every paper counts it).
 """
 from __future__ import annotations
@@ -68,14 +69,21 @@ def storage_haba(r: DistilledSet) -> dict[str, int]:
             "lr": _lr(r), "trained_images": len(r.images)}
 
 
+def storage_steps(r: DistilledSet) -> dict[str, int]:
+    """DD: the images plus one learned lr per unrolled step (the steps replay the images in a stored order)."""
+    return {"images": _images(r), "lr": len(r.extra["dd"]["step_lrs"]), "trained_images": len(r.images)}
+
+
 STORAGE: dict[str, Callable[[DistilledSet], dict[str, int]]] = {
     "images": storage_images, "learned": storage_learned, "multi-formation": storage_multiformation,
-    "haba": storage_haba}
+    "haba": storage_haba, "steps": storage_steps}
 
 
 def set_kind(r: DistilledSet) -> str:
     if "haba_bases" in r.extra:
         return "haba"
+    if isinstance(r.extra.get("dd"), dict):
+        return "steps"
     if int(r.factor) > 1:
         return "multi-formation"
     if r.soft_labels or r.lr is not None:
