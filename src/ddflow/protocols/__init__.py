@@ -1,5 +1,5 @@
 """Evaluation protocols, one module per family of protocols, one signature (registry.py), one cell runner (cell.py):
-dc.py (`dc`, `mtt`, `soft`), idc.py (`idc`), kernel.py (`frepo`, `krr`), haba.py (`haba`),
+dc.py (`dc`, `mtt`, `soft`), idc.py (`idc`), kernel.py (`frepo`, `krr`), haba.py (`haba`), bilevel.py (`dd`, `ld`),
 xarch.py (`dc-resnet18`, `mtt-vgg11`, ...: a base protocol on another network). Importing the package registers
 them all."""
 from __future__ import annotations
