@@ -187,3 +187,38 @@ def test_protocol_ld_trains_fresh_nets_with_adam_on_the_base_examples_for_the_ch
     with torch.no_grad():
         by_hand = 100.0 * float((net(small.x_test[:100]).argmax(1) == small.y_test[:100]).float().mean())
     assert acc == pytest.approx(by_hand)
+
+
+def test_protocol_ld_searches_the_step_count_on_the_validation_split_for_hard_labels(mnist5k, monkeypatch):
+    """LD's baseline (lines 315-331): one-hot labels, the step count from find_best_num_steps (lines 812-889: one
+    fresh model validated at fixed steps, the first lowest validation error wins), then the 20 test runs."""
+    import ddflow.protocols.bilevel as bl
+    from ddflow.data import RealData
+    from ddflow.records import DistilledSet
+    monkeypatch.setattr(bl, "baseline_checkpoints", lambda n: (6, {1, 3, 5}))
+    seen = []
+    real_accuracy = bl.accuracy
+
+    def spy(net, params, x, y, device, chunk=1024):
+        acc = real_accuracy(net, params, x, y, device, chunk)
+        seen.append((len(y), acc))
+        return acc
+    monkeypatch.setattr(bl, "accuracy", spy)
+    idx = torch.arange(10) * 37
+    rec = DistilledSet(images=mnist5k.x_train[idx], labels=mnist5k.y_train[idx], method="random", dataset="mnist5k",
+                       ipc=1, seed=0, mean=(0.1307,), std=(0.3081,))
+    val = torch.arange(1000, 1060)
+    data = RealData(mnist5k.x_train, mnist5k.y_train, mnist5k.x_test[:40], mnist5k.y_test[:40], mnist5k.info,
+                    x_val=mnist5k.x_train[val], y_val=mnist5k.y_train[val])
+    bl.evaluate_ld(rec, data, {"net": "auto", "lr": 0.001, "inner_batch_size": 5, "models": 1, "search_seed": 0},
+                   [torch.Generator().manual_seed(1)], CPU)
+    val_errs = [100.0 - a for n, a in seen if n == 60]
+    assert len(val_errs) == 3 and len(seen) == 4 and seen[-1][0] == 40
+    best = [2, 4, 6][val_errs.index(min(val_errs))]
+    # the test run trained `best` steps: rerun it by hand with the same generator and compare
+    from ddflow.nets_bilevel import build
+    from ddflow.ops.bilevel import train_on_base
+    g = torch.Generator().manual_seed(1)
+    net = build("LeNet", 1, 10, 28, g, "default")
+    train_on_base(net, rec.images, torch.nn.functional.one_hot(rec.labels, 10).float(), best, 5, g, 0.001)
+    assert seen[-1][1] == pytest.approx(real_accuracy(net.eval(), None, data.x_test, data.y_test, CPU))
