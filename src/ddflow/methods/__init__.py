@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from . import (  # noqa: F401  (importing registers them)
     cafe,
+    dd,
     dm,
     dm_isa,
     ead,
@@ -14,6 +15,7 @@ from . import (  # noqa: F401  (importing registers them)
     herding,
     idc,
     idm,
+    ld,
     mtt,
     mtt_isa,
     random_pick,

@@ -42,6 +42,7 @@ def table_jobs(config: dict[str, Any], tables: list[str], hp_dir: Path, papers: 
     from ..distill import rule_iterations
     from ..hparams import paper_rule, resolve
     from ..methods import get_method
+    from ..protocols.registry import needs_validation
     from ..records.experts import blocks
     from ..records.trajectories import manifest_path
     from .tables import load_spec
@@ -57,6 +58,8 @@ def table_jobs(config: dict[str, Any], tables: list[str], hp_dir: Path, papers: 
         jobs[("distill", (m, d, i, s))] = None
         hp = resolve(m, d, int(i), preset, hp_dir)
         needs = get_method(m).requires
+        if "validation" in needs:
+            jobs[("validation_split", (d,))] = None
         if "feature_net" in needs:
             jobs[("featnet", (d, hp["feature_net"]))] = None
         if "trajectories" in needs:
@@ -70,6 +73,8 @@ def table_jobs(config: dict[str, Any], tables: list[str], hp_dir: Path, papers: 
 
     def evaluate(p, m, d, i, s):
         distill(m, d, i, s)
+        if needs_validation(p):
+            jobs[("validation_split", (d,))] = None
         jobs[("evaluate", (p, m, d, i, s))] = None
 
     for t in tables:
@@ -125,7 +130,10 @@ def job_cost(rule: str, wc: tuple, costs: dict[str, Any], preset: str, hp_dir: P
         info, hp, c = get_info(d), resolve(m, d, int(i), preset, hp_dir), _entry(costs["distill"], m)
         scale = info.classes * info.channels * info.size ** 2 / (ref.classes * ref_px)
         scale *= (int(i) / int(costs["reference"]["ipc"])) ** c.get("ipc_power", 0)
-        s = float(c["s_per_it"]) * int(hp.get("iterations", 0)) * scale
+        its = int(hp.get("iterations", 0))
+        if "iterations" not in hp and "epochs" in hp and "batch" in hp:   # epoch-based (DD, LD): batches per epoch
+            its = int(hp["epochs"]) * math.ceil(_sizes(costs, d)[0] / int(hp["batch"]))
+        s = float(c["s_per_it"]) * its * scale
         disk = info.classes * int(i) * info.channels * info.size ** 2 * 4 * (1 + len(snapshot_iterations(hp)))
         basis = c["basis"]
     elif rule in ("evaluate", "evaluate_paper_rule"):

@@ -11,6 +11,7 @@ Storage counts the numbers a set needs to be used as its method evaluates it, as
 - HaBa: the bases and every hallucinator parameter (and the lr), not the images generated from them.
 - RTP: the memory bases and the addressing coefficients (one row per decoded image), not the decoded images; its
   IPC is a budget of floats (images' worth per class) that these stay within.
+- DD: the images and one learned lr per unrolled step (the record's `dd.step_lrs`; 30 at the paper's IPC 10).
 Not counted: the normalisation or ZCA transform (a property of the dataset, as every paper counts it).
 """
 from __future__ import annotations
@@ -77,11 +78,14 @@ def storage_rtp(r: DistilledSet) -> dict[str, int]:
     if not isinstance(basis, torch.Tensor) or not isinstance(coeffs, torch.Tensor):
         raise DdflowError(f"{r.cell}: an RTP set without rtp_basis / rtp_coeffs in its record")
     return {"bases": int(basis.numel()), "coefficients": int(coeffs.numel()), "trained_images": len(r.images)}
+def storage_steps(r: DistilledSet) -> dict[str, int]:
+    """DD: the images plus one learned lr per unrolled step (the steps replay the images in a stored order)."""
+    return {"images": _images(r), "lr": len(r.extra["dd"]["step_lrs"]), "trained_images": len(r.images)}
 
 
 STORAGE: dict[str, Callable[[DistilledSet], dict[str, int]]] = {
     "images": storage_images, "learned": storage_learned, "multi-formation": storage_multiformation,
-    "haba": storage_haba, "rtp": storage_rtp}
+    "haba": storage_haba, "rtp": storage_rtp, "steps": storage_steps}
 
 
 def set_kind(r: DistilledSet) -> str:
@@ -89,6 +93,8 @@ def set_kind(r: DistilledSet) -> str:
         return "haba"
     if "rtp_basis" in r.extra:
         return "rtp"
+    if isinstance(r.extra.get("dd"), dict):
+        return "steps"
     if int(r.factor) > 1:
         return "multi-formation"
     if r.soft_labels or r.lr is not None:
