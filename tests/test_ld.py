@@ -164,7 +164,7 @@ def test_killed_ld_run_resumes_to_the_same_labels(mnist5k_path, tmp_path):
 def test_protocol_ld_trains_fresh_nets_with_adam_on_the_base_examples_for_the_chosen_steps(mnist5k):
     """label_distillation_or2.py test (lines 744-809): a fresh default-init net, Adam (defaults), each step the first
     inner_batch_size of a new permutation of the base examples with their labels (soft CE), then the test split."""
-    from ddflow.nets_bilevel import build
+    from ddflow.nets.bilevel import build
     from ddflow.protocols.bilevel import evaluate_ld
     from ddflow.records import DistilledSet
     g = torch.Generator().manual_seed(0)
@@ -216,7 +216,7 @@ def test_protocol_ld_searches_the_step_count_on_the_validation_split_for_hard_la
     assert len(val_errs) == 3 and len(seen) == 4 and seen[-1][0] == 40
     best = [2, 4, 6][val_errs.index(min(val_errs))]
     # the test run trained `best` steps: rerun it by hand with the same generator and compare
-    from ddflow.nets_bilevel import build
+    from ddflow.nets.bilevel import build
     from ddflow.ops.bilevel import train_on_base
     g = torch.Generator().manual_seed(1)
     net = build("LeNet", 1, 10, 28, g, "default")

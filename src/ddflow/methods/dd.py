@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import DdflowError
-from ..nets_bilevel import build
+from ..nets.bilevel import build
 from ..ops.bilevel import dd_unrolled_loss, params_of
 from .base import Method
 from .registry import register

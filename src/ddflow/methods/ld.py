@@ -25,7 +25,7 @@ from typing import Any
 import torch
 
 from ..errors import DdflowError
-from ..nets_bilevel import build
+from ..nets.bilevel import build
 from ..ops.bilevel import ResetRule, accuracy, ld_label_meta_loss, stats_gap, train_on_base
 from .base import Method
 from .dd import dd_net

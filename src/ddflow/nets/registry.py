@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from ..errors import DdflowError
-from . import convnet, frepo, xarch
+from . import bilevel, convnet, frepo, xarch
 
 Factory = Callable[..., nn.Module]
 TABLE: dict[str, Factory] = {}
@@ -32,6 +32,7 @@ FAMILIES = (
     convnet.NETS,  # DC's ConvNet and its named variants
     xarch.NETS,    # DC's other evaluation networks (cross-architecture)
     frepo.NETS,    # FRePo's Conv
+    bilevel.NETS,  # DD's and LD's LeNet (as LeNetDD) and AlexCifarNet (LRN)
 )
 for _family in FAMILIES:
     register_nets(_family)

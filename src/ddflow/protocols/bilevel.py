@@ -18,7 +18,7 @@ import torch.nn.functional as F
 
 from ..data import RealData
 from ..errors import DdflowError
-from ..nets_bilevel import build
+from ..nets.bilevel import build
 from ..ops.bilevel import accuracy, baseline_checkpoints, dd_replay, params_of, train_on_base
 from ..records import DistilledSet
 from .registry import protocol

@@ -4,7 +4,7 @@ Both follow the official definitions (ssnl/dataset-distillation networks/network
 ondrejbohdal/label-distillation model_architectures.py LeNetMeta lines 75-120 and AlexCifarNetMeta lines 122-174 are
 the same layers with fast weights):
 - LeNet: Conv 5x5 -> 6 (padding 2 on 28 px input, else 0), ReLU, max-pool 2; Conv 5x5 -> 16, ReLU, max-pool 2;
-  Linear 400 -> 120 -> 84 (ReLU) -> classes. No normalisation. (DD pads by input size; DC's LeNet in nets_xarch pads
+  Linear 400 -> 120 -> 84 (ReLU) -> classes. No normalisation. (DD pads by input size; DC's LeNet in nets/xarch.py pads
   by channel count: the same on MNIST.)
 - AlexCifarNet (the cuda-convnet layout; not DC's AlexNet): Conv 5x5 -> 64 (padding 2), ReLU, max-pool 3 stride 2
   padding 1, LocalResponseNorm(4, alpha 0.001/9, beta 0.75, k 1); Conv 5x5 -> 64, ReLU, LRN, max-pool 3/2/1 (8x8
@@ -15,8 +15,8 @@ Initialisation: `init="xavier"` is DD's default `init_weights` (networks/utils.p
 default (LD builds its models without an init function), drawn by ddflow.nets.init_params_. Every draw comes from
 the generator passed in.
 
-`NETS = {name: factory}` with `factory(channels, classes, im_size, generator=None) -> nn.Module` (PyTorch default
-init); `build(name, ..., init=...)` chooses the initialisation.
+`NETS` joins the table of every network (ddflow.nets.build_net; PyTorch's default init from a generator);
+`build(name, ..., init=...)` builds by the hparams' name and chooses the initialisation.
 """
 from __future__ import annotations
 
@@ -25,8 +25,8 @@ import math
 import torch
 from torch import nn
 
-from .errors import DdflowError
-from .nets import FeatureClassifier, init_params_
+from ..errors import DdflowError
+from .base import FeatureClassifier, init_params_
 
 
 class LeNet(FeatureClassifier):
@@ -82,18 +82,21 @@ def _factory(cls):
     return make
 
 
-NETS = {"LeNet": _factory(LeNet), "AlexCifarNet": _factory(AlexCifarNet)}
+CLASSES = {"LeNet": LeNet, "AlexCifarNet": AlexCifarNet}   # the names DD's and LD's hparams use (`net`)
+# in the table of every network (ddflow.nets.build_net): DD's LeNet pads by input size where DC's LeNet (xarch)
+# pads by channel count, so it joins under its own name
+NETS = {"LeNetDD": _factory(LeNet), "AlexCifarNet": _factory(AlexCifarNet)}
 INITS = ("xavier", "default")
 
 
 def build(name: str, channels: int, classes: int, im_size: int, generator: torch.Generator,
           init: str = "default", gain: float = 1.0, device: str | torch.device = "cpu") -> nn.Module:
     """A bilevel-family network, initialised from `generator` by `init` ('xavier': DD's; 'default': PyTorch's)."""
-    if name not in NETS:
-        raise DdflowError(f"unknown bilevel network {name!r}; known: {', '.join(NETS)}")
+    if name not in CLASSES:
+        raise DdflowError(f"unknown bilevel network {name!r}; known: {', '.join(CLASSES)}")
     if init not in INITS:
         raise DdflowError(f"unknown init {init!r} for {name}; allowed: {', '.join(INITS)}")
-    net = NETS[name](channels, classes, im_size)
+    net = _factory(CLASSES[name])(channels, classes, im_size)
     if init == "xavier":
         xavier_init_(net, generator, gain)
     else:
