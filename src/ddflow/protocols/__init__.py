@@ -5,6 +5,7 @@ them all."""
 from __future__ import annotations
 
 from . import dc, haba, idc, kernel, xarch  # noqa: F401  (importing registers the protocols)
+from . import rfad  # noqa: F401  (rfad-nn)
 from .cell import evaluate_cell, protocol_settings
 from .registry import PROTOCOLS, get_protocol, protocol
 
