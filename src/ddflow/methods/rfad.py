@@ -111,6 +111,11 @@ class RFAD(Method):
         else:
             loss = float(rfad_mse(pred, centred_onehot(self.y_val, self.classes).double()))
         acc = float((pred.argmax(1) == self.y_val).double().mean())
+        self.record_validation(it, loss, acc)
+
+    def record_validation(self, it: int, loss: float, acc: float) -> None:
+        """Keep the set if its validation loss is the best so far; stop once `patience` iterations pass without a
+        better one (distillation.py lines 130-147)."""
         self.last_valid = {"valid_loss": loss, "valid_acc": acc}
         if loss < self.best_loss:
             self.best = {"images": self.images.detach().clone(), "transform": self.transform.detach().clone(),

@@ -46,8 +46,8 @@ def rfad_kernel(phi_a: torch.Tensor, phi_b: torch.Tensor) -> torch.Tensor:
 def rfad_predict(phi_t: torch.Tensor, phi_s: torch.Tensor, y_s: torch.Tensor, jit: float) -> torch.Tensor:
     """K_ts (K_ss + jit trace(K_ss)/n I)^-1 Y_s in float64 (the regulariser is differentiable, as in the official
     code, where the trace is taken of the graph-carrying K_xx)."""
-    r_s = readout(phi_s).double()
-    return krr_predict(readout(phi_t).double(), r_s, krr_weights(r_s, y_s.double(), jit))
+    r_s = readout(phi_s.double())
+    return krr_predict(readout(phi_t.double()), r_s, krr_weights(r_s, y_s.double(), jit))
 
 
 def platt_loss(pred: torch.Tensor, y: torch.Tensor, log_temp: torch.Tensor) -> torch.Tensor:
@@ -66,9 +66,9 @@ def rfad_isa_loss(phi_t: torch.Tensor, y_t: torch.Tensor, phi_s: torch.Tensor, y
     cosine-similar other kept sample j (on the random features), and integrate the squared residual along
     readout(phi_i) + l (readout(phi_i) - readout(phi_j)), l in [0, eps], in closed form (ops.krr.isa_closed_form,
     mean over classes). Scaled by 0.5, so that keep = 1 and eps = 0 is RFAD's MSE loss exactly."""
-    r_s = readout(phi_s).double()
+    r_s = readout(phi_s.double())
     proj = r_s.T @ krr_weights(r_s, y_s.double(), jit)
-    r_t, y_t = readout(phi_t).double(), y_t.double()
+    r_t, y_t = readout(phi_t.double()), y_t.double()
     pred = r_t @ proj
     if keep < 1:
         kept = select_by_error((pred - y_t).detach().square().mean(-1), keep)

@@ -41,6 +41,29 @@ def centred_accuracy(net, net0, x, y, device: torch.device, centering: bool = Tr
     return correct / len(x)
 
 
+def rfad_nn_batch(x: torch.Tensor, targets: torch.Tensor, bs: int, scale: float, minibatch_labels: str,
+                  generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """training.py lines 40-50: the whole set with labels x scale when it holds at most `bs` images; else `bs`
+    indices drawn with replacement, labels unscaled (`minibatch_labels: unscaled`, the official quirk) or scaled."""
+    n = len(x)
+    if bs >= n:
+        return x, scale * targets
+    idx = torch.randint(n, (bs,), generator=generator).to(x.device)
+    return x[idx], targets[idx] * (scale if minibatch_labels == "scaled" else 1.0)
+
+
+def rfad_nn_loss(net, net0, xb: torch.Tensor, yb: torch.Tensor, scale: float, wd: float,
+                 centering: bool) -> torch.Tensor:
+    """training.py lines 59-73 (loss_mode 'mse'): mean((f - f0 - y)^2) / scale^2 + wd * sum ||theta - theta0||^2
+    (with centring; wd * ||theta||^2 without)."""
+    with torch.no_grad():
+        out0 = net0(xb) if centering else 0
+    loss = (net(xb) - out0 - yb).square().mean() / scale ** 2
+    for p, p0 in zip(net.parameters(), net0.parameters()):
+        loss = loss + wd * ((p - p0) if centering else p).square().sum()
+    return loss
+
+
 def train_rfad_nn(x: torch.Tensor, targets: torch.Tensor, data: RealData, settings: dict,
                   generator: torch.Generator, device: torch.device, label: str):
     """One network trained as RFAD's train_network; (best network, initial network, best validation accuracy)."""
@@ -51,7 +74,7 @@ def train_rfad_nn(x: torch.Tensor, targets: torch.Tensor, data: RealData, settin
                          generator, device)
     net0 = copy.deepcopy(net).requires_grad_(False)
     opt = torch.optim.SGD(net.parameters(), lr=lr, momentum=0.9, weight_decay=0)
-    n, bs = len(x), int(settings["batch"])
+    bs = int(settings["batch"])
     best, best_acc, best_iter = None, -1.0, -1
     iterations, every, patience = int(settings["iterations"]), int(settings["valid_every"]), int(settings["patience"])
     progress = Progress(iterations, label)
@@ -62,15 +85,8 @@ def train_rfad_nn(x: torch.Tensor, targets: torch.Tensor, data: RealData, settin
                 best, best_acc, best_iter = copy.deepcopy(net), acc, i
         if i >= best_iter + patience:
             break
-        if bs < n:   # training.py lines 40-47: indices with replacement; labels unscaled (official quirk)
-            idx = torch.randint(n, (bs,), generator=generator).to(device)
-            xb, yb = x[idx], targets[idx] * (scale if settings["minibatch_labels"] == "scaled" else 1.0)
-        else:
-            xb, yb = x, scale * targets
-        out = net(xb) - (net0(xb) if centering else 0)
-        loss = (out - yb).square().mean() / scale ** 2
-        for p, p0 in zip(net.parameters(), net0.parameters()):
-            loss = loss + wd * ((p - p0) if centering else p).square().sum()
+        xb, yb = rfad_nn_batch(x, targets, bs, scale, settings["minibatch_labels"], generator)
+        loss = rfad_nn_loss(net, net0, xb, yb, scale, wd, centering)
         opt.zero_grad()
         loss.backward()
         opt.step()
