@@ -291,3 +291,30 @@ def test_rfad_nn_loss_is_centred_mse_with_decay_towards_the_initialisation():
     with torch.no_grad():
         expected = ((net(x) - y) ** 2).mean() / 64 + 1e-3 * sum(float(p.square().sum()) for p in net.parameters())
     assert float(uncentred) == pytest.approx(float(expected), rel=1e-5)
+
+
+# -- import ---------------------------------------------------------------------------------------------------
+def test_rfad_best_npz_imports_for_rfad_nn(tmp_path):
+    """distillation.py line 146: best.npz = images (N, C, H, W) in the distillation's space, labels (N, classes)
+    targets (one_hot - 1/C unless learned), valid_loss, k, jit; as the released distilled_images_final sets."""
+    from ddflow.errors import DdflowError
+    from ddflow.interop.imports import build_records, check_entry, settings_method
+    g = torch.Generator().manual_seed(0)
+    order = torch.tensor([3, 1, 4, 0, 5, 9, 2, 6, 8, 7])           # any class order: the import sorts by class
+    images = torch.randn(10, 1, 28, 28, generator=g)
+    labels = F.one_hot(order, 10).float() - 0.1
+    path = tmp_path / "best.npz"
+    np.savez(path, images=images.numpy(), labels=labels.numpy(), valid_loss=np.float64(1.15), k=np.float32(3.7),
+             jit=np.float64(5e-3))
+    entry = check_entry("rfad-released", {"path": str(path), "format": "rfad", "dataset": "mnist5k", "ipc": 1,
+                                          "space": "normalized"}, "quick")
+    assert entry.protocols == ["rfad-nn"] and entry.eval_as == "rfad"
+    (rec,) = build_records(entry, "quick")
+    back = torch.argsort(order)
+    assert torch.equal(rec.images, images[back]) and torch.equal(rec.labels, labels[back])
+    assert rec.extra["rfad_log_temp"] == pytest.approx(3.7) and rec.extra["rfad_jit"] == 5e-3
+    assert settings_method(rec) == "rfad"
+    np.savez(tmp_path / "bad.npz", images=images.numpy(), labels=order.numpy())
+    with pytest.raises(DdflowError, match=r"\(N, classes\) targets"):
+        build_records(check_entry("x", {"path": str(tmp_path / "bad.npz"), "format": "rfad", "dataset": "mnist5k",
+                                        "ipc": 1, "space": "normalized"}, "quick"), "quick")
