@@ -10,8 +10,8 @@ acts as a method id only for the paths, the evaluation rules and the table rows,
   frepo / rfad-nn on either.
 - eval_as: the registered method whose evaluation settings (its hparams' `eval.<protocol>`: epochs, augmentation,
   number of models, net) the import is evaluated with (default: a DC result file's own method dc / dsa / dm; else
-  dm for dc, mtt for mtt, ead for soft, frepo for krr / frepo, idc for idc, rfad for rfad-nn). The evaluation models are seeded from
-  the import's name (ddflow.protocols.cell).
+  dm for dc, mtt for mtt, ead for soft, frepo for krr / frepo, idc for idc, rfad for rfad-nn). The evaluation
+  models are seeded from the import's name (ddflow.protocols.cell).
 - seeds: one record per experiment of a DC result file (seed = its index in 'data'), else `seed` (default 0).
 - tables: the configured tables that print the import as a row (default: the configured accuracy tables whose spec
   says `imports: true`, when the import's dataset and IPC are configured columns; ddflow.config.check_imports).

@@ -3,8 +3,24 @@
 workflow/hparams YAML."""
 from __future__ import annotations
 
-from . import cafe, dm, dm_isa, ead, frepo, gradmatch, haba, herding, idc, idm, mtt, mtt_isa, random_, tesla  # noqa: F401  (importing registers them)
-from . import rfad, rfad_isa  # noqa: F401  (RFAD and ISA's module on it)
+from . import (  # noqa: F401  (importing registers them)
+    cafe,
+    dm,
+    dm_isa,
+    ead,
+    frepo,
+    gradmatch,
+    haba,
+    herding,
+    idc,
+    idm,
+    mtt,
+    mtt_isa,
+    random_,
+    rfad,
+    rfad_isa,
+    tesla,
+)
 from .base import Method, RealSelection
 from .registry import REGISTRY, get_method, register
 
