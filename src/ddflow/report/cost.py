@@ -43,6 +43,7 @@ def table_jobs(config: dict[str, Any], tables: list[str], hp_dir: Path, papers: 
     from ..experts import blocks
     from ..hparams import paper_rule, resolve
     from ..methods import get_method
+    from ..protocols.registry import needs_validation
     from ..trajectory_sampling import manifest_path
     from .tables import load_spec
     from .xarch import load_xarch_spec, xarch_cells
@@ -57,6 +58,8 @@ def table_jobs(config: dict[str, Any], tables: list[str], hp_dir: Path, papers: 
         jobs[("distill", (m, d, i, s))] = None
         hp = resolve(m, d, int(i), preset, hp_dir)
         needs = get_method(m).requires
+        if "validation" in needs:
+            jobs[("validation_split", (d,))] = None
         if "feature_net" in needs:
             jobs[("featnet", (d, hp["feature_net"]))] = None
         if "trajectories" in needs:
@@ -71,6 +74,8 @@ def table_jobs(config: dict[str, Any], tables: list[str], hp_dir: Path, papers: 
     def evaluate(p, m, d, i, s):
         distill(m, d, i, s)
         jobs[("evaluate", (p, m, d, i, s))] = None
+        if needs_validation(p):
+            jobs[("validation_split", (d,))] = None
 
     for t in tables:
         spec = load_spec(papers / f"{t}.yaml")
