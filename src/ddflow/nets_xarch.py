@@ -32,6 +32,7 @@ from torch import nn
 
 from .errors import DdflowError
 from .nets import NET_NAMES, FeatureClassifier, build_net, init_params_
+from .nets_rfad import NETS as RFAD_NETS
 
 VGG11_CFG = (64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M")
 
@@ -174,8 +175,11 @@ def build_eval_net(name: str, channels: int, classes: int, im_size: int, generat
     generator its initialisation is drawn from it (PyTorch's default bounds, ddflow.nets.init_params_)."""
     if name in NET_NAMES:
         return build_net(name, channels, classes, im_size, generator, device)
+    if name in RFAD_NETS:   # RFAD's ConvNets draw their own (Gaussian) initialisation
+        return RFAD_NETS[name](channels, classes, im_size, generator).to(device)
     if name not in XARCH_NETS:
-        raise DdflowError(f"unknown network {name!r}; known: {', '.join(NET_NAMES + tuple(XARCH_NETS))}")
+        known = NET_NAMES + tuple(XARCH_NETS) + tuple(RFAD_NETS)
+        raise DdflowError(f"unknown network {name!r}; known: {', '.join(known)}")
     net = XARCH_NETS[name](channels, classes, im_size)
     if generator is not None:
         init_params_(net, generator)
