@@ -31,14 +31,15 @@ MINIBATCH_LABELS = ("unscaled", "scaled")
 
 
 @torch.no_grad()
-def centred_accuracy(net, net0, x, y, device: torch.device, centering: bool = True, chunk: int = 512) -> float:
-    """Accuracy (fraction) of argmax(f(x) - f0(x)) (training.py get_acc)."""
-    correct = 0
-    for i in range(0, len(x), chunk):
-        xb = x[i:i + chunk].to(device)
-        out = net(xb) - (net0(xb) if centering else 0)
-        correct += int((out.argmax(1) == y[i:i + chunk].to(device)).sum())
-    return correct / len(x)
+def outputs(net, x, device: torch.device, chunk: int = 512) -> torch.Tensor:
+    return torch.cat([net(x[i:i + chunk].to(device)) for i in range(0, len(x), chunk)])
+
+
+@torch.no_grad()
+def centred_accuracy(net, x, y, device: torch.device, out0: torch.Tensor | float = 0.0) -> float:
+    """Accuracy (fraction) of argmax(f(x) - f0(x)) (training.py get_acc); `out0` = the initial network's outputs on
+    x (computed once: the initial network never changes), or 0 without centring."""
+    return float(((outputs(net, x, device) - out0).argmax(1) == y.to(device)).double().mean())
 
 
 def rfad_nn_batch(x: torch.Tensor, targets: torch.Tensor, bs: int, scale: float, minibatch_labels: str,
@@ -78,9 +79,10 @@ def train_rfad_nn(x: torch.Tensor, targets: torch.Tensor, data: RealData, settin
     best, best_acc, best_iter = None, -1.0, -1
     iterations, every, patience = int(settings["iterations"]), int(settings["valid_every"]), int(settings["patience"])
     progress = Progress(iterations, label)
+    val0 = outputs(net0, data.x_val, device) if centering else 0.0
     for i in range(iterations):
         if i % every == 0:
-            acc = centred_accuracy(net, net0, data.x_val, data.y_val, device, centering)
+            acc = centred_accuracy(net, data.x_val, data.y_val, device, val0)
             if acc > best_acc:
                 best, best_acc, best_iter = copy.deepcopy(net), acc, i
         if i >= best_iter + patience:
@@ -108,6 +110,6 @@ def evaluate_rfad_nn(record: DistilledSet, data: RealData, settings: dict, gener
     accs = []
     for k, g in enumerate(generators):
         best, net0, _ = train_rfad_nn(x, targets, data, settings, g, device, f"{desc('rfad-nn', record)} model {k}")
-        accs.append(100.0 * centred_accuracy(best, net0, data.x_test, data.y_test, device,
-                                             bool(settings["centering"])))
+        out0 = outputs(net0, data.x_test, device) if settings["centering"] else 0.0
+        accs.append(100.0 * centred_accuracy(best, data.x_test, data.y_test, device, out0))
     return accs
