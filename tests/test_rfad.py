@@ -51,7 +51,7 @@ def test_rfad_init_is_gaussian_with_fan_in_variance_and_bias_std_point_one():
     assert float(net.classifier.weight.detach().std()) == pytest.approx(math.sqrt(2 / (256 * 16)), rel=0.05)
     again = build_rfad_net(3, 10, 32, 256, 3, torch.Generator().manual_seed(0))
     assert all(torch.equal(a, b) for a, b in zip(net.parameters(), again.parameters()))
-    from ddflow.nets_xarch import build_eval_net   # the network lookup keeps RFAD's initialisation
+    from ddflow.nets_xarch import build_eval_net  # the network lookup keeps RFAD's initialisation
     looked_up = build_eval_net("RFADConvNet", 1, 10, 28, torch.Generator().manual_seed(1))
     direct = build_rfad_net(1, 10, 28, 1024, 3, torch.Generator().manual_seed(1))
     assert all(torch.equal(a, b) for a, b in zip(looked_up.parameters(), direct.parameters()))
