@@ -322,3 +322,31 @@ def test_rfad_best_npz_imports_for_rfad_nn(tmp_path):
     with pytest.raises(DdflowError, match=r"\(N, classes\) targets"):
         build_records(check_entry("x", {"path": str(tmp_path / "bad.npz"), "format": "rfad", "dataset": "mnist5k",
                                         "ipc": 1, "space": "normalized"}, "quick"), "quick")
+
+
+def test_rfad_nn_keeps_the_best_validation_network_and_stops_after_patience(monkeypatch, mnist5k):
+    """training.py lines 75-93: validation accuracy every `valid_every` iterations before that iteration's step; a
+    strictly better accuracy keeps a copy of the network; stop once i >= best_iter + patience."""
+    import copy
+
+    import ddflow.protocols.rfad as proto
+    scripted = iter([0.1, 0.5, 0.5, 0.3, 0.4, 0.9])
+    seen = []
+
+    def fake_accuracy(net, x, y, device, out0=0.0):
+        seen.append(copy.deepcopy(net))
+        return next(scripted)
+
+    monkeypatch.setattr(proto, "centred_accuracy", fake_accuracy)
+    data = _carved(mnist5k)
+    settings = {**hparams.resolve("rfad", "mnist5k", 1, "quick")["eval"]["rfad-nn"], "width": 4, "depth": 3,
+                "centering": True, "batch": 513, "minibatch_labels": "unscaled", "iterations": 100,
+                "valid_every": 2, "patience": 5}
+    x, y = data.x_train[:10], F.one_hot(data.y_train[:10], 10).float() - 0.1
+    best, net0, acc = proto.train_rfad_nn(x, y, data, settings, torch.Generator().manual_seed(0), CPU, "t")
+    # checks at 0, 2, 4, 6: best at 2 (0.5; the equal 0.5 at 4 is not better); the stop test runs every iteration
+    # (training.py line 89), so the loop breaks at i = 7 >= 2 + 5, before the check at 8
+    assert len(seen) == 4 and acc == 0.5
+    assert all(torch.equal(a, b) for a, b in zip(best.parameters(), seen[1].parameters()))
+    assert not all(torch.equal(a, b) for a, b in zip(best.parameters(), seen[0].parameters()))
+    assert all(torch.equal(a, b) for a, b in zip(net0.parameters(), seen[0].parameters()))
