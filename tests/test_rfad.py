@@ -350,3 +350,21 @@ def test_rfad_nn_keeps_the_best_validation_network_and_stops_after_patience(monk
     assert all(torch.equal(a, b) for a, b in zip(best.parameters(), seen[1].parameters()))
     assert not all(torch.equal(a, b) for a, b in zip(best.parameters(), seen[0].parameters()))
     assert all(torch.equal(a, b) for a, b in zip(net0.parameters(), seen[0].parameters()))
+
+
+def test_rfad_zca_kind_is_rfads_get_zca_matrix():
+    """yolky/RFAD data.py get_zca_matrix (lines 134-143) after the per-channel standardisation of get_cifar10 (lines
+    78-79, torch.std: unbiased): cov = X^T X / N without centring, reg = 0.1 trace / d, W = U (S + reg)^-1/2 U^T."""
+    from ddflow.data.zca import fit_zca
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(40, 3, 4, 4, generator=g) * torch.tensor([1.0, 0.5, 0.8]).view(1, 3, 1, 1)
+    zca = fit_zca(x, "rfad", 0.1)
+    xs = (x - x.mean((0, 2, 3), keepdim=True)) / x.std((0, 2, 3), keepdim=True)
+    flat = xs.reshape(40, -1).double().numpy()
+    cov = flat.T @ flat / 40
+    reg = 0.1 * np.trace(cov) / cov.shape[0]
+    u, s, _ = np.linalg.svd(cov + reg * np.eye(cov.shape[0]))
+    w = (u * s ** -0.5) @ u.T
+    np.testing.assert_allclose(zca.apply(x).reshape(40, -1).numpy(), flat @ w, rtol=1e-4, atol=1e-4)
+    back = zca.inverse(zca.apply(x))
+    assert torch.allclose(back, x, atol=1e-4)

@@ -19,8 +19,8 @@ acts as a method id only for the paths, the evaluation rules and the table rows,
 - normalize_as: the dataset whose mean/std a 'normalized' set used (default: as eval_as normalises the dataset;
   MTT's CIFAR-100 sets use CIFAR-10's).
 - space: 'pixels' ([0, 1]), 'normalized' (the dataset's mean/std, as DC/DM/MTT save) or 'zca' with `zca` = a ddflow
-  ZCA state file (ddflow.data.zca.ZCA.state_dict) or a ZCA kind (kornia: MTT's, frepo: FRePo's) refitted here on
-  the dataset's training split, as the official code fits it.
+  ZCA state file (ddflow.data.zca.ZCA.state_dict) or a ZCA kind (kornia: MTT's, frepo: FRePo's, rfad: RFAD's)
+  refitted here on the dataset's training split, as the official code fits it.
 Bad input is a DdflowError naming the config key or the file: shape, class count, images per class != ipc, values
 outside the stated space's range, NaN.
 """
@@ -46,7 +46,7 @@ from .readers import FORMATS, RawSet, dc_file_fields, read_dc, read_lr, read_set
 NAME_CHARS = set("abcdefghijklmnopqrstuvwxyz0123456789-")
 KEYS = ("path", "format", "dataset", "ipc", "space", "seed", "lr", "zca", "protocols", "eval_as", "tables",
         "normalize_as", "classes")
-ZCA_KINDS = ("kornia", "frepo")
+ZCA_KINDS = ("kornia", "frepo", "rfad")
 DEFAULT_EVAL_AS = {"dc": "dm", "mtt": "mtt", "soft": "ead", "krr": "frepo", "frepo": "frepo", "idc": "idc",
                    "rfad-nn": "rfad"}
 PIXEL_SLACK = 1e-3          # pixels may overshoot [0, 1] by rounding

@@ -49,10 +49,10 @@ class RFAD(Method):
 
     @classmethod
     def preprocessing(cls, hp: dict[str, Any], info: DatasetInfo) -> Prep:
-        """RFAD's ZCA (reg_coef 0.1, relative) on colour data when hp['zca'] (run_distillation.py lines 55-84);
-        MNIST-like data stay normalised (lines 45-54). Fitted as ddflow's 'frepo' kind (docs/deviations.md)."""
+        """RFAD's ZCA (ZCA kind 'rfad', reg_coef 0.1 relative) on colour data when hp['zca'] (run_distillation.py
+        lines 55-84); MNIST-like data stay normalised (lines 45-54)."""
         if hp.get("zca") and info.channels == 3:
-            return Prep("frepo", float(hp["zca_reg"]))
+            return Prep("rfad", float(hp["zca_reg"]))
         return Prep("raw")
 
     # -- setup ------------------------------------------------------------------------------------------------
