@@ -4,7 +4,7 @@ kind 'kornia' (MTT and methods built on its buffers; kornia.enhance.ZCAWhitening
     raw [0,1] pixels, flattened to d = C*H*W features; mean-centred per feature; UNBIASED covariance
     (divide by N-1); transform T = U diag(1/sqrt(S + eps)) U^T with eps ABSOLUTE; whitened = (x - mean) @ T.
 
-kind 'frepo' (FRePo lib/dataset/ops.py, as in KIP/RFAD):
+kind 'frepo' (FRePo lib/dataset/ops.py, as in KIP):
     per-channel standardisation with the train split's channel mean and (population) std, then flatten;
     centred by the per-feature mean of the standardised train data; covariance = Xc^T Xc / N;
     regulariser reg = zca_reg * trace(cov) / d (RELATIVE); T = U diag(1/sqrt(S + reg)) U^T.
