@@ -73,8 +73,9 @@ def fingerprint(net: nn.Module) -> tuple[str, float, float]:
 
 
 def test_the_table_holds_the_three_old_families_and_the_bilevel_one():
-    from ddflow.nets import bilevel
-    assert set(net_names()) == set(EXPECTED) | set(bilevel.NETS)   # DD's and LD's: pinned in test_dd.py
+    from ddflow.nets import bilevel, rfad
+    # DD's and LD's (pinned in test_dd.py), RFAD's (pinned in test_rfad.py)
+    assert set(net_names()) == set(EXPECTED) | set(bilevel.NETS) | set(rfad.NETS)
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED))

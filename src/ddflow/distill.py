@@ -139,6 +139,8 @@ def run(method_id: str, dataset: str, ipc: int, seed: int, preset: str, device: 
         if resume is not None and done < total and done % save_every == 0:
             save_pt({"identity": identity, "iteration": done, "seconds": time.time() - t0,
                      "generator": gen.get_state(), "method": method.state_dict()}, resume)
+        if getattr(method, "stopped", False):  # the method's own stopping rule (RFAD's early stopping)
+            break
         if stop_after is not None and done >= stop_after:
             progress.close()
             return None
@@ -148,7 +150,8 @@ def run(method_id: str, dataset: str, ipc: int, seed: int, preset: str, device: 
             break
     progress.close()
 
-    cut = {"truncated": True, "planned_iterations": total} if done < total else {}
+    cut = {"truncated": True, "planned_iterations": total} if done < total and not getattr(method, "stopped", False) \
+        else {}
     result = record(done, final_stats={k: as_number(v) for k, v in stats.items()}, **cut, **peak_memory_mb(device))
     if snapshot_dir is not None:
         deliver_snapshots([n for n in wanted if n <= done], staging, Path(snapshot_dir), identity)

@@ -1,6 +1,6 @@
 """The preprocessing a method distils in, which its evaluation repeats on the test split.
 
-prep 'raw' = the dataset's mean/std normalisation (what load_real gives); 'kornia' / 'frepo' = ZCA whitening of
+prep 'raw' = the dataset's mean/std normalisation (what load_real gives); 'kornia' / 'frepo' / 'rfad' = ZCA whitening of
 the [0, 1] pixels fitted on the train split (ddflow.data.zca). A method declares its prep (Method.preprocessing);
 the runner applies it before the method starts and writes `space: "zca"` and the ZCA state into the distilled
 record (ddflow.records), whose `real_in_space` whitens the real data the same way before an evaluation.
@@ -14,7 +14,7 @@ from .images import Images
 from .real import RealData, denormalize
 from .zca import ZCA, fit_zca
 
-PREPS = ("raw", "kornia", "frepo")
+PREPS = ("raw", "kornia", "frepo", "rfad")
 
 
 @dataclass(frozen=True)

@@ -4,12 +4,16 @@ kind 'kornia' (MTT and methods built on its buffers; kornia.enhance.ZCAWhitening
     raw [0,1] pixels, flattened to d = C*H*W features; mean-centred per feature; UNBIASED covariance
     (divide by N-1); transform T = U diag(1/sqrt(S + eps)) U^T with eps ABSOLUTE; whitened = (x - mean) @ T.
 
-kind 'frepo' (FRePo lib/dataset/ops.py, as in KIP/RFAD):
+kind 'frepo' (FRePo lib/dataset/ops.py, as in KIP):
     per-channel standardisation with the train split's channel mean and (population) std, then flatten;
     centred by the per-feature mean of the standardised train data; covariance = Xc^T Xc / N;
     regulariser reg = zca_reg * trace(cov) / d (RELATIVE); T = U diag(1/sqrt(S + reg)) U^T.
     As in FRePo, when N < d the scales of the trailing d - N eigen-directions (which carry no train
     variance) are set to 1 instead of 1/sqrt(reg) ("rank control"); with N >= d this changes nothing.
+
+kind 'rfad' (yolky/RFAD data.py get_zca_matrix, lines 134-143, after the datasets' per-channel standardisation with
+    torch.std, i.e. the unbiased std): as 'frepo' without the per-feature centring (covariance = X^T X / N of the
+    standardised data) and without rank control.
 
 Everything is computed in float64 and stored in float32. The same `apply` is used for train and test.
 """
@@ -23,8 +27,9 @@ from torch import Tensor
 
 from ..errors import DdflowError
 
-KINDS = ("kornia", "frepo")
-DEFAULT_EPS = {"kornia": 0.1, "frepo": 0.1}
+KINDS = ("kornia", "frepo", "rfad")
+DEFAULT_EPS = {"kornia": 0.1, "frepo": 0.1, "rfad": 0.1}
+STANDARDISED = ("frepo", "rfad")   # kinds that standardise each channel before the transform
 _CHUNK = 4096  # rows per block when accumulating statistics, to bound float64 memory for large sets
 
 
@@ -73,7 +78,7 @@ class ZCA:
         """(N, C, H, W) float pixels in [0, 1] -> whitened (N, C, H, W) float32."""
         self._check(x)
         x = x.float()
-        if self.kind == "frepo":
+        if self.kind in STANDARDISED:
             m, s = self._channel_stats(x)
             x = (x - m) / s
         flat = x.reshape(x.shape[0], -1)
@@ -95,7 +100,7 @@ class ZCA:
             out = (flat + mean).reshape(x.shape)
         else:
             out = (flat @ inv + mean).reshape(x.shape)
-        if self.kind == "frepo":
+        if self.kind in STANDARDISED:
             m, s = self._channel_stats(out)
             out = out * s + m
         return out
@@ -138,8 +143,8 @@ class ZCA:
         if mean.shape != (dim,) or transform.shape != (tdim, tdim):
             raise DdflowError(f"ZCA state: mean {tuple(mean.shape)} / transform {tuple(transform.shape)} "
                               f"do not match image shape {shape}")
-        if kind == "frepo" and (z.channel_mean is None or z.channel_std is None):
-            raise DdflowError("ZCA state: kind 'frepo' needs channel_mean and channel_std")
+        if kind in STANDARDISED and (z.channel_mean is None or z.channel_std is None):
+            raise DdflowError(f"ZCA state: kind {kind!r} needs channel_mean and channel_std")
         return z
 
 
@@ -192,7 +197,7 @@ def fit_zca(x_train: Tensor | Any, kind: str = "kornia", eps: float | None = Non
     dev = x_train.device
 
     channel_mean = channel_std = None
-    if kind == "frepo":
+    if kind in STANDARDISED:
         # population per-channel statistics over all pixels of the train split (FRePo: 1/(count*H*W))
         s1 = torch.zeros(c, dtype=torch.float64, device=dev)
         for i in range(0, n, _CHUNK):
@@ -201,9 +206,9 @@ def fit_zca(x_train: Tensor | Any, kind: str = "kornia", eps: float | None = Non
         s2 = torch.zeros(c, dtype=torch.float64, device=dev)
         for i in range(0, n, _CHUNK):
             s2 += (x_train[i:i + _CHUNK].double() - cm64.view(1, c, 1, 1)).square().sum(dim=(0, 2, 3))
-        cs64 = (s2 / (n * h * w)).sqrt()
+        cs64 = (s2 / (n * h * w - (kind == "rfad"))).sqrt()   # RFAD: torch.std, unbiased
         if bool((cs64 <= 0).any()):
-            raise DdflowError("fit_zca (frepo): a channel of the train split is constant (std 0)")
+            raise DdflowError(f"fit_zca ({kind}): a channel of the train split is constant (std 0)")
         # store float32 statistics and standardise with exactly those, so apply() matches the fit
         channel_mean, channel_std = cm64.float(), cs64.float()
         cmv, csv = channel_mean.double().view(1, c, 1, 1), channel_std.double().view(1, c, 1, 1)
@@ -214,7 +219,7 @@ def fit_zca(x_train: Tensor | Any, kind: str = "kornia", eps: float | None = Non
         def flat(i: int, j: int) -> Tensor:
             return x_train[i:j].double().reshape(j - i, d)
 
-    mean = _feature_mean(flat, n, d, dev)
+    mean = _feature_mean(flat, n, d, dev) if kind != "rfad" else torch.zeros(d, dtype=torch.float64, device=dev)
     if block:
         if kind != "frepo" or h % block or w % block:
             raise DdflowError(f"block-wise ZCA needs kind 'frepo' and a block ({block}) dividing {h}x{w}")

@@ -11,6 +11,10 @@ Formats:
 - `dc`: what VICO-UoE/DatasetCondensation main.py (line 225) and main_DM.py (line 204) save:
   `res_{method}_{dataset}_{model}_{ipc}ipc.pt` = {'data': [[image_syn, label_syn], ...] one pair per experiment,
   'accs_all_exps': {...}}, images in the dataset's normalisation (utils.py get_dataset's mean/std).
+- `rfad`: what yolky/RFAD distillation.py saves as best.npz (line 146; the released
+  distilled_images_final/cifar10/{1,10,50}/best.npz): `images` (N, C, H, W) in the space it distilled in (the
+  dataset standardised per channel, then RFAD's ZCA on CIFAR/SVHN), `labels` (N, classes) regression targets (one_hot -
+  1/C, or learned), the Platt log-temperature `k` and the regulariser `jit` (kept in the record's extras).
 - `png`: a folder with one subfolder per class, each holding only that class's images as PNG files (pixels). The
   subfolders are named by class index (0, 1, ...), or by any names given in class order (`classes`); any other
   name, file or non-PNG file is an error (names are never taken in sorted order: 'eight' is not class 0).
@@ -19,7 +23,7 @@ from __future__ import annotations
 
 import re
 import zipfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +31,7 @@ import torch
 
 from ..errors import DdflowError
 
-FORMATS = ("plain", "mtt", "dc", "png")
+FORMATS = ("plain", "mtt", "dc", "png", "rfad")
 DC_NAME = re.compile(r"^res_(?P<method>[A-Za-z0-9]+)_(?P<dataset>[A-Za-z0-9]+)_(?P<model>[A-Za-z0-9]+)_(?P<ipc>\d+)ipc"
                      r"\.pt$")
 MTT_IMAGES, MTT_LABELS = "images_best.pt", "labels_best.pt"
@@ -41,6 +45,7 @@ class RawSet:
     space: str | None = None    # the space the file states (a ddflow export writes it), checked against the import's
     mean: tuple[float, ...] | None = None   # the normalisation the file states it was made with (a ddflow export)
     std: tuple[float, ...] | None = None
+    extra: dict = field(default_factory=dict)   # what the file holds beyond the set (RFAD's k and jit)
 
 
 def load_foreign_pt(path: str | Path) -> object:
@@ -143,6 +148,25 @@ def read_dc(path: Path) -> list[RawSet]:
     return out
 
 
+def read_rfad(path: Path) -> list[RawSet]:
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            obj = {k: z[k] for k in z.files}
+    except (OSError, ValueError, zipfile.BadZipFile) as e:
+        raise DdflowError(f"{path}: cannot read it as RFAD's best.npz ({e})") from None
+    missing = [k for k in ("images", "labels") if k not in obj]
+    if missing:
+        raise DdflowError(f"{path}: RFAD's best.npz holds images and labels; {missing} missing (keys: "
+                          f"{', '.join(obj)})")
+    labels = obj["labels"]
+    if labels.ndim != 2:
+        raise DdflowError(f"{path}: RFAD's labels are (N, classes) targets, got shape {labels.shape}")
+    extra = {f"rfad_{k}": float(np.asarray(obj[k]).reshape(())) for k in ("k", "jit", "valid_loss") if k in obj}
+    if "rfad_k" in extra:
+        extra["rfad_log_temp"] = extra.pop("rfad_k")
+    return [RawSet(_tensor(obj["images"], path, "images"), _tensor(labels, path, "labels").float(), extra=extra)]
+
+
 def dc_file_fields(path: str | Path) -> dict[str, str] | None:
     """method, dataset, model, ipc from a DC result file's name (None when the name is not DC's pattern)."""
     m = DC_NAME.match(Path(path).name)
@@ -215,4 +239,6 @@ def read_sets(fmt: str, path: str | Path, channels: int, classes: list[str] | No
         return read_dc(path)
     if fmt == "png":
         return read_png(path, channels, classes)
+    if fmt == "rfad":
+        return read_rfad(path)
     raise DdflowError(f"unknown import format {fmt!r}; known: {', '.join(FORMATS)}")

@@ -21,6 +21,8 @@ from . import (  # noqa: F401  (importing registers them)
     random_pick,
     rcig,
     rcig_isa,
+    rfad,
+    rfad_isa,
     rtp,
     tesla,
 )

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from ..errors import DdflowError
-from . import bilevel, convnet, frepo, xarch
+from . import bilevel, convnet, frepo, rfad, xarch
 
 Factory = Callable[..., nn.Module]
 TABLE: dict[str, Factory] = {}
@@ -33,6 +33,7 @@ FAMILIES = (
     xarch.NETS,    # DC's other evaluation networks (cross-architecture)
     frepo.NETS,    # FRePo's Conv
     bilevel.NETS,  # DD's and LD's LeNet (as LeNetDD) and AlexCifarNet (LRN)
+    rfad.NETS,     # RFAD's Gaussian-initialised ConvNets (they draw their own initialisation)
 )
 for _family in FAMILIES:
     register_nets(_family)
