@@ -14,7 +14,7 @@ from .images import Images
 from .real import RealData, denormalize
 from .zca import ZCA, fit_zca
 
-PREPS = ("raw", "kornia", "frepo")
+PREPS = ("raw", "kornia", "frepo", "kip")
 
 
 @dataclass(frozen=True)

@@ -4,17 +4,25 @@ kind 'kornia' (MTT and methods built on its buffers; kornia.enhance.ZCAWhitening
     raw [0,1] pixels, flattened to d = C*H*W features; mean-centred per feature; UNBIASED covariance
     (divide by N-1); transform T = U diag(1/sqrt(S + eps)) U^T with eps ABSOLUTE; whitened = (x - mean) @ T.
 
-kind 'frepo' (FRePo lib/dataset/ops.py, as in KIP/RFAD):
+kind 'frepo' (FRePo lib/dataset/ops.py; RFAD close to it; KIP differs: kind 'kip' below):
     per-channel standardisation with the train split's channel mean and (population) std, then flatten;
     centred by the per-feature mean of the standardised train data; covariance = Xc^T Xc / N;
     regulariser reg = zca_reg * trace(cov) / d (RELATIVE); T = U diag(1/sqrt(S + reg)) U^T.
     As in FRePo, when N < d the scales of the trailing d - N eigen-directions (which carry no train
     variance) are set to 1 instead of 1/sqrt(reg) ("rank control"); with N >= d this changes nothing.
 
+kind 'kip' (google-research kip/nn_training.ipynb `_get_whitening_transform` / `_get_preprocess_op`, cell
+eUwrmFWxfuAf, preprocess_type 'zca_normalize'): the per-channel standardisation of kind 'frepo', then every image
+flattened, centred by its own mean and scaled to unit L2 norm ("layer norm"); covariance X^T X / N of those images
+WITHOUT per-feature centring; reg = zca_reg * trace(cov) / d (relative); FRePo's rank control; whitened = x @ T.
+Its `inverse` cannot undo the per-image centring and norm: it returns the image rescaled to unit variance per pixel
+(times sqrt(d)) before the channel de-standardisation, for figures only.
+
 Everything is computed in float64 and stored in float32. The same `apply` is used for train and test.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,8 +31,9 @@ from torch import Tensor
 
 from ..errors import DdflowError
 
-KINDS = ("kornia", "frepo")
-DEFAULT_EPS = {"kornia": 0.1, "frepo": 0.1}
+KINDS = ("kornia", "frepo", "kip")
+DEFAULT_EPS = {"kornia": 0.1, "frepo": 0.1, "kip": 0.1}
+STANDARDISED = ("frepo", "kip")  # kinds that standardise each channel first
 _CHUNK = 4096  # rows per block when accumulating statistics, to bound float64 memory for large sets
 
 
@@ -36,7 +45,7 @@ class ZCA:
     shape: tuple[int, int, int]       # (C, H, W) the transform was fitted for
     eps: float                        # the parameter as given: absolute eps (kornia) or relative zca_reg (frepo)
     reg: float                        # the absolute amount added to the eigenvalues
-    channel_mean: Tensor | None = None  # (C,) frepo only
+    channel_mean: Tensor | None = None  # (C,) frepo and kip only
     channel_std: Tensor | None = None   # (C,) frepo only
     block: int = 0                    # frepo only: > 0 = one (C*block*block)^2 transform shared by the checkerboard
                                       # blocks (FRePo's ImageNette/ImageWoof: block 64, use_mean_block, checkboard)
@@ -73,10 +82,12 @@ class ZCA:
         """(N, C, H, W) float pixels in [0, 1] -> whitened (N, C, H, W) float32."""
         self._check(x)
         x = x.float()
-        if self.kind == "frepo":
+        if self.kind in STANDARDISED:
             m, s = self._channel_stats(x)
             x = (x - m) / s
         flat = x.reshape(x.shape[0], -1)
+        if self.kind == "kip":
+            flat = layer_norm(flat)
         mean = self.mean.to(device=x.device, dtype=torch.float32)
         t = self.transform.to(device=x.device, dtype=torch.float32)
         if self.block:
@@ -95,7 +106,9 @@ class ZCA:
             out = (flat + mean).reshape(x.shape)
         else:
             out = (flat @ inv + mean).reshape(x.shape)
-        if self.kind == "frepo":
+        if self.kind == "kip":
+            out = out * math.sqrt(flat.shape[1])
+        if self.kind in STANDARDISED:
             m, s = self._channel_stats(out)
             out = out * s + m
         return out
@@ -138,9 +151,15 @@ class ZCA:
         if mean.shape != (dim,) or transform.shape != (tdim, tdim):
             raise DdflowError(f"ZCA state: mean {tuple(mean.shape)} / transform {tuple(transform.shape)} "
                               f"do not match image shape {shape}")
-        if kind == "frepo" and (z.channel_mean is None or z.channel_std is None):
-            raise DdflowError("ZCA state: kind 'frepo' needs channel_mean and channel_std")
+        if kind in STANDARDISED and (z.channel_mean is None or z.channel_std is None):
+            raise DdflowError(f"ZCA state: kind {kind!r} needs channel_mean and channel_std")
         return z
+
+
+def layer_norm(flat: Tensor) -> Tensor:
+    """KIP's per-image preprocessing: (N, d) rows centred by their own mean and scaled to unit L2 norm."""
+    flat = flat - flat.mean(1, keepdim=True)
+    return flat / flat.norm(dim=1, keepdim=True)
 
 
 def _feature_mean(flat_fn, n: int, d: int, device) -> Tensor:
@@ -192,7 +211,7 @@ def fit_zca(x_train: Tensor | Any, kind: str = "kornia", eps: float | None = Non
     dev = x_train.device
 
     channel_mean = channel_std = None
-    if kind == "frepo":
+    if kind in STANDARDISED:
         # population per-channel statistics over all pixels of the train split (FRePo: 1/(count*H*W))
         s1 = torch.zeros(c, dtype=torch.float64, device=dev)
         for i in range(0, n, _CHUNK):
@@ -209,12 +228,14 @@ def fit_zca(x_train: Tensor | Any, kind: str = "kornia", eps: float | None = Non
         cmv, csv = channel_mean.double().view(1, c, 1, 1), channel_std.double().view(1, c, 1, 1)
 
         def flat(i: int, j: int) -> Tensor:
-            return ((x_train[i:j].double() - cmv) / csv).reshape(j - i, d)
+            z = ((x_train[i:j].double() - cmv) / csv).reshape(j - i, d)
+            return layer_norm(z) if kind == "kip" else z
     else:
         def flat(i: int, j: int) -> Tensor:
             return x_train[i:j].double().reshape(j - i, d)
 
-    mean = _feature_mean(flat, n, d, dev)
+    # kip: no per-feature centring (X^T X / N of the layer-normed images)
+    mean = torch.zeros(d, dtype=torch.float64, device=dev) if kind == "kip" else _feature_mean(flat, n, d, dev)
     if block:
         if kind != "frepo" or h % block or w % block:
             raise DdflowError(f"block-wise ZCA needs kind 'frepo' and a block ({block}) dividing {h}x{w}")
@@ -239,8 +260,8 @@ def fit_zca(x_train: Tensor | Any, kind: str = "kornia", eps: float | None = Non
     if bool((denom <= 0).any()):
         raise DdflowError(f"ZCA ({kind}): covariance is singular and eps={eps} adds nothing; use eps > 0")
     scale = denom.rsqrt()
-    if kind == "frepo" and n < d:
-        # FRePo's rank control: directions beyond the first N (by decreasing eigenvalue) are left unscaled
+    if kind in STANDARDISED and n < d:
+        # FRePo's (and KIP's) rank control: directions beyond the first N (by decreasing eigenvalue) are left unscaled
         scale[: d - n] = 1.0
     transform = ((evecs * scale) @ evecs.T).float()
     del evecs

@@ -18,8 +18,9 @@ acts as a method id only for the paths, the evaluation rules and the table rows,
 - normalize_as: the dataset whose mean/std a 'normalized' set used (default: as eval_as normalises the dataset;
   MTT's CIFAR-100 sets use CIFAR-10's).
 - space: 'pixels' ([0, 1]), 'normalized' (the dataset's mean/std, as DC/DM/MTT save) or 'zca' with `zca` = a ddflow
-  ZCA state file (ddflow.data.zca.ZCA.state_dict) or a ZCA kind (kornia: MTT's, frepo: FRePo's) refitted here on
-  the dataset's training split, as the official code fits it.
+  ZCA state file (ddflow.data.zca.ZCA.state_dict) or a ZCA kind (kornia: MTT's, frepo: FRePo's, kip: KIP's)
+  refitted here on the dataset's training split, as the official code fits it (KIP's nn_training.ipynb fits on the
+  training split less its last 5,000 images).
 Bad input is a DdflowError naming the config key or the file: shape, class count, images per class != ipc, values
 outside the stated space's range, NaN.
 """
@@ -45,8 +46,9 @@ from .readers import FORMATS, RawSet, dc_file_fields, read_dc, read_lr, read_set
 NAME_CHARS = set("abcdefghijklmnopqrstuvwxyz0123456789-")
 KEYS = ("path", "format", "dataset", "ipc", "space", "seed", "lr", "zca", "protocols", "eval_as", "tables",
         "normalize_as", "classes")
-ZCA_KINDS = ("kornia", "frepo")
-DEFAULT_EVAL_AS = {"dc": "dm", "mtt": "mtt", "soft": "ead", "krr": "frepo", "frepo": "frepo", "idc": "idc"}
+ZCA_KINDS = ("kornia", "frepo", "kip")
+DEFAULT_EVAL_AS = {"dc": "dm", "mtt": "mtt", "soft": "ead", "krr": "frepo", "frepo": "frepo", "idc": "idc",
+                   "krr-inf": "kip", "kip-nn": "kip"}
 PIXEL_SLACK = 1e-3          # pixels may overshoot [0, 1] by rounding
 NORMALIZED_LIMIT = 100.0    # |value| beyond this is not a normalised image (e.g. 0-255 bytes normalised)
 
@@ -83,7 +85,7 @@ def _soft_fit(r: DistilledSet) -> str | None:
 
 
 FITS = {"dc": _hard_only, "mtt": _mtt_fit, "idc": _hard_only, "soft": _soft_fit,
-        "krr": lambda r: None, "frepo": lambda r: None}
+        "krr": lambda r: None, "frepo": lambda r: None, "krr-inf": lambda r: None, "kip-nn": lambda r: None}
 
 
 def check_entry(name: str, entry: Any, preset: str, hp_dir: str | Path | None = None) -> ImportEntry:

@@ -3,7 +3,7 @@
 workflow/hparams YAML."""
 from __future__ import annotations
 
-from . import cafe, dm, dm_isa, ead, frepo, gradmatch, haba, herding, idc, idm, mtt, mtt_isa, random_, tesla  # noqa: F401  (importing registers them)
+from . import cafe, dm, dm_isa, ead, frepo, gradmatch, haba, herding, idc, idm, kip, mtt, mtt_isa, random_, tesla  # noqa: F401  (importing registers them)
 from .base import Method, RealSelection
 from .registry import REGISTRY, get_method, register
 

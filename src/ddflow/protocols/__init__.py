@@ -1,10 +1,10 @@
 """Evaluation protocols, one module per family of protocols, one signature (registry.py), one cell runner (cell.py):
-dc.py (`dc`, `mtt`, `soft`), idc.py (`idc`), kernel.py (`frepo`, `krr`), haba.py (`haba`),
+dc.py (`dc`, `mtt`, `soft`), idc.py (`idc`), kernel.py (`frepo`, `krr`), kip.py (`krr-inf`, `kip-nn`), haba.py (`haba`),
 xarch.py (`dc-resnet18`, `mtt-vgg11`, ...: a base protocol on another network). Importing the package registers
 them all."""
 from __future__ import annotations
 
-from . import dc, haba, idc, kernel, xarch  # noqa: F401  (importing registers the protocols)
+from . import dc, haba, idc, kernel, kip, xarch  # noqa: F401  (importing registers the protocols)
 from .cell import evaluate_cell, protocol_settings
 from .registry import PROTOCOLS, get_protocol, protocol
 
