@@ -151,3 +151,25 @@ def test_kip_reduces_its_loss_on_real_data(random_real):
     losses = [float(m.step(i)["loss"]) for i in range(10)]
     assert losses[-1] < losses[0]
     assert RealData is not None and get_info("mnist5k").classes == 10
+
+
+def test_kip_npz_imports_as_a_record_in_kips_zca_space_for_both_protocols(tmp_path):
+    """A 'zca' KIP file (kip/dataset.ipynb naming) imported with a kind-'kip' ZCA state: the record keeps KIP's
+    centred labels as (N, C) targets and fits krr-inf and kip-nn (eval_as kip)."""
+    from ddflow.interop.imports import build_records, check_entry
+    g = torch.Generator().manual_seed(5)
+    zca = fit_zca(torch.rand(64, 1, 28, 28, generator=g), "kip", 0.1)
+    torch.save(zca.state_dict(), tmp_path / "zca.pt")
+    x = zca.apply(torch.rand(20, 1, 28, 28, generator=g))
+    labels = np.eye(10, dtype=np.float32)[np.arange(20) % 10] - 0.1
+    path = tmp_path / "ConvNet_ssize20_zca_nol_noaug_ckpt1000.npz"
+    np.savez(path, images=x.permute(0, 2, 3, 1).numpy(), labels=labels)
+    entry = check_entry("kip-released", {"path": str(path), "format": "kip", "dataset": "mnist5k", "ipc": 2,
+                                         "space": "zca", "zca": str(tmp_path / "zca.pt"),
+                                         "protocols": ["kip-nn", "krr-inf"]}, "quick")
+    assert check_entry("k", {"path": str(path), "format": "kip", "dataset": "mnist5k", "ipc": 2, "space": "zca",
+                             "zca": str(tmp_path / "zca.pt")}, "quick").protocols == ["kip-nn"]
+    assert entry.eval_as == "kip"
+    (rec,) = build_records(entry, "quick")
+    assert rec.space == "zca" and rec.zca["kind"] == "kip" and rec.labels.shape == (20, 10)
+    assert torch.allclose(rec.labels.sum(1), torch.zeros(20), atol=1e-6)

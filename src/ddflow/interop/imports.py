@@ -4,9 +4,10 @@
 An import is a config entry `imports: {name: {path, format, dataset, ipc, space, seed?, lr?, zca?, protocols?,
 eval_as?, tables?}}` (or the same as `python -m ddflow import` options). Its `name` is not a registered method: it
 acts as a method id only for the paths, the evaluation rules and the table rows, and is made explicit as follows.
-- protocols: the protocols its cells are evaluated under (default: `mtt` for an MTT set or any import with an `lr`,
-  else `dc`). Which protocols fit which set (FITS below) is checked when the record is made: dc / mtt / idc train on
-  hard labels (mtt also needs the learned lr), soft on (N, classes) labels, krr / frepo on either.
+- protocols: the protocols its cells are evaluated under (default: `kip-nn` for a KIP set, `mtt` for an MTT set or
+  any import with an `lr`, else `dc`). Which protocols fit which set (FITS below) is checked when the record is
+  made: dc / mtt / idc train on hard labels (mtt also needs the learned lr), soft on (N, classes) labels, krr / frepo
+  / krr-inf / kip-nn on either.
 - eval_as: the registered method whose evaluation settings (its hparams' `eval.<protocol>`: epochs, augmentation,
   number of models, net) the import is evaluated with (default: a DC result file's own method dc / dsa / dm; else
   dm for dc, mtt for mtt, ead for soft, frepo for krr / frepo, idc for idc). The evaluation models are seeded from
@@ -140,7 +141,8 @@ def check_entry(name: str, entry: Any, preset: str, hp_dir: str | Path | None = 
         if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
             raise DdflowError(f"{where}.seed = {seed!r}; must be a whole number >= 0")
         seeds = [seed]
-    protocols = entry.get("protocols") or (["mtt"] if fmt == "mtt" or lr is not None else ["dc"])
+    default_protocols = ["kip-nn"] if fmt == "kip" else ["mtt"] if fmt == "mtt" or lr is not None else ["dc"]
+    protocols = entry.get("protocols") or default_protocols
     if isinstance(protocols, str):
         protocols = [protocols]
     for p in protocols:
