@@ -43,6 +43,7 @@ def table_jobs(config: dict[str, Any], tables: list[str], hp_dir: Path, papers: 
     from ..experts import blocks
     from ..hparams import paper_rule, resolve
     from ..methods import get_method
+    from ..protocols.registry import needs_validation
     from ..trajectory_sampling import manifest_path
     from .tables import load_spec
     from .xarch import load_xarch_spec, xarch_cells
@@ -70,6 +71,8 @@ def table_jobs(config: dict[str, Any], tables: list[str], hp_dir: Path, papers: 
 
     def evaluate(p, m, d, i, s):
         distill(m, d, i, s)
+        if needs_validation(p):            # kip-nn: the validation split is the protocol's input
+            jobs[("validation_split", (d,))] = None
         jobs[("evaluate", (p, m, d, i, s))] = None
 
     for t in tables:
