@@ -173,3 +173,27 @@ def test_kip_npz_imports_as_a_record_in_kips_zca_space_for_both_protocols(tmp_pa
     (rec,) = build_records(entry, "quick")
     assert rec.space == "zca" and rec.zca["kind"] == "kip" and rec.labels.shape == (20, 10)
     assert torch.allclose(rec.labels.sum(1), torch.zeros(20), atol=1e-6)
+
+
+def test_kip_with_the_convnet_kernel_takes_finite_steps_on_tiny_images():
+    """kernel: conv (nn_training.ipynb ConvNet, prepended conv, depth 1 here) through the method's step."""
+    from ddflow.methods import get_method
+    g = torch.Generator().manual_seed(0)
+    y = torch.arange(10).repeat(4)
+    x = torch.randn(40, 1, 4, 4, generator=g)
+    data = RealData(x, y, x[:10].clone(), y[:10].clone(), get_info("mnist5k"))
+    hp = yaml.safe_load((ROOT / "workflow" / "hparams" / "kip.yaml").read_text())["paper"]
+    hp.update(target_batch=20, kernel="conv", depth=1, learn_labels=True)
+    m = get_method("kip")(hp, data, 1, torch.Generator().manual_seed(0), CPU)
+    m.init()
+    before = m.images.detach().clone()
+    out = [m.step(i) for i in range(2)]
+    assert all(math.isfinite(float(o["loss"])) for o in out)
+    assert not torch.equal(before, m.images.detach())
+
+
+def test_kip_zca_inverse_returns_finite_images_of_the_fitted_shape():
+    x = torch.rand(30, 1, 4, 4, generator=torch.Generator().manual_seed(1))
+    z = fit_zca(x, "kip", 0.1)
+    back = z.inverse(z.apply(x))
+    assert back.shape == x.shape and torch.isfinite(back).all()
