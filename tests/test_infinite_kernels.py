@@ -135,3 +135,19 @@ def test_kernel_gradient_matches_finite_differences():
     for arch in ("fc", "conv"):
         net = KernelNet(arch, depth=1)
         assert torch.autograd.gradcheck(lambda a: kernels(a, y, net, "ntk"), (x,))
+
+
+def test_kip_convnet_shapes_and_parameter_count_match_nn_training():
+    """nn_training.ipynb ConvNet(depth 3, width, prepend_conv_layer=True): Conv(width, 3x3) + Relu, then 3 x
+    [Conv(width, 3x3), Relu, AvgPool 2x2], Flatten, Dense(classes): at 32 px the readout sees width x 4 x 4."""
+    from ddflow.nets_kip import NETS
+    width = 16
+    net = build_kip_net("conv", 3, 10, 32, width, 3, "standard", prepend_conv=True)
+    want = (3 * 9 * width + width) + 3 * (width * 9 * width + width) + (width * 16 * 10 + 10)
+    assert sum(p.numel() for p in net.parameters()) == want
+    assert net(torch.zeros(2, 3, 32, 32)).shape == (2, 10)
+    three = build_kip_net("conv", 1, 10, 28, width, 3, "standard", prepend_conv=False)   # 'ConvNet3': 28->14->7->3
+    assert three.classifier.weight.shape == (10, width * 9)
+    assert set(NETS) == {"kip-convnet", "kip-convnet3"}
+    fc = build_kip_net("fc", 1, 10, 28, width, 1)
+    assert sum(p.numel() for p in fc.parameters()) == 784 * width + width + width * 10 + 10
