@@ -73,9 +73,9 @@ def fingerprint(net: nn.Module) -> tuple[str, float, float]:
 
 
 def test_the_table_holds_the_three_old_families_and_the_bilevel_one():
-    from ddflow.nets import bilevel, rfad
-    # DD's and LD's (pinned in test_dd.py), RFAD's (pinned in test_rfad.py)
-    assert set(net_names()) == set(EXPECTED) | set(bilevel.NETS) | set(rfad.NETS)
+    from ddflow.nets import bilevel, kip, rfad
+    # DD's and LD's (pinned in test_dd.py), RFAD's (test_rfad.py), KIP's (test_infinite_kernels.py)
+    assert set(net_names()) == set(EXPECTED) | set(bilevel.NETS) | set(rfad.NETS) | set(kip.NETS)
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED))

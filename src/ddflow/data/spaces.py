@@ -14,7 +14,7 @@ from .images import Images
 from .real import RealData, denormalize
 from .zca import ZCA, fit_zca
 
-PREPS = ("raw", "kornia", "frepo", "rfad")
+PREPS = ("raw", "kornia", "frepo", "rfad", "kip")
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,7 @@ kind 'kornia' (MTT and methods built on its buffers; kornia.enhance.ZCAWhitening
     raw [0,1] pixels, flattened to d = C*H*W features; mean-centred per feature; UNBIASED covariance
     (divide by N-1); transform T = U diag(1/sqrt(S + eps)) U^T with eps ABSOLUTE; whitened = (x - mean) @ T.
 
-kind 'frepo' (FRePo lib/dataset/ops.py, as in KIP):
+kind 'frepo' (FRePo lib/dataset/ops.py; RFAD close to it; KIP differs: kind 'kip' below):
     per-channel standardisation with the train split's channel mean and (population) std, then flatten;
     centred by the per-feature mean of the standardised train data; covariance = Xc^T Xc / N;
     regulariser reg = zca_reg * trace(cov) / d (RELATIVE); T = U diag(1/sqrt(S + reg)) U^T.
@@ -14,11 +14,18 @@ kind 'frepo' (FRePo lib/dataset/ops.py, as in KIP):
 kind 'rfad' (yolky/RFAD data.py get_zca_matrix, lines 134-143, after the datasets' per-channel standardisation with
     torch.std, i.e. the unbiased std): as 'frepo' without the per-feature centring (covariance = X^T X / N of the
     standardised data) and without rank control.
+kind 'kip' (google-research kip/nn_training.ipynb `_get_whitening_transform` / `_get_preprocess_op`, cell
+eUwrmFWxfuAf, preprocess_type 'zca_normalize'): the per-channel standardisation of kind 'frepo', then every image
+flattened, centred by its own mean and scaled to unit L2 norm ("layer norm"); covariance X^T X / N of those images
+WITHOUT per-feature centring; reg = zca_reg * trace(cov) / d (relative); FRePo's rank control; whitened = x @ T.
+Its `inverse` cannot undo the per-image centring and norm: it returns the image rescaled to unit variance per pixel
+(times sqrt(d)) before the channel de-standardisation, for figures only.
 
 Everything is computed in float64 and stored in float32. The same `apply` is used for train and test.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,9 +34,9 @@ from torch import Tensor
 
 from ..errors import DdflowError
 
-KINDS = ("kornia", "frepo", "rfad")
-DEFAULT_EPS = {"kornia": 0.1, "frepo": 0.1, "rfad": 0.1}
-STANDARDISED = ("frepo", "rfad")   # kinds that standardise each channel before the transform
+KINDS = ("kornia", "frepo", "rfad", "kip")
+DEFAULT_EPS = {"kornia": 0.1, "frepo": 0.1, "rfad": 0.1, "kip": 0.1}
+STANDARDISED = ("frepo", "rfad", "kip")   # kinds that standardise each channel before the transform
 _CHUNK = 4096  # rows per block when accumulating statistics, to bound float64 memory for large sets
 
 
@@ -41,7 +48,7 @@ class ZCA:
     shape: tuple[int, int, int]       # (C, H, W) the transform was fitted for
     eps: float                        # the parameter as given: absolute eps (kornia) or relative zca_reg (frepo)
     reg: float                        # the absolute amount added to the eigenvalues
-    channel_mean: Tensor | None = None  # (C,) frepo only
+    channel_mean: Tensor | None = None  # (C,) frepo and kip only
     channel_std: Tensor | None = None   # (C,) frepo only
     block: int = 0                    # frepo only: > 0 = one (C*block*block)^2 transform shared by the checkerboard
                                       # blocks (FRePo's ImageNette/ImageWoof: block 64, use_mean_block, checkboard)
@@ -82,6 +89,8 @@ class ZCA:
             m, s = self._channel_stats(x)
             x = (x - m) / s
         flat = x.reshape(x.shape[0], -1)
+        if self.kind == "kip":
+            flat = layer_norm(flat)
         mean = self.mean.to(device=x.device, dtype=torch.float32)
         t = self.transform.to(device=x.device, dtype=torch.float32)
         if self.block:
@@ -100,6 +109,8 @@ class ZCA:
             out = (flat + mean).reshape(x.shape)
         else:
             out = (flat @ inv + mean).reshape(x.shape)
+        if self.kind == "kip":
+            out = out * math.sqrt(flat.shape[1])
         if self.kind in STANDARDISED:
             m, s = self._channel_stats(out)
             out = out * s + m
@@ -146,6 +157,12 @@ class ZCA:
         if kind in STANDARDISED and (z.channel_mean is None or z.channel_std is None):
             raise DdflowError(f"ZCA state: kind {kind!r} needs channel_mean and channel_std")
         return z
+
+
+def layer_norm(flat: Tensor) -> Tensor:
+    """KIP's per-image preprocessing: (N, d) rows centred by their own mean and scaled to unit L2 norm."""
+    flat = flat - flat.mean(1, keepdim=True)
+    return flat / flat.norm(dim=1, keepdim=True)
 
 
 def _feature_mean(flat_fn, n: int, d: int, device) -> Tensor:
@@ -214,12 +231,15 @@ def fit_zca(x_train: Tensor | Any, kind: str = "kornia", eps: float | None = Non
         cmv, csv = channel_mean.double().view(1, c, 1, 1), channel_std.double().view(1, c, 1, 1)
 
         def flat(i: int, j: int) -> Tensor:
-            return ((x_train[i:j].double() - cmv) / csv).reshape(j - i, d)
+            z = ((x_train[i:j].double() - cmv) / csv).reshape(j - i, d)
+            return layer_norm(z) if kind == "kip" else z
     else:
         def flat(i: int, j: int) -> Tensor:
             return x_train[i:j].double().reshape(j - i, d)
 
-    mean = _feature_mean(flat, n, d, dev) if kind != "rfad" else torch.zeros(d, dtype=torch.float64, device=dev)
+    # rfad and kip: no per-feature centring (X^T X / N of the standardised, for kip layer-normed, images)
+    uncentred = kind in ("rfad", "kip")
+    mean = torch.zeros(d, dtype=torch.float64, device=dev) if uncentred else _feature_mean(flat, n, d, dev)
     if block:
         if kind != "frepo" or h % block or w % block:
             raise DdflowError(f"block-wise ZCA needs kind 'frepo' and a block ({block}) dividing {h}x{w}")
@@ -244,8 +264,8 @@ def fit_zca(x_train: Tensor | Any, kind: str = "kornia", eps: float | None = Non
     if bool((denom <= 0).any()):
         raise DdflowError(f"ZCA ({kind}): covariance is singular and eps={eps} adds nothing; use eps > 0")
     scale = denom.rsqrt()
-    if kind == "frepo" and n < d:
-        # FRePo's rank control: directions beyond the first N (by decreasing eigenvalue) are left unscaled
+    if kind in ("frepo", "kip") and n < d:   # not rfad (its get_zca_matrix has no rank control)
+        # FRePo's (and KIP's) rank control: directions beyond the first N (by decreasing eigenvalue) are left unscaled
         scale[: d - n] = 1.0
     transform = ((evecs * scale) @ evecs.T).float()
     del evecs

@@ -4,10 +4,10 @@
 An import is a config entry `imports: {name: {path, format, dataset, ipc, space, seed?, lr?, zca?, protocols?,
 eval_as?, tables?}}` (or the same as `python -m ddflow import` options). Its `name` is not a registered method: it
 acts as a method id only for the paths, the evaluation rules and the table rows, and is made explicit as follows.
-- protocols: the protocols its cells are evaluated under (default: `mtt` for an MTT set or any import with an `lr`,
-  `rfad-nn` for an RFAD best.npz, else `dc`). Which protocols fit which set (FITS below) is checked when the record
-  is made: dc / mtt / idc train on hard labels (mtt also needs the learned lr), soft on (N, classes) labels, krr /
-  frepo / rfad-nn on either.
+- protocols: the protocols its cells are evaluated under (default: `kip-nn` for a KIP set, `rfad-nn` for an RFAD
+  best.npz, `mtt` for an MTT set or any import with an `lr`, else `dc`). Which protocols fit which set (FITS below) is
+  checked when the record is made: dc / mtt / idc train on hard labels (mtt also needs the learned lr), soft on
+  (N, classes) labels, krr / frepo / rfad-nn / krr-inf / kip-nn on either.
 - eval_as: the registered method whose evaluation settings (its hparams' `eval.<protocol>`: epochs, augmentation,
   number of models, net) the import is evaluated with (default: a DC result file's own method dc / dsa / dm; else
   dm for dc, mtt for mtt, ead for soft, frepo for krr / frepo, idc for idc, rfad for rfad-nn). The evaluation
@@ -19,8 +19,9 @@ acts as a method id only for the paths, the evaluation rules and the table rows,
 - normalize_as: the dataset whose mean/std a 'normalized' set used (default: as eval_as normalises the dataset;
   MTT's CIFAR-100 sets use CIFAR-10's).
 - space: 'pixels' ([0, 1]), 'normalized' (the dataset's mean/std, as DC/DM/MTT save) or 'zca' with `zca` = a ddflow
-  ZCA state file (ddflow.data.zca.ZCA.state_dict) or a ZCA kind (kornia: MTT's, frepo: FRePo's, rfad: RFAD's)
-  refitted here on the dataset's training split, as the official code fits it.
+  ZCA state file (ddflow.data.zca.ZCA.state_dict) or a ZCA kind (kornia: MTT's, frepo: FRePo's, rfad: RFAD's, kip:
+  KIP's) refitted here on the dataset's training split, as the official code fits it (KIP's nn_training.ipynb fits on
+  the training split less its last 5,000 images).
 Bad input is a DdflowError naming the config key or the file: shape, class count, images per class != ipc, values
 outside the stated space's range, NaN.
 """
@@ -47,9 +48,9 @@ NAME_CHARS = set("abcdefghijklmnopqrstuvwxyz0123456789-")
 REQUIRED = ("path", "format", "dataset", "ipc", "space")  # workflow/schemas/config.schema.yaml states the same
 KEYS = ("path", "format", "dataset", "ipc", "space", "seed", "lr", "zca", "protocols", "eval_as", "tables",
         "normalize_as", "classes")
-ZCA_KINDS = ("kornia", "frepo", "rfad")
+ZCA_KINDS = ("kornia", "frepo", "rfad", "kip")
 DEFAULT_EVAL_AS = {"dc": "dm", "mtt": "mtt", "soft": "ead", "krr": "frepo", "frepo": "frepo", "idc": "idc",
-                   "rfad-nn": "rfad"}
+                   "rfad-nn": "rfad", "krr-inf": "kip", "kip-nn": "kip"}
 PIXEL_SLACK = 1e-3          # pixels may overshoot [0, 1] by rounding
 NORMALIZED_LIMIT = 100.0    # |value| beyond this is not a normalised image (e.g. 0-255 bytes normalised)
 
@@ -86,7 +87,8 @@ def _soft_fit(r: DistilledSet) -> str | None:
 
 
 FITS = {"dc": _hard_only, "mtt": _mtt_fit, "idc": _hard_only, "soft": _soft_fit,
-        "krr": lambda r: None, "frepo": lambda r: None, "rfad-nn": lambda r: None}
+        "krr": lambda r: None, "frepo": lambda r: None, "rfad-nn": lambda r: None, "krr-inf": lambda r: None,
+        "kip-nn": lambda r: None}
 
 
 def check_entry(name: str, entry: Any, preset: str, hp_dir: str | Path | None = None) -> ImportEntry:
@@ -141,8 +143,9 @@ def check_entry(name: str, entry: Any, preset: str, hp_dir: str | Path | None = 
         if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
             raise DdflowError(f"{where}.seed = {seed!r}; must be a whole number >= 0")
         seeds = [seed]
-    protocols = entry.get("protocols") or (["mtt"] if fmt == "mtt" or lr is not None else
-                                           ["rfad-nn"] if fmt == "rfad" else ["dc"])
+    default_protocols = (["kip-nn"] if fmt == "kip" else ["rfad-nn"] if fmt == "rfad" else
+                         ["mtt"] if fmt == "mtt" or lr is not None else ["dc"])
+    protocols = entry.get("protocols") or default_protocols
     if isinstance(protocols, str):
         protocols = [protocols]
     for p in protocols:

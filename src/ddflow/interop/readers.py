@@ -18,6 +18,10 @@ Formats:
 - `png`: a folder with one subfolder per class, each holding only that class's images as PNG files (pixels). The
   subfolders are named by class index (0, 1, ...), or by any names given in class order (`classes`); any other
   name, file or non-PNG file is an error (names are never taken in sorted order: 'eight' is not class 0).
+- `kip`: KIP's released sets (google-research kip/dataset.ipynb: "Datasets are stored as .npz files. They have keys
+  'images' and 'labels'"; nn_training.ipynb load_kip_data reads them): `images` (N, H, W, C) channels last, in KIP's
+  ZCA space for the 'zca' files (import with space zca, zca kip) or the channel standardisation for 'nozca' files
+  (space normalized); `labels` (N, classes): one_hot - 1/C, or learned ('l' files), kept as regression targets.
 """
 from __future__ import annotations
 
@@ -31,7 +35,7 @@ import torch
 
 from ..errors import DdflowError
 
-FORMATS = ("plain", "mtt", "dc", "png", "rfad")
+FORMATS = ("plain", "mtt", "dc", "png", "rfad", "kip")
 DC_NAME = re.compile(r"^res_(?P<method>[A-Za-z0-9]+)_(?P<dataset>[A-Za-z0-9]+)_(?P<model>[A-Za-z0-9]+)_(?P<ipc>\d+)ipc"
                      r"\.pt$")
 MTT_IMAGES, MTT_LABELS = "images_best.pt", "labels_best.pt"
@@ -227,6 +231,25 @@ def read_png(path: Path, channels: int, classes: list[str] | None = None) -> lis
     return [RawSet(torch.stack(xs), torch.tensor(ys, dtype=torch.int64))]
 
 
+def read_kip(path: Path) -> list[RawSet]:
+    if path.suffix != ".npz":
+        raise DdflowError(f"{path}: format 'kip' reads KIP's .npz files (keys 'images', 'labels')")
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            missing = [k for k in ("images", "labels") if k not in z.files]
+            if missing:
+                raise DdflowError(f"{path}: a KIP set lacks {missing}; keys: {', '.join(z.files)}")
+            images, labels = np.asarray(z["images"]), np.asarray(z["labels"])
+    except (OSError, ValueError, zipfile.BadZipFile) as e:
+        raise DdflowError(f"{path}: cannot read it as an .npz ({e})") from None
+    if images.ndim != 4:
+        raise DdflowError(f"{path}: KIP images are (N, H, W, C); got shape {images.shape}")
+    if labels.ndim != 2 or len(labels) != len(images):
+        raise DdflowError(f"{path}: KIP labels are (N, classes) for N = {len(images)}; got shape {labels.shape}")
+    x = torch.from_numpy(images.astype(np.float32)).permute(0, 3, 1, 2).contiguous()
+    return [RawSet(x, torch.from_numpy(labels.astype(np.float32)))]
+
+
 def read_sets(fmt: str, path: str | Path, channels: int, classes: list[str] | None = None) -> list[RawSet]:
     path = Path(path)
     if not path.exists():
@@ -241,4 +264,6 @@ def read_sets(fmt: str, path: str | Path, channels: int, classes: list[str] | No
         return read_png(path, channels, classes)
     if fmt == "rfad":
         return read_rfad(path)
+    if fmt == "kip":
+        return read_kip(path)
     raise DdflowError(f"unknown import format {fmt!r}; known: {', '.join(FORMATS)}")

@@ -15,6 +15,7 @@ from . import (  # noqa: F401  (importing registers them)
     herding,
     idc,
     idm,
+    kip,
     ld,
     mtt,
     mtt_isa,

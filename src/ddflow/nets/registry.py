@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from ..errors import DdflowError
-from . import bilevel, convnet, frepo, rfad, xarch
+from . import bilevel, convnet, frepo, kip, rfad, xarch
 
 Factory = Callable[..., nn.Module]
 TABLE: dict[str, Factory] = {}
@@ -34,6 +34,7 @@ FAMILIES = (
     frepo.NETS,    # FRePo's Conv
     bilevel.NETS,  # DD's and LD's LeNet (as LeNetDD) and AlexCifarNet (LRN)
     rfad.NETS,     # RFAD's Gaussian-initialised ConvNets (they draw their own initialisation)
+    kip.NETS,      # KIP's finite ConvNets (standard or NTK parameterisation; their own initialisation)
 )
 for _family in FAMILIES:
     register_nets(_family)

@@ -73,7 +73,7 @@ def table_jobs(config: dict[str, Any], tables: list[str], hp_dir: Path, papers: 
 
     def evaluate(p, m, d, i, s):
         distill(m, d, i, s)
-        if needs_validation(p):
+        if needs_validation(p):            # kip-nn: the validation split is the protocol's input
             jobs[("validation_split", (d,))] = None
         jobs[("evaluate", (p, m, d, i, s))] = None
 
