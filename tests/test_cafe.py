@@ -8,10 +8,10 @@ import torch
 import yaml
 
 from ddflow import hparams
-from ddflow.distill import run
 from ddflow.methods import get_method
 from ddflow.methods.cafe import AccuracyWatcher, block_outputs, cafe_terms
 from ddflow.nets import build_net
+from ddflow.settings import distill_cell as run
 from test_distill import ROOT
 
 pytestmark = pytest.mark.usefixtures("one_thread")

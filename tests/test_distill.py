@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from ddflow.distill import run
 from ddflow.errors import DdflowError
 from ddflow.io import load_pt
 from ddflow.records import DistilledSet, load_distilled
+from ddflow.settings import distill_cell as run
 
 CPU = torch.device("cpu")
 ROOT = Path(__file__).resolve().parents[1]
@@ -226,7 +226,8 @@ def test_records_cells_and_logs_carry_their_provenance(mnist5k_path, mnist5k, tm
     import logging
 
     from ddflow.cli import main
-    from ddflow.protocols import evaluate_cell, protocol_settings
+    from ddflow.protocols import protocol_settings
+    from ddflow.stages.evaluate import evaluate_record as evaluate_cell
     rec = _run(mnist5k_path, tmp_path / "dm.pt", tiny_hparams)
     prov = load_distilled(tmp_path / "dm.pt").extra["provenance"]
     assert prov["device"] == "cpu" and prov["torch"] == torch.__version__ and prov["ddflow"]

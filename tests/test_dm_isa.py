@@ -7,8 +7,8 @@ import torch
 import yaml
 
 from ddflow import hparams
-from ddflow.distill import run
 from ddflow.methods import get_method
+from ddflow.settings import distill_cell as run
 from test_distill import ROOT
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -6,11 +6,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from ddflow.distill import run
 from ddflow.experts import train_experts
 from ddflow.methods.haba import Hallucinator, build_hallucinators, generate, generate_from_record, storage
 from ddflow.ops.losses import supervised_contrastive
 from ddflow.records import load_distilled
+from ddflow.settings import distill_cell as run
 from ddflow.trajectory_sampling import write_mtt_manifest
 from tiny_workflow import write_tiny_mnist5k
 

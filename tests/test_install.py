@@ -95,7 +95,7 @@ def _outside_set(tmp_path, ipc=10):
 
 
 def _fake_cell(seen):
-    def fake_cell(record, protocol, settings, data, device):
+    def fake_cell(record, protocol, settings, data, device, stream):
         seen.update(record=record, protocol=protocol, settings=settings, n_train=len(data.x_train))
         return {"method": record.method, "dataset": record.dataset, "ipc": record.ipc, "protocol": protocol,
                 "preset": record.preset, "mean": 50.0, "std": 1.0, "n_models": settings["models"],
@@ -106,10 +106,10 @@ def _fake_cell(seen):
 def test_evaluate_a_set_with_one_command_naming_a_dataset(tmp_path, monkeypatch, capsys):
     """Only --distilled and --dataset: format plain, space from the file, IPC 10 from its size, the paper preset,
     protocol dc (no lr), the data prepared into $DDFLOW_CACHE, the cell printed as JSON."""
-    import ddflow.protocols as protocols
+    import ddflow.stages.evaluate as evaluate_stage
 
     seen = {}
-    monkeypatch.setattr(protocols, "evaluate_cell", _fake_cell(seen))
+    monkeypatch.setattr(evaluate_stage, "evaluate_cell", _fake_cell(seen))
     monkeypatch.delenv(hparams.ENV_VAR, raising=False)
     monkeypatch.setenv("DDFLOW_CACHE", str(tmp_path / "cache"))
     path = _outside_set(tmp_path)

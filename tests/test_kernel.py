@@ -6,7 +6,6 @@ import pytest
 import torch
 import yaml
 
-from ddflow.distill import run
 from ddflow.errors import DdflowError
 from ddflow.hparams import deep_merge, resolve
 from ddflow.methods import get_method
@@ -26,6 +25,7 @@ from ddflow.ops.krr import (
 from ddflow.ops.losses import margin_loss
 from ddflow.ops.optim import LAMB, cosine_lr, warmup_cosine_lr
 from ddflow.protocols.kernel import eval_steps
+from ddflow.settings import distill_cell as run
 from test_distill import ROOT
 
 CPU = torch.device("cpu")

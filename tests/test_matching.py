@@ -7,12 +7,12 @@ import torch.nn.functional as F
 import yaml
 
 from ddflow import hparams
-from ddflow.distill import run
 from ddflow.errors import DdflowError
 from ddflow.methods import get_method
 from ddflow.nets import build_net
 from ddflow.ops.gradmatch import distance_wb, loops_for, match_distance, per_class_grads
 from ddflow.ops.real_batches import RandomSampler, RepresentativeSampler
+from ddflow.settings import distill_cell as run
 
 
 def test_distance_wb_matches_a_hand_computation_and_ignores_1d_tensors():
@@ -150,7 +150,7 @@ def test_dsa_dream_resumes_exactly(mnist5k_path, tmp_path):
 
     import yaml
 
-    from ddflow.distill import run
+    from ddflow.settings import distill_cell as run
     from test_distill import ROOT
 
     hp_dir = tmp_path / "hp"
@@ -176,9 +176,9 @@ def test_dream_variants_share_their_base_methods_initial_set_and_evaluation_mode
 
     import yaml
 
-    from ddflow.distill import run
-    from ddflow.protocols import evaluate_cell
     from ddflow.records import load_distilled
+    from ddflow.settings import distill_cell as run
+    from ddflow.stages.evaluate import evaluate_record as evaluate_cell
     from test_distill import ROOT
 
     hp_dir = tmp_path / "hp"

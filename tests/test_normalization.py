@@ -12,9 +12,9 @@ import yaml
 from ddflow import hparams
 from ddflow.cli import main as cli
 from ddflow.data import get_info, load_arrays, normalized_as
-from ddflow.distill import run
 from ddflow.errors import DdflowError
 from ddflow.records import load_distilled
+from ddflow.settings import distill_cell as run
 from ddflow.trajectory_sampling import check_normalization
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -12,10 +12,10 @@ import pytest
 import yaml
 
 from ddflow import hparams
-from ddflow.distill import rule_iterations, snapshot_iterations
 from ddflow.errors import DdflowError
 from ddflow.report.paper_rule import LABEL, best_per_seed, select, split_cells
 from ddflow.report.tables import build_table, write_table
+from ddflow.settings import rule_iterations, snapshot_iterations
 from test_distill import ROOT
 
 SPEC = ROOT / "workflow" / "papers" / "dream_t1.yaml"
@@ -158,8 +158,8 @@ def test_distill_with_paper_rule_adds_its_snapshots_and_changes_nothing_else(mni
 
     import torch
 
-    from ddflow.distill import run
     from ddflow.records import load_distilled
+    from ddflow.settings import distill_cell as run
     tiny_hparams = tmp_path / "hparams"
     shutil.copytree(HP, tiny_hparams)
     doc = yaml.safe_load((tiny_hparams / "dm.yaml").read_text())

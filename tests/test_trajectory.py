@@ -225,9 +225,9 @@ def mtt_setup(experts, tmp_path):
 
 
 def test_mtt_nan_loss_stops_clearly_and_keeps_the_last_good_state(mtt_setup, tiny_npz, tmp_path, monkeypatch):
-    from ddflow.distill import run
     from ddflow.io import load_pt
     from ddflow.methods import mtt as mtt_mod
+    from ddflow.settings import distill_cell as run
     hp, man = mtt_setup
     kw = dict(inputs={"trajectories": str(man)}, hp_dir=hp, save_every=1)
     full = run("mtt", "mnist5k", 1, 0, "quick", CPU, tiny_npz, tmp_path / "full.pt", **kw)

@@ -1,5 +1,5 @@
-"""The whole-dataset bound (ddflow.whole): ConvNets trained on the full training split by the dc protocol's loop, one
-cell per dataset, printed in every IPC column of a table's "Whole dataset" row beside DC's Table 1 value."""
+"""The whole-dataset bound (ddflow.stages.whole): ConvNets trained on the full training split by the dc protocol's
+loop, one cell per dataset, printed in every IPC column of a table's "Whole dataset" row beside DC's Table 1 value."""
 import json
 import shutil
 from pathlib import Path
@@ -11,7 +11,7 @@ import yaml
 from ddflow.cli import main
 from ddflow.config import check
 from ddflow.report.tables import build_table
-from ddflow.whole import whole_settings
+from ddflow.settings import whole_settings
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -152,7 +152,7 @@ def check(config: dict[str, Any], hparams_dir: str | Path, papers_dir: str | Pat
         for d in grid["datasets"]:
             for i in method_ipcs(grid, m):
                 where = f"{Path(hparams_dir) / m}.yaml resolved for {d}, IPC {i}, preset {config['preset']}"
-                check_values(resolve(m, d, int(i), config["preset"], hparams_dir), where, REGISTRY[m].inits)
+                REGISTRY[m].check_hparams(resolve(m, d, int(i), config["preset"], hparams_dir), where)
                 paper_rule(m, d, int(i), config["preset"], hparams_dir)  # its shape, checked whether used or not
     for name in ("experts", "featnet", "analyses", "validation", WHOLE):
         if (Path(hparams_dir) / f"{name}.yaml").exists():

@@ -96,8 +96,7 @@ def train_experts(dataset: str, prep: str, net: str, indices: list[int], setting
     stack = NetStack(template, gens, device, settings.get("batching", "auto"))
     epochs = int(settings["epochs"])
     lrs = [float(settings["lr"])] * epochs  # constant lr (MTT's --decay is off by default)
-    strategy = settings.get("strategy", "auto")
-    augment = make_augment(settings.get("augment", "dsa"), info.dsa_strategy if strategy == "auto" else strategy)
+    augment = make_augment(settings.get("augment", "dsa"), info.strategy(settings.get("strategy", "auto")))
     identity = {"dataset": dataset, "prep": prep, "net": net, "indices": list(indices), "settings": settings}
     names = list(stack.params)
     traj = {n: [v.detach().cpu().clone()] for n, v in stack.params.items()}  # per name: list over epochs of (K,...)

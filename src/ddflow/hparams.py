@@ -70,8 +70,13 @@ def hparams_dir(hp_dir: Path | str | None = None) -> Path:
                       f"checkout) or set ${ENV_VAR}; this install lacks its own copy ({PACKAGED})")
 
 
+def hparams_file(name: str, hp_dir: Path | str | None = None) -> Path:
+    """The file of a method's or a stage's hyperparameters in the folder (hparams_dir)."""
+    return hparams_dir(hp_dir) / f"{name}.yaml"
+
+
 def load_file(method: str, hp_dir: Path | str | None = None) -> dict:
-    path = hparams_dir(hp_dir) / f"{method}.yaml"
+    path = hparams_file(method, hp_dir)
     doc = read_yaml_mapping(path, f"no hyperparameter file for method {method!r}",
                             "an hparams file is a mapping (paper:, overrides:, quick:, ...)")
     unknown = set(doc) - _ALLOWED_KEYS

@@ -289,5 +289,7 @@ def build_records(entry: ImportEntry, preset: str | None, data_path: str | Path 
 
 
 def settings_method(record: DistilledSet) -> str:
-    """The method whose evaluation settings apply: an import's eval_as, else the record's own method."""
-    return str(record.extra.get("eval_as") or record.method)
+    """The method whose evaluation settings apply to a record (ddflow.settings.settings_method of its eval_as)."""
+    from ..settings import settings_method as by_name
+
+    return str(by_name(record.method, record.extra.get("eval_as")))
