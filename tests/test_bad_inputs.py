@@ -80,7 +80,7 @@ def protocols_edit(edit):
     def make(tmp: Path) -> dict:
         hp = tmp / "hp"
         shutil.copytree(HP, hp)
-        path = hp / "protocols.yaml"
+        path = hp / "stages" / "protocols.yaml"
         if isinstance(edit, str):
             path.write_text(edit)
         else:
@@ -203,7 +203,7 @@ BAD_INPUTS = [
     ("labels out of range", npz(y_train=np.repeat(np.arange(1, 11), 3)), r"bad\.npz.*y_train has labels in \[1, 10\]"),
     ("test labels out of range", npz(y_test=np.arange(1, 11)), r"bad\.npz.*y_test has labels in \[1, 10\]"),
     ("npz without x_test", npz(x_test=None), r"config data\.mnist\.npz: .*bad\.npz lacks array\(s\) x_test"),
-    # hyperparameter files (workflow/hparams/<method>.yaml)
+    # hyperparameter files (workflow/hparams/methods/<method>.yaml)
     ("hparam of the wrong type", hp_edit("dm", lambda d: d["quick"].update(lr_img="fast")),
      r"dm\.yaml: quick\.lr_img = 'fast' is a string; dm's lr_img is a number"),
     ("count as a word", hp_edit("dm", lambda d: d["quick"].update(iterations="eighty")),

@@ -239,9 +239,9 @@ def test_frepo_distillation_resumes_exactly(mnist5k_path, tmp_path):
     hp_dir.mkdir()
     for f in (ROOT / "workflow" / "hparams").glob("*.yaml"):
         (hp_dir / f.name).write_text(f.read_text())
-    doc = yaml.safe_load((hp_dir / "frepo.yaml").read_text())
+    doc = yaml.safe_load((hp_dir / "methods" / "frepo.yaml").read_text())
     doc["quick"] = deep_merge(doc["quick"], {**TINY, "iterations": 5, "snapshots": [0, 3]})
-    (hp_dir / "frepo.yaml").write_text(yaml.safe_dump(doc))
+    (hp_dir / "methods" / "frepo.yaml").write_text(yaml.safe_dump(doc))
     args = ("isa", "mnist5k", 1, 0, "quick", CPU, mnist5k_path)
     full = run(*args, tmp_path / "full.pt", hp_dir=hp_dir)
     assert run(*args, tmp_path / "part.pt", hp_dir=hp_dir, resume=tmp_path / "r.pt", save_every=2,
@@ -275,10 +275,13 @@ def test_block_zca_whitens_each_checkerboard_block_with_one_shared_transform():
 def test_auto_steps_without_a_named_step_table_is_a_clear_error(tmp_path):
     from ddflow.protocols import protocol_settings
 
-    (tmp_path / "protocols.yaml").write_text((ROOT / "workflow" / "hparams" / "protocols.yaml").read_text())
-    (tmp_path / "m.yaml").write_text("paper: {eval: {frepo: {models: 1}}}\n")
+    for sub in ("methods", "stages"):
+        (tmp_path / sub).mkdir()
+    (tmp_path / "stages" / "protocols.yaml").write_text(
+        (ROOT / "workflow" / "hparams" / "stages" / "protocols.yaml").read_text())
+    (tmp_path / "methods" / "m.yaml").write_text("paper: {eval: {frepo: {models: 1}}}\n")
     with pytest.raises(DdflowError, match="step_table"):
         protocol_settings("m", "cifar10", 1, "paper", "frepo", tmp_path)
-    (tmp_path / "m.yaml").write_text("paper: {eval: {frepo: {step_table: nope}}}\n")
+    (tmp_path / "methods" / "m.yaml").write_text("paper: {eval: {frepo: {step_table: nope}}}\n")
     with pytest.raises(DdflowError, match="frepo, isa; got 'nope'"):
         protocol_settings("m", "cifar10", 1, "paper", "frepo", tmp_path)

@@ -155,13 +155,13 @@ def test_dsa_dream_resumes_exactly(mnist5k_path, tmp_path):
 
     hp_dir = tmp_path / "hp"
     shutil.copytree(ROOT / "workflow" / "hparams", hp_dir)
-    doc = yaml.safe_load((hp_dir / "dc.yaml").read_text())
+    doc = yaml.safe_load((hp_dir / "methods" / "dc.yaml").read_text())
     doc["quick"].update(iterations=4, batch_real=4)
     doc.pop("quick_overrides")
-    (hp_dir / "dc.yaml").write_text(yaml.safe_dump(doc))
-    doc = yaml.safe_load((hp_dir / "dsa-dream.yaml").read_text())
+    (hp_dir / "methods" / "dc.yaml").write_text(yaml.safe_dump(doc))
+    doc = yaml.safe_load((hp_dir / "methods" / "dsa-dream.yaml").read_text())
     doc["quick"]["representative"].update(pool=16, every=3)
-    (hp_dir / "dsa-dream.yaml").write_text(yaml.safe_dump(doc))
+    (hp_dir / "methods" / "dsa-dream.yaml").write_text(yaml.safe_dump(doc))
     cpu = torch.device("cpu")
     args = ("dsa-dream", "mnist5k", 1, 0, "quick", cpu, mnist5k_path)
     full = run(*args, tmp_path / "full.pt", hp_dir=hp_dir)
@@ -183,9 +183,9 @@ def test_dream_variants_share_their_base_methods_initial_set_and_evaluation_mode
 
     hp_dir = tmp_path / "hp"
     shutil.copytree(ROOT / "workflow" / "hparams", hp_dir)
-    doc = yaml.safe_load((hp_dir / "dc.yaml").read_text())
+    doc = yaml.safe_load((hp_dir / "methods" / "dc.yaml").read_text())
     doc["quick"].update(iterations=1, batch_real=4, snapshots=[0])
-    (hp_dir / "dc.yaml").write_text(yaml.safe_dump(doc))
+    (hp_dir / "methods" / "dc.yaml").write_text(yaml.safe_dump(doc))
     cpu = torch.device("cpu")
     sets = {}
     for method in ("dsa", "dsa-dream"):

@@ -42,11 +42,11 @@ def test_a_record_keeps_the_statistics_it_was_made_with_and_evaluation_reuses_th
                                                                                     monkeypatch):
     hp_dir = tmp_path / "hp"
     shutil.copytree(ROOT / "workflow" / "hparams", hp_dir)
-    doc = yaml.safe_load((hp_dir / "random.yaml").read_text())
+    doc = yaml.safe_load((hp_dir / "methods" / "random.yaml").read_text())
     doc["quick"] = {**doc.get("quick", {}), "normalize_as": "fmnist"}
     doc["quick"]["eval"] = {"dc": {"epochs": 1, "models": 1}}
     doc.pop("quick_overrides", None)
-    (hp_dir / "random.yaml").write_text(yaml.safe_dump(doc))
+    (hp_dir / "methods" / "random.yaml").write_text(yaml.safe_dump(doc))
     out = tmp_path / "random.pt"
     rec = run("random", "mnist5k", 1, 0, "quick", torch.device("cpu"), mnist5k_path, out, hp_dir=hp_dir)
     fm = get_info("fmnist")

@@ -56,7 +56,8 @@ def test_the_five_methods_have_the_papers_cadence_and_others_none():
     ({"every": None, "fractions": [1.5]}, "fractions"), ({"best": True}, "unknown"),
     ([100, 5], "mapping")])   # each merged into the paper section's {every: 5, models: 1}
 def test_a_bad_paper_rule_is_an_error_naming_the_file_and_key(tmp_path, rule, match):
-    (tmp_path / "m.yaml").write_text(yaml.safe_dump({"paper": {"iterations": 10, "paper_rule": {"every": 5,
+    (tmp_path / "methods").mkdir()
+    (tmp_path / "methods" / "m.yaml").write_text(yaml.safe_dump({"paper": {"iterations": 10, "paper_rule": {"every": 5,
                                                                                                 "models": 1}},
                                                      "quick": {"paper_rule": rule}}))
     with pytest.raises(DdflowError, match=match) as e:
@@ -162,10 +163,10 @@ def test_distill_with_paper_rule_adds_its_snapshots_and_changes_nothing_else(mni
     from ddflow.settings import distill_cell as run
     tiny_hparams = tmp_path / "hparams"
     shutil.copytree(HP, tiny_hparams)
-    doc = yaml.safe_load((tiny_hparams / "dm.yaml").read_text())
+    doc = yaml.safe_load((tiny_hparams / "methods" / "dm.yaml").read_text())
     doc["quick"].update(iterations=6, batch_real=4, snapshots=[0, 5])   # DM at a few cheap iterations
     doc["paper"]["paper_rule"] = {"every": 2, "models": 1}
-    (tiny_hparams / "dm.yaml").write_text(yaml.safe_dump(doc))
+    (tiny_hparams / "methods" / "dm.yaml").write_text(yaml.safe_dump(doc))
     cpu = torch.device("cpu")
     off = run("dm", "mnist5k", 1, 0, "quick", cpu, mnist5k_path, tmp_path / "off.pt", hp_dir=tiny_hparams,
               snapshot_dir=tmp_path / "off")

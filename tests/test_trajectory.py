@@ -215,10 +215,10 @@ def mtt_setup(experts, tmp_path):
     for f in (ROOT / "workflow" / "hparams").glob("*.yaml"):
         (hp / f.name).write_text(f.read_text())
     import yaml
-    doc = yaml.safe_load((hp / "mtt.yaml").read_text())
+    doc = yaml.safe_load((hp / "methods" / "mtt.yaml").read_text())
     doc["quick"].update({"iterations": 4, "syn_steps": 2, "expert_epochs": 1, "max_start_epoch": 2})
     doc.pop("quick_overrides")
-    (hp / "mtt.yaml").write_text(yaml.safe_dump(doc))
+    (hp / "methods" / "mtt.yaml").write_text(yaml.safe_dump(doc))
     man = tmp_path / "man.json"
     write_mtt_manifest("mtt-m1-t2", "mnist5k", "raw", "ConvNetW32", [str(p) for p in experts], man)
     return hp, man

@@ -39,9 +39,9 @@ def _tiny_npz(path, rng):
 def test_whole_cell_fills_every_ipc_column_of_its_row(tmp_path):
     hp = tmp_path / "hparams"
     shutil.copytree(ROOT / "workflow" / "hparams", hp)
-    doc = yaml.safe_load((hp / "whole.yaml").read_text())
+    doc = yaml.safe_load((hp / "stages" / "whole.yaml").read_text())
     doc["quick"] = {"epochs": 20, "models": 2, "net": "ConvNetW32"}   # width 32: seconds on a shared CPU
-    (hp / "whole.yaml").write_text(yaml.safe_dump(doc))
+    (hp / "stages" / "whole.yaml").write_text(yaml.safe_dump(doc))
     _tiny_npz(tmp_path / "toy.npz", np.random.default_rng(0))
     out = tmp_path / "eval" / "whole" / "mnist5k.json"
     args = ["whole", "--dataset", "mnist5k", "--data", str(tmp_path / "toy.npz"), "--preset", "quick",

@@ -12,7 +12,7 @@ import numpy as np
 from .data import DATASETS, class_counts, get_info
 from .data.sources import as_labels
 from .errors import DdflowError
-from .hparams import PRESETS, check_file, check_values, paper_rule, resolve
+from .hparams import PRESETS, check_file, check_values, hparams_file, paper_rule, resolve
 from .methods import REGISTRY
 from .protocols.cell import load_protocols
 from .report.tables import TABLE_KINDS, load_spec
@@ -151,15 +151,15 @@ def check(config: dict[str, Any], hparams_dir: str | Path, papers_dir: str | Pat
         check_file(m, hparams_dir)
         for d in grid["datasets"]:
             for i in method_ipcs(grid, m):
-                where = f"{Path(hparams_dir) / m}.yaml resolved for {d}, IPC {i}, preset {config['preset']}"
+                where = f"{hparams_file(m, hparams_dir)} resolved for {d}, IPC {i}, preset {config['preset']}"
                 REGISTRY[m].check_hparams(resolve(m, d, int(i), config["preset"], hparams_dir), where)
                 paper_rule(m, d, int(i), config["preset"], hparams_dir)  # its shape, checked whether used or not
     for name in ("experts", "featnet", "analyses", "validation", WHOLE):
-        if (Path(hparams_dir) / f"{name}.yaml").exists():
+        if hparams_file(name, hparams_dir).exists():
             check_file(name, hparams_dir)
             for d in grid["datasets"]:
                 check_values(resolve(name, d, 0, config["preset"], hparams_dir),
-                             f"{Path(hparams_dir) / name}.yaml resolved for {d}, preset {config['preset']}")
+                             f"{hparams_file(name, hparams_dir)} resolved for {d}, preset {config['preset']}")
     load_protocols(hparams_dir)
     for m, ipcs in grid["method_ipcs"].items():   # entries for methods not run (e.g. --config methods=...) are unused
         if m in grid["methods"] and not set(ipcs) & set(grid["ipcs"]):

@@ -207,7 +207,7 @@ def distilled_method_names():
 
 
 def analysis_settings(dataset, ipc=0):
-    """Settings of the paper analyses (workflow/hparams/analyses.yaml) at this preset."""
+    """Settings of the paper analyses (workflow/hparams/stages/analyses.yaml) at this preset."""
     return ddhparams.resolve("analyses", dataset, int(ipc), PRESET, HPARAMS)
 
 
@@ -380,7 +380,7 @@ def expert_settings(dataset):
 
 
 def expert_blocks(dataset):
-    """The expert indices of each training block of this dataset (workflow/hparams/experts.yaml)."""
+    """The expert indices of each training block of this dataset (workflow/hparams/stages/experts.yaml)."""
     s = expert_settings(dataset)
     return ddexperts.blocks(int(s["experts"]), int(s["block"]))
 

@@ -157,7 +157,7 @@ def check_entry(name: str, entry: Any, preset: str, hp_dir: str | Path | None = 
         except DdflowError as e:
             raise DdflowError(f"{where}.eval_as = {eval_as!r} cannot evaluate protocol {p!r}: {e}") from None
     # the mean/std a 'normalized' set was made with: as eval_as normalises this dataset unless stated (MTT: CIFAR-100
-    # with CIFAR-10's statistics, utils.py get_dataset; workflow/hparams/mtt.yaml normalize_as)
+    # with CIFAR-10's statistics, utils.py get_dataset; workflow/hparams/methods/mtt.yaml normalize_as)
     normalize_as = entry.get("normalize_as", hparams.resolve(eval_as, dataset, ipc, preset, hp_dir).get("normalize_as"))
     try:
         normalized_as(get_info(dataset), normalize_as)

@@ -1,6 +1,6 @@
 """dm-isa: ISA's module (Li et al., "Boosting dataset distillation with the assistance of crucial samples"; appendix
 Table 8, "DM + Ours") applied to DM. The appendix gives no details; this is the adaptation, every choice a setting
-(workflow/hparams/dm-isa.yaml):
+(workflow/hparams/methods/dm-isa.yaml):
 
 DM's term for class c is ||A||^2 with A = mean_i phi(r_i) - mean_k phi(s_k), phi the random network's embedding
 of the (Siamese-DSA-augmented) real images r_i and synthetic images s_k of the class. ISA's two parts move into

@@ -2,7 +2,7 @@
 official fiona-lxd/ISA lib/datadistillation/isa.py) applied to MTT, the "MTT + Ours" row of ISA's appendix Table 8.
 
 The appendix gives no details of the adaptation; ddflow defines it so (every choice a setting in
-workflow/hparams/mtt-isa.yaml):
+workflow/hparams/methods/mtt-isa.yaml):
 - Where: the student's steps. In FRePo/ISA the module acts on the per-sample losses of the model fitted to the
   synthetic set (KRR on the real target batch). MTT's outer loss (the parameter distance to the expert) has no
   per-sample terms; the only per-sample losses in MTT are those of the student's steps, on the synthetic mini-batch

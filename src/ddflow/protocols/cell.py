@@ -1,6 +1,6 @@
 """One evaluation cell: the protocol's resolved settings and K fresh networks trained on a distilled set.
 
-Protocol settings = workflow/hparams/protocols.yaml[protocol] (the protocol's fixed optimiser settings) updated by
+Protocol settings = workflow/hparams/stages/protocols.yaml[protocol] (the protocol's fixed optimiser settings) updated by
 the method's `eval: {protocol: {...}}` hyperparameters (epochs, augmentation, number of models), as in the official
 code, where the evaluation length and augmentation follow the method and the dataset.
 
@@ -51,8 +51,8 @@ def protocol_settings(method: str, dataset: str, ipc: int, preset: str, name: st
     if specific is None:
         raise DdflowError(f"method {method!r} has no settings for protocol {name!r} in its hparams (eval.{name})")
     settings = hparams_mod.deep_merge(base, specific)
-    hparams_mod.check_values(settings, f"{hp_dir / method}.yaml eval.{name} over protocols.yaml {name}, resolved for "
-                                       f"{dataset}, IPC {ipc}, preset {preset}")
+    hparams_mod.check_values(settings, f"{hparams_mod.hparams_file(method, hp_dir)} eval.{name} over protocols.yaml "
+                                       f"{name}, resolved for {dataset}, IPC {ipc}, preset {preset}")
     if "net" in base and "net" not in specific and hp.get("net"):
         settings["net"] = hp["net"]
     with_dsa_strategy(settings, dataset)
@@ -72,7 +72,7 @@ def load_protocols(hp_dir: str | Path | None = None) -> dict[str, Any]:
     """protocols.yaml of the hyperparameter folder, checked: valid YAML, a mapping of protocol sections whose values
     are in range (hparams.check_values: finite, counts and batches bounded, learning rates > 0, momenta in [0, 1]);
     errors name the file and the key."""
-    path = hparams_mod.hparams_dir(hp_dir) / "protocols.yaml"
+    path = hparams_mod.hparams_file("protocols", hp_dir)
     doc = read_yaml_mapping(path, "missing (the evaluation protocols' fixed settings)",
                             "a mapping of protocol sections expected")
     if not all(isinstance(v, dict) for v in doc.values()):

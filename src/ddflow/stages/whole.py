@@ -3,7 +3,7 @@ evaluate_synset: SGD, batch 256, epochs + 1 epochs, lr x0.1 with a fresh optimis
 split. One cell per dataset (`results/eval/whole/{dataset}.json`), reused by every table that prints the "Whole
 dataset" row (DC ICLR 2021 Table 1: MNIST 99.6, FashionMNIST 93.5, SVHN 95.4, CIFAR-10 84.8, CIFAR-100 56.2).
 
-It runs with the settings its rule resolved (ddflow.settings.whole_settings: workflow/hparams/protocols.yaml `dc`
+It runs with the settings its rule resolved (ddflow.settings.whole_settings: workflow/hparams/stages/protocols.yaml `dc`
 updated by the stage file whole.yaml) and trains through the evaluation cell code (ddflow.protocols.evaluate_cell)
 on the training split as a set. The cell has the evaluation cell's fields with `method: whole` and `ipc: 0` (every
 IPC column of a table shows it: ddflow.report.tables.build_table) and the number of training images.
