@@ -112,7 +112,8 @@ def test_sigkilled_cli_job_resumes(mnist5k_path, tmp_path, tiny_hparams):
 
 
 def test_snapshots_survive_a_kill_and_equal_those_of_an_uninterrupted_run(mnist5k_path, tmp_path, tiny_hparams):
-    text = (tiny_hparams / "methods" / "dm.yaml").read_text().replace("snapshots: [0, 20, 40]", "snapshots: [0, 2, 5, 99]")
+    dm = tiny_hparams / "methods" / "dm.yaml"
+    text = dm.read_text().replace("snapshots: [0, 20, 40]", "snapshots: [0, 2, 5, 99]")
     (tiny_hparams / "methods" / "dm.yaml").write_text(text)
     full_dir, resumed_dir = tmp_path / "full", tmp_path / "resumed"
     _run(mnist5k_path, tmp_path / "full.pt", tiny_hparams, snapshot_dir=full_dir)

@@ -41,8 +41,8 @@ def exists(p: str) -> bool:
 
 
 def test_the_path_pattern_finds_what_it_should():
-    text = ("see docs/protocols.md, `workflow/hparams/methods/dm.yaml`, DESIGN.md and ../shared/reference/paper-tables.md; "
-            "not results/x.md or {dataset}.npz")
+    text = ("see docs/protocols.md, `workflow/hparams/methods/dm.yaml`, DESIGN.md and "
+            "../shared/reference/paper-tables.md; not results/x.md or {dataset}.npz")
     assert named_paths(text) == {"docs/protocols.md", "workflow/hparams/methods/dm.yaml", "DESIGN.md",
                                  "../shared/reference/paper-tables.md"}
     assert not exists("DESIGN.md") and not exists("../shared/reference/paper-tables.md")

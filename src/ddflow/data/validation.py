@@ -45,7 +45,8 @@ def write_split(y_train: np.ndarray, classes: int, settings: dict[str, Any], dat
     """Draw the split with `settings` ({per_class, seed}) and write it atomically to `out`."""
     missing = [k for k in ("per_class", "seed") if k not in settings]
     if missing:
-        raise DdflowError(f"validation settings for {dataset}: missing {missing} (workflow/hparams/stages/validation.yaml)")
+        raise DdflowError(f"validation settings for {dataset}: missing {missing} "
+                          "(workflow/hparams/stages/validation.yaml)")
     idx = draw(y_train, classes, int(settings["per_class"]), int(settings["seed"]))
     save_npz(out, val_idx=idx, per_class=np.int64(settings["per_class"]), seed=np.int64(settings["seed"]),
              train_size=np.int64(len(y_train)), format=np.array(FORMAT), dataset=np.array(dataset))

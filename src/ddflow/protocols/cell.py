@@ -1,8 +1,8 @@
 """One evaluation cell: the protocol's resolved settings and K fresh networks trained on a distilled set.
 
-Protocol settings = workflow/hparams/stages/protocols.yaml[protocol] (the protocol's fixed optimiser settings) updated by
-the method's `eval: {protocol: {...}}` hyperparameters (epochs, augmentation, number of models), as in the official
-code, where the evaluation length and augmentation follow the method and the dataset.
+Protocol settings = workflow/hparams/stages/protocols.yaml[protocol] (the protocol's fixed optimiser settings)
+updated by the method's `eval: {protocol: {...}}` hyperparameters (epochs, augmentation, number of models), as in
+the official code, where the evaluation length and augmentation follow the method and the dataset.
 
 Network: a protocol with a `net` setting (dc, mtt, soft, idc) evaluates on the method's own `net` (its resolved
 hparams), as the official code evaluates on the model it distils with (e.g. MTT's Tiny ImageNet ConvNetD4), unless

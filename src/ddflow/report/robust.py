@@ -13,8 +13,8 @@ soft_label.py compute_metrics lines 561-564, aug_robust.py lines 577-580), accur
 alpha and beta lie in [-1, 1] only for fractions, where the normalisation maps them onto [0, 1]. DD-Ranking's code
 feeds its accuracies in percent (its `validate` returns top-1 in %), so alpha spans [-100, 100] and the score
 saturates: 0 below about -3 %, e^alpha ~ 10^43 at +100 %; `ddranking_code_lrs` / `_ars` in the CSV give that value
-for comparison. The weights w (label_weight), g (augmentation_weight) are settings (workflow/hparams/stages/analyses.yaml
-robust_scores).
+for comparison. The weights w (label_weight), g (augmentation_weight) are settings
+(workflow/hparams/stages/analyses.yaml robust_scores).
 
 Cells: acc(syn, any) is the method's cell under its own protocol; acc(random, any) the `random` method's cell
 under the same protocol, dataset and IPC; acc(real, hard) the whole-dataset cell (ddflow.whole). A set with hard
