@@ -422,8 +422,8 @@ def expert_files(wildcards):
 def distill_cell_settings(method, dataset, ipc):
     """{hparams, snapshots} of a distillation cell (ddflow.settings.distill_settings): the paper rule's evaluation
     iterations join the snapshots when config paper_rule is on and the method has a rule. Read-only (cached)."""
-    rule = paper_rule(method, dataset, ipc)
-    return ddsettings.distill_settings(method, dataset, int(ipc), PRESET, HPARAMS, paper_rule=bool(rule))
+    cadence = paper_rule(method, dataset, ipc)
+    return ddsettings.distill_settings(method, dataset, int(ipc), PRESET, HPARAMS, paper_rule=bool(cadence))
 
 
 def cell_hparams(method, dataset, ipc):
