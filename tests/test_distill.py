@@ -23,9 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def tiny_hparams(tmp_path):
     """A copy of the repository's hparams with DM shrunk to a few cheap iterations."""
     d = tmp_path / "hparams"
-    d.mkdir()
-    for f in (ROOT / "workflow" / "hparams").glob("*.yaml"):
-        (d / f.name).write_text(f.read_text())
+    shutil.copytree(ROOT / "workflow" / "hparams", d)
     text = (d / "methods" / "dm.yaml").read_text().replace("iterations: 80", "iterations: 6")
     text = text.replace("batch_real: 16", "batch_real: 4")
     (d / "methods" / "dm.yaml").write_text(text)

@@ -18,7 +18,7 @@ OUTPUTS = {"smoke.md"}             # files the pipeline writes (smoke/smoke.md),
 def pointing_files() -> list[Path]:
     files = [ROOT / "README.md", ROOT / "CITATION.cff", *sorted((ROOT / "docs").glob("*.md"))]
     for folder in ("papers", "hparams"):
-        files += sorted((ROOT / "workflow" / folder).glob("*.yaml"))
+        files += sorted((ROOT / "workflow" / folder).rglob("*.yaml"))   # hparams: methods/ and stages/
     return files + sorted((ROOT / "src").rglob("*.py"))
 
 

@@ -33,8 +33,9 @@ def test_hparams_resolve_to_the_packaged_copy_from_outside_a_checkout(tmp_path):
     out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=_outside_env(tmp_path), capture_output=True,
                          text=True, check=True).stdout.split()
     assert Path(out[0]) == hparams.PACKAGED and int(out[1]) > 0
-    packaged = sorted(p.name for p in hparams.PACKAGED.glob("*.yaml"))
-    assert packaged == sorted(p.name for p in WORKFLOW_HPARAMS.glob("*.yaml")) and "protocols.yaml" in packaged
+    packaged = sorted(p.relative_to(hparams.PACKAGED).as_posix() for p in hparams.PACKAGED.rglob("*.yaml"))
+    assert packaged == sorted(p.relative_to(WORKFLOW_HPARAMS).as_posix() for p in WORKFLOW_HPARAMS.rglob("*.yaml"))
+    assert "stages/protocols.yaml" in packaged and "methods/dm.yaml" in packaged
     for name in packaged:  # one source of truth: the package's copy is workflow/hparams itself
         assert (hparams.PACKAGED / name).read_bytes() == (WORKFLOW_HPARAMS / name).read_bytes()
 
@@ -66,8 +67,8 @@ def test_a_non_editable_wheel_carries_every_hparams_file(tmp_path):
                     str(tmp_path / "wheel"), str(build)], check=True, capture_output=True)
     (wheel,) = (tmp_path / "wheel").glob("ddflow-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
-    for p in WORKFLOW_HPARAMS.glob("*.yaml"):
-        assert f"ddflow/_hparams/{p.name}" in names
+    for p in WORKFLOW_HPARAMS.rglob("*.yaml"):
+        assert f"ddflow/_hparams/{p.relative_to(WORKFLOW_HPARAMS).as_posix()}" in names
     # installed (the wheel unpacked, as pip lays it out), run from elsewhere: `import` resolves eval_as's settings
     site = tmp_path / "site"
     zipfile.ZipFile(wheel).extractall(site)

@@ -1,6 +1,7 @@
 """The kernel family's math and machinery: KRR, ISA's closed form and selection, FRePo's Conv, LAMB, the model
 pool, the evaluation steps rule, and resume of a FRePo distillation."""
 import math
+import shutil
 
 import pytest
 import torch
@@ -236,9 +237,7 @@ def test_learned_labels_init_and_margin():
 
 def test_frepo_distillation_resumes_exactly(mnist5k_path, tmp_path):
     hp_dir = tmp_path / "hparams"
-    hp_dir.mkdir()
-    for f in (ROOT / "workflow" / "hparams").glob("*.yaml"):
-        (hp_dir / f.name).write_text(f.read_text())
+    shutil.copytree(ROOT / "workflow" / "hparams", hp_dir)
     doc = yaml.safe_load((hp_dir / "methods" / "frepo.yaml").read_text())
     doc["quick"] = deep_merge(doc["quick"], {**TINY, "iterations": 5, "snapshots": [0, 3]})
     (hp_dir / "methods" / "frepo.yaml").write_text(yaml.safe_dump(doc))
