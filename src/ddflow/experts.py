@@ -25,12 +25,13 @@ from .augment import make_augment
 from .data import RealData, get_info, load_real, normalized_as
 from .data.spaces import preprocess
 from .errors import DdflowError
-from .io import load_pt, load_resume, save_pt, write_json
+from .io import load_pt, save_pt, write_json
 from .nets import build_net
 from .ops.standardize import standardize_chunks, standardize_groups
 from .progress import Progress
 from .runtime import peak_memory_mb, provenance
 from .seeding import generator
+from .stages.resume import ResumeFile
 from .train import NetStack, TrainSettings, accuracy, train_stack
 
 log = logging.getLogger(__name__)
@@ -101,20 +102,17 @@ def train_experts(dataset: str, prep: str, net: str, indices: list[int], setting
     names = list(stack.params)
     traj = {n: [v.detach().cpu().clone()] for n, v in stack.params.items()}  # per name: list over epochs of (K,...)
     start, seconds = 0, 0.0
-    resume = Path(resume) if resume else None
-    state = load_resume(resume, "expert resume file") if resume is not None else None
+    resume_file = ResumeFile(resume, identity, "expert resume file")
+    state = resume_file.load()
     if state is not None:
-        if state.get("identity") == identity:
-            start, seconds = state["epoch"], state["seconds"]
-            traj = {n: list(state["traj"][n].unbind(0)) for n in names}
-            with torch.no_grad():
-                for n in names:
-                    stack.params[n].copy_(traj[n][-1].to(device))
-            for g, s in zip(gens, state["generators"]):
-                g.set_state(s)
-            log.info("experts %s: resuming from epoch %d (%s)", indices, start, resume)
-        else:
-            log.warning("%s belongs to another configuration; starting afresh", resume)
+        start, seconds = state["epoch"], state["seconds"]
+        traj = {n: list(state["traj"][n].unbind(0)) for n in names}
+        with torch.no_grad():
+            for n in names:
+                stack.params[n].copy_(traj[n][-1].to(device))
+        for g, s in zip(gens, state["generators"]):
+            g.set_state(s)
+        log.info("experts %s: resuming from epoch %d (%s)", indices, start, resume)
     t0 = time.time() - seconds
     progress = Progress(epochs, f"experts {dataset}/{prep}/{net} {indices[0]}..{indices[-1]}", start=start)
     for ep in range(start, epochs):
@@ -125,10 +123,9 @@ def train_experts(dataset: str, prep: str, net: str, indices: list[int], setting
         for n in names:
             traj[n].append(stack.params[n].detach().cpu().clone())
         progress.update(ep + 1, loss=sum(loss) / len(loss))
-        if resume is not None and ep + 1 < epochs:
-            save_pt({"identity": identity, "epoch": ep + 1, "seconds": time.time() - t0,
-                     "generators": [g.get_state() for g in gens],
-                     "traj": {n: torch.stack(traj[n]) for n in names}}, resume)
+        if ep + 1 < epochs:
+            resume_file.save(epoch=ep + 1, seconds=time.time() - t0, generators=[g.get_state() for g in gens],
+                             traj={n: torch.stack(traj[n]) for n in names})
         if stop_after_epoch is not None and ep + 1 >= stop_after_epoch:
             progress.close()
             return
@@ -147,8 +144,7 @@ def train_experts(dataset: str, prep: str, net: str, indices: list[int], setting
                     "experts": [str(o) for o in outs], "test_accuracy": accs, "seconds": seconds,
                     "provenance": provenance(device)}, receipt)
     log.info("experts %s: test accuracy %s (%.1f s)", indices, [round(a, 2) for a in accs], seconds)
-    if resume is not None and resume.exists():
-        resume.unlink()
+    resume_file.remove()
 
 
 def load_expert(path: str | Path, dataset: str | None = None, prep: str | None = None,
