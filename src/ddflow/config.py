@@ -17,7 +17,7 @@ from .methods import REGISTRY
 from .protocols.cell import load_protocols
 from .report.tables import TABLE_KINDS, load_spec
 
-WHOLE = "whole"         # ddflow.whole.METHOD: the table rows' id of the whole-dataset bound
+WHOLE = "whole"         # ddflow.stages.whole.METHOD: the table rows' id of the whole-dataset bound
 GRID_KEYS = ("datasets", "methods", "ipcs", "seeds", "tables", "figures")
 FIGURES = ("dream_fig1",)
 
@@ -174,7 +174,7 @@ def check(config: dict[str, Any], hparams_dir: str | Path, papers_dir: str | Pat
             known = sorted(p.stem for p in Path(papers_dir).glob("*.yaml") if load_spec(p)["kind"] in TABLE_KINDS)
             raise DdflowError(f"config key 'tables': unknown table {t!r}; known: {', '.join(known)}")
         for method, protocol in table_rows(path):
-            if method == WHOLE:  # the whole-dataset bound (ddflow.whole): a cell per dataset, not a method
+            if method == WHOLE:  # the whole-dataset bound (ddflow.stages.whole): a cell per dataset, not a method
                 continue
             if method not in REGISTRY:  # a row without `method` is a paper-only row; a named one must exist
                 raise DdflowError(f"{path}: a row names method {method!r}, which is not implemented; known: "

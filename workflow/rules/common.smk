@@ -157,7 +157,7 @@ def snapshot_eval_path(protocol, method, dataset, ipc, seed, it):
 
 
 def whole_path(dataset):
-    """The whole-dataset bound's cell of a dataset (ddflow.whole), reused by every table's "Whole dataset" row."""
+    """The whole-dataset bound's cell of a dataset (ddflow.stages.whole), reused by every table's "Whole dataset" row."""
     return f"results/eval/whole/{dataset}.json"
 
 

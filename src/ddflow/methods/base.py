@@ -1,6 +1,6 @@
 """The method interface: every distillation method is one file with one subclass of Method.
 
-The runner (ddflow.distill) owns everything around the algorithm: data loading and preprocessing, seeding, the
+The runner (ddflow.stages.distill) owns everything around the algorithm: data loading and preprocessing, seeding, the
 iteration loop, progress, resume files and the output record (ddflow.records). A method states what it needs
 (`protocols`, `requires`, its `preprocessing` and the space of its result), the names of its mutable state
 (`state`), its step and its result.

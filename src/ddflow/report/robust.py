@@ -17,8 +17,8 @@ for comparison. The weights w (label_weight), g (augmentation_weight) are settin
 (workflow/hparams/stages/analyses.yaml robust_scores).
 
 Cells: acc(syn, any) is the method's cell under its own protocol; acc(random, any) the `random` method's cell
-under the same protocol, dataset and IPC; acc(real, hard) the whole-dataset cell (ddflow.whole). A set with hard
-labels is its own hard-label evaluation; a set with learned labels needs a cell under the hard-label variant of
+under the same protocol, dataset and IPC; acc(real, hard) the whole-dataset cell (ddflow.stages.whole). A set with
+hard labels is its own hard-label evaluation; a set with learned labels needs a cell under the hard-label variant of
 its protocol; ARS needs the protocol with and without augmentation. Variant protocol names are templates
 (settings: `hard_label_protocol`, `aug_protocol`, `no_aug_protocol`); a missing cell prints "—".
 """

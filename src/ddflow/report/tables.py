@@ -100,7 +100,7 @@ def build_table(spec_path: str | Path, cell_paths: list[str | Path], datasets: l
                 pv = (row.get("paper") or {}).get(paper_ds, {}) or {}
                 p_mean, p_std = parse_paper_value(pv.get(ipc))
                 key = (row.get("protocol", "dc"), row.get("method"), ds, ipc)
-                # a cell of IPC 0 (the whole training split, ddflow.whole) fills every IPC column of its row
+                # a cell of IPC 0 (the whole training split, ddflow.stages.whole) fills every IPC column of its row
                 ours = (pooled.get(key) or pooled.get(key[:3] + (0,))) if row.get("method") else None
                 records.append({
                     "row": row["label"], "method": row.get("method") or "", "protocol": row.get("protocol", ""),
