@@ -20,6 +20,7 @@ from snakemake.utils import validate
 
 from ddflow.config import check, coerce_cli_types
 from ddflow.errors import DdflowError
+from ddflow.hparams import hparams_file
 
 ROOT = Path(__file__).resolve().parents[1]
 HP, PAPERS = ROOT / "workflow" / "hparams", ROOT / "workflow" / "papers"
@@ -39,12 +40,13 @@ def hp_edit(method: str, edit):
     def make(tmp: Path) -> dict:
         hp = tmp / "hp"
         shutil.copytree(HP, hp)
+        path = hparams_file(method, hp)
         if isinstance(edit, str):
-            (hp / f"{method}.yaml").write_text(edit)
+            path.write_text(edit)
         else:
-            doc = yaml.safe_load((hp / f"{method}.yaml").read_text())
+            doc = yaml.safe_load(path.read_text())
             edit(doc)
-            (hp / f"{method}.yaml").write_text(yaml.safe_dump(doc))
+            path.write_text(yaml.safe_dump(doc))
         return parse({"methods": [method], "hparams_dir": str(hp)})
     return make
 

@@ -1,4 +1,5 @@
 """Gradient matching (DC/DSA) and DREAM's representative sampling."""
+import shutil
 from pathlib import Path
 
 import pytest
@@ -207,13 +208,11 @@ def test_dream_variants_run_on_a_batchnorm_net_with_its_layers_kept_frozen(metho
     `mnist5k`: one CPU thread."""
     root = Path(__file__).resolve().parents[1] / "workflow" / "hparams"
     hp_dir = tmp_path / "hparams"
-    hp_dir.mkdir()
-    for f in root.glob("*.yaml"):
-        (hp_dir / f.name).write_text(f.read_text())
-    doc = yaml.safe_load((hp_dir / f"{method}.yaml").read_text())
+    shutil.copytree(root, hp_dir)
+    doc = yaml.safe_load((hp_dir / "methods" / f"{method}.yaml").read_text())
     doc["quick"] = {"net": "ConvNetBN", "iterations": 2, "batch_real": 4, "snapshots": [],
                     "loops": {1: [2, 1]}, "representative": {"every": 1, "pool": 16, "kmeans_iters": 5}}
-    (hp_dir / f"{method}.yaml").write_text(yaml.safe_dump(doc))
+    (hp_dir / "methods" / f"{method}.yaml").write_text(yaml.safe_dump(doc))
     out = run(method, "mnist5k", 1, 0, "quick", torch.device("cpu"), mnist5k_path, tmp_path / "out.pt",
               hp_dir=hp_dir)
     assert out.iterations == 2 and torch.isfinite(out.images).all()

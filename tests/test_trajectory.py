@@ -209,12 +209,13 @@ def test_literal_coefficient():
 # ---- MTT through the runner: NaN stops with the last good state kept ---------------------------------------------
 @pytest.fixture()
 def mtt_setup(experts, tmp_path):
+    import shutil
+
+    import yaml
+
     from test_distill import ROOT
     hp = tmp_path / "hparams"
-    hp.mkdir()
-    for f in (ROOT / "workflow" / "hparams").glob("*.yaml"):
-        (hp / f.name).write_text(f.read_text())
-    import yaml
+    shutil.copytree(ROOT / "workflow" / "hparams", hp)
     doc = yaml.safe_load((hp / "methods" / "mtt.yaml").read_text())
     doc["quick"].update({"iterations": 4, "syn_steps": 2, "expert_epochs": 1, "max_start_epoch": 2})
     doc.pop("quick_overrides")
