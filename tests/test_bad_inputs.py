@@ -385,7 +385,10 @@ def test_a_copied_run_folder_keeps_its_jobs_parameters_and_a_dry_run_shows_the_t
     assert {c.split()[3] for c in commands} >= {"data", "experts", "distill", "evaluate", "table"}, commands
     absolute = [c for c in commands if str(tmp_path) in c or str(ROOT) in c]
     assert not absolute, absolute
-    assert "--hparams-dir workflow/hparams" in out and "--spec workflow/papers/dream_t1.yaml" in out
+    assert "--spec workflow/papers/dream_t1.yaml" in out
+    # the jobs take the settings their rule resolved, never the hparams folder (ddflow.settings)
+    assert not [c for c in commands if "--hparams-dir" in c] and all(
+        "--settings " in c for c in commands if c.split()[3] in ("distill", "evaluate", "experts"))
     assert "torch threads of each job (fixed by its rule" in out and "distill 1" in out
     assert all("--threads 1 " in c for c in commands if c.split()[3] in ("distill", "evaluate", "experts")), commands
 
