@@ -55,11 +55,11 @@ def test_a_record_keeps_the_statistics_it_was_made_with_and_evaluation_reuses_th
     expected = (x.permute(0, 3, 1, 2) - fm.mean[0]) / fm.std[0]
     assert torch.allclose(rec.images, expected, atol=1e-6)
     assert torch.allclose(rec.to_pixels(), x.permute(0, 3, 1, 2), atol=1e-6)
-    import ddflow.data
+    import ddflow.stages.evaluate as evaluate_stage
     seen = []
-    real_load = ddflow.data.load_real
-    monkeypatch.setattr(ddflow.data, "load_real", lambda path, info, device: (seen.append(info),
-                                                                             real_load(path, info, device))[1])
+    real_load = evaluate_stage.load_real
+    monkeypatch.setattr(evaluate_stage, "load_real", lambda path, info, device: (seen.append(info),
+                                                                                real_load(path, info, device))[1])
     cell = tmp_path / "cell.json"
     assert cli(["evaluate", "--distilled", str(out), "--data", str(mnist5k_path), "--protocol", "dc", "--preset",
                 "quick", "--device", "cpu", "--hparams-dir", str(hp_dir), "--out", str(cell)]) == 0
