@@ -36,7 +36,7 @@ sys.path.insert(0, str(ROOT / "src"))
 
 from ddflow.data import prepare  # noqa: E402
 from ddflow.data.npzmap import read_npz  # noqa: E402
-from ddflow.hparams import deep_merge  # noqa: E402
+from ddflow.hparams import deep_merge, hparams_file  # noqa: E402
 from ddflow.io import atomic_path, read_json, save_npz  # noqa: E402
 from ddflow.methods import get_method  # noqa: E402
 
@@ -67,9 +67,9 @@ def holdout_npz(dataset: str, out: Path, fraction: float, seed: int) -> Path:
 def write_hparams(dest: Path, changes: dict) -> None:
     shutil.copytree(ROOT / "workflow" / "hparams", dest, dirs_exist_ok=True)
     for name, change in changes.items():
-        path = dest / f"{name}.yaml"
+        path = hparams_file(name, dest)
         if not path.exists():
-            raise SystemExit(f"candidate changes {name!r}: no file {path.name} in workflow/hparams")
+            raise SystemExit(f"candidate changes {name!r}: no file {path.relative_to(dest)} in workflow/hparams")
         path.write_text(yaml.safe_dump(deep_merge(yaml.safe_load(path.read_text()), change), sort_keys=False))
 
 

@@ -20,6 +20,7 @@ from snakemake.utils import validate
 
 from ddflow.config import check, coerce_cli_types
 from ddflow.errors import DdflowError
+from ddflow.hparams import hparams_file
 
 ROOT = Path(__file__).resolve().parents[1]
 HP, PAPERS = ROOT / "workflow" / "hparams", ROOT / "workflow" / "papers"
@@ -39,12 +40,13 @@ def hp_edit(method: str, edit):
     def make(tmp: Path) -> dict:
         hp = tmp / "hp"
         shutil.copytree(HP, hp)
+        path = hparams_file(method, hp)
         if isinstance(edit, str):
-            (hp / f"{method}.yaml").write_text(edit)
+            path.write_text(edit)
         else:
-            doc = yaml.safe_load((hp / f"{method}.yaml").read_text())
+            doc = yaml.safe_load(path.read_text())
             edit(doc)
-            (hp / f"{method}.yaml").write_text(yaml.safe_dump(doc))
+            path.write_text(yaml.safe_dump(doc))
         return parse({"methods": [method], "hparams_dir": str(hp)})
     return make
 
@@ -80,7 +82,7 @@ def protocols_edit(edit):
     def make(tmp: Path) -> dict:
         hp = tmp / "hp"
         shutil.copytree(HP, hp)
-        path = hp / "protocols.yaml"
+        path = hp / "stages" / "protocols.yaml"
         if isinstance(edit, str):
             path.write_text(edit)
         else:
@@ -203,7 +205,7 @@ BAD_INPUTS = [
     ("labels out of range", npz(y_train=np.repeat(np.arange(1, 11), 3)), r"bad\.npz.*y_train has labels in \[1, 10\]"),
     ("test labels out of range", npz(y_test=np.arange(1, 11)), r"bad\.npz.*y_test has labels in \[1, 10\]"),
     ("npz without x_test", npz(x_test=None), r"config data\.mnist\.npz: .*bad\.npz lacks array\(s\) x_test"),
-    # hyperparameter files (workflow/hparams/<method>.yaml)
+    # hyperparameter files (workflow/hparams/methods/<method>.yaml)
     ("hparam of the wrong type", hp_edit("dm", lambda d: d["quick"].update(lr_img="fast")),
      r"dm\.yaml: quick\.lr_img = 'fast' is a string; dm's lr_img is a number"),
     ("count as a word", hp_edit("dm", lambda d: d["quick"].update(iterations="eighty")),
@@ -383,7 +385,10 @@ def test_a_copied_run_folder_keeps_its_jobs_parameters_and_a_dry_run_shows_the_t
     assert {c.split()[3] for c in commands} >= {"data", "experts", "distill", "evaluate", "table"}, commands
     absolute = [c for c in commands if str(tmp_path) in c or str(ROOT) in c]
     assert not absolute, absolute
-    assert "--hparams-dir workflow/hparams" in out and "--spec workflow/papers/dream_t1.yaml" in out
+    assert "--spec workflow/papers/dream_t1.yaml" in out
+    # the jobs take the settings their rule resolved, never the hparams folder (ddflow.settings)
+    assert not [c for c in commands if "--hparams-dir" in c] and all(
+        "--settings " in c for c in commands if c.split()[3] in ("distill", "evaluate", "experts"))
     assert "torch threads of each job (fixed by its rule" in out and "distill 1" in out
     assert all("--threads 1 " in c for c in commands if c.split()[3] in ("distill", "evaluate", "experts")), commands
 

@@ -8,10 +8,10 @@ import torch
 import yaml
 
 from ddflow import hparams
-from ddflow.distill import run
 from ddflow.methods import get_method
 from ddflow.methods.cafe import AccuracyWatcher, block_outputs, cafe_terms
 from ddflow.nets import build_net
+from ddflow.settings import distill_cell as run
 from test_distill import ROOT
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -108,12 +108,12 @@ def test_loop_caps_and_the_image_lr_schedule(mnist5k):
 def test_killed_cafe_run_resumes_to_the_same_images(mnist5k_path, tmp_path, method):
     hp_dir = tmp_path / "hp"
     shutil.copytree(ROOT / "workflow" / "hparams", hp_dir)
-    doc = yaml.safe_load((hp_dir / "cafe.yaml").read_text())
+    doc = yaml.safe_load((hp_dir / "methods" / "cafe.yaml").read_text())
     doc["quick"].update(iterations=3, batch_real=4, test_per_class=4, window=2, max_outer=2, max_inner=1)
-    (hp_dir / "cafe.yaml").write_text(yaml.safe_dump(doc))
-    doc = yaml.safe_load((hp_dir / "cafe-dream.yaml").read_text())
+    (hp_dir / "methods" / "cafe.yaml").write_text(yaml.safe_dump(doc))
+    doc = yaml.safe_load((hp_dir / "methods" / "cafe-dream.yaml").read_text())
     doc["quick"]["representative"].update(pool=8, every=1)  # re-clustered at every outer step
-    (hp_dir / "cafe-dream.yaml").write_text(yaml.safe_dump(doc))
+    (hp_dir / "methods" / "cafe-dream.yaml").write_text(yaml.safe_dump(doc))
     args = (method, "mnist5k", 1, 0, "quick", CPU, mnist5k_path)
     full = run(*args, tmp_path / "full.pt", hp_dir=hp_dir)
     resume = tmp_path / "state.pt"

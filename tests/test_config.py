@@ -138,9 +138,9 @@ def test_bad_table_specs_are_clear_errors_before_any_job(tmp_path, spec, message
 def test_bad_hyperparameters_are_clear_errors_naming_file_and_key(tmp_path, edit, message):
     hp = tmp_path / "hp"
     shutil.copytree(HP, hp)
-    doc = yaml.safe_load((hp / "dm.yaml").read_text())
+    doc = yaml.safe_load((hp / "methods" / "dm.yaml").read_text())
     edit(doc)
-    (hp / "dm.yaml").write_text(yaml.safe_dump(doc))
+    (hp / "methods" / "dm.yaml").write_text(yaml.safe_dump(doc))
     with pytest.raises(DdflowError, match=message):
         check(_cfg(methods=["dm"]), hp, PAPERS)
 
@@ -148,7 +148,7 @@ def test_bad_hyperparameters_are_clear_errors_naming_file_and_key(tmp_path, edit
 def test_an_hparams_file_that_is_a_list_is_a_clear_error(tmp_path):
     hp = tmp_path / "hp"
     shutil.copytree(HP, hp)
-    (hp / "dm.yaml").write_text("- iterations: 5\n")
+    (hp / "methods" / "dm.yaml").write_text("- iterations: 5\n")
     with pytest.raises(DdflowError, match=r"dm\.yaml: an hparams file is a mapping"):
         check(_cfg(methods=["dm"]), hp, PAPERS)
 

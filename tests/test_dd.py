@@ -11,12 +11,12 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
-from ddflow.distill import run
 from ddflow.methods.dd import epoch_lr, raw_lr, step_order
 from ddflow.nets.bilevel import build, xavier_init_
 from ddflow.ops.bilevel import dd_replay, dd_unrolled_loss, params_of
 from ddflow.protocols.bilevel import dd_steps, evaluate_dd
 from ddflow.records import DistilledSet
+from ddflow.settings import distill_cell as run
 from tiny_workflow import write_tiny_mnist5k
 
 CPU = torch.device("cpu")

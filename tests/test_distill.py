@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from ddflow.distill import run
 from ddflow.errors import DdflowError
 from ddflow.io import load_pt
 from ddflow.records import DistilledSet, load_distilled
+from ddflow.settings import distill_cell as run
 
 CPU = torch.device("cpu")
 ROOT = Path(__file__).resolve().parents[1]
@@ -23,12 +23,10 @@ ROOT = Path(__file__).resolve().parents[1]
 def tiny_hparams(tmp_path):
     """A copy of the repository's hparams with DM shrunk to a few cheap iterations."""
     d = tmp_path / "hparams"
-    d.mkdir()
-    for f in (ROOT / "workflow" / "hparams").glob("*.yaml"):
-        (d / f.name).write_text(f.read_text())
-    text = (d / "dm.yaml").read_text().replace("iterations: 80", "iterations: 6")
+    shutil.copytree(ROOT / "workflow" / "hparams", d)
+    text = (d / "methods" / "dm.yaml").read_text().replace("iterations: 80", "iterations: 6")
     text = text.replace("batch_real: 16", "batch_real: 4")
-    (d / "dm.yaml").write_text(text)
+    (d / "methods" / "dm.yaml").write_text(text)
     return d
 
 
@@ -89,8 +87,8 @@ def test_ipc_larger_than_the_smallest_class_fails_before_work(mnist5k_path, tmp_
 
 def test_sigkilled_cli_job_resumes(mnist5k_path, tmp_path, tiny_hparams):
     """A real kill: the process dies mid-run, the output never appears, the rerun resumes from the state file."""
-    text = (tiny_hparams / "dm.yaml").read_text().replace("iterations: 6", "iterations: 40")
-    (tiny_hparams / "dm.yaml").write_text(text)
+    text = (tiny_hparams / "methods" / "dm.yaml").read_text().replace("iterations: 6", "iterations: 40")
+    (tiny_hparams / "methods" / "dm.yaml").write_text(text)
     out, resume = tmp_path / "out.pt", tmp_path / "resume.pt"
     cmd = [sys.executable, "-m", "ddflow", "distill", "--method", "dm", "--dataset", "mnist5k", "--ipc", "1",
            "--seed", "0", "--preset", "quick", "--data", str(mnist5k_path), "--out", str(out), "--resume", str(resume),
@@ -112,8 +110,9 @@ def test_sigkilled_cli_job_resumes(mnist5k_path, tmp_path, tiny_hparams):
 
 
 def test_snapshots_survive_a_kill_and_equal_those_of_an_uninterrupted_run(mnist5k_path, tmp_path, tiny_hparams):
-    text = (tiny_hparams / "dm.yaml").read_text().replace("snapshots: [0, 20, 40]", "snapshots: [0, 2, 5, 99]")
-    (tiny_hparams / "dm.yaml").write_text(text)
+    dm = tiny_hparams / "methods" / "dm.yaml"
+    text = dm.read_text().replace("snapshots: [0, 20, 40]", "snapshots: [0, 2, 5, 99]")
+    (tiny_hparams / "methods" / "dm.yaml").write_text(text)
     full_dir, resumed_dir = tmp_path / "full", tmp_path / "resumed"
     _run(mnist5k_path, tmp_path / "full.pt", tiny_hparams, snapshot_dir=full_dir)
     assert sorted(p.name for p in full_dir.iterdir()) == ["it0.pt", "it2.pt", "it5.pt"]  # 99 > 6 iterations
@@ -133,8 +132,8 @@ def test_a_kill_between_delivering_snapshots_and_writing_the_output_leaves_a_rer
         mnist5k_path, tmp_path, tiny_hparams, monkeypatch):
     """Before: the snapshots were moved out of the staging folder, so every rerun after such a kill (resumed from the
     resume file) failed with "snapshot of iteration 0 missing"."""
-    text = (tiny_hparams / "dm.yaml").read_text().replace("snapshots: [0, 20, 40]", "snapshots: [0, 2, 5]")
-    (tiny_hparams / "dm.yaml").write_text(text)
+    text = (tiny_hparams / "methods" / "dm.yaml").read_text().replace("snapshots: [0, 20, 40]", "snapshots: [0, 2, 5]")
+    (tiny_hparams / "methods" / "dm.yaml").write_text(text)
     full_dir = tmp_path / "full"
     full = _run(mnist5k_path, tmp_path / "full.pt", tiny_hparams, snapshot_dir=full_dir)
     out, resume, snaps = tmp_path / "out.pt", tmp_path / "state.pt", tmp_path / "snaps"
@@ -226,7 +225,8 @@ def test_records_cells_and_logs_carry_their_provenance(mnist5k_path, mnist5k, tm
     import logging
 
     from ddflow.cli import main
-    from ddflow.protocols import evaluate_cell, protocol_settings
+    from ddflow.protocols import protocol_settings
+    from ddflow.stages.evaluate import evaluate_record as evaluate_cell
     rec = _run(mnist5k_path, tmp_path / "dm.pt", tiny_hparams)
     prov = load_distilled(tmp_path / "dm.pt").extra["provenance"]
     assert prov["device"] == "cpu" and prov["torch"] == torch.__version__ and prov["ddflow"]

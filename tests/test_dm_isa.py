@@ -7,8 +7,8 @@ import torch
 import yaml
 
 from ddflow import hparams
-from ddflow.distill import run
 from ddflow.methods import get_method
+from ddflow.settings import distill_cell as run
 from test_distill import ROOT
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -91,9 +91,9 @@ def test_dm_isa_gradient_reaches_only_the_synthetic_images(mnist5k):
 def test_killed_dm_isa_run_resumes_to_the_same_images(mnist5k_path, tmp_path):
     hp_dir = tmp_path / "hp"
     shutil.copytree(ROOT / "workflow" / "hparams", hp_dir)
-    doc = yaml.safe_load((hp_dir / "dm.yaml").read_text())
+    doc = yaml.safe_load((hp_dir / "methods" / "dm.yaml").read_text())
     doc["quick"].update(iterations=5, batch_real=4)
-    (hp_dir / "dm.yaml").write_text(yaml.safe_dump(doc))
+    (hp_dir / "methods" / "dm.yaml").write_text(yaml.safe_dump(doc))
     args = ("dm-isa", "mnist5k", 1, 0, "quick", CPU, mnist5k_path)
     full = run(*args, tmp_path / "full.pt", hp_dir=hp_dir)
     resume = tmp_path / "state.pt"

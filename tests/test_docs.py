@@ -18,7 +18,7 @@ OUTPUTS = {"smoke.md"}             # files the pipeline writes (smoke/smoke.md),
 def pointing_files() -> list[Path]:
     files = [ROOT / "README.md", ROOT / "CITATION.cff", *sorted((ROOT / "docs").glob("*.md"))]
     for folder in ("papers", "hparams"):
-        files += sorted((ROOT / "workflow" / folder).glob("*.yaml"))
+        files += sorted((ROOT / "workflow" / folder).rglob("*.yaml"))   # hparams: methods/ and stages/
     return files + sorted((ROOT / "src").rglob("*.py"))
 
 
@@ -41,9 +41,9 @@ def exists(p: str) -> bool:
 
 
 def test_the_path_pattern_finds_what_it_should():
-    text = ("see docs/protocols.md, `workflow/hparams/dm.yaml`, DESIGN.md and ../shared/reference/paper-tables.md; "
-            "not results/x.md or {dataset}.npz")
-    assert named_paths(text) == {"docs/protocols.md", "workflow/hparams/dm.yaml", "DESIGN.md",
+    text = ("see docs/protocols.md, `workflow/hparams/methods/dm.yaml`, DESIGN.md and "
+            "../shared/reference/paper-tables.md; not results/x.md or {dataset}.npz")
+    assert named_paths(text) == {"docs/protocols.md", "workflow/hparams/methods/dm.yaml", "DESIGN.md",
                                  "../shared/reference/paper-tables.md"}
     assert not exists("DESIGN.md") and not exists("../shared/reference/paper-tables.md")
     assert exists("docs/protocols.md") and exists("ddflow/methods/frepo.py")

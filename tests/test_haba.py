@@ -6,10 +6,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from ddflow.distill import run
 from ddflow.ops.hallucinator import Hallucinator, build_hallucinators, generate, generate_from_record, storage
 from ddflow.ops.losses import supervised_contrastive
 from ddflow.records import load_distilled
+from ddflow.settings import distill_cell as run
 from ddflow.stages.experts import run as train_experts
 from ddflow.stages.sampling import write_mtt_manifest
 from tiny_workflow import write_tiny_mnist5k

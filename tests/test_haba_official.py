@@ -204,7 +204,8 @@ def test_haba_rows_default_to_protocol_haba_with_the_official_lengths():
 
 
 def test_quick_hallucinator_lr_is_the_held_out_choice_and_the_paper_keeps_the_scripts_value():
-    # run_cifar10_ipc{1,10,50}_style5.sh --lr_style 100 (distill_fac.py line 464); quick: workflow/hparams/haba.yaml
+    # run_cifar10_ipc{1,10,50}_style5.sh --lr_style 100 (distill_fac.py line 464);
+    # quick: workflow/hparams/methods/haba.yaml
     assert hparams.resolve("haba", "cifar10", 1, "paper")["lr_hallucinator"] == 100
     quick = hparams.resolve("haba", "mnist5k", 1, "quick")
     assert quick["lr_hallucinator"] == 0.1 and quick["expert_standardize"] == "none"

@@ -42,8 +42,8 @@ def test_holdout_split_comes_from_train_only(hs, tmp_path):
 
 def test_candidate_changes_merge_into_hparams(hs, tmp_path):
     hs.write_hparams(tmp_path, {"ead": {"quick": {"label_temperature": 3.0}}})
-    ead = yaml.safe_load((tmp_path / "ead.yaml").read_text())
-    original = yaml.safe_load((ROOT / "workflow" / "hparams" / "ead.yaml").read_text())
+    ead = yaml.safe_load((tmp_path / "methods" / "ead.yaml").read_text())
+    original = yaml.safe_load((ROOT / "workflow" / "hparams" / "methods" / "ead.yaml").read_text())
     assert ead["quick"]["label_temperature"] == 3.0
     assert ead["quick"]["net"] == original["quick"]["net"]  # the rest of the section is kept
     assert ead["paper"] == original["paper"]

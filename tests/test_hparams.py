@@ -8,7 +8,9 @@ from ddflow.protocols import protocol_settings
 
 
 def _write(tmp_path, name, text):
-    (tmp_path / f"{name}.yaml").write_text(text)
+    path = tmp_path / hparams.subfolder(name) / f"{name}.yaml"   # methods/ or stages/ (hparams.hparams_file)
+    path.parent.mkdir(exist_ok=True)
+    path.write_text(text)
 
 
 def test_resolution_order_paper_then_overrides_then_quick(tmp_path):
@@ -102,7 +104,7 @@ def test_every_paper_cell_evaluates_on_the_methods_own_net_unless_its_eval_secti
 
     root = Path(__file__).resolve().parents[1]
     grid = yaml.safe_load((root / "config.yaml").read_text())["grid"]["paper"]
-    base = yaml.safe_load((root / "workflow" / "hparams" / "protocols.yaml").read_text())
+    base = yaml.safe_load((root / "workflow" / "hparams" / "stages" / "protocols.yaml").read_text())
     checked = 0
     for method in grid["methods"]:
         datasets = list(grid["datasets"]) + (["tiny"] if _lists_dataset(method, "tiny") else [])
@@ -124,3 +126,27 @@ def test_every_paper_cell_evaluates_on_the_methods_own_net_unless_its_eval_secti
         assert hparams.resolve(method, "mnist5k", 1, "quick")["net"] == "ConvNetW32"
         for ipc in (1, 10):
             assert protocol_settings(method, "mnist5k", ipc, "quick", name)["net"] == "ConvNet"
+
+
+def test_files_live_in_methods_and_stages_and_a_variant_in_its_familys_file(tmp_path):
+    """hparams_file: stage and protocol settings in stages/, methods in methods/; a `variants:` entry of a family's
+    file is a method id of its own that resolves as `inherit: <family>` (the six frepo-drop-* of ISA Fig. 5)."""
+    root = hparams.hparams_dir()
+    assert hparams.hparams_file("protocols").relative_to(root).as_posix() == "stages/protocols.yaml"
+    assert hparams.hparams_file("dm").relative_to(root).as_posix() == "methods/dm.yaml"
+    assert hparams.hparams_file("frepo-drop-hard20").relative_to(root).as_posix() == "methods/frepo.yaml"
+    assert hparams.variant_family("frepo-drop-easy10") == "frepo" and hparams.variant_family("dm") is None
+    assert hparams.resolve("frepo-drop-easy30", "cifar10", 10, "paper") == hparams.resolve("frepo", "cifar10", 10,
+                                                                                           "paper")
+    from ddflow.methods import REGISTRY
+    declared = hparams.variants("frepo")
+    assert len(declared) == 6 and all(v in REGISTRY for v in declared)
+    assert REGISTRY["frepo-drop-hard10"].fixed["keep"] == pytest.approx(-0.9)   # negative: drop the hardest
+    assert REGISTRY["frepo-drop-easy20"].fixed["keep"] == pytest.approx(0.8)
+    _write(tmp_path, "fam", "paper: {lr: 1.0}\nvariants: {fam-a: {x: 1}}\n")
+    assert hparams.resolve("fam-a", "x", 1, "paper", tmp_path) == {"lr": 1.0}
+    with pytest.raises(DdflowError, match=r"no hyperparameter file for 'fam-b' \(methods/<method>.yaml"):
+        hparams.resolve("fam-b", "x", 1, "paper", tmp_path)
+    _write(tmp_path, "fam", "paper: {lr: 1.0}\nvariants: [fam-a]\n")
+    with pytest.raises(DdflowError, match="variants must map each variant id"):
+        hparams.variants("fam", tmp_path)

@@ -246,8 +246,8 @@ def test_dc_protocol_trains_on_the_decoded_images_of_a_factor_2_record(small, mo
 
 
 def test_runner_resume_after_a_kill_matches_an_uninterrupted_run(mnist5k_path, tmp_path):
-    from ddflow.distill import run
     from ddflow.io import load_pt
+    from ddflow.settings import distill_cell as run
     ov = {"iterations": 5, "net": "ConvNetW32", "batch_real": 4, "trained_bs": 8, "net_generate_interval": 2,
           "snapshots": [], "acc_reset_every": 2}
     full = run("idm", "mnist5k", 1, 0, "quick", CPU, mnist5k_path, tmp_path / "full.pt", overrides=ov)

@@ -33,8 +33,9 @@ def test_hparams_resolve_to_the_packaged_copy_from_outside_a_checkout(tmp_path):
     out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=_outside_env(tmp_path), capture_output=True,
                          text=True, check=True).stdout.split()
     assert Path(out[0]) == hparams.PACKAGED and int(out[1]) > 0
-    packaged = sorted(p.name for p in hparams.PACKAGED.glob("*.yaml"))
-    assert packaged == sorted(p.name for p in WORKFLOW_HPARAMS.glob("*.yaml")) and "protocols.yaml" in packaged
+    packaged = sorted(p.relative_to(hparams.PACKAGED).as_posix() for p in hparams.PACKAGED.rglob("*.yaml"))
+    assert packaged == sorted(p.relative_to(WORKFLOW_HPARAMS).as_posix() for p in WORKFLOW_HPARAMS.rglob("*.yaml"))
+    assert "stages/protocols.yaml" in packaged and "methods/dm.yaml" in packaged
     for name in packaged:  # one source of truth: the package's copy is workflow/hparams itself
         assert (hparams.PACKAGED / name).read_bytes() == (WORKFLOW_HPARAMS / name).read_bytes()
 
@@ -67,8 +68,8 @@ def test_a_non_editable_wheel_carries_every_hparams_file(tmp_path):
                     str(tmp_path / "wheel"), str(build)], check=True, capture_output=True)
     (wheel,) = (tmp_path / "wheel").glob("ddflow-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
-    for p in WORKFLOW_HPARAMS.glob("*.yaml"):
-        assert f"ddflow/_hparams/{p.name}" in names
+    for p in WORKFLOW_HPARAMS.rglob("*.yaml"):
+        assert f"ddflow/_hparams/{p.relative_to(WORKFLOW_HPARAMS).as_posix()}" in names
     assert "ddflow/smoke/references.yaml" in names  # the smoke command's official numbers
     # installed (the wheel unpacked, as pip lays it out), run from elsewhere: `import` resolves eval_as's settings
     site = tmp_path / "site"
@@ -100,7 +101,7 @@ def _outside_set(tmp_path, ipc=10):
 
 
 def _fake_cell(seen):
-    def fake_cell(record, protocol, settings, data, device):
+    def fake_cell(record, protocol, settings, data, device, stream):
         seen.update(record=record, protocol=protocol, settings=settings, n_train=len(data.x_train))
         return {"method": record.method, "dataset": record.dataset, "ipc": record.ipc, "protocol": protocol,
                 "preset": record.preset, "mean": 50.0, "std": 1.0, "n_models": settings["models"],
@@ -111,10 +112,10 @@ def _fake_cell(seen):
 def test_evaluate_a_set_with_one_command_naming_a_dataset(tmp_path, monkeypatch, capsys):
     """Only --distilled and --dataset: format plain, space from the file, IPC 10 from its size, the paper preset,
     protocol dc (no lr), the data prepared into $DDFLOW_CACHE, the cell printed as JSON."""
-    import ddflow.protocols as protocols
+    import ddflow.stages.evaluate as evaluate_stage
 
     seen = {}
-    monkeypatch.setattr(protocols, "evaluate_cell", _fake_cell(seen))
+    monkeypatch.setattr(evaluate_stage, "evaluate_cell", _fake_cell(seen))
     monkeypatch.delenv(hparams.ENV_VAR, raising=False)
     monkeypatch.setenv("DDFLOW_CACHE", str(tmp_path / "cache"))
     path = _outside_set(tmp_path)

@@ -220,7 +220,7 @@ def test_config_entry_errors_name_the_key(tmp_path, change, message):
 def test_normalized_sets_use_the_statistics_eval_as_normalises_with(tmp_path):
     (tmp_path / "images_best.pt").write_bytes(b"")
     base = {"path": str(tmp_path), "format": "mtt", "ipc": 1, "space": "normalized", "lr": 0.01}
-    # MTT utils.py get_dataset: CIFAR-100 normalised with CIFAR-10's mean/std (workflow/hparams/mtt.yaml)
+    # MTT utils.py get_dataset: CIFAR-100 normalised with CIFAR-10's mean/std (workflow/hparams/methods/mtt.yaml)
     assert check_entry("m", {**base, "dataset": "cifar100"}, "paper").normalize_as == "cifar10"
     assert check_entry("m", {**base, "dataset": "cifar10"}, "paper").normalize_as is None
     assert check_entry("m", {**base, "dataset": "cifar100", "normalize_as": None}, "paper").normalize_as is None

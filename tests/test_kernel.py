@@ -1,12 +1,12 @@
 """The kernel family's math and machinery: KRR, ISA's closed form and selection, FRePo's Conv, LAMB, the model
 pool, the evaluation steps rule, and resume of a FRePo distillation."""
 import math
+import shutil
 
 import pytest
 import torch
 import yaml
 
-from ddflow.distill import run
 from ddflow.errors import DdflowError
 from ddflow.hparams import deep_merge, resolve
 from ddflow.methods import get_method
@@ -26,6 +26,7 @@ from ddflow.ops.krr import (
 from ddflow.ops.losses import margin_loss
 from ddflow.ops.optim import LAMB, cosine_lr, warmup_cosine_lr
 from ddflow.protocols.kernel import eval_steps
+from ddflow.settings import distill_cell as run
 from test_distill import ROOT
 
 CPU = torch.device("cpu")
@@ -236,12 +237,10 @@ def test_learned_labels_init_and_margin():
 
 def test_frepo_distillation_resumes_exactly(mnist5k_path, tmp_path):
     hp_dir = tmp_path / "hparams"
-    hp_dir.mkdir()
-    for f in (ROOT / "workflow" / "hparams").glob("*.yaml"):
-        (hp_dir / f.name).write_text(f.read_text())
-    doc = yaml.safe_load((hp_dir / "frepo.yaml").read_text())
+    shutil.copytree(ROOT / "workflow" / "hparams", hp_dir)
+    doc = yaml.safe_load((hp_dir / "methods" / "frepo.yaml").read_text())
     doc["quick"] = deep_merge(doc["quick"], {**TINY, "iterations": 5, "snapshots": [0, 3]})
-    (hp_dir / "frepo.yaml").write_text(yaml.safe_dump(doc))
+    (hp_dir / "methods" / "frepo.yaml").write_text(yaml.safe_dump(doc))
     args = ("isa", "mnist5k", 1, 0, "quick", CPU, mnist5k_path)
     full = run(*args, tmp_path / "full.pt", hp_dir=hp_dir)
     assert run(*args, tmp_path / "part.pt", hp_dir=hp_dir, resume=tmp_path / "r.pt", save_every=2,
@@ -275,10 +274,13 @@ def test_block_zca_whitens_each_checkerboard_block_with_one_shared_transform():
 def test_auto_steps_without_a_named_step_table_is_a_clear_error(tmp_path):
     from ddflow.protocols import protocol_settings
 
-    (tmp_path / "protocols.yaml").write_text((ROOT / "workflow" / "hparams" / "protocols.yaml").read_text())
-    (tmp_path / "m.yaml").write_text("paper: {eval: {frepo: {models: 1}}}\n")
+    for sub in ("methods", "stages"):
+        (tmp_path / sub).mkdir()
+    (tmp_path / "stages" / "protocols.yaml").write_text(
+        (ROOT / "workflow" / "hparams" / "stages" / "protocols.yaml").read_text())
+    (tmp_path / "methods" / "m.yaml").write_text("paper: {eval: {frepo: {models: 1}}}\n")
     with pytest.raises(DdflowError, match="step_table"):
         protocol_settings("m", "cifar10", 1, "paper", "frepo", tmp_path)
-    (tmp_path / "m.yaml").write_text("paper: {eval: {frepo: {step_table: nope}}}\n")
+    (tmp_path / "methods" / "m.yaml").write_text("paper: {eval: {frepo: {step_table: nope}}}\n")
     with pytest.raises(DdflowError, match="frepo, isa; got 'nope'"):
         protocol_settings("m", "cifar10", 1, "paper", "frepo", tmp_path)

@@ -12,12 +12,12 @@ import yaml
 from ddflow.data import get_info
 from ddflow.data.real import RealData
 from ddflow.data.zca import fit_zca
-from ddflow.distill import run
 from ddflow.interop.readers import read_sets
 from ddflow.methods.kip import class_balanced_indices, kip_loss
 from ddflow.nets.kip import build_kip_net
 from ddflow.ops.infinite_kernels import KernelNet, kernels
 from ddflow.protocols.kip import empirical_ntk, krr_inf_accuracy, max_learning_rate
+from ddflow.settings import distill_cell as run
 
 ROOT = Path(__file__).resolve().parents[1]
 CPU = torch.device("cpu")
@@ -124,9 +124,9 @@ def test_kip_format_reads_channels_last_images_and_centred_labels(tmp_path):
 def _hp_dir(tmp_path: Path, **quick) -> Path:
     hp_dir = tmp_path / "hp"
     shutil.copytree(ROOT / "workflow" / "hparams", hp_dir)
-    doc = yaml.safe_load((hp_dir / "kip.yaml").read_text())
+    doc = yaml.safe_load((hp_dir / "methods" / "kip.yaml").read_text())
     doc["quick"].update(quick)
-    (hp_dir / "kip.yaml").write_text(yaml.safe_dump(doc))
+    (hp_dir / "methods" / "kip.yaml").write_text(yaml.safe_dump(doc))
     return hp_dir
 
 
@@ -144,7 +144,7 @@ def test_killed_kip_run_resumes_to_the_same_images(mnist5k_path, tmp_path):
 def test_kip_reduces_its_loss_on_real_data(random_real):
     from ddflow.methods import get_method
     data = random_real(20)
-    hp = yaml.safe_load((ROOT / "workflow" / "hparams" / "kip.yaml").read_text())["paper"]
+    hp = yaml.safe_load((ROOT / "workflow" / "hparams" / "methods" / "kip.yaml").read_text())["paper"]
     hp.update(target_batch=100, iterations=10)
     m = get_method("kip")(hp, data, 1, torch.Generator().manual_seed(0), CPU)
     m.init()
@@ -182,7 +182,7 @@ def test_kip_with_the_convnet_kernel_takes_finite_steps_on_tiny_images():
     y = torch.arange(10).repeat(4)
     x = torch.randn(40, 1, 4, 4, generator=g)
     data = RealData(x, y, x[:10].clone(), y[:10].clone(), get_info("mnist5k"))
-    hp = yaml.safe_load((ROOT / "workflow" / "hparams" / "kip.yaml").read_text())["paper"]
+    hp = yaml.safe_load((ROOT / "workflow" / "hparams" / "methods" / "kip.yaml").read_text())["paper"]
     hp.update(target_batch=20, kernel="conv", depth=1, learn_labels=True)
     m = get_method("kip")(hp, data, 1, torch.Generator().manual_seed(0), CPU)
     m.init()

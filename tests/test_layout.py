@@ -108,8 +108,6 @@ def test_nothing_below_stages_imports_stages(floor):
     assert not _violations(_graph(), floor, "stages")
 
 
-@pytest.mark.xfail(strict=True, reason="protocols/cell.py imports the method registry to find a seed id; it goes "
-                   "when the evaluation runner (stages/evaluate.py) hands the seed id in")
 def test_protocols_never_import_methods():
     assert not _violations(_graph(), ("protocols",), "methods")
 

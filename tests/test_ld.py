@@ -11,8 +11,8 @@ from torch.func import functional_call
 
 from ddflow.data.sources import load_arrays
 from ddflow.data.validation import write_split
-from ddflow.distill import run
 from ddflow.ops.bilevel import ResetRule, baseline_checkpoints, ld_label_meta_loss, stats_gap
+from ddflow.settings import distill_cell as run
 from tiny_workflow import write_tiny_mnist5k
 
 CPU = torch.device("cpu")

@@ -1,4 +1,5 @@
 """Gradient matching (DC/DSA) and DREAM's representative sampling."""
+import shutil
 from pathlib import Path
 
 import pytest
@@ -7,12 +8,12 @@ import torch.nn.functional as F
 import yaml
 
 from ddflow import hparams
-from ddflow.distill import run
 from ddflow.errors import DdflowError
 from ddflow.methods import get_method
 from ddflow.nets import build_net
 from ddflow.ops.gradient_distance import distance_wb, loops_for, match_distance, per_class_grads
 from ddflow.ops.real_batches import RandomSampler, RepresentativeSampler
+from ddflow.settings import distill_cell as run
 
 
 def test_distance_wb_matches_a_hand_computation_and_ignores_1d_tensors():
@@ -150,18 +151,18 @@ def test_dsa_dream_resumes_exactly(mnist5k_path, tmp_path):
 
     import yaml
 
-    from ddflow.distill import run
+    from ddflow.settings import distill_cell as run
     from test_distill import ROOT
 
     hp_dir = tmp_path / "hp"
     shutil.copytree(ROOT / "workflow" / "hparams", hp_dir)
-    doc = yaml.safe_load((hp_dir / "dc.yaml").read_text())
+    doc = yaml.safe_load((hp_dir / "methods" / "dc.yaml").read_text())
     doc["quick"].update(iterations=4, batch_real=4)
     doc.pop("quick_overrides")
-    (hp_dir / "dc.yaml").write_text(yaml.safe_dump(doc))
-    doc = yaml.safe_load((hp_dir / "dsa-dream.yaml").read_text())
+    (hp_dir / "methods" / "dc.yaml").write_text(yaml.safe_dump(doc))
+    doc = yaml.safe_load((hp_dir / "methods" / "dsa-dream.yaml").read_text())
     doc["quick"]["representative"].update(pool=16, every=3)
-    (hp_dir / "dsa-dream.yaml").write_text(yaml.safe_dump(doc))
+    (hp_dir / "methods" / "dsa-dream.yaml").write_text(yaml.safe_dump(doc))
     cpu = torch.device("cpu")
     args = ("dsa-dream", "mnist5k", 1, 0, "quick", cpu, mnist5k_path)
     full = run(*args, tmp_path / "full.pt", hp_dir=hp_dir)
@@ -176,16 +177,16 @@ def test_dream_variants_share_their_base_methods_initial_set_and_evaluation_mode
 
     import yaml
 
-    from ddflow.distill import run
-    from ddflow.protocols import evaluate_cell
     from ddflow.records import load_distilled
+    from ddflow.settings import distill_cell as run
+    from ddflow.stages.evaluate import evaluate_record as evaluate_cell
     from test_distill import ROOT
 
     hp_dir = tmp_path / "hp"
     shutil.copytree(ROOT / "workflow" / "hparams", hp_dir)
-    doc = yaml.safe_load((hp_dir / "dc.yaml").read_text())
+    doc = yaml.safe_load((hp_dir / "methods" / "dc.yaml").read_text())
     doc["quick"].update(iterations=1, batch_real=4, snapshots=[0])
-    (hp_dir / "dc.yaml").write_text(yaml.safe_dump(doc))
+    (hp_dir / "methods" / "dc.yaml").write_text(yaml.safe_dump(doc))
     cpu = torch.device("cpu")
     sets = {}
     for method in ("dsa", "dsa-dream"):
@@ -207,13 +208,11 @@ def test_dream_variants_run_on_a_batchnorm_net_with_its_layers_kept_frozen(metho
     `mnist5k`: one CPU thread."""
     root = Path(__file__).resolve().parents[1] / "workflow" / "hparams"
     hp_dir = tmp_path / "hparams"
-    hp_dir.mkdir()
-    for f in root.glob("*.yaml"):
-        (hp_dir / f.name).write_text(f.read_text())
-    doc = yaml.safe_load((hp_dir / f"{method}.yaml").read_text())
+    shutil.copytree(root, hp_dir)
+    doc = yaml.safe_load((hp_dir / "methods" / f"{method}.yaml").read_text())
     doc["quick"] = {"net": "ConvNetBN", "iterations": 2, "batch_real": 4, "snapshots": [],
                     "loops": {1: [2, 1]}, "representative": {"every": 1, "pool": 16, "kmeans_iters": 5}}
-    (hp_dir / f"{method}.yaml").write_text(yaml.safe_dump(doc))
+    (hp_dir / "methods" / f"{method}.yaml").write_text(yaml.safe_dump(doc))
     out = run(method, "mnist5k", 1, 0, "quick", torch.device("cpu"), mnist5k_path, tmp_path / "out.pt",
               hp_dir=hp_dir)
     assert out.iterations == 2 and torch.isfinite(out.images).all()

@@ -114,13 +114,17 @@ def test_mtt_isa_with_its_module_off_is_mtt_exactly(random_real, manifest):
     assert torch.isfinite(on.images).all() and not torch.equal(on.images, mtt.images)
 
 
-def test_mtt_isa_rejects_bad_settings(random_real, manifest):
+def test_mtt_isa_rejects_bad_settings_before_any_job():
+    """Method.check_hparams (called by ddflow.config.check at parse time and ddflow.settings.distill_settings)."""
     from ddflow.errors import DdflowError
+    from ddflow.methods import get_method
+    hp = hparams.resolve("mtt-isa", "cifar10", 1, "paper")
+    check = get_method("mtt-isa").check_hparams
     with pytest.raises(DdflowError, match="isa_keep"):
-        _method("mtt-isa", random_real(3), manifest, isa_keep=0.0)
+        check({**hp, "isa_keep": 0.0}, "here")
     with pytest.raises(DdflowError, match="isa_segment"):
-        _method("mtt-isa", random_real(3), manifest, isa_segment="beyond")
+        check({**hp, "isa_segment": "beyond"}, "here")
     with pytest.raises(DdflowError, match="isa_eps <= 1"):
-        _method("mtt-isa", random_real(3), manifest, isa_segment="toward", isa_eps=1.5)
+        check({**hp, "isa_segment": "toward", "isa_eps": 1.5}, "here")
     # the paper preset: ISA's feature direction (isa.py lines 192-196), the label held
     assert hparams.resolve("mtt-isa", "cifar10", 1, "paper")["isa_segment"] == "away"

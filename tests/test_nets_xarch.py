@@ -12,9 +12,10 @@ from torch import nn
 
 from ddflow.errors import DdflowError
 from ddflow.nets import XARCH_NETS, build_net
-from ddflow.protocols import PROTOCOLS, evaluate_cell
+from ddflow.protocols import PROTOCOLS
 from ddflow.protocols.xarch import ADMITTED, XARCH, column_protocol, protocol_id
 from ddflow.records import DistilledSet
+from ddflow.stages.evaluate import evaluate_record as evaluate_cell
 from ddflow.train import NetStack
 
 # MLP: fc_1 (28*28 or 32*32*3 -> 128), fc_2 128 -> 128, fc_3 128 -> 10 (networks.py lines 17-30)

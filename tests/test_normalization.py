@@ -12,10 +12,10 @@ import yaml
 from ddflow import hparams
 from ddflow.cli import main as cli
 from ddflow.data import get_info, load_arrays, normalized_as
-from ddflow.distill import run
 from ddflow.errors import DdflowError
 from ddflow.records import load_distilled
 from ddflow.records.trajectories import check_normalization
+from ddflow.settings import distill_cell as run
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -42,11 +42,11 @@ def test_a_record_keeps_the_statistics_it_was_made_with_and_evaluation_reuses_th
                                                                                     monkeypatch):
     hp_dir = tmp_path / "hp"
     shutil.copytree(ROOT / "workflow" / "hparams", hp_dir)
-    doc = yaml.safe_load((hp_dir / "random.yaml").read_text())
+    doc = yaml.safe_load((hp_dir / "methods" / "random.yaml").read_text())
     doc["quick"] = {**doc.get("quick", {}), "normalize_as": "fmnist"}
     doc["quick"]["eval"] = {"dc": {"epochs": 1, "models": 1}}
     doc.pop("quick_overrides", None)
-    (hp_dir / "random.yaml").write_text(yaml.safe_dump(doc))
+    (hp_dir / "methods" / "random.yaml").write_text(yaml.safe_dump(doc))
     out = tmp_path / "random.pt"
     rec = run("random", "mnist5k", 1, 0, "quick", torch.device("cpu"), mnist5k_path, out, hp_dir=hp_dir)
     fm = get_info("fmnist")
@@ -55,11 +55,11 @@ def test_a_record_keeps_the_statistics_it_was_made_with_and_evaluation_reuses_th
     expected = (x.permute(0, 3, 1, 2) - fm.mean[0]) / fm.std[0]
     assert torch.allclose(rec.images, expected, atol=1e-6)
     assert torch.allclose(rec.to_pixels(), x.permute(0, 3, 1, 2), atol=1e-6)
-    import ddflow.data
+    import ddflow.stages.evaluate as evaluate_stage
     seen = []
-    real_load = ddflow.data.load_real
-    monkeypatch.setattr(ddflow.data, "load_real", lambda path, info, device: (seen.append(info),
-                                                                             real_load(path, info, device))[1])
+    real_load = evaluate_stage.load_real
+    monkeypatch.setattr(evaluate_stage, "load_real", lambda path, info, device: (seen.append(info),
+                                                                                real_load(path, info, device))[1])
     cell = tmp_path / "cell.json"
     assert cli(["evaluate", "--distilled", str(out), "--data", str(mnist5k_path), "--protocol", "dc", "--preset",
                 "quick", "--device", "cpu", "--hparams-dir", str(hp_dir), "--out", str(cell)]) == 0

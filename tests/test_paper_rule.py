@@ -12,10 +12,10 @@ import pytest
 import yaml
 
 from ddflow import hparams
-from ddflow.distill import rule_iterations, snapshot_iterations
 from ddflow.errors import DdflowError
 from ddflow.report.paper_rule import LABEL, best_per_seed, select, split_cells
 from ddflow.report.tables import build_table, write_table
+from ddflow.settings import rule_iterations, snapshot_iterations
 from test_distill import ROOT
 
 SPEC = ROOT / "workflow" / "papers" / "dream_t1.yaml"
@@ -56,7 +56,8 @@ def test_the_five_methods_have_the_papers_cadence_and_others_none():
     ({"every": None, "fractions": [1.5]}, "fractions"), ({"best": True}, "unknown"),
     ([100, 5], "mapping")])   # each merged into the paper section's {every: 5, models: 1}
 def test_a_bad_paper_rule_is_an_error_naming_the_file_and_key(tmp_path, rule, match):
-    (tmp_path / "m.yaml").write_text(yaml.safe_dump({"paper": {"iterations": 10, "paper_rule": {"every": 5,
+    (tmp_path / "methods").mkdir()
+    (tmp_path / "methods" / "m.yaml").write_text(yaml.safe_dump({"paper": {"iterations": 10, "paper_rule": {"every": 5,
                                                                                                 "models": 1}},
                                                      "quick": {"paper_rule": rule}}))
     with pytest.raises(DdflowError, match=match) as e:
@@ -158,14 +159,14 @@ def test_distill_with_paper_rule_adds_its_snapshots_and_changes_nothing_else(mni
 
     import torch
 
-    from ddflow.distill import run
     from ddflow.records import load_distilled
+    from ddflow.settings import distill_cell as run
     tiny_hparams = tmp_path / "hparams"
     shutil.copytree(HP, tiny_hparams)
-    doc = yaml.safe_load((tiny_hparams / "dm.yaml").read_text())
+    doc = yaml.safe_load((tiny_hparams / "methods" / "dm.yaml").read_text())
     doc["quick"].update(iterations=6, batch_real=4, snapshots=[0, 5])   # DM at a few cheap iterations
     doc["paper"]["paper_rule"] = {"every": 2, "models": 1}
-    (tiny_hparams / "dm.yaml").write_text(yaml.safe_dump(doc))
+    (tiny_hparams / "methods" / "dm.yaml").write_text(yaml.safe_dump(doc))
     cpu = torch.device("cpu")
     off = run("dm", "mnist5k", 1, 0, "quick", cpu, mnist5k_path, tmp_path / "off.pt", hp_dir=tiny_hparams,
               snapshot_dir=tmp_path / "off")

@@ -6,8 +6,9 @@ import pytest
 import torch
 
 from ddflow.data import get_info
-from ddflow.distill import run
-from ddflow.protocols import evaluate_cell, protocol_settings
+from ddflow.protocols import protocol_settings
+from ddflow.settings import distill_cell as run
+from ddflow.stages.evaluate import evaluate_record as evaluate_cell
 
 pytestmark = pytest.mark.workflow
 

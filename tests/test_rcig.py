@@ -10,11 +10,11 @@ from torch.func import jvp
 
 from ddflow import hparams
 from ddflow.data import RealData, get_info
-from ddflow.distill import run
 from ddflow.methods import get_method
 from ddflow.nets import build_frepo_conv
 from ddflow.ops import rcig as R
 from ddflow.protocols.rcig import rcig_schedule
+from ddflow.settings import distill_cell as run
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 CPU = torch.device("cpu")

@@ -11,12 +11,12 @@ import torch.nn.functional as F
 
 from ddflow import hparams
 from ddflow.data import RealData, get_info
-from ddflow.distill import run
 from ddflow.methods import get_method
 from ddflow.nets.rfad import NETS, build_rfad_net
 from ddflow.ops.adabelief import AdaBelief
 from ddflow.ops.rfad import platt_loss, random_features, rfad_isa_loss, rfad_kernel, rfad_mse, rfad_predict
 from ddflow.protocols.rfad import rfad_nn_batch, rfad_nn_loss
+from ddflow.settings import distill_cell as run
 from test_distill import ROOT
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -14,7 +14,6 @@ import torch.nn.functional as F
 import yaml
 from torch.func import functional_call
 
-from ddflow.distill import run
 from ddflow.errors import DdflowError
 from ddflow.nets import ConvNet, parse_net
 from ddflow.ops.rtp import (
@@ -26,6 +25,7 @@ from ddflow.ops.rtp import (
     unroll_forward,
     xavier_uniform_,
 )
+from ddflow.settings import distill_cell as run
 
 ROOT = Path(__file__).resolve().parents[1]
 CPU = torch.device("cpu")
@@ -176,10 +176,10 @@ def test_the_official_coefficient_regulariser_drops_out_of_the_gradient():
 def _tiny_hparams(tmp_path, **quick):
     hp_dir = tmp_path / "hp"
     shutil.copytree(ROOT / "workflow" / "hparams", hp_dir)
-    doc = yaml.safe_load((hp_dir / "rtp.yaml").read_text())
+    doc = yaml.safe_load((hp_dir / "methods" / "rtp.yaml").read_text())
     doc["quick"].update({"iterations": 3, "inner_steps": 2, "batch_syn": 2, "batch_real": 2, "net": "ConvNetW32",
                          "eval": {"rtp": {"net": "ConvNetW32", "epochs": 1, "models": 1}}, **quick})
-    (hp_dir / "rtp.yaml").write_text(yaml.safe_dump(doc))
+    (hp_dir / "methods" / "rtp.yaml").write_text(yaml.safe_dump(doc))
     return hp_dir
 
 

@@ -153,10 +153,13 @@ def test_official_meta_gradient_is_half_the_first_order_image_gradient_on_the_sa
     assert torch.allclose(off.syn_lr.grad, first.syn_lr.grad, rtol=1e-6)
 
 
-def test_meta_gradient_setting_is_checked(random_real, experts):
+def test_meta_gradient_setting_is_checked_before_any_job():
+    """Method.check_hparams: ddflow.config.check and ddflow.settings.distill_settings call it (parse time)."""
     from ddflow.errors import DdflowError
-    with pytest.raises(DdflowError, match="meta_gradient"):
-        _method("tesla", random_real(3), experts, meta_gradient="twice")
+    from ddflow.methods import get_method
+    hp = {**hparams.resolve("tesla", "cifar10", 10, "paper"), "meta_gradient": "twice"}
+    with pytest.raises(DdflowError, match="tesla.yaml here: tesla meta_gradient 'twice'"):
+        get_method("tesla").check_hparams(hp, "tesla.yaml here")
 
 
 def test_teacher_labels_are_the_target_experts_softmax_and_evaluate_as_soft(random_real, experts, monkeypatch):

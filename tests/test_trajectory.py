@@ -211,25 +211,26 @@ def test_literal_coefficient():
 # ---- MTT through the runner: NaN stops with the last good state kept ---------------------------------------------
 @pytest.fixture()
 def mtt_setup(experts, tmp_path):
+    import shutil
+
+    import yaml
+
     from test_distill import ROOT
     hp = tmp_path / "hparams"
-    hp.mkdir()
-    for f in (ROOT / "workflow" / "hparams").glob("*.yaml"):
-        (hp / f.name).write_text(f.read_text())
-    import yaml
-    doc = yaml.safe_load((hp / "mtt.yaml").read_text())
+    shutil.copytree(ROOT / "workflow" / "hparams", hp)
+    doc = yaml.safe_load((hp / "methods" / "mtt.yaml").read_text())
     doc["quick"].update({"iterations": 4, "syn_steps": 2, "expert_epochs": 1, "max_start_epoch": 2})
     doc.pop("quick_overrides")
-    (hp / "mtt.yaml").write_text(yaml.safe_dump(doc))
+    (hp / "methods" / "mtt.yaml").write_text(yaml.safe_dump(doc))
     man = tmp_path / "man.json"
     write_mtt_manifest("mtt-m1-t2", "mnist5k", "raw", "ConvNetW32", [str(p) for p in experts], man)
     return hp, man
 
 
 def test_mtt_nan_loss_stops_clearly_and_keeps_the_last_good_state(mtt_setup, tiny_npz, tmp_path, monkeypatch):
-    from ddflow.distill import run
     from ddflow.io import load_pt
     from ddflow.methods import mtt as mtt_mod
+    from ddflow.settings import distill_cell as run
     hp, man = mtt_setup
     kw = dict(inputs={"trajectories": str(man)}, hp_dir=hp, save_every=1)
     full = run("mtt", "mnist5k", 1, 0, "quick", CPU, tiny_npz, tmp_path / "full.pt", **kw)

@@ -1,5 +1,5 @@
-"""The whole-dataset bound (ddflow.whole): ConvNets trained on the full training split by the dc protocol's loop, one
-cell per dataset, printed in every IPC column of a table's "Whole dataset" row beside DC's Table 1 value."""
+"""The whole-dataset bound (ddflow.stages.whole): ConvNets trained on the full training split by the dc protocol's
+loop, one cell per dataset, printed in every IPC column of a table's "Whole dataset" row beside DC's Table 1 value."""
 import json
 import shutil
 from pathlib import Path
@@ -11,7 +11,7 @@ import yaml
 from ddflow.cli import main
 from ddflow.config import check
 from ddflow.report.tables import build_table
-from ddflow.whole import whole_settings
+from ddflow.settings import whole_settings
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -39,9 +39,9 @@ def _tiny_npz(path, rng):
 def test_whole_cell_fills_every_ipc_column_of_its_row(tmp_path):
     hp = tmp_path / "hparams"
     shutil.copytree(ROOT / "workflow" / "hparams", hp)
-    doc = yaml.safe_load((hp / "whole.yaml").read_text())
+    doc = yaml.safe_load((hp / "stages" / "whole.yaml").read_text())
     doc["quick"] = {"epochs": 20, "models": 2, "net": "ConvNetW32"}   # width 32: seconds on a shared CPU
-    (hp / "whole.yaml").write_text(yaml.safe_dump(doc))
+    (hp / "stages" / "whole.yaml").write_text(yaml.safe_dump(doc))
     _tiny_npz(tmp_path / "toy.npz", np.random.default_rng(0))
     out = tmp_path / "eval" / "whole" / "mnist5k.json"
     args = ["whole", "--dataset", "mnist5k", "--data", str(tmp_path / "toy.npz"), "--preset", "quick",

@@ -9,7 +9,7 @@ import numpy as np
 import yaml
 
 from ddflow.data.sources import load_arrays
-from ddflow.hparams import deep_merge
+from ddflow.hparams import deep_merge, hparams_file
 from ddflow.io import save_npz
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -31,10 +31,11 @@ def tiny_workdir(work: Path, quick: dict[str, dict], **config) -> Path:
     hp = work / "hparams"
     shutil.copytree(ROOT / "workflow" / "hparams", hp)
     for name, values in quick.items():
-        doc = yaml.safe_load((hp / name).read_text())
+        path = hparams_file(Path(name).stem, hp)   # methods/<name> or stages/<name>
+        doc = yaml.safe_load(path.read_text())
         doc["quick"] = deep_merge(doc.get("quick") or {}, values)
         doc.pop("quick_overrides", None)
-        (hp / name).write_text(yaml.safe_dump(doc))
+        path.write_text(yaml.safe_dump(doc))
     _snapshots_within_the_run(hp)
     cfg = yaml.safe_load((ROOT / "config.yaml").read_text())
     cfg.update({"hparams_dir": str(hp), "device": "cpu", "save_every": 1, **config})
@@ -47,7 +48,7 @@ def _snapshots_within_the_run(hp: Path) -> None:
     `iterations`), in the quick section of each hparams file whose resolved cell has them."""
     from ddflow.errors import DdflowError
     from ddflow.hparams import resolve
-    for path in sorted(hp.glob("*.yaml")):
+    for path in sorted(hp.glob("methods/*.yaml")):
         try:
             cells = [resolve(path.stem, "mnist5k", ipc, "quick", hp) for ipc in (1, 10)]
         except (DdflowError, KeyError, TypeError, AttributeError):

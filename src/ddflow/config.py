@@ -12,12 +12,12 @@ import numpy as np
 from .data import DATASETS, class_counts, get_info
 from .data.sources import as_labels
 from .errors import DdflowError
-from .hparams import PRESETS, check_file, check_values, paper_rule, resolve
+from .hparams import PRESETS, check_file, check_values, hparams_file, paper_rule, resolve
 from .methods import REGISTRY
 from .protocols.cell import load_protocols
 from .report.tables import TABLE_KINDS, load_spec
 
-WHOLE = "whole"         # ddflow.whole.METHOD: the table rows' id of the whole-dataset bound
+WHOLE = "whole"         # ddflow.stages.whole.METHOD: the table rows' id of the whole-dataset bound
 GRID_KEYS = ("datasets", "methods", "ipcs", "seeds", "tables", "figures")
 FIGURES = ("dream_fig1",)
 
@@ -151,15 +151,15 @@ def check(config: dict[str, Any], hparams_dir: str | Path, papers_dir: str | Pat
         check_file(m, hparams_dir)
         for d in grid["datasets"]:
             for i in method_ipcs(grid, m):
-                where = f"{Path(hparams_dir) / m}.yaml resolved for {d}, IPC {i}, preset {config['preset']}"
-                check_values(resolve(m, d, int(i), config["preset"], hparams_dir), where, REGISTRY[m].inits)
+                where = f"{hparams_file(m, hparams_dir)} resolved for {d}, IPC {i}, preset {config['preset']}"
+                REGISTRY[m].check_hparams(resolve(m, d, int(i), config["preset"], hparams_dir), where)
                 paper_rule(m, d, int(i), config["preset"], hparams_dir)  # its shape, checked whether used or not
     for name in ("experts", "featnet", "analyses", "validation", WHOLE):
-        if (Path(hparams_dir) / f"{name}.yaml").exists():
+        if hparams_file(name, hparams_dir).exists():
             check_file(name, hparams_dir)
             for d in grid["datasets"]:
                 check_values(resolve(name, d, 0, config["preset"], hparams_dir),
-                             f"{Path(hparams_dir) / name}.yaml resolved for {d}, preset {config['preset']}")
+                             f"{hparams_file(name, hparams_dir)} resolved for {d}, preset {config['preset']}")
     load_protocols(hparams_dir)
     for m, ipcs in grid["method_ipcs"].items():   # entries for methods not run (e.g. --config methods=...) are unused
         if m in grid["methods"] and not set(ipcs) & set(grid["ipcs"]):
@@ -174,7 +174,7 @@ def check(config: dict[str, Any], hparams_dir: str | Path, papers_dir: str | Pat
             known = sorted(p.stem for p in Path(papers_dir).glob("*.yaml") if load_spec(p)["kind"] in TABLE_KINDS)
             raise DdflowError(f"config key 'tables': unknown table {t!r}; known: {', '.join(known)}")
         for method, protocol in table_rows(path):
-            if method == WHOLE:  # the whole-dataset bound (ddflow.whole): a cell per dataset, not a method
+            if method == WHOLE:  # the whole-dataset bound (ddflow.stages.whole): a cell per dataset, not a method
                 continue
             if method not in REGISTRY:  # a row without `method` is a paper-only row; a named one must exist
                 raise DdflowError(f"{path}: a row names method {method!r}, which is not implemented; known: "

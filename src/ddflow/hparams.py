@@ -1,4 +1,8 @@
-"""Per-method hyperparameters as data: workflow/hparams/<method>.yaml.
+"""Hyperparameters as data: workflow/hparams/methods/<method>.yaml (one file per method or method family) and
+workflow/hparams/stages/<name>.yaml (the settings of the other stages and the evaluation protocols: experts,
+featnet, whole, protocols, analyses, validation). hparams_file(name) is where a name's file lives: the stage names
+(STAGE_FILES) in stages/, every other name in methods/; a variant declared in its family's file (`variants:`) has
+no file of its own.
 
 File layout (every value carries a comment naming its source in the YAML itself):
 
@@ -9,6 +13,8 @@ File layout (every value carries a comment naming its source in the YAML itself)
         set: {...}
     quick: {...}               # the quick preset's reductions (applied after the overrides)
     quick_overrides: [...]     # same form as overrides, quick preset only
+    variants:                  # optional, a family's file only: variant id -> its fixed options, read by the method
+      frepo-drop-hard10: {...} # registry (a variant resolves as `inherit: <family>`, its own options are no hparams)
 
 Resolution = paper <- matching overrides <- (quick <- matching quick_overrides, if preset is quick), merged
 key by key (nested dicts merge, everything else replaces).
@@ -26,7 +32,9 @@ from .io import read_yaml_mapping
 
 PRESETS = ("quick", "paper")
 ENV_VAR = "DDFLOW_HPARAMS"
-_ALLOWED_KEYS = {"inherit", "paper", "overrides", "quick", "quick_overrides", "source"}
+_ALLOWED_KEYS = {"inherit", "paper", "overrides", "quick", "quick_overrides", "source", "variants"}
+METHODS, STAGES = "methods", "stages"   # the folder's two subfolders
+STAGE_FILES = ("experts", "featnet", "whole", "protocols", "analyses", "validation")
 
 
 def deep_merge(base: dict, update: dict) -> dict:
@@ -64,20 +72,60 @@ def hparams_dir(hp_dir: Path | str | None = None) -> Path:
     local = Path("workflow") / "hparams"
     if local.is_dir():
         return local.resolve()
-    if (PACKAGED / "protocols.yaml").is_file():
+    if (PACKAGED / STAGES / "protocols.yaml").is_file():
         return PACKAGED
     raise DdflowError(f"no hyperparameter folder: pass --hparams-dir (the workflow/hparams folder of a ddflow "
                       f"checkout) or set ${ENV_VAR}; this install lacks its own copy ({PACKAGED})")
 
 
-def load_file(method: str, hp_dir: Path | str | None = None) -> dict:
-    path = hparams_dir(hp_dir) / f"{method}.yaml"
-    doc = read_yaml_mapping(path, f"no hyperparameter file for method {method!r}",
+def subfolder(name: str) -> str:
+    """The subfolder of a name's file: stages/ for the stage and protocol settings, methods/ for the rest."""
+    return STAGES if name in STAGE_FILES else METHODS
+
+
+def hparams_file(name: str, hp_dir: Path | str | None = None) -> Path:
+    """The file of a method's or a stage's hyperparameters: <folder>/<subfolder(name)>/<name>.yaml (a variant:
+    its family's file, variant_family)."""
+    folder = hparams_dir(hp_dir)
+    own = folder / subfolder(name) / f"{name}.yaml"
+    family = None if own.is_file() or subfolder(name) == STAGES else variant_family(name, folder)
+    return folder / METHODS / f"{family}.yaml" if family else own
+
+
+def variants(family: str, hp_dir: Path | str | None = None) -> dict[str, dict[str, Any]]:
+    """The variants a family's file declares (`variants:`): {variant id: its fixed options}."""
+    path = hparams_dir(hp_dir) / METHODS / f"{family}.yaml"
+    out = _read(path, family).get("variants") or {}
+    if not isinstance(out, dict) or not all(isinstance(v, dict) for v in out.values()):
+        raise DdflowError(f"{path}: variants must map each variant id to a mapping of its fixed options")
+    return out
+
+
+def variant_family(name: str, hp_dir: Path | str | None = None) -> str | None:
+    """The family whose file declares `name` among its variants, or None."""
+    folder = hparams_dir(hp_dir) / METHODS
+    for path in sorted(folder.glob("*.yaml")):
+        if name in (_read(path, path.stem).get("variants") or {}):
+            return path.stem
+    return None
+
+
+def _read(path: Path, name: str) -> dict:
+    doc = read_yaml_mapping(path, f"no hyperparameter file for {name!r} (methods/<method>.yaml, or a stage's "
+                                  f"stages/<name>.yaml: {', '.join(STAGE_FILES)})",
                             "an hparams file is a mapping (paper:, overrides:, quick:, ...)")
     unknown = set(doc) - _ALLOWED_KEYS
     if unknown:
         raise DdflowError(f"{path}: unknown top-level keys {sorted(unknown)}; allowed: {sorted(_ALLOWED_KEYS)}")
     return doc
+
+
+def load_file(method: str, hp_dir: Path | str | None = None) -> dict:
+    """A name's file; a variant's is `inherit: <family>` (its family's file declares it)."""
+    path = hparams_file(method, hp_dir)
+    if path.stem != method:
+        return {"inherit": path.stem}
+    return _read(path, method)
 
 
 def _named_lineage(method: str, hp_dir: Path | str | None) -> list[tuple[str, dict]]:
@@ -134,7 +182,7 @@ def paper_rule(method: str, dataset: str, ipc: int, preset: str,
     of the run), with `models` per evaluation; None for a method whose paper reports the final set."""
     out = _resolve(method, dataset, ipc, preset, hp_dir).get(PAPER_RULE) or None
     if out is not None:
-        check_paper_rule(out, f"{hparams_dir(hp_dir) / method}.yaml resolved for {dataset}, IPC {ipc}, preset {preset}")
+        check_paper_rule(out, f"{hparams_file(method, hp_dir)} resolved for {dataset}, IPC {ipc}, preset {preset}")
     return out
 
 
@@ -202,8 +250,8 @@ def check_file(method: str, hp_dir: Path | str | None = None) -> None:
     """Every key a section sets is a hyperparameter of the method (set in a `paper:` section of its lineage) and has
     the type of its paper value (null and 'auto' defaults take any type); errors name the file and the key."""
     lineage = _named_lineage(method, hp_dir)
-    folder = hparams_dir(hp_dir)
-    sections = [(folder / f"{name}.yaml", _sections(doc, folder / f"{name}.yaml")) for name, doc in lineage]
+    files = [hparams_file(name, hp_dir) for name, _ in lineage]
+    sections = [(path, _sections(doc, path)) for path, (_, doc) in zip(files, lineage)]
     paper: dict[str, Any] = {}
     for _, doc in lineage:
         paper = deep_merge(paper, doc.get("paper") or {})

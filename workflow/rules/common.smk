@@ -12,14 +12,12 @@ from snakemake.utils import validate
 
 sys.path.insert(0, str(Path(workflow.basedir) / "src"))  # a source checkout works before `pip install -e .`
 from ddflow import config as ddconfig  # noqa: E402
-from ddflow import distill as ddistill  # noqa: E402
-from ddflow.records import experts as ddexperts  # noqa: E402
 from ddflow import hparams as ddhparams  # noqa: E402
 from ddflow import runtime as ddruntime  # noqa: E402
+from ddflow import settings as ddsettings  # noqa: E402
+from ddflow.records import experts as ddexperts  # noqa: E402
 from ddflow.records import trajectories as ddsampling  # noqa: E402
-from ddflow import whole as ddwhole  # noqa: E402
 from ddflow.methods import get_method  # noqa: E402
-from ddflow.protocols import protocol_settings  # noqa: E402
 from ddflow.protocols import registry as ddprotocol_registry  # noqa: E402
 from ddflow.report import cost as ddcost  # noqa: E402
 from ddflow.report import robust as ddrobust  # noqa: E402
@@ -159,7 +157,7 @@ def snapshot_eval_path(protocol, method, dataset, ipc, seed, it):
 
 
 def whole_path(dataset):
-    """The whole-dataset bound's cell of a dataset (ddflow.whole), reused by every table's "Whole dataset" row."""
+    """The whole-dataset bound's cell of a dataset (ddflow.stages.whole), reused by every table's "Whole dataset" row."""
     return f"results/eval/whole/{dataset}.json"
 
 
@@ -194,8 +192,8 @@ def default_protocol(method):
 
 
 def settings_method(method):
-    """The registered method whose evaluation settings apply: an import's eval_as, else the method itself."""
-    return IMPORTS[method].eval_as if method in IMPORTS else method
+    """The registered method whose evaluation settings apply (ddflow.settings.settings_method)."""
+    return ddsettings.settings_method(method, IMPORTS[method].eval_as if method in IMPORTS else None)
 
 
 def import_names():
@@ -209,7 +207,7 @@ def distilled_method_names():
 
 
 def analysis_settings(dataset, ipc=0):
-    """Settings of the paper analyses (workflow/hparams/analyses.yaml) at this preset."""
+    """Settings of the paper analyses (workflow/hparams/stages/analyses.yaml) at this preset."""
     return ddhparams.resolve("analyses", dataset, int(ipc), PRESET, HPARAMS)
 
 
@@ -375,12 +373,14 @@ def data_args(wildcards):
     return shell_args(args)
 
 
+@functools.lru_cache(maxsize=None)
 def expert_settings(dataset):
+    """The expert trajectories' settings of a dataset (read-only: cached)."""
     return ddhparams.resolve("experts", dataset, 0, PRESET, HPARAMS)
 
 
 def expert_blocks(dataset):
-    """The expert indices of each training block of this dataset (workflow/hparams/experts.yaml)."""
+    """The expert indices of each training block of this dataset (workflow/hparams/stages/experts.yaml)."""
     s = expert_settings(dataset)
     return ddexperts.blocks(int(s["experts"]), int(s["block"]))
 
@@ -417,11 +417,32 @@ def expert_files(wildcards):
     )
 
 
+# ---- settings: each cell's YAML resolved once at parse time, handed to its job as --settings ---------------------
+@functools.lru_cache(maxsize=None)
+def distill_cell_settings(method, dataset, ipc):
+    """{hparams, snapshots} of a distillation cell (ddflow.settings.distill_settings): the paper rule's evaluation
+    iterations join the snapshots when config paper_rule is on and the method has a rule. Read-only (cached)."""
+    cadence = paper_rule(method, dataset, ipc)
+    return ddsettings.distill_settings(method, dataset, int(ipc), PRESET, HPARAMS, paper_rule=bool(cadence))
+
+
+def cell_hparams(method, dataset, ipc):
+    """The resolved hyperparameters of a distillation cell (read-only: cached)."""
+    return distill_cell_settings(method, dataset, str(ipc))["hparams"]
+
+
+@functools.lru_cache(maxsize=None)
+def eval_cell_settings(method, dataset, ipc, protocol, models=None):
+    """The protocol settings of an evaluation (ddflow.settings.eval_settings) of `method`'s sets."""
+    settings = ddsettings.eval_settings(settings_method(method), dataset, int(ipc), PRESET, protocol, HPARAMS, models)
+    return json.dumps(settings, sort_keys=True)
+
+
 def distill_inputs(wildcards):
     check_wildcards(wildcards)
     inputs = {"data": data_path(wildcards.dataset)}
     cls = get_method(wildcards.method)
-    hp = ddhparams.resolve(wildcards.method, wildcards.dataset, int(wildcards.ipc), PRESET, HPARAMS)
+    hp = cell_hparams(wildcards.method, wildcards.dataset, wildcards.ipc)
     if "feature_net" in cls.requires:
         inputs["feature_net"] = featnet_path(wildcards.dataset, hp["feature_net"])
     if "trajectories" in cls.requires:  # MTT / EAD: the checkpoint-sampling manifest (workflow/rules/sampling.smk)
@@ -457,22 +478,18 @@ def validation_settings(wildcards):
 
 
 def distill_extra_args(wildcards, input):
-    words = [w for k, v in input.items() if k != "data" for w in ("--input", f"{k}={v}")]
-    if paper_rule(wildcards.method, wildcards.dataset, wildcards.ipc):  # its snapshots too (unchanged when off)
-        words.append("--paper-rule")
-    return shell_args(words)
+    return shell_args([w for k, v in input.items() if k != "data" for w in ("--input", f"{k}={v}")])
 
 
-def method_hparams(wildcards):
-    """The resolved hyperparameters as a param: Snakemake reruns a cell whose hyperparameters changed."""
-    return json.dumps(
-        ddhparams.resolve(wildcards.method, wildcards.dataset, int(wildcards.ipc), PRESET, HPARAMS), sort_keys=True
-    )
+def distill_settings_json(wildcards):
+    """The distillation's settings as a param: what the job runs with, and Snakemake reruns a cell whose
+    hyperparameters or snapshot iterations changed."""
+    return json.dumps(distill_cell_settings(wildcards.method, wildcards.dataset, wildcards.ipc), sort_keys=True)
 
 
 def whole_settings_json(wildcards):
     """The whole-dataset bound's resolved settings as a param: a changed setting reruns the cell."""
-    return json.dumps(ddwhole.whole_settings(wildcards.dataset, PRESET, HPARAMS), sort_keys=True)
+    return json.dumps(ddsettings.whole_settings(wildcards.dataset, PRESET, HPARAMS), sort_keys=True)
 
 
 def featnet_settings(wildcards):
@@ -480,10 +497,7 @@ def featnet_settings(wildcards):
 
 
 def eval_settings(wildcards):
-    settings = protocol_settings(
-        settings_method(wildcards.method), wildcards.dataset, int(wildcards.ipc), PRESET, wildcards.protocol, HPARAMS
-    )
-    return json.dumps(settings, sort_keys=True)
+    return eval_cell_settings(wildcards.method, wildcards.dataset, wildcards.ipc, wildcards.protocol)
 
 
 # ---- input functions and params: tables and figures --------------------------------------------------------
@@ -521,9 +535,11 @@ def acc_vs_ipc_cells(wildcards):
 
 
 def snapshot_iterations(method, dataset, ipc):
-    return ddistill.snapshot_iterations(ddhparams.resolve(method, dataset, int(ipc), PRESET, HPARAMS))
+    """The hparams' snapshot iterations (the figures' cells; without the paper rule's)."""
+    return ddsettings.snapshot_iterations(cell_hparams(method, dataset, ipc))
 
 
+@functools.lru_cache(maxsize=None)
 def paper_rule(method, dataset, ipc):
     """The method's paper rule at this cell when config paper_rule is on (workflow/hparams paper_rule), else None."""
     if not PAPER_RULE:
@@ -540,9 +556,9 @@ def paper_rule_cells(method, protocol, dataset=None, ipc=None):
             cadence = paper_rule(method, d, i)
             if not cadence:
                 continue
-            hp = ddhparams.resolve(method, d, int(i), PRESET, HPARAMS)
+            hp = cell_hparams(method, d, i)
             for s in GRID["seeds"]:
-                for n in ddistill.rule_iterations(int(hp.get("iterations", 0)), cadence):
+                for n in ddsettings.rule_iterations(int(hp.get("iterations", 0)), cadence):
                     out.append(paper_rule_eval_path(protocol, method, d, i, s, n))
     return out
 
@@ -555,9 +571,9 @@ def paper_rule_models(wildcards):
 
 
 def paper_rule_settings(wildcards):
-    settings = json.loads(eval_settings(wildcards))
-    settings["models"] = paper_rule_models(wildcards)
-    return json.dumps(settings, sort_keys=True)
+    """The protocol settings with the paper's model count (hparams paper_rule models)."""
+    w = wildcards
+    return eval_cell_settings(w.method, w.dataset, w.ipc, w.protocol, paper_rule_models(wildcards))
 
 
 def snapshot_cells(methods, protocol, dataset, ipc):

@@ -21,7 +21,7 @@ rule data:
         "python -m ddflow data --dataset {wildcards.dataset:q} --out {output:q} {params.args} > {log:q} 2>&1"
 
 
-# The validation split of a dataset's training split (ddflow.data.validation; sizes: workflow/hparams/validation.yaml):
+# The validation split of a dataset's training split (ddflow.data.validation; sizes: workflow/hparams/stages/validation.yaml):
 # what methods that choose on held-out data choose on, never the test split.
 rule validation_split:
     input:

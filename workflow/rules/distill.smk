@@ -43,18 +43,17 @@ rule distill:
         runtime=job_runtime("distill"),
         mem_mb=job_mem_mb("distill"),
     params:
-        hparams=method_hparams,
+        settings=distill_settings_json,
         extra=distill_extra_args,
         resume="results/resume/{method}/{dataset}/ipc{ipc}/s{seed}.pt",
         device=config["device"],
-        hparams_dir=HPARAMS,
         preset=config["preset"],
         save_every=config.get("save_every", 100),
         threads=TORCH_THREADS["distill"],
     shell:
         "python -m ddflow distill --method {wildcards.method:q} --dataset {wildcards.dataset:q}"
         " --ipc {wildcards.ipc:q} --seed {wildcards.seed:q} --preset {params.preset:q} --data {input.data:q}"
-        " --device {params.device:q} --threads {params.threads} --hparams-dir {params.hparams_dir:q}"
+        " --device {params.device:q} --threads {params.threads} --settings {params.settings:q}"
         " --resume {params.resume:q} --save-every {params.save_every:q}"
         " --snapshot-dir {output.snapshots:q} {params.extra} --out {output.final:q} > {log:q} 2>&1"
 

@@ -23,14 +23,12 @@ rule evaluate:
     params:
         settings=eval_settings,
         device=config["device"],
-        hparams_dir=HPARAMS,
-        preset=config["preset"],
         threads=TORCH_THREADS["evaluate"],
         validation=validation_arg,
     shell:
         "python -m ddflow evaluate --distilled {input.distilled:q} --data {input.data:q} --protocol {wildcards.protocol:q}"
-        " --preset {params.preset:q} --device {params.device:q} --threads {params.threads}"
-        " --hparams-dir {params.hparams_dir:q} {params.validation} --out {output:q} > {log:q} 2>&1"
+        " --settings {params.settings:q} --device {params.device:q} --threads {params.threads} {params.validation}"
+        " --out {output:q} > {log:q} 2>&1"
 
 
 rule evaluate_paper_rule:
@@ -54,17 +52,13 @@ rule evaluate_paper_rule:
         mem_mb=job_mem_mb("gpu_job"),
     params:
         settings=paper_rule_settings,
-        models=paper_rule_models,
         device=config["device"],
-        hparams_dir=HPARAMS,
-        preset=config["preset"],
         threads=TORCH_THREADS["evaluate_paper_rule"],
         validation=validation_arg,
     shell:
         "python -m ddflow evaluate --distilled {input.snapshots:q}/it{wildcards.it:q}.pt --data {input.data:q}"
-        " --protocol {wildcards.protocol:q} --models {params.models:q} --preset {params.preset:q}"
-        " --device {params.device:q} --threads {params.threads} --hparams-dir {params.hparams_dir:q} {params.validation}"
-        " --out {output:q} > {log:q} 2>&1"
+        " --protocol {wildcards.protocol:q} --settings {params.settings:q} --device {params.device:q}"
+        " --threads {params.threads} {params.validation} --out {output:q} > {log:q} 2>&1"
 
 
 rule evaluate_snapshot:
@@ -89,17 +83,15 @@ rule evaluate_snapshot:
     params:
         settings=eval_settings,
         device=config["device"],
-        hparams_dir=HPARAMS,
-        preset=config["preset"],
         threads=TORCH_THREADS["evaluate_snapshot"],
         validation=validation_arg,
     shell:
         "python -m ddflow evaluate --distilled {input.snapshots:q}/it{wildcards.it:q}.pt --data {input.data:q}"
-        " --protocol {wildcards.protocol:q} --preset {params.preset:q} --device {params.device:q} --threads {params.threads}"
-        " --hparams-dir {params.hparams_dir:q} {params.validation} --out {output:q} > {log:q} 2>&1"
+        " --protocol {wildcards.protocol:q} --settings {params.settings:q} --device {params.device:q}"
+        " --threads {params.threads} {params.validation} --out {output:q} > {log:q} 2>&1"
 
 
-# The whole-dataset bound (ddflow.whole): ConvNets trained on the full training split, one cell per dataset.
+# The whole-dataset bound (ddflow.stages.whole): ConvNets trained on the full training split, one cell per dataset.
 rule whole_dataset:
     input:
         [whole_path(d) for d in GRID["datasets"]],
@@ -122,10 +114,9 @@ rule whole_dataset_cell:
     params:
         settings=whole_settings_json,
         device=config["device"],
-        hparams_dir=HPARAMS,
         preset=config["preset"],
         threads=TORCH_THREADS["whole_dataset_cell"],
     shell:
         "python -m ddflow whole --dataset {wildcards.dataset:q} --data {input.data:q} --preset {params.preset:q}"
-        " --device {params.device:q} --threads {params.threads} --hparams-dir {params.hparams_dir:q} --out {output:q}"
+        " --settings {params.settings:q} --device {params.device:q} --threads {params.threads} --out {output:q}"
         " > {log:q} 2>&1"

@@ -1,5 +1,5 @@
 # Stage 2 (trajectory methods: MTT, EAD, HaBa): expert trajectories, trained in blocks of experts
-# (workflow/hparams/experts.yaml: experts, block); prep {prep}-batchstd standardises every batch (HaBa's experts).
+# (workflow/hparams/stages/experts.yaml: experts, block); prep {prep}-batchstd standardises every batch (HaBa's experts).
 # One job per block writes its experts' files results/experts/{dataset}/{prep}/{net}/e{i}.pt and then the block's
 # receipt block{block}.json (its declared output: it exists only when every expert file of the block is whole).
 # A killed block resumes from results/resume/experts/.

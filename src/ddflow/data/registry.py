@@ -23,6 +23,11 @@ class DatasetInfo:
     min_train_per_class: int | None    # smallest class of the standard train split
     paper_name: str
 
+    def strategy(self, strategy: str) -> str:
+        """A DSA strategy setting as applied: 'auto' is this dataset's own strategy (the DSA README: no flip for
+        MNIST and SVHN); the one place 'auto' is resolved (methods, experts, protocols)."""
+        return self.dsa_strategy if strategy == "auto" else strategy
+
 
 _FLIP = "color_crop_cutout_flip_scale_rotate"
 _NOFLIP = "color_crop_cutout_scale_rotate"

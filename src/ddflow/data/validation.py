@@ -4,7 +4,7 @@ Methods that choose anything on held-out data (LD's step count, RFAD's early sto
 "validation rule" rows of the tables) choose on it, never on the test split. It is carved from the training split,
 so it cannot overlap the test split; a method that asks for it (`requires` holds "validation") distils from the rest
 of the training split (the fit part) and its record says so. Its size per dataset is data
-(workflow/hparams/validation.yaml); the split is written as results/data/{dataset}-val.npz (the indices into the
+(workflow/hparams/stages/validation.yaml); the split is written as results/data/{dataset}-val.npz (the indices into the
 prepared file's train split, with the settings that drew them).
 """
 from __future__ import annotations
@@ -45,7 +45,8 @@ def write_split(y_train: np.ndarray, classes: int, settings: dict[str, Any], dat
     """Draw the split with `settings` ({per_class, seed}) and write it atomically to `out`."""
     missing = [k for k in ("per_class", "seed") if k not in settings]
     if missing:
-        raise DdflowError(f"validation settings for {dataset}: missing {missing} (workflow/hparams/validation.yaml)")
+        raise DdflowError(f"validation settings for {dataset}: missing {missing} "
+                          "(workflow/hparams/stages/validation.yaml)")
     idx = draw(y_train, classes, int(settings["per_class"]), int(settings["seed"]))
     save_npz(out, val_idx=idx, per_class=np.int64(settings["per_class"]), seed=np.int64(settings["seed"]),
              train_size=np.int64(len(y_train)), format=np.array(FORMAT), dataset=np.array(dataset))

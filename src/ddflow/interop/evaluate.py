@@ -15,8 +15,6 @@ The hyperparameters are the package's own copy unless --hparams-dir / $DDFLOW_HP
 """
 from __future__ import annotations
 
-import dataclasses
-import json
 import logging
 import os
 from pathlib import Path
@@ -99,18 +97,15 @@ def outside_record(path: Path, dataset: str, preset: str, fmt: str | None = None
     return record, imp.protocols[0]
 
 
-def evaluate(distilled: str | Path, device, dataset: str | None = None, data: str | Path | None = None,
-             protocol: str | None = None, preset: str | None = None, hp_dir: str | Path | None = None,
-             models: int | None = None, fmt: str | None = None, space: str | None = None, ipc: int | None = None,
-             lr: float | str | None = None, classes: list[str] | None = None,
-             validation: str | Path | None = None) -> dict[str, Any]:
-    """The evaluation cell of one set (ddflow.protocols.evaluate_cell) with the defaults above. A protocol that
-    chooses on the validation split needs `validation` (the split's file; ddflow.data.validation)."""
-    from ..data import get_info, load_real
-    from ..data.validation import carve, load_split
+def request(distilled: str | Path, dataset: str | None = None, data: str | Path | None = None,
+            protocol: str | None = None, preset: str | None = None, hp_dir: str | Path | None = None,
+            models: int | None = None, fmt: str | None = None, space: str | None = None, ipc: int | None = None,
+            lr: float | str | None = None,
+            classes: list[str] | None = None) -> tuple[DistilledSet, str, dict[str, Any], Path]:
+    """(record, protocol, its settings, the real data's file) of one evaluation with the defaults above, resolved
+    here once (ddflow.settings.eval_settings); the evaluation runner (ddflow.stages.evaluate) takes them."""
     from ..methods import REGISTRY
-    from ..protocols import evaluate_cell, protocol_settings
-    from ..protocols.registry import needs_validation
+    from ..settings import eval_settings
     from .imports import settings_method
 
     path = Path(distilled)
@@ -125,40 +120,15 @@ def evaluate(distilled: str | Path, device, dataset: str | None = None, data: st
         preset = preset or "paper"
         record, default = outside_record(path, dataset, preset, fmt, space, ipc, lr, None, hp_dir, classes)
     protocol = protocol or default
-    settings = protocol_settings(settings_method(record), record.dataset, record.ipc, preset, protocol, hp_dir)
-    if models is not None:  # the paper's rule evaluates snapshots with the paper's model count (hparams paper_rule)
-        if models < 1:
-            raise DdflowError(f"--models = {models}; expected a whole number >= 1")
-        settings["models"] = models
-    # the real data normalised as the distilled set was (a method may normalise with another dataset's statistics)
-    info = dataclasses.replace(get_info(record.dataset), mean=tuple(record.mean), std=tuple(record.std))
-    real = load_real(dataset_file(record.dataset, data), info, device)
-    if needs_validation(protocol):
-        if validation is None:
-            raise DdflowError(f"protocol {protocol!r} chooses on the validation split: give --validation (the file "
-                              f"the validation-split command writes, e.g. results/data/{record.dataset}-val.npz)")
-        real = carve(real, load_split(validation, record.dataset, len(real.y_train)))
-    return evaluate_cell(record, protocol, settings, real, device)
+    if models is not None and models < 1:  # the paper's rule evaluates snapshots with the paper's model count
+        raise DdflowError(f"--models = {models}; expected a whole number >= 1")
+    settings = eval_settings(settings_method(record), record.dataset, record.ipc,
+                             preset, protocol, hp_dir, models)
+    return record, protocol, settings, dataset_file(record.dataset, data)
 
 
-def _number_or_path(v: str | None) -> float | str | None:
+def number_or_path(v: str | None) -> float | str | None:
     try:
         return None if v is None else float(v)
     except ValueError:
         return v
-
-
-def run_evaluate(a) -> None:
-    """The `evaluate` command: the cell to --out, else as JSON on stdout."""
-    from ..io import write_json
-    from ..runtime import resolve_device
-
-    cell = evaluate(a.distilled, resolve_device(a.device), dataset=a.dataset, data=a.data, protocol=a.protocol,
-                    preset=a.preset, hp_dir=a.hparams_dir, models=a.models, fmt=a.format, space=a.space, ipc=a.ipc,
-                    lr=_number_or_path(a.lr), classes=a.classes, validation=a.validation)
-    log.info("%s/%s IPC %d under %s: %.2f ± %.2f %% (%d models)", cell["method"], cell["dataset"], cell["ipc"],
-             cell["protocol"], cell["mean"], cell["std"], cell["n_models"])
-    if a.out:
-        write_json(cell, a.out)
-    else:
-        print(json.dumps(cell, indent=1, default=str))

@@ -164,7 +164,7 @@ def check_entry(name: str, entry: Any, preset: str, hp_dir: str | Path | None = 
         except DdflowError as e:
             raise DdflowError(f"{where}.eval_as = {eval_as!r} cannot evaluate protocol {p!r}: {e}") from None
     # the mean/std a 'normalized' set was made with: as eval_as normalises this dataset unless stated (MTT: CIFAR-100
-    # with CIFAR-10's statistics, utils.py get_dataset; workflow/hparams/mtt.yaml normalize_as)
+    # with CIFAR-10's statistics, utils.py get_dataset; workflow/hparams/methods/mtt.yaml normalize_as)
     normalize_as = entry.get("normalize_as", hparams.resolve(eval_as, dataset, ipc, preset, hp_dir).get("normalize_as"))
     try:
         normalized_as(get_info(dataset), normalize_as)
@@ -308,5 +308,7 @@ def build_records(entry: ImportEntry, preset: str | None, data_path: str | Path 
 
 
 def settings_method(record: DistilledSet) -> str:
-    """The method whose evaluation settings apply: an import's eval_as, else the record's own method."""
-    return str(record.extra.get("eval_as") or record.method)
+    """The method whose evaluation settings apply to a record (ddflow.settings.settings_method of its eval_as)."""
+    from ..settings import settings_method as by_name
+
+    return str(by_name(record.method, record.extra.get("eval_as")))

@@ -1,6 +1,6 @@
 """The method interface: every distillation method is one file with one subclass of Method.
 
-The runner (ddflow.distill) owns everything around the algorithm: data loading and preprocessing, seeding, the
+The runner (ddflow.stages.distill) owns everything around the algorithm: data loading and preprocessing, seeding, the
 iteration loop, progress, resume files and the output record (ddflow.records). A method states what it needs
 (`protocols`, `requires`, its `preprocessing` and the space of its result), the names of its mutable state
 (`state`), its step and its result.
@@ -15,6 +15,7 @@ import torch
 from ..data import DatasetInfo, RealData
 from ..data.spaces import Prep
 from ..errors import DdflowError
+from ..hparams import check_values
 
 
 class Method:
@@ -35,6 +36,14 @@ class Method:
     result_space: ClassVar[str] = "normalized"
     #: the values its hparams' `init` may take (config.check and the runner refuse any other before work starts)
     inits: ClassVar[tuple[str, ...]] = ("real", "noise")
+
+    @classmethod
+    def check_hparams(cls, hp: dict[str, Any], where: str, snapshots: bool = True) -> None:
+        """The method's resolved hyperparameters checked before any job: by ddflow.config.check for every
+        configured cell (parse time) and by ddflow.settings.distill_settings for a tool's run. Default: the ranges
+        every setting keeps (hparams.check_values; `snapshots` within the run unless False) and `init` one of the
+        method's `inits`; a method with options of its own extends it (super() first). Errors start with `where`."""
+        check_values(hp, where, cls.inits, snapshots=snapshots)
 
     @classmethod
     def seed_id(cls) -> str:
@@ -98,8 +107,7 @@ class Method:
 
     def dsa_strategy(self) -> str:
         """hp['dsa_strategy'], with 'auto' meaning the dataset's DSA strategy."""
-        strategy = self.hp["dsa_strategy"]
-        return self.data.info.dsa_strategy if strategy == "auto" else strategy
+        return self.data.info.strategy(self.hp["dsa_strategy"])
 
     def random_real_indices(self, n: int) -> torch.Tensor:
         """n distinct random training indices per class, class after class: (classes * n,)."""

@@ -68,7 +68,7 @@ class DD(Method):
         per_step = int(hp["images_per_class_per_step"])
         if self.ipc % per_step:
             raise DdflowError(f"dd: IPC {self.ipc} is not a multiple of images_per_class_per_step {per_step} "
-                              f"(workflow/hparams/dd.yaml)")
+                              f"(workflow/hparams/methods/dd.yaml)")
         self.per_step, self.distill_steps = per_step, self.ipc // per_step
         self.distill_epochs = int(hp["distill_epochs"])
         self.order = step_order(self.distill_steps, self.distill_epochs)

@@ -1,6 +1,6 @@
 """dm-isa: ISA's module (Li et al., "Boosting dataset distillation with the assistance of crucial samples"; appendix
 Table 8, "DM + Ours") applied to DM. The appendix gives no details; this is the adaptation, every choice a setting
-(workflow/hparams/dm-isa.yaml):
+(workflow/hparams/methods/dm-isa.yaml):
 
 DM's term for class c is ||A||^2 with A = mean_i phi(r_i) - mean_k phi(s_k), phi the random network's embedding
 of the (Siamese-DSA-augmented) real images r_i and synthetic images s_k of the class. ISA's two parts move into
@@ -31,6 +31,8 @@ term act would need a predictor DM does not have (ISA's code has no DM variant t
 """
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
 from ..errors import DdflowError
@@ -46,14 +48,14 @@ SEGMENTS = ("away", "toward")
 class DMISA(DM):
     paired_with = "dm"  # same initial set, networks and augmentation draws as dm: the difference is the module
 
-    def init(self) -> None:
-        hp = self.hp
+    @classmethod
+    def check_hparams(cls, hp: dict[str, Any], where: str, snapshots: bool = True) -> None:
+        super().check_hparams(hp, where, snapshots)
         if not 0 < hp["keep"] <= 1 or hp["eps"] < 0:
-            raise DdflowError(f"dm-isa: keep {hp['keep']} must be in (0, 1] and eps {hp['eps']} >= 0")
+            raise DdflowError(f"{where}: dm-isa keep {hp['keep']} must be in (0, 1] and eps {hp['eps']} >= 0")
         if hp["score"] not in SCORES or hp["segment"] not in SEGMENTS:
-            raise DdflowError(f"dm-isa: score {hp['score']!r} not in {SCORES} or segment {hp['segment']!r} not in "
-                              f"{SEGMENTS}")
-        super().init()
+            raise DdflowError(f"{where}: dm-isa score {hp['score']!r} not in {SCORES} or segment "
+                              f"{hp['segment']!r} not in {SEGMENTS}")
 
     def class_loss(self, emb_real: torch.Tensor, emb_syn: torch.Tensor) -> torch.Tensor:
         hp = self.hp

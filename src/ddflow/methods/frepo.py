@@ -17,8 +17,9 @@ per-sample KRR error, and for each kept sample i and its most cosine-similar oth
 mean of the squared residual along phi_i + l (phi_i - phi_j), l in [0, eps] (ddflow.ops.krr.isa_loss), averaged over
 classes (`reduce: mean`; FRePo's is `half_sum`). keep 1, eps 0, reduce half_sum is FRePo exactly.
 
-The Fig. 5 variants of the ISA paper are method ids here with fixed options: frepo-drop-hard{10,20,30} discard the
-hardest 10/20/30 % of every real batch (keep the easiest), frepo-drop-easy{10,20,30} the easiest; no ISA loss.
+The Fig. 5 variants of the ISA paper (declared in hparams methods/frepo.yaml `variants`) are method ids here with
+fixed options: frepo-drop-hard{10,20,30} discard the hardest 10/20/30 % of every real batch (keep the easiest),
+frepo-drop-easy{10,20,30} the easiest; no ISA loss.
 
 Colour datasets are distilled in FRePo's ZCA space (prep 'frepo', regulariser 0.1 relative to the trace, after
 per-channel standardisation); MNIST-like data in the normalised space (FRePo uses no ZCA there).
@@ -31,6 +32,8 @@ import torch
 
 from ..data import DatasetInfo
 from ..data.spaces import Prep
+from ..errors import DdflowError
+from ..hparams import PACKAGED, hparams_file, variants
 from ..nets import build_net
 from ..ops.krr import centred_onehot, flip_support, frepo_kernel_loss, init_learned_labels, isa_loss
 from ..ops.losses import margin_loss, mse_half_sum
@@ -151,7 +154,10 @@ class ISA(FRePoFamily):
     paired_with = "frepo"
 
 
-def _drop_variant(which: str, percent: int) -> type[FRePoFamily]:
+def _drop_variant(method_id: str, which: str, percent: int) -> type[FRePoFamily]:
+    if which not in ("hard", "easy") or not isinstance(percent, int) or not 0 < percent < 100:
+        raise DdflowError(f"{hparams_file('frepo', PACKAGED)}: variants.{method_id} = {{drop: {which!r}, percent: "
+                          f"{percent!r}}}; drop is hard or easy, percent a whole number in [1, 99]")
     keep = (1 - percent / 100) * (-1 if which == "hard" else 1)  # negative = keep the easiest (drop the hardest)
 
     class Drop(FRePoFamily):
@@ -160,9 +166,9 @@ def _drop_variant(which: str, percent: int) -> type[FRePoFamily]:
         fixed = {"keep": keep, "eps": 0.0, "reduce": "half_sum"}
 
     Drop.__name__ = Drop.__qualname__ = f"FRePoDrop{which.title()}{percent}"
-    return register(f"frepo-drop-{which}{percent}")(Drop)
+    return register(method_id)(Drop)
 
 
-for _which in ("hard", "easy"):  # ISA Fig. 5: the six registered drop variants
-    for _percent in (10, 20, 30):
-        _drop_variant(_which, _percent)
+# ISA Fig. 5's variants, declared once beside their family: workflow/hparams/methods/frepo.yaml `variants`
+for _vid, _v in variants("frepo", PACKAGED).items():
+    _drop_variant(_vid, _v.get("drop"), _v.get("percent"))

@@ -15,7 +15,7 @@ by LD's moving-average rule (ddflow.ops.bilevel.ResetRule), which records each m
 Every 5th epoch (lines 388-404) a fresh model trains on the base examples with the current labels for the step count
 of the reset statistics (the mean of the last three, ResetRule.num_steps) and is scored on the validation split; the
 labels and step count of the lowest validation error so far (ties: the later) are the result, evaluated by
-protocol `ld` (ddflow.protocols.bilevel). The validation split is ddflow's (workflow/hparams/validation.yaml).
+protocol `ld` (ddflow.protocols.bilevel). The validation split is ddflow's (workflow/hparams/stages/validation.yaml).
 """
 from __future__ import annotations
 

@@ -2,7 +2,7 @@
 official fiona-lxd/ISA lib/datadistillation/isa.py) applied to MTT, the "MTT + Ours" row of ISA's appendix Table 8.
 
 The appendix gives no details of the adaptation; ddflow defines it so (every choice a setting in
-workflow/hparams/mtt-isa.yaml):
+workflow/hparams/methods/mtt-isa.yaml):
 - Where: the student's steps. In FRePo/ISA the module acts on the per-sample losses of the model fitted to the
   synthetic set (KRR on the real target batch). MTT's outer loss (the parameter distance to the expert) has no
   per-sample terms; the only per-sample losses in MTT are those of the student's steps, on the synthetic mini-batch
@@ -27,6 +27,8 @@ Everything else is MTT (ddflow.methods.mtt), with MTT's random streams (paired_w
 """
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch.func import functional_call
 
@@ -40,16 +42,17 @@ from .registry import register
 class MTTISA(MTT):
     paired_with = "mtt"
 
-    def init(self) -> None:
-        keep, eps, points = self.hp["isa_keep"], self.hp["isa_eps"], self.hp["isa_points"]
-        segment = self.hp["isa_segment"]
+    @classmethod
+    def check_hparams(cls, hp: dict[str, Any], where: str, snapshots: bool = True) -> None:
+        super().check_hparams(hp, where, snapshots)
+        keep, eps, points, segment = hp["isa_keep"], hp["isa_eps"], hp["isa_points"], hp["isa_segment"]
         if not 0 < float(keep) <= 1 or float(eps) < 0 or int(points) < 1:
-            raise DdflowError(f"mtt-isa: need 0 < isa_keep <= 1, isa_eps >= 0, isa_points >= 1; got {keep}, {eps}, "
-                              f"{points}")
+            raise DdflowError(f"{where}: mtt-isa needs 0 < isa_keep <= 1, isa_eps >= 0, isa_points >= 1; got "
+                              f"{keep}, {eps}, {points}")
         if segment not in ISA_SEGMENTS or (segment == "toward" and float(eps) > 1):
-            raise DdflowError(f"mtt-isa: isa_segment {segment!r} must be one of {ISA_SEGMENTS}, and 'toward' needs "
-                              f"isa_eps <= 1 (got {eps}): beyond j the interpolated label leaves the simplex")
-        super().init()
+            raise DdflowError(f"{where}: mtt-isa isa_segment {segment!r} must be one of {ISA_SEGMENTS}, and "
+                              f"'toward' needs isa_eps <= 1 (got {eps}): beyond j the interpolated label leaves the "
+                              "simplex")
 
     def step_loss(self, net: torch.nn.Module, params: dict[str, torch.Tensor], x: torch.Tensor,
                   y: torch.Tensor) -> torch.Tensor:

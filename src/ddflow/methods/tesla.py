@@ -22,6 +22,8 @@ MTT's objective, windows, student batches, DSA and optimisers (ddflow.methods.mt
 """
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch.func import functional_call
@@ -40,9 +42,13 @@ IMAGE_FACTOR = {"official": 0.5, "first_order": 1.0, "exact": 1.0}
 class TESLA(MTT):
     state = MTT.state + ("labels",)
 
+    @classmethod
+    def check_hparams(cls, hp: dict[str, Any], where: str, snapshots: bool = True) -> None:
+        super().check_hparams(hp, where, snapshots)
+        if hp["meta_gradient"] not in GRADIENTS:
+            raise DdflowError(f"{where}: tesla meta_gradient {hp['meta_gradient']!r} not in {GRADIENTS}")
+
     def init(self) -> None:
-        if self.hp["meta_gradient"] not in GRADIENTS:
-            raise DdflowError(f"tesla: meta_gradient {self.hp['meta_gradient']!r} not in {GRADIENTS}")
         super().init()
         if self.hp["teacher_label"]:
             self.labels = F.one_hot(self.labels, self.classes).float()  # replaced by the experts' at every step

@@ -1,8 +1,8 @@
 """One evaluation cell: the protocol's resolved settings and K fresh networks trained on a distilled set.
 
-Protocol settings = workflow/hparams/protocols.yaml[protocol] (the protocol's fixed optimiser settings) updated by
-the method's `eval: {protocol: {...}}` hyperparameters (epochs, augmentation, number of models), as in the official
-code, where the evaluation length and augmentation follow the method and the dataset.
+Protocol settings = workflow/hparams/stages/protocols.yaml[protocol] (the protocol's fixed optimiser settings)
+updated by the method's `eval: {protocol: {...}}` hyperparameters (epochs, augmentation, number of models), as in
+the official code, where the evaluation length and augmentation follow the method and the dataset.
 
 Network: a protocol with a `net` setting (dc, mtt, soft, idc) evaluates on the method's own `net` (its resolved
 hparams), as the official code evaluates on the model it distils with (e.g. MTT's Tiny ImageNet ConvNetD4), unless
@@ -27,7 +27,6 @@ from .. import hparams as hparams_mod
 from ..data import RealData, get_info
 from ..errors import DdflowError
 from ..io import read_yaml_mapping
-from ..methods import REGISTRY, get_method
 from ..records import DistilledSet, cell_record
 from ..runtime import peak_memory_mb, provenance, reset_peak
 from ..seeding import generator
@@ -52,14 +51,20 @@ def protocol_settings(method: str, dataset: str, ipc: int, preset: str, name: st
     if specific is None:
         raise DdflowError(f"method {method!r} has no settings for protocol {name!r} in its hparams (eval.{name})")
     settings = hparams_mod.deep_merge(base, specific)
-    hparams_mod.check_values(settings, f"{hp_dir / method}.yaml eval.{name} over protocols.yaml {name}, resolved for "
-                                       f"{dataset}, IPC {ipc}, preset {preset}")
+    hparams_mod.check_values(settings, f"{hparams_mod.hparams_file(method, hp_dir)} eval.{name} over protocols.yaml "
+                                       f"{name}, resolved for {dataset}, IPC {ipc}, preset {preset}")
     if "net" in base and "net" not in specific and hp.get("net"):
         settings["net"] = hp["net"]
-    if settings.get("augment") == "dsa" and settings.get("strategy", "auto") == "auto":
-        settings["strategy"] = get_info(dataset).dsa_strategy
+    with_dsa_strategy(settings, dataset)
     if settings.get("steps") == "auto":
         settings["steps_by_prototypes"] = _step_table(doc, settings.get("step_table"), method, name)
+    return settings
+
+
+def with_dsa_strategy(settings: dict[str, Any], dataset: str) -> dict[str, Any]:
+    """Settings that augment with DSA carry the strategy the dataset applies (its own for 'auto'), in place."""
+    if settings.get("augment") == "dsa":
+        settings["strategy"] = get_info(dataset).strategy(settings.get("strategy", "auto"))
     return settings
 
 
@@ -67,7 +72,7 @@ def load_protocols(hp_dir: str | Path | None = None) -> dict[str, Any]:
     """protocols.yaml of the hyperparameter folder, checked: valid YAML, a mapping of protocol sections whose values
     are in range (hparams.check_values: finite, counts and batches bounded, learning rates > 0, momenta in [0, 1]);
     errors name the file and the key."""
-    path = hparams_mod.hparams_dir(hp_dir) / "protocols.yaml"
+    path = hparams_mod.hparams_file("protocols", hp_dir)
     doc = read_yaml_mapping(path, "missing (the evaluation protocols' fixed settings)",
                             "a mapping of protocol sections expected")
     if not all(isinstance(v, dict) for v in doc.values()):
@@ -93,14 +98,20 @@ def _step_table(doc: dict, table: str | None, method: str, name: str) -> dict[in
     return {int(k): int(v) for k, v in tables[table].items()}
 
 
-def evaluate_cell(record: DistilledSet, protocol_name: str, settings: dict, data: RealData,
-                  device: torch.device) -> dict[str, Any]:
-    """Train settings['models'] networks under the protocol on the record; the cell record (ddflow.records)."""
+def model_stream(protocol_name: str, seed_id: str, record: DistilledSet) -> tuple[object, ...]:
+    """The names an evaluation cell's model generators are seeded from (the model's index follows): the protocol,
+    the seed id the runner hands in (a method's seed_id(): a -dream variant shares its base's K model draws; an
+    imported set's name) and the cell."""
+    return ("eval", protocol_name, seed_id, record.dataset, record.ipc, record.seed)
+
+
+def evaluate_cell(record: DistilledSet, protocol_name: str, settings: dict, data: RealData, device: torch.device,
+                  stream: tuple[object, ...]) -> dict[str, Any]:
+    """Train settings['models'] networks under the protocol on the record, model k drawing from
+    generator(*stream, k) (model_stream); the cell record (ddflow.records)."""
     fn = get_protocol(protocol_name)
     k = int(settings["models"])
-    # a -dream variant is evaluated by the same K model draws as its base; an imported set (ddflow.interop) by its name
-    seed_id = get_method(record.method).seed_id() if record.method in REGISTRY else record.method
-    gens = [generator("eval", protocol_name, seed_id, record.dataset, record.ipc, record.seed, i) for i in range(k)]
+    gens = [generator(*stream, i) for i in range(k)]
     reset_peak(device)
     t0 = time.time()
     accs = fn(record, record.real_in_space(data), settings, gens, device)

@@ -7,9 +7,9 @@ then cosine decay to 1 % over the remaining steps, MSE (0.5 * sum over classes, 
 labels (hard labels become FRePo's centred one-hot), batch min(N, 500) taken in a fixed order over the repeated set
 (tf `cache().repeat().batch()`, no shuffle), one augmentation family per batch with per-image parameters. The number
 of steps follows a table by number of prototypes, `steps_by_prototypes` (resolved from the method's `step_table`:
-FRePo's or ISA's script/eval.py, workflow/hparams/protocols.yaml step_tables); for a count not in it, the entry of
-the largest listed count below it (the smallest entry below the smallest count). Test accuracy of every model after
-the last step.
+FRePo's or ISA's script/eval.py, workflow/hparams/stages/protocols.yaml step_tables); for a count not in it, the
+entry of the largest listed count below it (the smallest entry below the smallest count). Test accuracy of every
+model after the last step.
 
 Augmentation: FRePo's `flip_color_crop_rotate_translate_cutout` (augmax, one op per batch) is approximated by
 ddflow's DSA in single-family mode with FRePo's ranges where DSA has the same transform: rotate +-15 degrees,

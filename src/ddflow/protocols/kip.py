@@ -136,7 +136,7 @@ def evaluate_kip_nn(record: DistilledSet, data: RealData, settings: dict, genera
     info = data.info
     if data.x_val is None or len(data.y_val) < int(settings["ntk_inputs"]):
         raise DdflowError(f"kip-nn needs {settings['ntk_inputs']} validation images for its learning-rate estimate "
-                          f"(the validation split: workflow/hparams/validation.yaml)")
+                          f"(the validation split: workflow/hparams/stages/validation.yaml)")
     x_lr = data.x_val[torch.arange(int(settings["ntk_inputs"]))].to(device)
     targets = krr_targets(record.labels, info.classes)
     accs = []

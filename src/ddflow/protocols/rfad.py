@@ -11,7 +11,7 @@ only the full batch): `minibatch_labels: unscaled` keeps that quirk, `scaled` sc
 iterations, before that iteration's step, the accuracy of f - f0 on the validation split; the best model (strictly
 better accuracy) is kept; training stops once `patience` (500) iterations pass without a better one, or after
 `iterations` (20,000). Test accuracy of the best model, with centring. lr, label scale and weight decay per dataset
-and IPC: utils.get_best_finite_hypers (use_label_scale=True; workflow/hparams/rfad.yaml).
+and IPC: utils.get_best_finite_hypers (use_label_scale=True; workflow/hparams/methods/rfad.yaml).
 """
 from __future__ import annotations
 

@@ -65,7 +65,7 @@ def check_normalization(source: dict, info, where: str) -> None:
     if "mean" in source and (tuple(source["mean"]) != tuple(info.mean) or tuple(source["std"]) != tuple(info.std)):
         raise DdflowError(f"{where}: experts trained on data normalised with mean {source['mean']} / std "
                           f"{source['std']}, this distillation normalises with {list(info.mean)} / {list(info.std)}: "
-                          "set the same normalize_as in workflow/hparams/experts.yaml and the method's hparams")
+                          "set the same normalize_as in workflow/hparams/stages/experts.yaml and the method's hparams")
 
 
 def check_manifest(man: dict[str, Any], hp: dict[str, Any], where: str) -> None:

@@ -39,12 +39,12 @@ def load_config(path: str | Path, overrides: list[str]) -> dict[str, Any]:
 def table_jobs(config: dict[str, Any], tables: list[str], hp_dir: Path, papers: Path) -> list[tuple[str, tuple]]:
     """(rule, wildcards) of every job the targets results/tables/<t>.md need, each once."""
     from .. import config as ddconfig
-    from ..distill import rule_iterations
     from ..hparams import paper_rule, resolve
     from ..methods import get_method
     from ..protocols.registry import needs_validation
     from ..records.experts import blocks
     from ..records.trajectories import manifest_path
+    from ..settings import rule_iterations
     from .tables import load_spec
     from .xarch import load_xarch_spec, xarch_cells
 
@@ -114,10 +114,9 @@ def job_cost(rule: str, wc: tuple, costs: dict[str, Any], preset: str, hp_dir: P
     """(GPU seconds, disk bytes, basis) of one job: `wc` are its wildcards in table_jobs' order. The workflow's
     distill rule asks SLURM for a runtime from this (workflow/rules/common.smk, job_runtime)."""
     from ..data import get_info
-    from ..distill import snapshot_iterations
     from ..hparams import resolve
     from ..protocols import protocol_settings
-    from ..whole import whole_settings
+    from ..settings import snapshot_iterations, whole_settings
 
     ref = get_info(costs["reference"]["dataset"])
     ref_px = ref.channels * ref.size ** 2

@@ -13,12 +13,12 @@ soft_label.py compute_metrics lines 561-564, aug_robust.py lines 577-580), accur
 alpha and beta lie in [-1, 1] only for fractions, where the normalisation maps them onto [0, 1]. DD-Ranking's code
 feeds its accuracies in percent (its `validate` returns top-1 in %), so alpha spans [-100, 100] and the score
 saturates: 0 below about -3 %, e^alpha ~ 10^43 at +100 %; `ddranking_code_lrs` / `_ars` in the CSV give that value
-for comparison. The weights w (label_weight), g (augmentation_weight) are settings (workflow/hparams/analyses.yaml
-robust_scores).
+for comparison. The weights w (label_weight), g (augmentation_weight) are settings
+(workflow/hparams/stages/analyses.yaml robust_scores).
 
 Cells: acc(syn, any) is the method's cell under its own protocol; acc(random, any) the `random` method's cell
-under the same protocol, dataset and IPC; acc(real, hard) the whole-dataset cell (ddflow.whole). A set with hard
-labels is its own hard-label evaluation; a set with learned labels needs a cell under the hard-label variant of
+under the same protocol, dataset and IPC; acc(real, hard) the whole-dataset cell (ddflow.stages.whole). A set with
+hard labels is its own hard-label evaluation; a set with learned labels needs a cell under the hard-label variant of
 its protocol; ARS needs the protocol with and without augmentation. Variant protocol names are templates
 (settings: `hard_label_protocol`, `aug_protocol`, `no_aug_protocol`); a missing cell prints "—".
 """
@@ -208,7 +208,7 @@ def robust_notes(df: pd.DataFrame) -> list[str]:
         f"{DASH}: a needed cell is missing; the CSV's `missing` column names it (protocol/method). LRS needs the "
         "whole-dataset cell (`snakemake whole_dataset`), a hard-label cell of a learned-label set and Random under "
         "the method's protocol; ARS needs each protocol with and without augmentation (settings "
-        "robust_scores in workflow/hparams/analyses.yaml name the variant protocols).",
+        "robust_scores in workflow/hparams/stages/analyses.yaml name the variant protocols).",
     ]
     return lines
 

@@ -119,7 +119,7 @@ def build_table(spec_path: str | Path, cell_paths: list[str | Path], datasets: l
             for ipc in ipcs:
                 pv = (row.get("paper") or {}).get(paper_ds, {}) or {}
                 key = (row.get("protocol", "dc"), row.get("method"), ds, ipc)
-                # a cell of IPC 0 (the whole training split, ddflow.whole) fills every IPC column of its row
+                # a cell of IPC 0 (the whole training split, ddflow.stages.whole) fills every IPC column of its row
                 ours = (pooled.get(key) or pooled.get(key[:3] + (0,))) if row.get("method") else None
                 where = {"dataset": ds, "paper_dataset": paper_ds, "ipc": ipc}
                 records.append({**comparison_record(row, spec, row.get("protocol", ""), where, ours, pv.get(ipc)),

@@ -9,7 +9,7 @@ evaluates it, marked truncated; an evaluation or an expert epoch is never cut):
   mtt   two ConvNet experts trained for two epochs by the experts runner (seconds per expert-epoch), then MTT,
         CIFAR-10, IPC 10, syn_steps 30 on them: seconds per iteration.
   eval  protocol `dc` on DM's final set (100 images, 1000 epochs, DSA) with K = 1 and K = 20 models batched.
-The distillations run through ddflow.distill.run, the evaluations through ddflow.protocols.evaluate_cell with
+The distillations run through ddflow.stages.distill.run, the evaluations through ddflow.protocols.evaluate_cell with
 protocol_settings, so every number is the pipeline's. It imports only torch, numpy and pyyaml (tqdm if present;
 no Snakemake, no network): datasets are local npz files (uint8 NHWC x_train, y_train, x_test, y_test),
 hyperparameters come from workflow/hparams (the checkout's, or the copy shipped with the package; or --hparams-dir).
@@ -33,13 +33,15 @@ import torch
 
 from .. import hparams as hparams_mod
 from ..data import RealData, get_info, load_arrays, load_real, prepare
-from ..distill import run
 from ..errors import DdflowError
 from ..io import atomic_path, read_json, save_npz, write_json
 from ..protocols import evaluate_cell, protocol_settings
+from ..protocols.cell import model_stream
 from ..records import DistilledSet, load_distilled
 from ..records.trajectories import sampler_id
 from ..runtime import provenance
+from ..settings import distill_cell
+from ..stages.evaluate import seed_id
 from ..stages.experts import run as train_experts
 from ..stages.sampling import write_mtt_manifest
 from . import references
@@ -123,15 +125,15 @@ class Context:
 # ---- the steps -------------------------------------------------------------------------------------------------
 def _distill(ctx: Context, method: str, dataset: str, ipc: int, snapshots: bool = False) -> DistilledSet:
     work = ctx.work(method)
-    return run(method, dataset, ipc, SEED, "paper", ctx.device, ctx.paths[dataset], work / "final.pt",
-               hp_dir=ctx.hp_dir, snapshot_dir=work if snapshots else None, budget_s=ctx.budgets[method],
-               overrides=ctx.scale.distill[method])
+    return distill_cell(method, dataset, ipc, SEED, "paper", ctx.device, ctx.paths[dataset], work / "final.pt",
+                        hp_dir=ctx.hp_dir, snapshot_dir=work if snapshots else None, budget_s=ctx.budgets[method],
+                        overrides=ctx.scale.distill[method])
 
 
 def _evaluate(ctx: Context, record: DistilledSet, overrides: dict[str, Any]) -> dict[str, Any]:
     settings = protocol_settings(record.method, record.dataset, record.ipc, "paper", "dc", ctx.hp_dir)
     return evaluate_cell(record, "dc", hparams_mod.deep_merge(settings, overrides), ctx.data(record.dataset),
-                         ctx.device)
+                         ctx.device, model_stream("dc", seed_id(record), record))
 
 
 def _accuracy_row(key: str, record: DistilledSet, cell: dict[str, Any], planned: int) -> dict[str, Any]:

@@ -11,11 +11,10 @@ import torch
 
 from .. import hparams
 from ..data import RealData
-from ..data.spaces import preprocess
-from ..methods import get_method
 from ..progress import Progress
 from ..runtime import peak_memory_mb, reset_peak
 from ..seeding import generator
+from ..stages.distill import build_method
 
 
 def sync(device: torch.device) -> None:
@@ -33,9 +32,8 @@ def time_method(data: RealData, device: torch.device, method: str, ipc: int, ite
     runner's. With `budget_s`, the timed loop stops once that many seconds are spent (after at least one step):
     `iterations` says how many were timed and `truncated` whether that is fewer than asked."""
     hp = hp if hp is not None else hparams.resolve(method, data.info.name, ipc, preset, hp_dir)
-    cls = get_method(method)
-    data, _ = preprocess(data, cls.preprocessing(hp, data.info))  # as the runner does before init()
-    m = cls(hp, data, ipc, generator("bench", method), device, inputs)
+    built = build_method(method, hp, data, ipc, generator("bench", method), device, inputs)  # as the runner
+    m, data = built.method, built.data
     m.init()
     m.step(0)
     sync(device)

@@ -25,7 +25,7 @@ from ..augment import make_augment
 from ..data import get_info, load_real, normalized_as
 from ..data.spaces import preprocess
 from ..errors import DdflowError
-from ..io import load_resume, save_pt, write_json
+from ..io import save_pt, write_json
 from ..nets import build_net
 from ..ops.standardize import standardize_chunks, standardize_groups
 from ..progress import Progress
@@ -33,6 +33,7 @@ from ..records.experts import EXPERT_FORMAT, RECEIPT_FORMAT, split_prep
 from ..runtime import peak_memory_mb, provenance
 from ..seeding import generator
 from ..train import NetStack, TrainSettings, accuracy, train_stack
+from .resume import ResumeFile
 
 log = logging.getLogger(__name__)
 TEST_BATCH = 128                # HaBa utils.py get_dataset line 221: testloader batch_size 128, no shuffle
@@ -57,26 +58,22 @@ def run(dataset: str, prep: str, net: str, indices: list[int], settings: dict[st
     stack = NetStack(template, gens, device, settings.get("batching", "auto"))
     epochs = int(settings["epochs"])
     lrs = [float(settings["lr"])] * epochs  # constant lr (MTT's --decay is off by default)
-    strategy = settings.get("strategy", "auto")
-    augment = make_augment(settings.get("augment", "dsa"), info.dsa_strategy if strategy == "auto" else strategy)
+    augment = make_augment(settings.get("augment", "dsa"), info.strategy(settings.get("strategy", "auto")))
     identity = {"dataset": dataset, "prep": prep, "net": net, "indices": list(indices), "settings": settings}
     names = list(stack.params)
     traj = {n: [v.detach().cpu().clone()] for n, v in stack.params.items()}  # per name: list over epochs of (K,...)
     start, seconds = 0, 0.0
-    resume = Path(resume) if resume else None
-    state = load_resume(resume, "expert resume file") if resume is not None else None
+    resume_file = ResumeFile(resume, identity, "expert resume file")
+    state = resume_file.load()
     if state is not None:
-        if state.get("identity") == identity:
-            start, seconds = state["epoch"], state["seconds"]
-            traj = {n: list(state["traj"][n].unbind(0)) for n in names}
-            with torch.no_grad():
-                for n in names:
-                    stack.params[n].copy_(traj[n][-1].to(device))
-            for g, s in zip(gens, state["generators"]):
-                g.set_state(s)
-            log.info("experts %s: resuming from epoch %d (%s)", indices, start, resume)
-        else:
-            log.warning("%s belongs to another configuration; starting afresh", resume)
+        start, seconds = state["epoch"], state["seconds"]
+        traj = {n: list(state["traj"][n].unbind(0)) for n in names}
+        with torch.no_grad():
+            for n in names:
+                stack.params[n].copy_(traj[n][-1].to(device))
+        for g, s in zip(gens, state["generators"]):
+            g.set_state(s)
+        log.info("experts %s: resuming from epoch %d (%s)", indices, start, resume)
     t0 = time.time() - seconds
     progress = Progress(epochs, f"experts {dataset}/{prep}/{net} {indices[0]}..{indices[-1]}", start=start)
     for ep in range(start, epochs):
@@ -87,10 +84,9 @@ def run(dataset: str, prep: str, net: str, indices: list[int], settings: dict[st
         for n in names:
             traj[n].append(stack.params[n].detach().cpu().clone())
         progress.update(ep + 1, loss=sum(loss) / len(loss))
-        if resume is not None and ep + 1 < epochs:
-            save_pt({"identity": identity, "epoch": ep + 1, "seconds": time.time() - t0,
-                     "generators": [g.get_state() for g in gens],
-                     "traj": {n: torch.stack(traj[n]) for n in names}}, resume)
+        if ep + 1 < epochs:
+            resume_file.save(epoch=ep + 1, seconds=time.time() - t0, generators=[g.get_state() for g in gens],
+                             traj={n: torch.stack(traj[n]) for n in names})
         if stop_after_epoch is not None and ep + 1 >= stop_after_epoch:
             progress.close()
             return
@@ -109,6 +105,5 @@ def run(dataset: str, prep: str, net: str, indices: list[int], settings: dict[st
                     "experts": [str(o) for o in outs], "test_accuracy": accs, "seconds": seconds,
                     "provenance": provenance(device)}, receipt)
     log.info("experts %s: test accuracy %s (%.1f s)", indices, [round(a, 2) for a in accs], seconds)
-    if resume is not None and resume.exists():
-        resume.unlink()
+    resume_file.remove()
 

@@ -1,0 +1,62 @@
+"""The evaluation runner: one distilled set under one protocol -> results/eval/{protocol}/.../s{seed}.json.
+
+It runs with the protocol settings its rule resolved (ddflow.settings.eval_settings) and resolves nothing itself:
+it loads the set and the real data normalised as the set was, carves the validation split off for a protocol that
+chooses on it, hands the protocol the seed id of the set's method (ddflow.protocols never looks a method up) and
+writes the cell atomically. The whole-dataset bound (ddflow.stages.whole) evaluates through the same cell code.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..data import RealData, get_info, load_real
+from ..data.validation import carve, load_split
+from ..errors import DdflowError
+from ..io import write_json
+from ..methods import REGISTRY, get_method
+from ..protocols import evaluate_cell
+from ..protocols.cell import model_stream
+from ..protocols.registry import needs_validation
+from ..records import DistilledSet, load_distilled
+
+log = logging.getLogger(__name__)
+
+
+def seed_id(record: DistilledSet) -> str:
+    """The name the set's model draws are seeded from: its method's seed_id() (a -dream variant is evaluated by the
+    same K model draws as its base), an imported set's (ddflow.interop) own name."""
+    return get_method(record.method).seed_id() if record.method in REGISTRY else record.method
+
+
+def evaluate_record(record: DistilledSet, protocol: str, settings: dict[str, Any], real: RealData,
+                    device: torch.device) -> dict[str, Any]:
+    """The cell of a loaded record on loaded real data (ddflow.protocols.evaluate_cell), its models seeded from
+    its method's seed id."""
+    return evaluate_cell(record, protocol, settings, real, device, model_stream(protocol, seed_id(record), record))
+
+
+def run(distilled: str | Path | DistilledSet, protocol: str, settings: dict[str, Any], data_path: str | Path,
+        device: torch.device, out: str | Path | None = None,
+        validation: str | Path | None = None) -> dict[str, Any]:
+    """The evaluation cell of one set (a record or its file) under `protocol` with `settings`; written to `out`
+    when given. A protocol that chooses on the validation split needs `validation` (the split's file)."""
+    record = distilled if isinstance(distilled, DistilledSet) else load_distilled(distilled)
+    # the real data normalised as the distilled set was (a method may normalise with another dataset's statistics)
+    info = dataclasses.replace(get_info(record.dataset), mean=tuple(record.mean), std=tuple(record.std))
+    real = load_real(data_path, info, device)
+    if needs_validation(protocol):
+        if validation is None:
+            raise DdflowError(f"protocol {protocol!r} chooses on the validation split: give --validation (the file "
+                              f"the validation-split command writes, e.g. results/data/{record.dataset}-val.npz)")
+        real = carve(real, load_split(validation, record.dataset, len(real.y_train)))
+    cell = evaluate_record(record, protocol, settings, real, device)
+    log.info("%s/%s IPC %d under %s: %.2f ± %.2f %% (%d models)", cell["method"], cell["dataset"], cell["ipc"],
+             cell["protocol"], cell["mean"], cell["std"], cell["n_models"])
+    if out is not None:
+        write_json(cell, out)
+    return cell
