@@ -32,7 +32,7 @@ def test_dd_and_ld_through_their_protocols_into_dream_t1(tiny_run):
     for protocol, method in (("dd", "dd"), ("dc", "dd"), ("ld", "ld")):
         cell = json.loads((r / f"eval/{protocol}/{method}/mnist5k/ipc1/s0.json").read_text())
         assert cell["n_models"] == 2 and len(cell["accuracies"]) == 2 and 0.0 <= cell["mean"] <= 100.0
-    assert (r / "data/mnist5k-val.npz").exists()
+    assert (r / "splits/mnist5k.npz").exists()
     md = (r / "tables/dream_t1.md").read_text()
     for label in ("DD", "DD images under dc (ours)", "LD"):
         line = next(line for line in md.splitlines() if line.startswith(f"| {label} "))

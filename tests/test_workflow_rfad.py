@@ -25,4 +25,4 @@ def test_rfad_distils_with_the_validation_split_and_evaluates_under_rfad_nn(tmp_
     rec = load_distilled(work / "results/distilled/rfad/mnist5k/ipc1/s0.pt")
     assert "validation split" in rec.extra["seen"] and rec.extra["best_iter"] in (0, 2, 4)
     assert rec.images.shape == (10, 1, 28, 28) and torch.equal(rec.labels, torch.arange(10))
-    assert (work / "results/data/mnist5k-val.npz").exists()
+    assert (work / "results/splits/mnist5k.npz").exists()

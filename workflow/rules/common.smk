@@ -470,7 +470,7 @@ def validation_arg(wildcards, input):
 
 
 def validation_path(dataset):
-    return f"results/data/{dataset}-val.npz"
+    return f"results/splits/{dataset}.npz"
 
 
 def validation_settings(wildcards):

@@ -27,9 +27,9 @@ rule validation_split:
     input:
         unpack(checked_inputs(data="results/data/{dataset}.npz")),
     output:
-        "results/data/{dataset}-val.npz",
+        "results/splits/{dataset}.npz",
     log:
-        "results/logs/data/{dataset}-val.log",
+        "results/logs/splits/{dataset}.log",
     conda:
         ENV
     params:

@@ -1,11 +1,11 @@
 """The validation split: a class-balanced part of the training split, drawn once per dataset with a fixed seed.
 
-Methods that choose anything on held-out data (LD's step count, RFAD's early stopping, RTP's tuning, and the
-"validation rule" rows of the tables) choose on it, never on the test split. It is carved from the training split,
-so it cannot overlap the test split; a method that asks for it (`requires` holds "validation") distils from the rest
-of the training split (the fit part) and its record says so. Its size per dataset is data
-(workflow/hparams/stages/validation.yaml); the split is written as results/data/{dataset}-val.npz (the indices into the
-prepared file's train split, with the settings that drew them).
+What a method or protocol chooses on held-out data (LD's step count, RFAD's early stopping, kip-nn's learning rate)
+it chooses on this split, never on the test split. It is carved from the training split, so it cannot overlap the
+test split; a method that asks for it (`requires` holds "validation") distils from the rest of the training split
+(the fit part) and its record says so (`extra["seen"]`). Its size per dataset is data
+(workflow/hparams/stages/validation.yaml); the split is written as results/splits/{dataset}.npz: the indices into
+the prepared file's train split, with the settings that drew them.
 """
 from __future__ import annotations
 

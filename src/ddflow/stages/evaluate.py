@@ -52,7 +52,7 @@ def run(distilled: str | Path | DistilledSet, protocol: str, settings: dict[str,
     if needs_validation(protocol):
         if validation is None:
             raise DdflowError(f"protocol {protocol!r} chooses on the validation split: give --validation (the file "
-                              f"the validation-split command writes, e.g. results/data/{record.dataset}-val.npz)")
+                              f"the validation-split command writes, e.g. results/splits/{record.dataset}.npz)")
         real = carve(real, load_split(validation, record.dataset, len(real.y_train)))
     cell = evaluate_record(record, protocol, settings, real, device)
     log.info("%s/%s IPC %d under %s: %.2f ± %.2f %% (%d models)", cell["method"], cell["dataset"], cell["ipc"],
