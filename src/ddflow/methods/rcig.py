@@ -33,7 +33,7 @@ import torch
 from ..data import DatasetInfo
 from ..data.spaces import Prep
 from ..errors import DdflowError
-from ..nets import build_frepo_conv
+from ..nets import build_net
 from ..ops import rcig as R
 from ..ops.krr import centred_onehot, flip_support
 from ..runtime import to_device
@@ -84,8 +84,8 @@ class RCIG(Method):
 
     def _net(self) -> torch.nn.Module:
         info, hp = self.data.info, self.hp
-        return build_frepo_conv(info.channels, self.classes, info.size, int(hp["width"]), hp.get("depth"), "none",
-                                self.generator, self.device)
+        return build_net("FRePoConv", info.channels, self.classes, info.size, self.generator, self.device,
+                         width=int(hp["width"]), depth=hp.get("depth"), norm="none")
 
     def _new_model(self) -> dict[str, Any]:
         params = R.conv_params(self._net())[0]
