@@ -203,14 +203,16 @@ def test_ead_baselines_spec_loads_builds_and_names_only_registered_methods(tmp_p
     spec = Path(__file__).resolve().parents[1] / "workflow" / "papers" / "ead_baselines.yaml"
     doc = load_spec(spec)
     labels = [r["label"] for r in doc["rows"]]
-    assert labels[:13] == ["DD", "LD", "DC", "DSA", "MTT", "TESLA", "DM", "CAFE", "KIP", "FRePo", "RFAD",
-                           "RTP (IPC = float budget)", "IDM"]
+    assert labels[:15] == ["DD", "DD images under dc (ours)", "LD", "DC", "DSA", "MTT", "TESLA", "DM", "CAFE", "KIP",
+                           "KIP (infinite-width KRR)", "FRePo", "RFAD", "RTP (IPC = float budget)", "IDM"]
     assert set(doc["paper_datasets"]) == {"mnist", "fmnist", "cifar10", "cifar100", "svhn", "tiny"}
-    assert all(r.get("source") for r in doc["rows"])  # every paper value names its own paper's table
+    # every paper value names its own paper's table; rows of ours only (no paper value) need none
+    assert all(r.get("source") for r in doc["rows"] if r.get("paper") or "(ours)" not in r["label"] and
+               "infinite-width" not in r["label"])
     for method, protocol in table_rows(spec):
         assert method in REGISTRY and protocol in REGISTRY[method].protocols, (method, protocol)
-    paper_only = {r["label"] for r in doc["rows"] if not r.get("method")}
-    assert {"DD", "LD", "KIP", "RFAD"} <= paper_only
+    every_row_runs = {r["label"]: r.get("method") for r in doc["rows"]}   # DD, LD, KIP, RFAD, RTP run now
+    assert all(every_row_runs.values()), every_row_runs
     cell = tmp_path / "idm.json"
     cell.write_text(json.dumps({"protocol": "dc", "method": "idm", "dataset": "cifar10", "ipc": 10, "seed": 0,
                                 "accuracies": [58.0, 59.0]}))

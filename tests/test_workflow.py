@@ -124,13 +124,14 @@ def test_paper_preset_dry_runs_the_full_p1_grid_on_slurm_with_one_gpu_per_gpu_jo
                     "device=cuda")  # a dry run does not know the executor: auto would follow this machine
     out = proc.stdout + proc.stderr
     jobs = dict(re.findall(r"^(\w+)\s+(\d+)$", out, re.M))
-    # the paper grid's 24 methods (config.yaml) x 4 datasets (mnist, svhn, cifar10, cifar100) x 3 IPCs x 5 seeds;
-    # frepo and isa are evaluated under two protocols (frepo, krr), dd under two (dd, and dc as a row of ours):
-    # 1440 + 3 x 60 evaluations; one whole-dataset cell per dataset; LD's validation split once per dataset
+    # the paper grid's 30 methods (config.yaml) x 4 datasets (mnist, svhn, cifar10, cifar100) x 3 IPCs x 5 seeds;
+    # frepo and isa are evaluated under two protocols (frepo, krr), dd under two (dd, and dc as a row of ours), kip
+    # under two (kip-nn, krr-inf): 1800 + 4 x 60 evaluations; one whole-dataset cell per dataset; the validation
+    # split (LD, RFAD, kip-nn) once per dataset
     methods = yaml.safe_load((ROOT / "config.yaml").read_text())["grid"]["paper"]["methods"]
-    assert len(methods) == 24 and jobs["distill"] == str(len(methods) * 60), jobs
+    assert len(methods) == 30 and jobs["distill"] == str(len(methods) * 60), jobs
     assert jobs["validation_split"] == "4", jobs
-    assert jobs["evaluate"] == "1620" and jobs["featnet"] == "4" and jobs["whole_dataset_cell"] == "4", jobs
+    assert jobs["evaluate"] == "2040" and jobs["featnet"] == "4" and jobs["whole_dataset_cell"] == "4", jobs
     assert jobs["dream_fig1"] == "4", jobs  # IPC 10 on each dataset
     # experts: mnist and svhn raw, cifar10 and cifar100 raw and kornia ZCA (MTT's per dataset x IPC choice), each in
     # 10 blocks of the one `experts` rule, and the same five again for HaBa (`<prep>-batchstd`: every batch
