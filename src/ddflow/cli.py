@@ -173,6 +173,8 @@ def _interop_parsers(sub) -> None:
     p.add_argument("--protocols", nargs="+", default=None)
     p.add_argument("--eval-as", default=None, help="the method whose evaluation settings apply")
     p.add_argument("--normalize-as", default=None, help="the dataset whose mean/std a normalized set used")
+    p.add_argument("--resolved", action="store_true",
+                   help="the workflow checked and resolved this entry at parse time: resolve nothing again")
     p.add_argument("--classes", nargs="+", default=None, help="png: the class folders' names in class order")
     p.add_argument("--preset", default="quick")
     p.add_argument("--data", default=None, help="the dataset's npz (to fit a ZCA kind)")

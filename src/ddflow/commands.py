@@ -90,7 +90,7 @@ def cmd_import(a) -> None:
     from .interop.imports import build_records, check_entry, options_entry
     entry = options_entry(a.path, a.format, a.dataset, a.ipc, a.space, a.seed, lr=number_or_path(a.lr), zca=a.zca,
                           protocols=a.protocols, eval_as=a.eval_as, normalize_as=a.normalize_as, classes=a.classes)
-    imp = check_entry(a.name, entry, a.preset, a.hparams_dir)
+    imp = check_entry(a.name, entry, a.preset, a.hparams_dir, resolve=not a.resolved)
     records = build_records(imp, a.preset, a.data, seeds=None if a.seed is None else [a.seed])
     if len(records) > 1 and "{seed}" not in a.out:
         raise DdflowError(f"{a.path}: {len(records)} experiments; put {{seed}} in --out or choose one with --seed")

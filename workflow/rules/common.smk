@@ -320,7 +320,7 @@ def import_args(wildcards, input):
     e = import_entry(wildcards)
     args = ["--name", wildcards.name, "--path", e.path, "--format", e.format, "--dataset", e.dataset]
     args += ["--ipc", e.ipc, "--space", e.space, "--seed", wildcards.seed, "--preset", PRESET]
-    args += ["--hparams-dir", HPARAMS, "--protocols", *e.protocols, "--eval-as", e.eval_as]
+    args += ["--hparams-dir", HPARAMS, "--protocols", *e.protocols, "--eval-as", e.eval_as, "--resolved"]
     if e.lr is not None:
         args += ["--lr", e.lr]
     if e.zca is not None:

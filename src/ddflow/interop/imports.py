@@ -91,8 +91,11 @@ FITS = {"dc": _hard_only, "mtt": _mtt_fit, "idc": _hard_only, "soft": _soft_fit,
         "kip-nn": lambda r: None}
 
 
-def check_entry(name: str, entry: Any, preset: str, hp_dir: str | Path | None = None) -> ImportEntry:
-    """One config entry checked (names, files, protocols, eval_as's settings), before any job."""
+def check_entry(name: str, entry: Any, preset: str, hp_dir: str | Path | None = None,
+                resolve: bool = True) -> ImportEntry:
+    """One config entry checked (names, files, protocols, eval_as's settings), before any job. `resolve=False`: the
+    workflow's import job, whose entry the workflow checked and resolved at parse time (its normalize_as given
+    when it has one): nothing is resolved again."""
     where = f"config imports.{name}"
     if not isinstance(name, str) or not name or set(name) - NAME_CHARS:
         raise DdflowError(f"config imports: name {name!r} must be lower-case letters, digits and '-'")
@@ -158,14 +161,16 @@ def check_entry(name: str, entry: Any, preset: str, hp_dir: str | Path | None = 
     if eval_as not in REGISTRY:
         raise DdflowError(f"{where}.eval_as = {eval_as!r}: not a registered method; known: "
                           f"{', '.join(sorted(REGISTRY))}")
-    for p in protocols:
+    for p in protocols if resolve else ():
         try:
             protocol_settings(eval_as, dataset, ipc, preset, p, hp_dir)
         except DdflowError as e:
             raise DdflowError(f"{where}.eval_as = {eval_as!r} cannot evaluate protocol {p!r}: {e}") from None
     # the mean/std a 'normalized' set was made with: as eval_as normalises this dataset unless stated (MTT: CIFAR-100
     # with CIFAR-10's statistics, utils.py get_dataset; workflow/hparams/methods/mtt.yaml normalize_as)
-    normalize_as = entry.get("normalize_as", hparams.resolve(eval_as, dataset, ipc, preset, hp_dir).get("normalize_as"))
+    normalize_as = entry.get("normalize_as")
+    if resolve and "normalize_as" not in entry:
+        normalize_as = hparams.resolve(eval_as, dataset, ipc, preset, hp_dir).get("normalize_as")
     try:
         normalized_as(get_info(dataset), normalize_as)
     except DdflowError as e:
