@@ -29,7 +29,7 @@ import torch.nn.functional as F
 
 from ..errors import DdflowError
 from ..nets.bilevel import build
-from ..ops.bilevel import dd_unrolled_loss, params_of
+from ..ops.bilevel import dd_unrolled_loss, epoch_batch, params_of
 from .base import Method
 from .registry import register
 
@@ -104,10 +104,7 @@ class DD(Method):
 
     def real_batch(self, it: int) -> tuple[torch.Tensor, torch.Tensor]:
         """The it-th batch of the shuffled training split: a new permutation at the first batch of every epoch."""
-        pos = it % self.per_epoch
-        if pos == 0 and it > 0:
-            self.perm = torch.randperm(len(self.data.y_train), generator=self.generator)
-        idx = self.perm[pos * self.batch:(pos + 1) * self.batch]
+        self.perm, idx = epoch_batch(self.perm, it, self.per_epoch, self.batch, self.generator)
         return self.data.x_train[idx].to(self.device), self.data.y_train[idx].to(self.device)
 
     def step(self, it: int) -> dict[str, float]:

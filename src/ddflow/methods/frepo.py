@@ -43,6 +43,19 @@ from .base import Method
 from .registry import register
 
 
+def frepo_prep(hp: dict[str, Any], info: DatasetInfo) -> Prep:
+    """FRePo's ZCA (prep 'frepo') on colour data when hp['zca']; MNIST-like data stay normalised (FRePo's and RCIG's
+    get_dataset)."""
+    if hp.get("zca") and info.channels == 3:
+        return Prep("frepo", float(hp["zca_reg"]), hp.get("zca_block"))
+    return Prep("raw")
+
+
+def flip_on(hp: dict[str, Any], info: DatasetInfo) -> bool:
+    """Whether the support adds horizontal flips: hp['use_flip'], or 'auto' = on colour data."""
+    return bool(hp["use_flip"]) if hp.get("use_flip") not in (None, "auto") else info.channels == 3
+
+
 class FRePoFamily(Method):
     protocols = ("frepo", "krr")
     state = ("images", "labels", "opt", "current", "net_steps", "nets", "net_opts")
@@ -55,14 +68,11 @@ class FRePoFamily(Method):
     # -- setup ------------------------------------------------------------------------------------------------
     @classmethod
     def preprocessing(cls, hp: dict[str, Any], info: DatasetInfo) -> Prep:
-        """FRePo's ZCA (prep 'frepo') on colour data when hp['zca']; MNIST-like data stay normalised."""
-        if hp.get("zca") and info.channels == 3:
-            return Prep("frepo", float(hp["zca_reg"]), hp.get("zca_block"))
-        return Prep("raw")
+        return frepo_prep(hp, info)
 
     def init(self) -> None:
         hp, info = self.hp, self.data.info
-        self.use_flip = bool(hp["use_flip"]) if hp.get("use_flip") not in (None, "auto") else info.channels == 3
+        self.use_flip = flip_on(hp, info)
         idx = self.random_real_indices(self.ipc)
         self.images = self.data.x_train[idx].detach().clone().to(self.device).requires_grad_(True)
         self.labels = init_learned_labels(self.class_labels(), self.classes).to(self.device)

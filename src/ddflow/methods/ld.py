@@ -26,7 +26,7 @@ import torch
 
 from ..errors import DdflowError
 from ..nets.bilevel import build
-from ..ops.bilevel import ResetRule, accuracy, ld_label_meta_loss, stats_gap, train_on_base
+from ..ops.bilevel import ResetRule, accuracy, epoch_batch, ld_label_meta_loss, stats_gap, train_on_base
 from .base import Method
 from .dd import dd_net
 from .registry import register
@@ -75,10 +75,7 @@ class LD(Method):
         return net, torch.optim.Adam(net.parameters(), lr=float(self.hp["lr_model"]))
 
     def real_batch(self, it: int) -> tuple[torch.Tensor, torch.Tensor]:
-        pos = it % self.per_epoch
-        if pos == 0 and it > 0:
-            self.perm = torch.randperm(len(self.data.y_train), generator=self.generator)
-        idx = self.perm[pos * self.batch:(pos + 1) * self.batch]
+        self.perm, idx = epoch_batch(self.perm, it, self.per_epoch, self.batch, self.generator)
         return self.data.x_train[idx].to(self.device), self.data.y_train[idx].to(self.device)
 
     def step(self, it: int) -> dict[str, float]:

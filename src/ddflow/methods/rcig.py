@@ -38,6 +38,7 @@ from ..ops import rcig as R
 from ..ops.krr import centred_onehot, flip_support
 from ..runtime import to_device
 from .base import Method
+from .frepo import flip_on, frepo_prep
 from .registry import register
 
 KERNEL_TANGENT = ("passthrough", "frozen")
@@ -52,9 +53,7 @@ class RCIG(Method):
     @classmethod
     def preprocessing(cls, hp: dict[str, Any], info: DatasetInfo) -> Prep:
         """dataloader.py get_dataset: standardisation for MNIST-like data, FRePo's ZCA (reg 0.1) for colour data."""
-        if hp.get("zca") and info.channels == 3:
-            return Prep("frepo", float(hp["zca_reg"]), hp.get("zca_block"))
-        return Prep("raw")
+        return frepo_prep(hp, info)
 
     # -- setup ------------------------------------------------------------------------------------------------
     def init(self) -> None:
@@ -63,7 +62,7 @@ class RCIG(Method):
             raise DdflowError("rcig: linearize false (the non-linearised inner problem) is not ported; allowed: true")
         if hp["final_kernel_tangent"] not in KERNEL_TANGENT:
             raise DdflowError(f"rcig: final_kernel_tangent {hp['final_kernel_tangent']!r} not in {KERNEL_TANGENT}")
-        self.use_flip = bool(hp["use_flip"]) if hp.get("use_flip") not in (None, "auto") else info.channels == 3
+        self.use_flip = flip_on(hp, info)
         self.beta = float(hp["softplus_temp"])
         idx = self.random_real_indices(self.ipc)
         self.images = self.data.x_train[idx].detach().clone().to(self.device).requires_grad_(True)

@@ -20,6 +20,17 @@ Params = dict[str, torch.Tensor]
 Steps = Sequence[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]
 
 
+def epoch_batch(perm: torch.Tensor, it: int, per_epoch: int, batch: int,
+                generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """(the permutation, the indices of the it-th batch) of a training split shuffled every epoch, as DD's and LD's
+    data loaders (shuffle=True, the last batch of an epoch short): a new permutation of the same length is drawn at
+    the first batch of every epoch after the first."""
+    pos = it % per_epoch
+    if pos == 0 and it > 0:
+        perm = torch.randperm(len(perm), generator=generator)
+    return perm, perm[pos * batch:(pos + 1) * batch]
+
+
 def params_of(net: nn.Module) -> Params:
     return {k: v.detach().clone() for k, v in net.named_parameters()}
 
