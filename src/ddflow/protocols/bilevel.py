@@ -20,8 +20,9 @@ from ..data import RealData
 from ..errors import DdflowError
 from ..nets.bilevel import build
 from ..ops.bilevel import accuracy, baseline_checkpoints, dd_replay, params_of, train_on_base
+from ..progress import Progress
 from ..records import DistilledSet
-from .registry import protocol
+from .registry import desc, protocol
 
 
 def _net_name(settings: dict, record_net: str | None, channels: int) -> str:
@@ -51,11 +52,14 @@ def evaluate_dd(record: DistilledSet, data: RealData, settings: dict, generators
     extra = record.extra["dd"]
     name = _net_name(settings, extra.get("net"), info.channels)
     accs = []
+    progress = Progress(len(generators), desc("dd", record))
     for g in generators:   # test_nets_type unknown_init: each model a fresh initialisation
         net = build(name, info.channels, info.classes, info.size, g, settings.get("init", extra.get("init", "xavier")),
                     float(extra.get("init_gain", 1.0)), device)
         final = dd_replay(net, params_of(net), steps)
         accs.append(accuracy(net, final, data.x_test, data.y_test, device))
+        progress.update(len(accs), acc=accs[-1])
+    progress.close()
     return accs
 
 
@@ -96,8 +100,11 @@ def evaluate_ld(record: DistilledSet, data: RealData, settings: dict, generators
         net = build(name, info.channels, info.classes, info.size, g, "default", device=device)
         steps = search_steps(net, x, labels, batch, g, lr, data.x_val, data.y_val, device)
     accs = []
+    progress = Progress(len(generators), desc("ld", record))
     for g in generators:
         net = build(name, info.channels, info.classes, info.size, g, "default", device=device)
         train_on_base(net, x, labels, int(steps), batch, g, lr)
         accs.append(accuracy(net.eval(), None, data.x_test, data.y_test, device))
+        progress.update(len(accs), acc=accs[-1])
+    progress.close()
     return accs
