@@ -118,24 +118,30 @@ def test_storage_multiformation():
 
 
 def test_storage_haba():
+    from ddflow.ops.hallucinator import storage as haba_storage
     bases = torch.zeros(10, 1, 1, 28, 28)                   # one basis per class: 7,840
-    hal = {"0.conv.weight": torch.zeros(3, 1, 3, 3), "0.conv.bias": torch.zeros(3),   # 27 + 3
-           "1.conv.weight": torch.zeros(3, 1, 3, 3), "1.conv.bias": torch.zeros(3)}   # 27 + 3
+    hals = torch.nn.ModuleList([torch.nn.Conv2d(1, 3, 3), torch.nn.Conv2d(1, 3, 3)])  # (27 + 3) x 2 = 60
     r = _set("haba", ipc=2, lr=0.02)
-    r.extra.update({"haba": {"images": 20}, "haba_bases": bases, "haba_hallucinators": hal})
+    r.extra.update({"haba": {"images": 20, "storage": haba_storage(bases, hals, 784)}, "haba_bases": bases,
+                    "haba_hallucinators": {k: v for k, v in hals.state_dict().items()}})
     s = storage(r)                           # 7,840 + 60 + 1 lr; not the 20 generated images
     assert set_kind(r) == "haba" and (s["bases"], s["hallucinators"], s["lr"]) == (7_840, 60, 1)
     assert s["floats"] == 7_901 and "images" not in s
+    del r.extra["haba"]["storage"]           # a record without the method's count is refused, not recounted
+    with pytest.raises(DdflowError, match="haba.storage"):
+        storage(r)
 
 
 def test_storage_haba_with_its_own_hallucinators():
     from ddflow.ops.hallucinator import build_hallucinators
+    from ddflow.ops.hallucinator import storage as haba_storage
     # one MNIST hallucinator: two 3x3 convs 1->1 (9 + 1 each) and a 26 x 26 scale and shift = 20 + 1,352 = 1,372
     # (the count workflow/papers/dream_t1.yaml's HaBa note gives at 28x28x1); 5 of them, 1 basis per class, lr
     hals = build_hallucinators(5, 1, 1, 28, 3, generator=torch.Generator().manual_seed(0))
+    bases = torch.zeros(10, 1, 28, 28)
     r = _set("haba", ipc=1, lr=0.02, labels=torch.arange(10).repeat(5))
     r.images = torch.zeros(50, 1, 28, 28)
-    r.extra.update({"haba": {"images": 50}, "haba_bases": torch.zeros(10, 1, 28, 28),
+    r.extra.update({"haba": {"images": 50, "storage": haba_storage(bases, hals, 784)}, "haba_bases": bases,
                     "haba_hallucinators": {k: v for k, v in hals.state_dict().items()}})
     assert storage(r)["hallucinators"] == 5 * 1_372 and storage(r)["floats"] == 7_840 + 6_860 + 1
 

@@ -63,13 +63,14 @@ def storage_multiformation(r: DistilledSet) -> dict[str, int]:
 
 
 def storage_haba(r: DistilledSet) -> dict[str, int]:
-    """HaBa: bases plus every hallucinator parameter plus the learned lr; its images are generated from them."""
-    bases = r.extra.get("haba_bases")
-    hal = r.extra.get("haba_hallucinators")
-    if bases is None or not isinstance(hal, dict):
-        raise DdflowError(f"{r.cell}: a HaBa set without haba_bases / haba_hallucinators in its record")
-    return {"bases": int(bases.numel()), "hallucinators": int(sum(int(v.numel()) for v in hal.values())),
-            "lr": _lr(r), "trained_images": len(r.images)}
+    """HaBa: bases plus every hallucinator parameter plus the learned lr; its images are generated from them. The
+    count is the one the method recorded (`extra["haba"]["storage"]`, ddflow.ops.hallucinator.storage), not a second
+    count of the state dict."""
+    counted = (r.extra.get("haba") or {}).get("storage")
+    if not isinstance(counted, dict) or not {"bases", "hallucinators"} <= set(counted):
+        raise DdflowError(f"{r.cell}: a HaBa set without its storage count (extra haba.storage) in its record")
+    return {"bases": int(counted["bases"]), "hallucinators": int(counted["hallucinators"]), "lr": _lr(r),
+            "trained_images": len(r.images)}
 
 
 def storage_rtp(r: DistilledSet) -> dict[str, int]:
