@@ -148,7 +148,7 @@ def test_rr_steps_follow_the_official_training_step_written_out(mnist5k_path, tm
         adj_opt.step()
         assert torch.allclose(m.labels, labels, atol=1e-6)
         assert torch.allclose(m.learner.w, w.detach(), atol=1e-5)
-        assert torch.allclose(m.learner.scale, adjust, atol=1e-6) and float(adjust) != 1.0
+        assert torch.allclose(m.learner.scale, adjust, atol=1e-6) and float(adjust.detach()) != 1.0
         for (name, a), b in zip(m.learner.net.features.named_parameters(), model.features.parameters()):
             assert torch.allclose(a, b, atol=1e-6), name
     assert not torch.allclose(m.labels, torch.full((10, 10), 0.1))

@@ -302,7 +302,7 @@ def test_reverse_pass_with_an_intervention_equals_autograd_through_the_augmented
     dl_dw = torch.autograd.grad(F.cross_entropy(functional_call(net, dict(zip(names, ws)), (x_real,)), y_real), ws)
     g_basis, g_coeffs, _ = unroll_backward(net, stored, list(dl_dw), basis, coeffs, batches, 1, 2, lr, m, aug=aug)
     b, c = basis.clone().requires_grad_(True), coeffs.clone().requires_grad_(True)
-    wt, v = [p.clone() for p in params], [torch.zeros_like(p) for p in params]
+    wt, v = [p.clone().requires_grad_(True) for p in params], [torch.zeros_like(p) for p in params]
     for rows, labels in batches:
         loss = F.cross_entropy(functional_call(net, dict(zip(names, wt)), (aug(decode(b, c[rows], 1, 2)),)), labels)
         g = torch.autograd.grad(loss, wt, create_graph=True)
