@@ -361,3 +361,35 @@ def test_rtp_with_interventions_augments_the_real_and_every_inner_batch_alike(mn
     assert got["augment"].families == ("flip", "rotate")
     evaluate_rtp(r, mnist5k, {**settings, "interventions": "none"}, [torch.Generator().manual_seed(0)], CPU)
     assert got["augment"] is None
+
+
+def test_official_rtp_checkpoint_imports_as_its_decoded_set(tmp_path):
+    """runners/sgld_runner_standard.py lines 245-248 save {'compressor': state_dict} of
+    compressors/imgs_embedding_basis_minibatch.py: nn.Embedding tables basis (n_basis, C*h*w) and imgs (rows *
+    classes, n_basis), rows class after class (lines 34-40). The import decodes them, labels rows by class, checks the
+    rows per class against the budget formula and keeps the memories."""
+    from ddflow.interop.imports import build_records, check_entry
+    from ddflow.report.storage import storage
+    g = torch.Generator().manual_seed(0)
+    basis, coeffs = torch.randn(16, 14 * 14, generator=g), torch.randn(290, 16, generator=g)
+    path = tmp_path / "imgs_embedding_basis_minibatch_MNIST_compressor.pt"
+    torch.save({"compressor": {"basis.weight": basis, "imgs.weight": coeffs}}, path)
+    entry = check_entry("rtp-official", {"path": str(path), "format": "rtp", "dataset": "mnist5k", "ipc": 1,
+                                         "space": "normalized"}, "quick")
+    assert entry.protocols == ["rtp"] and entry.eval_as == "rtp"
+    (rec,) = build_records(entry, "quick")
+    assert torch.allclose(rec.images, decode(basis, coeffs, 1, 2))
+    assert torch.equal(rec.labels, torch.arange(10).repeat_interleave(29))
+    assert torch.equal(rec.extra["rtp_coeffs"], coeffs)
+    info = rec.extra["rtp"]
+    assert (info["rows_per_class"], info["budget"], info["stored_floats"], info["downsample"]) == (29, 1, 7776, 2.0)
+    assert storage(rec)["floats"] == 7776
+    wrong = check_entry("rtp-official", {"path": str(path), "format": "rtp", "dataset": "mnist5k", "ipc": 2,
+                                         "space": "normalized"}, "quick")
+    with pytest.raises(DdflowError, match="29 rows per class .* budget 2 gives"):
+        build_records(wrong, "quick")
+    torch.save({"compressor": {"basis.weight": basis}}, tmp_path / "bad.pt")
+    bad = check_entry("bad", {"path": str(tmp_path / "bad.pt"), "format": "rtp", "dataset": "mnist5k", "ipc": 1,
+                              "space": "normalized"}, "quick")
+    with pytest.raises(DdflowError, match="not one"):
+        build_records(bad, "quick")
