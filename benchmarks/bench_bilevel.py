@@ -1,11 +1,12 @@
 """Throughput of the bilevel family (not a test): DD's seconds per outer iteration and peak memory by the number of
-unrolled steps (distill_epochs x distill_steps), LD's seconds per outer step.
+unrolled steps (distill_epochs x distill_steps), LD's seconds per outer step for each variant (or2, rr). RTP's
+cost by unrolled steps is benchmarks/rtp_unroll.py.
 
     python benchmarks/bench_bilevel.py --device cpu                       # embedded mnist5k, CPU
     python benchmarks/bench_bilevel.py --device cuda --dataset cifar10 --npz path/to/cifar10.npz --ipc 10
 
 The DD paper reports no cost; its official default unrolls 30 steps (10 steps x 3 epochs) at IPC 10. Prints one
-JSON object per measurement (ddflow.speed.time_method: wall and CPU seconds per iteration, peak memory).
+JSON object per measurement (ddflow.smoke.speed.time_method: wall and CPU seconds per iteration, peak memory).
 """
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from ddflow import hparams
 from ddflow.data import get_info, load_real, prepare
 from ddflow.data.validation import carve, draw
 from ddflow.runtime import resolve_device
-from ddflow.speed import time_method
+from ddflow.smoke.speed import time_method
 
 
 def main() -> None:
@@ -45,7 +46,10 @@ def main() -> None:
             print(json.dumps({**r, "unrolled_steps": epochs * a.ipc}), flush=True)
         per_class = int(hparams.resolve("validation", a.dataset, 0, a.preset)["per_class"])
         fit = carve(data, draw(data.y_train.cpu().numpy(), info.classes, per_class, 0))
-        print(json.dumps(time_method(fit, device, "ld", a.ipc, a.iters, a.preset)), flush=True)
+        for variant in ("or2", "rr"):
+            hp = {**hparams.resolve("ld", a.dataset, a.ipc, a.preset), "variant": variant}
+            r = time_method(fit, device, "ld", a.ipc, a.iters, a.preset, hp=hp)
+            print(json.dumps({**r, "variant": variant}), flush=True)
 
 
 if __name__ == "__main__":

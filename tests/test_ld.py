@@ -192,18 +192,19 @@ def test_protocol_ld_trains_fresh_nets_with_adam_on_the_base_examples_for_the_ch
 def test_protocol_ld_searches_the_step_count_on_the_validation_split_for_hard_labels(mnist5k, monkeypatch):
     """LD's baseline (lines 315-331): one-hot labels, the step count from find_best_num_steps (lines 812-889: one
     fresh model validated at fixed steps, the first lowest validation error wins), then the 20 test runs."""
+    import ddflow.ops.ldrr as ldrr
     import ddflow.protocols.bilevel as bl
     from ddflow.data import RealData
     from ddflow.records import DistilledSet
     monkeypatch.setattr(bl, "baseline_checkpoints", lambda n: (6, {1, 3, 5}))
     seen = []
-    real_accuracy = bl.accuracy
+    real_accuracy = ldrr.accuracy   # the or2 learner scores through it (ddflow.ops.ldrr.AdamLearner)
 
     def spy(net, params, x, y, device, chunk=1024):
         acc = real_accuracy(net, params, x, y, device, chunk)
         seen.append((len(y), acc))
         return acc
-    monkeypatch.setattr(bl, "accuracy", spy)
+    monkeypatch.setattr(ldrr, "accuracy", spy)
     idx = torch.arange(10) * 37
     rec = DistilledSet(images=mnist5k.x_train[idx], labels=mnist5k.y_train[idx], method="random", dataset="mnist5k",
                        ipc=1, seed=0, mean=(0.1307,), std=(0.3081,))

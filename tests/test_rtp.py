@@ -277,3 +277,119 @@ def test_rtp_protocol_trains_and_tests(mnist5k, tmp_path):
     settings = {"net": "ConvNetW32", "lr": 0.01, "momentum": 0.9, "weight_decay": 0, "batch": 640, "epochs": 1}
     accs = get_protocol("rtp")(r, mnist5k, settings, [torch.Generator().manual_seed(i) for i in range(2)], CPU)
     assert len(accs) == 2 and all(0 <= a <= 100 for a in accs)
+
+
+# -- interventions (tools/intervention.py) ---------------------------------------------------------------------------
+@pytest.mark.parametrize("family", ["flip", "crop", "cutout"])
+def test_reverse_pass_with_an_intervention_equals_autograd_through_the_augmented_unroll(family):
+    """compressor_bptt_standard.py lines 216-217 and 277-279: the same intervention (one seed per iteration) on every
+    inner step's decoded batch, forward and in the reverse pass; the gradients equal autograd through the augmented
+    unroll. The draw is forced to change the images (a flip that flips, a shift, a hole)."""
+    from ddflow.augment import DSA
+    from ddflow.ops.rtp import interventions
+    net, params, basis, coeffs, batches, x_real, y_real = _tiny_problem(seed=5, steps=3)
+    dsa = interventions(family)
+    assert isinstance(dsa, DSA) and dsa.families == (family,)
+    values = {"flip": {"flip": torch.ones(1, dtype=torch.bool)}, "crop": {"crop": torch.tensor([[0.9, 0.1]])},
+              "cutout": {"cutout": torch.tensor([[0.3, 0.6]])}}[family]
+    draw = DSA.make_draw(family, 1, **values)
+    aug = lambda x: dsa.apply(x, draw)   # noqa: E731
+    assert not torch.equal(aug(decode(basis, coeffs[:2], 1, 2)), decode(basis, coeffs[:2], 1, 2))
+    lr, m = 0.05, 0.9
+    w, stored = unroll_forward(net, params, basis, coeffs, batches, 1, 2, lr, m, aug=aug)
+    names = [n for n, _ in net.named_parameters()]
+    ws = [p.requires_grad_(True) for p in w]
+    dl_dw = torch.autograd.grad(F.cross_entropy(functional_call(net, dict(zip(names, ws)), (x_real,)), y_real), ws)
+    g_basis, g_coeffs, _ = unroll_backward(net, stored, list(dl_dw), basis, coeffs, batches, 1, 2, lr, m, aug=aug)
+    b, c = basis.clone().requires_grad_(True), coeffs.clone().requires_grad_(True)
+    wt, v = [p.clone().requires_grad_(True) for p in params], [torch.zeros_like(p) for p in params]
+    for rows, labels in batches:
+        loss = F.cross_entropy(functional_call(net, dict(zip(names, wt)), (aug(decode(b, c[rows], 1, 2)),)), labels)
+        g = torch.autograd.grad(loss, wt, create_graph=True)
+        v = [m * vi + gi for vi, gi in zip(v, g)]
+        wt = [wi - lr * vi for wi, vi in zip(wt, v)]
+    ref = torch.autograd.grad(F.cross_entropy(functional_call(net, dict(zip(names, wt)), (x_real,)), y_real), [b, c])
+    assert torch.allclose(g_basis, ref[0], atol=1e-10) and torch.allclose(g_coeffs, ref[1], atol=1e-10)
+    plain, _, _ = _reverse(net, params, basis, coeffs, batches, x_real, y_real, lr=lr, m=m)
+    assert not torch.allclose(plain, g_basis)
+
+
+def test_interventions_setting_is_checked_and_the_readme_default_is_none(mnist5k, tmp_path):
+    """README: the commands pass `none`; "To add data augmentations, change none to flip_rotate"."""
+    from ddflow import hparams
+    from ddflow.ops.rtp import interventions
+    assert hparams.resolve("rtp", "cifar10", 1, "paper")["interventions"] == "none"
+    assert interventions("none") is None and interventions("flip_rotate").families == ("flip", "rotate")
+    for bad in ("color", "mixup1.0", "flip_jitter", ""):
+        with pytest.raises(DdflowError, match="interventions"):
+            interventions(bad)
+    with pytest.raises(DdflowError, match="interventions 'color'"):
+        _method(mnist5k, tmp_path, interventions="color")
+
+
+def test_rtp_with_interventions_augments_the_real_and_every_inner_batch_alike(mnist5k, tmp_path, monkeypatch):
+    """One draw per iteration (pair_aug, train phase: one seed at sgld_runner_standard.py line 207, the whole batch
+    sharing it: intervention.py lines 104-105 and alike) applied to the real batch (compressor_bptt_standard.py lines
+    172-173) and to every inner step, forward and backward; the record and protocol rtp carry it on."""
+    import ddflow.methods.rtp as rtp_mod
+    from ddflow.protocols.rtp import evaluate_rtp
+    from ddflow.records import DistilledSet
+    seen = []
+    real_forward = rtp_mod.unroll_forward
+
+    def spy(*args, aug=None, **kw):
+        seen.append(aug)
+        return real_forward(*args, aug=aug, **kw)
+    monkeypatch.setattr(rtp_mod, "unroll_forward", spy)
+    m = _method(mnist5k, tmp_path, interventions="flip_rotate")
+    m.step(0)
+    m.step(1)
+    assert all(a is not None for a in seen) and seen[0].keywords["draw"]["n"] == 1
+    assert seen[0].keywords["draw"] is not seen[1].keywords["draw"]
+    res = m.result()
+    assert res["rtp"]["interventions"] == "flip_rotate"
+    got = {}
+
+    def stack_spy(stack, x, y, generators, ts, augment=None, **kw):
+        got["augment"] = augment
+    monkeypatch.setattr("ddflow.protocols.rtp.train_stack", stack_spy)
+    r = DistilledSet(images=res["images"], labels=res["labels"], method="rtp", dataset="mnist5k", ipc=1, seed=0,
+                     mean=mnist5k.info.mean, std=mnist5k.info.std, extra={"rtp": res["rtp"]})
+    settings = {"net": "ConvNetW32", "lr": 0.01, "momentum": 0.9, "weight_decay": 0, "batch": 640, "epochs": 1,
+                "interventions": "auto"}
+    evaluate_rtp(r, mnist5k, settings, [torch.Generator().manual_seed(0)], CPU)
+    assert got["augment"].families == ("flip", "rotate")
+    evaluate_rtp(r, mnist5k, {**settings, "interventions": "none"}, [torch.Generator().manual_seed(0)], CPU)
+    assert got["augment"] is None
+
+
+def test_official_rtp_checkpoint_imports_as_its_decoded_set(tmp_path):
+    """runners/sgld_runner_standard.py lines 245-248 save {'compressor': state_dict} of
+    compressors/imgs_embedding_basis_minibatch.py: nn.Embedding tables basis (n_basis, C*h*w) and imgs (rows *
+    classes, n_basis), rows class after class (lines 34-40). The import decodes them, labels rows by class, checks the
+    rows per class against the budget formula and keeps the memories."""
+    from ddflow.interop.imports import build_records, check_entry
+    from ddflow.report.storage import storage
+    g = torch.Generator().manual_seed(0)
+    basis, coeffs = torch.randn(16, 14 * 14, generator=g), torch.randn(290, 16, generator=g)
+    path = tmp_path / "imgs_embedding_basis_minibatch_MNIST_compressor.pt"
+    torch.save({"compressor": {"basis.weight": basis, "imgs.weight": coeffs}}, path)
+    entry = check_entry("rtp-official", {"path": str(path), "format": "rtp", "dataset": "mnist5k", "ipc": 1,
+                                         "space": "normalized"}, "quick")
+    assert entry.protocols == ["rtp"] and entry.eval_as == "rtp"
+    (rec,) = build_records(entry, "quick")
+    assert torch.allclose(rec.images, decode(basis, coeffs, 1, 2))
+    assert torch.equal(rec.labels, torch.arange(10).repeat_interleave(29))
+    assert torch.equal(rec.extra["rtp_coeffs"], coeffs)
+    info = rec.extra["rtp"]
+    assert (info["rows_per_class"], info["budget"], info["stored_floats"], info["downsample"]) == (29, 1, 7776, 2.0)
+    assert storage(rec)["floats"] == 7776
+    wrong = check_entry("rtp-official", {"path": str(path), "format": "rtp", "dataset": "mnist5k", "ipc": 2,
+                                         "space": "normalized"}, "quick")
+    with pytest.raises(DdflowError, match="29 rows per class .* budget 2 gives"):
+        build_records(wrong, "quick")
+    torch.save({"compressor": {"basis.weight": basis}}, tmp_path / "bad.pt")
+    bad = check_entry("bad", {"path": str(tmp_path / "bad.pt"), "format": "rtp", "dataset": "mnist5k", "ipc": 1,
+                              "space": "normalized"}, "quick")
+    with pytest.raises(DdflowError, match="not one"):
+        build_records(bad, "quick")

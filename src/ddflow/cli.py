@@ -163,7 +163,7 @@ def _interop_parsers(sub) -> None:
     _common(p)
     p.add_argument("--name", required=True, help="the id it is evaluated and tabled under (not a method id)")
     p.add_argument("--path", required=True)
-    p.add_argument("--format", required=True, help="plain | mtt | dc | png | rfad | kip")
+    p.add_argument("--format", required=True, help="plain | mtt | dc | png | rfad | kip | rtp")
     p.add_argument("--dataset", required=True)
     p.add_argument("--ipc", type=int, required=True)
     p.add_argument("--space", required=True, help="pixels | normalized | zca")

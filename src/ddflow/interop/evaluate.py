@@ -85,8 +85,10 @@ def outside_record(path: Path, dataset: str, preset: str, fmt: str | None = None
 
     fmt = fmt or guess_format(path)
     info = get_info(dataset)
+    if fmt == "rtp" and ipc is None:
+        raise DdflowError(f"{path}: an RTP set's IPC is the float budget it was made with: give --ipc")
     if space is None or ipc is None:
-        raw = read_sets(fmt, path, info.channels, classes)[0]
+        raw = read_sets(fmt, path, info.channels, classes, info.size, info.classes)[0]
         space = space or raw.space
         if space is None:
             raise DdflowError(f"{path}: say which space its images are in: --space pixels | normalized | zca")

@@ -50,7 +50,7 @@ KEYS = ("path", "format", "dataset", "ipc", "space", "seed", "lr", "zca", "proto
         "normalize_as", "classes")
 ZCA_KINDS = ("kornia", "frepo", "rfad", "kip")
 DEFAULT_EVAL_AS = {"dc": "dm", "mtt": "mtt", "soft": "ead", "krr": "frepo", "frepo": "frepo", "idc": "idc",
-                   "rfad-nn": "rfad", "krr-inf": "kip", "kip-nn": "kip"}
+                   "rfad-nn": "rfad", "krr-inf": "kip", "kip-nn": "kip", "rtp": "rtp"}
 PIXEL_SLACK = 1e-3          # pixels may overshoot [0, 1] by rounding
 NORMALIZED_LIMIT = 100.0    # |value| beyond this is not a normalised image (e.g. 0-255 bytes normalised)
 
@@ -88,7 +88,7 @@ def _soft_fit(r: DistilledSet) -> str | None:
 
 FITS = {"dc": _hard_only, "mtt": _mtt_fit, "idc": _hard_only, "soft": _soft_fit,
         "krr": lambda r: None, "frepo": lambda r: None, "rfad-nn": lambda r: None, "krr-inf": lambda r: None,
-        "kip-nn": lambda r: None}
+        "kip-nn": lambda r: None, "rtp": _hard_only}
 
 
 def check_entry(name: str, entry: Any, preset: str, hp_dir: str | Path | None = None,
@@ -146,7 +146,7 @@ def check_entry(name: str, entry: Any, preset: str, hp_dir: str | Path | None = 
         if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
             raise DdflowError(f"{where}.seed = {seed!r}; must be a whole number >= 0")
         seeds = [seed]
-    default_protocols = (["kip-nn"] if fmt == "kip" else ["rfad-nn"] if fmt == "rfad" else
+    default_protocols = (["kip-nn"] if fmt == "kip" else ["rfad-nn"] if fmt == "rfad" else ["rtp"] if fmt == "rtp" else
                          ["mtt"] if fmt == "mtt" or lr is not None else ["dc"])
     protocols = entry.get("protocols") or default_protocols
     if isinstance(protocols, str):
@@ -212,8 +212,11 @@ def check_imports(imports: dict | None, preset: str, hp_dir: str | Path | None =
 
 
 # ---- records ---------------------------------------------------------------------------------------------------
-def check_set(raw: RawSet, dataset: str, ipc: int, space: str, where: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """(images float32, labels int64 or float32 soft) of a raw set, in class order; errors name `where`."""
+def check_set(raw: RawSet, dataset: str, ipc: int, space: str, where: str,
+              per_class: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(images float32, labels int64 or float32 soft) of a raw set, in class order; errors name `where`. Every class
+    holds `ipc` images, or `per_class` when given (an RTP set: its decoded rows per class)."""
+    need = ipc if per_class is None else per_class
     info = get_info(dataset)
     x, y = raw.images, raw.labels
     shape = (info.channels, info.size, info.size)
@@ -250,13 +253,30 @@ def check_set(raw: RawSet, dataset: str, ipc: int, space: str, where: str) -> tu
     else:
         raise DdflowError(f"{where}: labels of shape {tuple(y.shape)}; need ({len(x)},) or ({len(x)}, {info.classes})")
     counts = torch.bincount(classes, minlength=info.classes)
-    if len(x) != info.classes * ipc or not bool((counts == ipc).all()):
-        raise DdflowError(f"{where}: {len(x)} images, per class {counts.tolist()}; need {ipc} per class for all "
+    if len(x) != info.classes * need or not bool((counts == need).all()):
+        raise DdflowError(f"{where}: {len(x)} images, per class {counts.tolist()}; need {need} per class for all "
                           f"{info.classes} classes of {dataset}")
     order = torch.argsort(classes, stable=True)
     if space == "pixels":
         x = x.clamp(0, 1)
     return x[order].contiguous(), y[order].contiguous()
+
+
+def rtp_rows(raw: RawSet, entry: ImportEntry, info, where: str) -> int:
+    """An RTP checkpoint's rows per class, checked against the official budget formula for the import's IPC (RTP's
+    float budget: ddflow.ops.rtp.rows_per_class); completes the record's `rtp` extra as the method's result does."""
+    from ..ops.rtp import rows_per_class, stored_floats
+    rtp = raw.extra["rtp"]
+    n_basis, ds, rows = rtp["n_basis"], rtp["downsample"], rtp["rows_per_class"]
+    expected = rows_per_class(float(entry.ipc), info.size, info.channels, info.classes, n_basis, ds)
+    if rows != expected:
+        raise DdflowError(f"{where}: {rows} rows per class with {n_basis} bases at downsample {ds:g}; RTP's budget "
+                          f"{entry.ipc} gives {expected} (utils/Img_per_Cls_budget.py): give the budget it was made "
+                          "with as the import's ipc")
+    rtp.update(budget=entry.ipc, images=rows * info.classes,
+               stored_floats=stored_floats(n_basis, rows, info.classes, info.channels, info.size, ds),
+               budget_floats=entry.ipc * info.size * info.size * info.channels * info.classes, interventions="none")
+    return rows
 
 
 def _zca_state(entry: ImportEntry, data_path: str | Path | None) -> dict | None:
@@ -278,7 +298,7 @@ def build_records(entry: ImportEntry, preset: str | None, data_path: str | Path 
                   seeds: list[int] | None = None) -> list[DistilledSet]:
     """The records of an import (one per seed, or only `seeds`), each checked against every protocol it names."""
     info = normalized_as(get_info(entry.dataset), entry.normalize_as)
-    raws = read_sets(entry.format, entry.path, info.channels, entry.classes)
+    raws = read_sets(entry.format, entry.path, info.channels, entry.classes, info.size, info.classes)
     lr = read_lr(entry.lr, f"import {entry.name}")
     zca = _zca_state(entry, data_path)
     out = []
@@ -297,7 +317,8 @@ def build_records(entry: ImportEntry, preset: str | None, data_path: str | Path 
             raise DdflowError(f"{where}: the file states it was normalised with mean {list(raw.mean)}, std "
                               f"{list(raw.std)}; the import normalises as {entry.normalize_as or entry.dataset} "
                               f"(mean {list(info.mean)}): give the dataset whose statistics it used (normalize_as)")
-        x, y = check_set(raw, entry.dataset, entry.ipc, entry.space, where)
+        per_class = rtp_rows(raw, entry, info, where) if entry.format == "rtp" else None
+        x, y = check_set(raw, entry.dataset, entry.ipc, entry.space, where, per_class)
         record = DistilledSet(
             images=x, labels=y, method=entry.name, dataset=entry.dataset, ipc=entry.ipc, seed=seed,
             mean=info.mean, std=info.std, preset=preset, space=entry.space, zca=zca,

@@ -22,6 +22,8 @@ Formats:
   'images' and 'labels'"; nn_training.ipynb load_kip_data reads them): `images` (N, H, W, C) channels last, in KIP's
   ZCA space for the 'zca' files (import with space zca, zca kip) or the channel standardisation for 'nozca' files
   (space normalized); `labels` (N, classes): one_hot - 1/C, or learned ('l' files), kept as regression targets.
+- `rtp`: RTP's saved memories (`saves/imgs_embedding_basis_minibatch_{dataset}_compressor.pt`, read_rtp), decoded
+  into one image per addressing row, labelled by class; the import's IPC is RTP's float budget.
 """
 from __future__ import annotations
 
@@ -35,7 +37,7 @@ import torch
 
 from ..errors import DdflowError
 
-FORMATS = ("plain", "mtt", "dc", "png", "rfad", "kip")
+FORMATS = ("plain", "mtt", "dc", "png", "rfad", "kip", "rtp")
 DC_NAME = re.compile(r"^res_(?P<method>[A-Za-z0-9]+)_(?P<dataset>[A-Za-z0-9]+)_(?P<model>[A-Za-z0-9]+)_(?P<ipc>\d+)ipc"
                      r"\.pt$")
 MTT_IMAGES, MTT_LABELS = "images_best.pt", "labels_best.pt"
@@ -250,7 +252,38 @@ def read_kip(path: Path) -> list[RawSet]:
     return [RawSet(x, torch.from_numpy(labels.astype(np.float32)))]
 
 
-def read_sets(fmt: str, path: str | Path, channels: int, classes: list[str] | None = None) -> list[RawSet]:
+def read_rtp(path: Path, channels: int, size: int | None, n_classes: int | None) -> list[RawSet]:
+    """RTP's saved memories (princetonvisualai/RememberThePast-DatasetDistillation runners/sgld_runner_standard.py
+    lines 245-248: {'compressor': state_dict} of compressors/imgs_embedding_basis_minibatch.py, whose `basis` and
+    `imgs` nn.Embedding tables (lines 34-35) are the bases (n_basis, C * h * w) and the addressing rows (rows * classes,
+    n_basis), class after class (labs, lines 36-40)), decoded as ddflow.ops.rtp.decode: rows @ bases, bilinear
+    upsampling by size / h. The memories go into the record's extras (rtp, rtp_basis, rtp_coeffs)."""
+    from ..ops.rtp import decode
+    obj = load_foreign_pt(path)
+    state = obj.get("compressor") if isinstance(obj, dict) else None
+    if not isinstance(state, dict) or not {"basis.weight", "imgs.weight"} <= set(state):
+        raise DdflowError(f"{path}: an RTP checkpoint is {{'compressor': state_dict}} with 'basis.weight' and "
+                          "'imgs.weight' (imgs_embedding_basis_minibatch); this is not one")
+    basis, coeffs = _tensor(state["basis.weight"], path, "basis.weight"), _tensor(state["imgs.weight"], path,
+                                                                                  "imgs.weight")
+    side = round((basis.shape[1] / channels) ** 0.5) if basis.dim() == 2 else 0
+    if basis.dim() != 2 or coeffs.dim() != 2 or coeffs.shape[1] != basis.shape[0] or side < 1 \
+            or channels * side * side != basis.shape[1] or size is None or size % side or not n_classes \
+            or len(coeffs) % n_classes:
+        raise DdflowError(f"{path}: bases {tuple(basis.shape)} and rows {tuple(coeffs.shape)} do not decode into "
+                          f"{channels}-channel {size} px images of {n_classes} classes (bases n_basis x C*h*w, h = w "
+                          "dividing the size; rows a multiple of the classes)")
+    ds = size // side
+    rows = len(coeffs) // n_classes
+    images = decode(basis.float(), coeffs.float(), channels, ds)
+    labels = torch.arange(n_classes).repeat_interleave(rows)
+    return [RawSet(images, labels, extra={"rtp_basis": basis.float(), "rtp_coeffs": coeffs.float(),
+                                          "rtp": {"n_basis": int(basis.shape[0]), "downsample": float(ds),
+                                                  "rows_per_class": rows}})]
+
+
+def read_sets(fmt: str, path: str | Path, channels: int, classes: list[str] | None = None,
+              size: int | None = None, n_classes: int | None = None) -> list[RawSet]:
     path = Path(path)
     if not path.exists():
         raise DdflowError(f"{path}: no such file or folder")
@@ -266,4 +299,6 @@ def read_sets(fmt: str, path: str | Path, channels: int, classes: list[str] | No
         return read_rfad(path)
     if fmt == "kip":
         return read_kip(path)
+    if fmt == "rtp":
+        return read_rtp(path, channels, size, n_classes)
     raise DdflowError(f"unknown import format {fmt!r}; known: {', '.join(FORMATS)}")

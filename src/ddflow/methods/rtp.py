@@ -18,9 +18,13 @@ One iteration (runners/sgld_runner_standard.py lines 198-217; models/compressor_
 4. The gradients' joint norm clipped at `clip` (clip_grad_norm_ max_norm 2, line 216), one SGD step (lr, momentum:
    compressor_optim) on bases and coefficients.
 Labels are the classes (not learned) and no lr is learned: the official code learns neither.
+`interventions` (default none, as the README's commands) augments as the official `--interventions` (tools/
+intervention.py; ddflow.ops.rtp.interventions): one DSA transform per iteration, shared by the whole real batch and
+every inner step's decoded batch, differentiated through; protocol rtp then augments every training batch.
 """
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 import torch
@@ -32,6 +36,7 @@ from ..nets import build_net, has_batchnorm
 from ..ops.rtp import (
     coeff_regulariser,
     decode,
+    interventions,
     rows_per_class,
     stored_floats,
     unroll_backward,
@@ -55,6 +60,8 @@ class RTP(Method):
         if info.size % self.ds:
             raise DdflowError(f"rtp: downsample {hp['downsample']} does not divide {info.name}'s {info.size} px")
         self.n_basis = int(hp["n_basis"])
+        self.interventions = str(hp.get("interventions", "none"))
+        self.aug = interventions(self.interventions)
         self.rows = rows_per_class(float(self.ipc), info.size, info.channels, self.classes, self.n_basis, self.ds)
         side = int(info.size / self.ds)
         # nn.Embedding tables, xavier_uniform (imgs_embedding_basis_minibatch.py lines 34-35, 42-43)
@@ -101,17 +108,23 @@ class RTP(Method):
         x_real, y_real = self._real_batch(classes)
         net = self._fresh_net()
         batches = self._batches(classes)
+        aug = None
+        if self.aug is not None:
+            # the interventions: one transform for every inner batch and the real batch of this iteration (pair_aug in
+            # its train phase: one seed per iteration, sgld_runner_standard.py line 207; one draw for the whole batch)
+            aug = partial(self.aug.apply, draw=self.aug.siamese(self.generator))
+            x_real = aug(x_real)
         lr, m = float(hp["lr_inner"]), float(hp["momentum_inner"])
         keep = torch.device("cpu") if hp.get("offload", True) else None
         w, stored = unroll_forward(net, list(net.parameters()), self.basis, self.coeffs, batches, channels,
-                                   self.ds, lr, m, keep_on=keep)
+                                   self.ds, lr, m, keep_on=keep, aug=aug)
         names = [n for n, _ in net.named_parameters()]
         ws = [p.requires_grad_(True) for p in w]
         loss = F.cross_entropy(functional_call(net, dict(zip(names, ws)), (x_real,)), y_real)
         dl_dw = torch.autograd.grad(loss, ws)
         kind, alpha = hp["coeff_reg"], float(hp["coeff_reg_alpha"])
         g_basis, g_coeffs, _ = unroll_backward(net, stored, list(dl_dw), self.basis, self.coeffs, batches, channels,
-                                               self.ds, lr, m, reg=lambda c: coeff_regulariser(c, kind, alpha))
+                                               self.ds, lr, m, reg=lambda c: coeff_regulariser(c, kind, alpha), aug=aug)
         return loss.detach(), g_basis, g_coeffs
 
     def step(self, it: int) -> dict[str, float]:
@@ -135,4 +148,5 @@ class RTP(Method):
                 "rtp_basis": self.basis.detach().cpu().clone(), "rtp_coeffs": self.coeffs.detach().cpu().clone(),
                 "rtp": {"budget": self.ipc, "rows_per_class": self.rows, "images": self.rows * self.classes,
                         "n_basis": self.n_basis, "downsample": self.ds, "stored_floats": floats,
+                        "interventions": self.interventions,
                         "budget_floats": self.ipc * info.size * info.size * info.channels * self.classes}}

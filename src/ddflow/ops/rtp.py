@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
+from ..augment import DSA
 from ..errors import DdflowError
 
 
@@ -80,9 +81,11 @@ Batch = tuple[torch.Tensor, torch.Tensor]   # (coefficient row indices, labels)
 
 def unroll_forward(net: nn.Module, params: list[torch.Tensor], basis: torch.Tensor, coeffs: torch.Tensor,
                    batches: list[Batch], channels: int, ds: float, lr: float, momentum: float,
-                   keep_on: torch.device | None = None) -> tuple[list[torch.Tensor], list[list[torch.Tensor]]]:
+                   keep_on: torch.device | None = None, aug: Callable[[torch.Tensor], torch.Tensor] | None = None,
+                   ) -> tuple[list[torch.Tensor], list[list[torch.Tensor]]]:
     """Momentum SGD on the decoded minibatches (no graph kept): the final weights and the weights before every step
-    (stored on `keep_on`, the official code's CPU copies; default: where they are)."""
+    (stored on `keep_on`, the official code's CPU copies; default: where they are). `aug`, when given, transforms
+    every decoded minibatch (the official train intervention, lines 216-217)."""
     names = [n for n, _ in net.named_parameters()]
     w = [p.detach().clone() for p in params]
     v = [torch.zeros_like(p) for p in w]
@@ -93,6 +96,7 @@ def unroll_forward(net: nn.Module, params: list[torch.Tensor], basis: torch.Tens
     for rows, labels in batches:
         stored.append([p.detach().to(keep_on, copy=True) if keep_on is not None else p.detach().clone() for p in w])
         x = decode(b, c[rows], channels, ds)
+        x = aug(x) if aug is not None else x
         ws = [p.requires_grad_(True) for p in w]
         loss = F.cross_entropy(functional_call(net, dict(zip(names, ws)), (x,)), labels)
         g = torch.autograd.grad(loss, ws)
@@ -105,11 +109,13 @@ def unroll_forward(net: nn.Module, params: list[torch.Tensor], basis: torch.Tens
 def unroll_backward(net: nn.Module, stored: list[list[torch.Tensor]], dl_dw: list[torch.Tensor],
                     basis: torch.Tensor, coeffs: torch.Tensor, batches: list[Batch], channels: int, ds: float,
                     lr: float, momentum: float, reg: Callable[[torch.Tensor], torch.Tensor] | None = None,
+                    aug: Callable[[torch.Tensor], torch.Tensor] | None = None,
                     ) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
     """The official reverse pass (bptt_efficient_backward): gradients of the outer loss for the bases, the full
     coefficient table (rows never sampled get 0) and the initial weights. `reg(coeffs_of_batch)` is added to each
     step's inner loss as the official code adds its regulariser (line 283-290); it does not depend on the weights,
-    so it drops out of g = dloss/dw and contributes nothing (as in the official code)."""
+    so it drops out of g = dloss/dw and contributes nothing (as in the official code). `aug` as in unroll_forward, the
+    same transform (lines 277-279)."""
     names = [n for n, _ in net.named_parameters()]
     device = basis.device
     dl_dw = [d.detach().clone() for d in dl_dw]
@@ -121,7 +127,9 @@ def unroll_backward(net: nn.Module, stored: list[list[torch.Tensor]], dl_dw: lis
         b = basis.detach().clone().requires_grad_(True)
         c = coeffs.detach()[rows].clone().requires_grad_(True)
         ws = [p.to(device).detach().requires_grad_(True) for p in w]
-        loss = F.cross_entropy(functional_call(net, dict(zip(names, ws)), (decode(b, c, channels, ds),)), labels)
+        x = decode(b, c, channels, ds)
+        x = aug(x) if aug is not None else x
+        loss = F.cross_entropy(functional_call(net, dict(zip(names, ws)), (x,)), labels)
         if reg is not None:
             loss = loss + reg(c)
         g = torch.autograd.grad(loss, ws, create_graph=True)
@@ -136,3 +144,25 @@ def unroll_backward(net: nn.Module, stored: list[list[torch.Tensor]], dl_dw: lis
                     d.add_(h)
         dl_dv = [dv * momentum for dv in dl_dv]
     return g_basis, g_coeffs, dl_dw
+
+
+# RTP's interventions (tools/intervention.py ImageIntervention, used as 'pair_aug' in both phases: utils/merge_args.py
+# lines 42-50; prob 1.0: runners/sgld_runner_standard.py lines 24-43) are DSA's transforms with DSA's ranges (lines
+# 21-29: flip 0.5, scale 1.2, rotate 15 degrees, crop 0.125, cutout 0.5), one transform drawn per call (lines 64-77).
+# `color` is left out: RTP applies one of brightness / saturation / contrast (lines 68-70) where DSA applies all three;
+# `mixup` is left out: the official function takes labels it is never given (lines 110-125) and cannot run.
+INTERVENTIONS = ("flip", "rotate", "scale", "crop", "cutout")
+
+
+def interventions(strategy: str) -> DSA | None:
+    """The augmenter of an RTP `interventions` setting ('none', or transforms joined by '_', e.g. the README's
+    'flip_rotate'), or None for 'none'."""
+    strategy = str(strategy)
+    if strategy == "none":
+        return None
+    keys = strategy.split("_")
+    bad = [k for k in keys if k not in INTERVENTIONS]
+    if bad or not strategy:
+        raise DdflowError(f"rtp: interventions {strategy!r}: unknown {', '.join(bad) or 'empty'}; allowed: none, or "
+                          f"'_'-joined {', '.join(INTERVENTIONS)} (workflow/hparams/methods/rtp.yaml)")
+    return DSA(strategy)

@@ -9,7 +9,10 @@
   minibatches of `inner_batch_size` base examples with their learned labels (soft cross-entropy) for the step count
   the distillation chose on the validation split; then the test split. A set without a learned step count (hard
   labels: LD's baseline, lines 315-331) gets it from LD's search on the validation split (find_best_num_steps, lines
-  812-889), which is why this protocol takes the validation split.
+  812-889), which is why this protocol takes the validation split. A set of the ridge-regression variant
+  (label_distillation_rr.py test, lines 783-876) trains the same way with LD's RR model (ddflow.ops.ldrr: the feature
+  extractor and the calibration by Adam, the global ridge-regression classifier moved by the pseudo-gradient) and
+  scores with the plain classifier; the variant is the record's (`ld.variant`), for a set without one the setting's.
 """
 from __future__ import annotations
 
@@ -19,7 +22,8 @@ import torch.nn.functional as F
 from ..data import RealData
 from ..errors import DdflowError
 from ..nets.bilevel import build
-from ..ops.bilevel import accuracy, baseline_checkpoints, dd_replay, params_of, train_on_base
+from ..ops.bilevel import accuracy, baseline_checkpoints, dd_replay, params_of
+from ..ops.ldrr import VARIANTS, base_learner
 from ..progress import Progress
 from ..records import DistilledSet
 from .registry import desc, protocol
@@ -63,28 +67,43 @@ def evaluate_dd(record: DistilledSet, data: RealData, settings: dict, generators
     return accs
 
 
-def search_steps(net: torch.nn.Module, x: torch.Tensor, labels: torch.Tensor, batch: int, generator: torch.Generator,
-                 lr: float, x_val, y_val: torch.Tensor, device: torch.device) -> int:
-    """LD's find_best_num_steps (lines 812-889): train one fresh model, validating at LD's checkpoints; the step
-    count (i + 1) of the lowest validation error, the first on ties."""
+def search_steps(learner, x: torch.Tensor, labels: torch.Tensor, batch: int, generator: torch.Generator, x_val,
+                 y_val: torch.Tensor, device: torch.device) -> int:
+    """LD's find_best_num_steps (or2 lines 812-889, rr lines 879-970): train one fresh model, validating at LD's
+    checkpoints; the step count (i + 1) of the lowest validation error, the first on ties."""
     limit, checks = baseline_checkpoints(len(x))
     best = {"steps": 0, "err": 100.0}
 
     def check(i: int) -> None:
         if i in checks:
-            err = 100.0 - accuracy(net.eval(), None, x_val, y_val, device)
-            net.train()
+            err = 100.0 - learner.accuracy(x_val, y_val, device)
             if err < best["err"]:
                 best.update(steps=i + 1, err=err)
 
-    train_on_base(net, x, labels, limit, batch, generator, lr, check)
+    learner.train(x, labels, limit, batch, generator, check)
     return int(best["steps"])
+
+
+def ld_variant(settings: dict, extra: dict, cell: str) -> str:
+    """The record's variant (what its labels were learned for), or the setting's for a set without one; `auto` in
+    the setting defers to the record, then or2."""
+    setting = str(settings.get("variant", "auto"))
+    if setting not in ("auto",) + VARIANTS:
+        raise DdflowError(f"protocol 'ld': variant {setting!r}; allowed: auto, {', '.join(VARIANTS)} "
+                          "(workflow/hparams/stages/protocols.yaml)")
+    variant = extra.get("variant") or (setting if setting != "auto" else "or2")
+    if setting != "auto" and variant != setting:
+        raise DdflowError(f"protocol 'ld': {cell} holds labels learned by variant {variant!r}, the setting asks for "
+                          f"{setting!r}")
+    return variant
 
 
 @protocol("ld", validation=True)
 def evaluate_ld(record: DistilledSet, data: RealData, settings: dict, generators, device: torch.device) -> list[float]:
     info = data.info
     extra = record.extra.get("ld") if isinstance(record.extra.get("ld"), dict) else {}
+    variant = ld_variant(settings, extra, record.cell)
+    rr = {**(settings.get("rr") or {}), **(extra.get("rr") or {})} if variant == "rr" else None
     labels = record.labels.to(device).float()
     if labels.dim() == 1:   # hard labels: LD's baseline one-hot labels (line 322)
         labels = F.one_hot(labels.long(), info.classes).float()
@@ -92,19 +111,23 @@ def evaluate_ld(record: DistilledSet, data: RealData, settings: dict, generators
     batch = int(extra.get("inner_batch_size") or settings["inner_batch_size"])
     name = _net_name(settings, extra.get("net"), info.channels)
     lr = float(settings["lr"])
+
+    def fresh(g: torch.Generator):
+        net = build(name, info.channels, info.classes, info.size, g, "default", device=device)
+        return base_learner(variant, net, info.classes, lr, rr)
+
     steps = extra.get("num_steps")
     if steps is None:
         if data.x_val is None:
             raise DdflowError(f"protocol 'ld': {record.cell} has no learned step count and no validation split")
         g = torch.Generator().manual_seed(int(settings.get("search_seed", 0)))
-        net = build(name, info.channels, info.classes, info.size, g, "default", device=device)
-        steps = search_steps(net, x, labels, batch, g, lr, data.x_val, data.y_val, device)
+        steps = search_steps(fresh(g), x, labels, batch, g, data.x_val, data.y_val, device)
     accs = []
     progress = Progress(len(generators), desc("ld", record))
     for g in generators:
-        net = build(name, info.channels, info.classes, info.size, g, "default", device=device)
-        train_on_base(net, x, labels, int(steps), batch, g, lr)
-        accs.append(accuracy(net.eval(), None, data.x_test, data.y_test, device))
+        learner = fresh(g)
+        learner.train(x, labels, int(steps), batch, g)
+        accs.append(learner.accuracy(data.x_test, data.y_test, device))
         progress.update(len(accs), acc=accs[-1])
     progress.close()
     return accs

@@ -14,6 +14,7 @@ import torch
 from ..data import RealData
 from ..errors import DdflowError
 from ..nets import build_net
+from ..ops.rtp import interventions
 from ..records import DistilledSet
 from ..train import NetStack, TrainSettings, accuracy, train_stack
 from .registry import desc, protocol
@@ -29,5 +30,18 @@ def evaluate_rtp(record: DistilledSet, data: RealData, settings: dict, generator
     ts = TrainSettings(epochs=int(settings["epochs"]), lr=float(settings["lr"]), momentum=float(settings["momentum"]),
                        weight_decay=float(settings["weight_decay"]), batch=int(settings["batch"]), decay_epochs=())
     x, y = record.images, record.labels
-    train_stack(stack.train(True), x.to(device), y.to(device), generators, ts, desc=desc("rtp", record))
+    augment = interventions(rtp_interventions(settings, record))
+    train_stack(stack.train(True), x.to(device), y.to(device), generators, ts, augment, desc=desc("rtp", record))
     return accuracy(stack.train(False), data.x_test.to(device), data.y_test.to(device))
+
+
+def rtp_interventions(settings: dict, record: DistilledSet) -> str:
+    """The interventions protocol rtp trains with: the setting's, or with `auto` the distillation's (the record's
+    rtp.interventions; none for a set without one). The official evaluation applies the training intervention to
+    every training batch (tools/trainer.py lines 52-55, prob 1.0): one transform per batch, per-image parameters
+    (pair_aug in its test phase), which is DSA's draw per batch."""
+    setting = str(settings.get("interventions", "auto"))
+    if setting != "auto":
+        return setting
+    extra = record.extra.get("rtp") if isinstance(record.extra.get("rtp"), dict) else {}
+    return str(extra.get("interventions", "none"))
