@@ -8,4 +8,4 @@ from .registry import register
 @register("random")
 class RandomSelection(RealSelection):
     def init(self) -> None:
-        self.indices = self.random_real_indices(self.ipc)
+        self.indices = self.paired_real_indices(self.ipc)
