@@ -1,4 +1,5 @@
-"""Random: IPC real training images drawn uniformly per class (DC, ICLR 2021, Table 1 baseline)."""
+"""Random: IPC real training images drawn uniformly per class (DC, ICLR 2021, Table 1 baseline): the first IPC of
+every class's paired order (ddflow.data.paired), which every real-initialised method starts from."""
 from __future__ import annotations
 
 from .base import RealSelection
