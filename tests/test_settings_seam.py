@@ -39,7 +39,7 @@ def test_no_stage_runner_resolves_settings(module):
 
 
 def test_the_evaluation_cell_code_never_imports_methods():
-    """protocols/cell.py: the runner hands in the model stream with its method's seed id (ddflow.stages.evaluate)."""
+    """protocols/cell.py: the model stream names the protocol and the cell, never the method."""
     names = _names(SRC / "protocols" / "cell.py")
     assert not names & {"methods", "REGISTRY", "get_method", "seed_id"}
     assert not any(n.startswith(("methods", "ddflow.methods")) for n in names)

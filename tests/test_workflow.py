@@ -44,6 +44,11 @@ def test_workflow_produces_cells_table_and_figures(tiny_run):
     for label, paper in (("DM", "89.7"), ("DC", "91.7"), ("DSA", "88.7"), ("DM + DREAM sampling", "—")):
         line = next(line for line in md.splitlines() if line.startswith(f"| {label} "))
         assert re.search(r"\d+\.\d ± \d+\.\d", line) and paper in line, line
+    # the paired difference to Random (docs/fair.md): same seed, model k against model k, 2 pairs, DM starts from
+    # Random's images; Random has no such row
+    line = next(line for line in md.splitlines() if line.startswith("| DM — vs Random "))
+    assert re.search(r"\| [+-]\d+\.\d \[[+-]\d+\.\d, [+-]\d+\.\d\] +\|", line) and "init" not in line, line
+    assert "| Random — vs Random" not in md
     assert (tiny_run / "results/tables/dream_t1.csv").exists() and (tiny_run / "results/tables/dream_t1.tex").exists()
     assert (tiny_run / "results/figures/acc_vs_ipc/mnist5k.png").stat().st_size > 1000
     # the fair-comparison outputs (docs/fair.md): a row per method, IOR against Random under dc, storage counted

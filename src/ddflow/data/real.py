@@ -76,6 +76,9 @@ class RealData:
     #: the validation part of the training split (ddflow.data.validation.carve), None unless a method asked for it
     x_val: torch.Tensor | Images | None = None
     y_val: torch.Tensor | None = None
+    #: where x_train's rows sit in the prepared file's training split when the validation part was carved off (the
+    #: paired initial draw, ddflow.data.paired, follows them); None: x_train is the whole training split, in order
+    train_rows: np.ndarray | None = None
     _per_class: list[torch.Tensor] | None = field(default=None, init=False, repr=False, compare=False)
 
     def indices_per_class(self) -> list[torch.Tensor]:

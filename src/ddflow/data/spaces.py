@@ -42,7 +42,7 @@ def whiten(data: RealData, zca: ZCA) -> RealData:
         return zca.to(x.device).apply(denormalize(x, info))
 
     return RealData(one(data.x_train), data.y_train, one(data.x_test), data.y_test, info, x_val=one(data.x_val),
-                    y_val=data.y_val)
+                    y_val=data.y_val, train_rows=data.train_rows)
 
 
 def preprocess(data: RealData, prep: str | Prep, eps: float | None = None,

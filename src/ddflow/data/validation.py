@@ -95,10 +95,12 @@ def _rows(x, idx: np.ndarray):
 
 def carve(data: RealData, val_idx: np.ndarray) -> RealData:
     """`data` with its training split cut in two: x_train/y_train = the fit part (in the order of the training
-    split), x_val/y_val = the validation part; the test split unchanged."""
+    split; `train_rows` = its rows' indices in the training split), x_val/y_val = the validation part; the test
+    split unchanged."""
     keep = np.ones(len(data.y_train), dtype=bool)
     keep[val_idx] = False
     fit, val = np.flatnonzero(keep), np.asarray(val_idx, dtype=np.int64)
     y = data.y_train
     return RealData(_rows(data.x_train, fit), y[torch.from_numpy(fit).to(y.device)], data.x_test, data.y_test,
-                    data.info, x_val=_rows(data.x_train, val), y_val=y[torch.from_numpy(val).to(y.device)])
+                    data.info, x_val=_rows(data.x_train, val), y_val=y[torch.from_numpy(val).to(y.device)],
+                    train_rows=fit)

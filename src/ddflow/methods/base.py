@@ -13,6 +13,7 @@ from typing import Any, ClassVar
 import torch
 
 from ..data import DatasetInfo, RealData
+from ..data.paired import InitOrder
 from ..data.spaces import Prep
 from ..errors import DdflowError
 from ..hparams import check_values
@@ -23,7 +24,8 @@ class Method:
     protocols: ClassVar[tuple[str, ...]] = ("dc",)
     #: named extra inputs the workflow must produce first, e.g. ("feature_net",)
     requires: ClassVar[tuple[str, ...]] = ()
-    #: a variant that should share its base method's random numbers (same initial set, same evaluation models),
+    #: a variant that should share its base method's random numbers in the distillation loop (networks, real
+    #: batches, augmentation; the initial set and the evaluation models are shared by every method already),
     #: so that "with vs without" comparisons differ only by the variant itself: the base method id
     paired_with: ClassVar[str | None] = None
     method_id: ClassVar[str]
@@ -36,6 +38,10 @@ class Method:
     result_space: ClassVar[str] = "normalized"
     #: the values its hparams' `init` may take (config.check and the runner refuse any other before work starts)
     inits: ClassVar[tuple[str, ...]] = ("real", "noise")
+    #: how its initial set relates to Random's (ddflow.data.paired), per init: "same" (Random's images for the seed
+    #: and IPC), "nested" (more or fewer images of the same paired order: one set contains the other), "own" (not
+    #: drawn from the paired order: noise, k-means, learned bases); an init not named is "own"
+    pairing: ClassVar[dict[str, str]] = {"real": "same"}
 
     @classmethod
     def check_hparams(cls, hp: dict[str, Any], where: str, snapshots: bool = True) -> None:
@@ -46,14 +52,24 @@ class Method:
         check_values(hp, where, cls.inits, snapshots=snapshots)
 
     @classmethod
+    def init_pairing(cls, hp: dict[str, Any], ipc: int) -> str:
+        """'same', 'nested' or 'own' (see `pairing`) for these hyperparameters and IPC; recorded with the set and
+        printed beside the paired difference to Random in the tables."""
+        return cls.pairing.get(str(hp.get("init", "real")), "own")
+
+    @classmethod
     def seed_id(cls) -> str:
         """The name random streams are seeded from (ddflow.seeding)."""
         return cls.paired_with or cls.method_id
 
     def __init__(self, hp: dict[str, Any], data: RealData, ipc: int, generator: torch.Generator,
-                 device: torch.device, inputs: dict[str, str] | None = None):
+                 device: torch.device, inputs: dict[str, str] | None = None, init_order: InitOrder | None = None):
+        """`init_order`: the paired order of `data`'s training images for the cell's dataset and seed (the runner
+        gives it; ddflow.data.paired); without it (a method built outside the runner) the initial real images come
+        from `generator`, as every other draw."""
         self.hp, self.data, self.ipc, self.generator, self.device = hp, data, ipc, generator, device
         self.inputs = inputs or {}
+        self.init_order = init_order
         self.classes = data.info.classes
 
     @property
@@ -93,13 +109,14 @@ class Method:
         return torch.arange(self.classes).repeat_interleave(self.ipc)
 
     def initial_images(self) -> torch.Tensor:
-        """The starting synthetic set per hp['init']: 'real' = IPC random real images per class, 'noise' = N(0, 1)
-        in the normalised space (the official torch.randn init). Returned as a leaf tensor on the device."""
+        """The starting synthetic set per hp['init']: 'real' = IPC real images per class, Random's for the seed
+        (paired_real_indices), 'noise' = N(0, 1) in the normalised space (the official torch.randn init). Returned
+        as a leaf tensor on the device."""
         info = self.data.info
         if self.hp["init"] not in ("real", "noise"):
             raise DdflowError(f"{self.method_id}: init {self.hp['init']!r} unknown; allowed: real, noise")
         if self.hp["init"] == "real":
-            images = self.data.x_train[self.random_real_indices(self.ipc)]
+            images = self.data.x_train[self.paired_real_indices(self.ipc)]
         else:
             images = torch.randn((self.classes * self.ipc, info.channels, info.size, info.size),
                                  generator=self.generator)
@@ -109,8 +126,17 @@ class Method:
         """hp['dsa_strategy'], with 'auto' meaning the dataset's DSA strategy."""
         return self.data.info.strategy(self.hp["dsa_strategy"])
 
+    def paired_real_indices(self, n: int) -> torch.Tensor:
+        """The initial real images: the first n of every class's paired order (Random's n images for this seed),
+        class after class: (classes * n,) indices into x_train. Only for the initial set; draws made later in the
+        method's loop take random_real_indices."""
+        if self.init_order is None:
+            return self.random_real_indices(n)
+        return self.init_order.first(n).to(self.data.y_train.device)
+
     def random_real_indices(self, n: int) -> torch.Tensor:
-        """n distinct random training indices per class, class after class: (classes * n,)."""
+        """n distinct random training indices per class, class after class, from the method's own generator:
+        (classes * n,)."""
         picks = []
         for idx in self.data.indices_per_class():
             picks.append(idx[torch.randperm(len(idx), generator=self.generator)[:n]])

@@ -73,7 +73,7 @@ class FRePoFamily(Method):
     def init(self) -> None:
         hp, info = self.hp, self.data.info
         self.use_flip = flip_on(hp, info)
-        idx = self.random_real_indices(self.ipc)
+        idx = self.paired_real_indices(self.ipc)
         self.images = self.data.x_train[idx].detach().clone().to(self.device).requires_grad_(True)
         self.labels = init_learned_labels(self.class_labels(), self.classes).to(self.device)
         self.labels.requires_grad_(bool(hp.get("learn_label", True)))

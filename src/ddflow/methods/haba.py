@@ -50,6 +50,13 @@ class HaBa(MTT):
     requires = ("trajectories",)
     state = ("bases", "hallucinators", "extractor", "syn_lr", "opt_img", "opt_hal", "opt_ext", "opt_lr", "order")
 
+    @classmethod
+    def init_pairing(cls, hp: dict, ipc: int) -> str:
+        """Real bases are the first bases_per_class images of the paired order: Random's when that is the IPC."""
+        if hp.get("init", "real") != "real":
+            return "own"
+        return "same" if int(hp.get("bases_per_class") or ipc) == int(ipc) else "nested"
+
     def init(self) -> None:
         self.init_trajectories()
         hp, info = self.hp, self.data.info
@@ -81,7 +88,7 @@ class HaBa(MTT):
         if self.hp["init"] not in self.inits:
             raise DdflowError(f"haba: init {self.hp['init']!r} unknown; allowed: {', '.join(self.inits)}")
         if self.hp["init"] == "real":
-            x = self.data.x_train[self.random_real_indices(self.bpc)]
+            x = self.data.x_train[self.paired_real_indices(self.bpc)]
             if self.hp["single_channel"]:
                 x = x.mean(dim=1, keepdim=True)
         else:

@@ -32,6 +32,7 @@ def herding_select(features: torch.Tensor, k: int) -> torch.Tensor:
 @register("herding")
 class Herding(RealSelection):
     requires = ("feature_net",)
+    pairing: dict[str, str] = {}  # a deterministic choice by features, not a random draw
 
     @torch.no_grad()
     def init(self) -> None:

@@ -50,6 +50,9 @@ class IDC(Method):
     state = ("images", "opt", "sampler", "timing", "loops_done")
     result_space = "pixels"
     inits = ("random", "mix", "kmeans")
+    #: 'mix' tiles the first IPC x factor^2 images of the paired order (Random's IPC images are among them);
+    #: 'kmeans' (DREAM) picks images near k-means centres of a network's features: not a random draw
+    pairing = {"random": "same", "mix": "nested"}
 
     def init(self) -> None:
         hp, info = self.hp, self.data.info
@@ -80,7 +83,7 @@ class IDC(Method):
         if init == "kmeans":
             idx = self._kmeans_indices(per)
         elif init in ("random", "mix"):
-            idx = self.random_real_indices(per)
+            idx = self.paired_real_indices(per)
         else:
             raise DdflowError(f"idc init {init!r} unknown; allowed: random, mix, kmeans")
         real = self._pixels(self.data.x_train[idx].to(self.device))

@@ -118,6 +118,12 @@ class IDM(DM):
     inits = ("real",)
     state = ("images", "opt", "sampler", "queue")
 
+    @classmethod
+    def init_pairing(cls, hp: dict, ipc: int) -> str:
+        """`real_whole` (and `real` at factor 1) stores Random's images; `real` at factor > 1 overwrites every
+        patch with factor^2 independent draws of the method's own, as the official scripts do."""
+        return "same" if hp.get("init") == "real_whole" or int(hp.get("factor", 1)) == 1 else "own"
+
     def init(self) -> None:
         hp, info = self.hp, self.data.info
         self.factor = int(hp["factor"])
@@ -136,7 +142,7 @@ class IDM(DM):
 
     def initial_images(self) -> torch.Tensor:
         """IPC random real images per class, whole (both inits start so; `real` then fills the patches)."""
-        images = self.data.x_train[self.random_real_indices(self.ipc)]
+        images = self.data.x_train[self.paired_real_indices(self.ipc)]
         return images.detach().clone().to(self.device).requires_grad_(True)
 
     def _patched_real(self) -> torch.Tensor:

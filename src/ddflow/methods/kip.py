@@ -78,7 +78,7 @@ class KIP(Method):
             raise DdflowError(f"kip: get = {hp.get('get')!r}; allowed: ntk, nngp")
         self.kernel_net = self.net()
         self.dtype = torch.float64 if hp.get("float64", True) else torch.float32
-        idx = self.random_real_indices(self.ipc)
+        idx = self.paired_real_indices(self.ipc)
         self.images = self.data.x_train[idx].detach().clone().to(self.device, self.dtype).requires_grad_(True)
         self.labels = centred_onehot(self.class_labels(), self.classes).to(self.device, self.dtype)
         self.labels.requires_grad_(bool(hp["learn_labels"]))

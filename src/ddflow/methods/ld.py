@@ -74,7 +74,7 @@ class LD(Method):
         self.net_name = dd_net(hp, info.channels)
         self.batch, self.inner_batch = int(hp["batch"]), int(hp["inner_batch_size"])
         self.per_epoch = math.ceil(len(self.data.y_train) / self.batch)
-        idx = self.random_real_indices(self.ipc)
+        idx = self.paired_real_indices(self.ipc)
         self.x_base = self.data.x_train[idx].detach().clone().to(self.device)
         self.base_classes = self.class_labels()
         self.labels = torch.full((len(idx), self.classes), 1.0 / self.classes, device=self.device,

@@ -1,4 +1,5 @@
-"""Random: IPC real training images drawn uniformly per class (DC, ICLR 2021, Table 1 baseline)."""
+"""Random: IPC real training images drawn uniformly per class (DC, ICLR 2021, Table 1 baseline): the first IPC of
+every class's paired order (ddflow.data.paired), which every real-initialised method starts from."""
 from __future__ import annotations
 
 from .base import RealSelection
@@ -8,4 +9,4 @@ from .registry import register
 @register("random")
 class RandomSelection(RealSelection):
     def init(self) -> None:
-        self.indices = self.random_real_indices(self.ipc)
+        self.indices = self.paired_real_indices(self.ipc)

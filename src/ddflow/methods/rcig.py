@@ -64,7 +64,7 @@ class RCIG(Method):
             raise DdflowError(f"rcig: final_kernel_tangent {hp['final_kernel_tangent']!r} not in {KERNEL_TANGENT}")
         self.use_flip = flip_on(hp, info)
         self.beta = float(hp["softplus_temp"])
-        idx = self.random_real_indices(self.ipc)
+        idx = self.paired_real_indices(self.ipc)
         self.images = self.data.x_train[idx].detach().clone().to(self.device).requires_grad_(True)
         self.labels = centred_onehot(self.class_labels(), self.classes).to(self.device)  # init_proto, no scale_y
         self.labels.requires_grad_(True)  # not learned: a stop_gradient in support(), a zero gradient

@@ -98,11 +98,12 @@ def _step_table(doc: dict, table: str | None, method: str, name: str) -> dict[in
     return {int(k): int(v) for k, v in tables[table].items()}
 
 
-def model_stream(protocol_name: str, seed_id: str, record: DistilledSet) -> tuple[object, ...]:
+def model_stream(protocol_name: str, record: DistilledSet) -> tuple[object, ...]:
     """The names an evaluation cell's model generators are seeded from (the model's index follows): the protocol,
-    the seed id the runner hands in (a method's seed_id(): a -dream variant shares its base's K model draws; an
-    imported set's name) and the cell."""
-    return ("eval", protocol_name, seed_id, record.dataset, record.ipc, record.seed)
+    dataset, IPC and seed, not the method. So model k of every method's cell (Random's, a variant's, an imported
+    set's) draws the same initialisation (and, for sets of the same size, the same data order): the paired
+    difference to Random is taken per (seed, model) (ddflow.report.paired)."""
+    return ("eval", protocol_name, record.dataset, record.ipc, record.seed)
 
 
 def evaluate_cell(record: DistilledSet, protocol_name: str, settings: dict, data: RealData, device: torch.device,

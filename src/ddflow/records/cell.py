@@ -26,6 +26,8 @@ def cell_record(record: DistilledSet, protocol: str, settings: dict[str, Any], a
         "seed": record.seed, "preset": record.preset, "iterations": record.iterations, "accuracies": accuracies,
         "mean": float(t.mean()), "std": float(t.std(unbiased=False)) if k > 1 else 0.0, "n_models": k,
         "settings": settings, "seconds": seconds, **memory,
+        # the initial set against Random's (ddflow.data.paired), for the tables' paired difference
+        **{k: record.extra[k] for k in ("paired_init", "init_replaced") if k in (record.extra or {})},
     }
 
 

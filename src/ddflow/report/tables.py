@@ -15,6 +15,7 @@ from ..data import get_info
 from ..errors import DdflowError
 from ..io import atomic_path, read_yaml_mapping
 from ..records.cell import load_cell
+from . import paired
 from .formats import html_page, latex_table
 from .paper_rule import NOTE, add_columns, add_rows, split_cells
 
@@ -126,7 +127,8 @@ def build_table(spec_path: str | Path, cell_paths: list[str | Path], datasets: l
                                 "paper_note": row.get("note", "")})
     df = pd.DataFrame.from_records(records)
     presets, devices = pooled_runs(pooled)
-    table = {"spec": spec, "df": df, "datasets": datasets, "ipcs": ipcs, "presets": presets, "devices": devices}
+    table = paired.add_columns({"spec": spec, "df": df, "datasets": datasets, "ipcs": ipcs, "presets": presets,
+                                "devices": devices}, cell_paths)
     return add_columns(table, cell_paths, rule_paths) if rule_paths else table
 
 
@@ -162,7 +164,7 @@ def column_heads(table: dict[str, Any]) -> list[tuple[str, int, str]]:
 
 def wide(table: dict[str, Any]) -> pd.DataFrame:
     """The paper's layout: one row per method, one column per dataset x IPC (two header levels: dataset, IPC),
-    each cell "ours ± std (paper; Δ)"."""
+    each cell "ours ± std (paper; Δ)"; under a method's row its paired difference to Random (report/paired.py)."""
     df, spec, cols = table["df"], table["spec"], column_heads(table)
     out = pd.DataFrame(DASH, index=pd.Index([r["label"] for r in spec["rows"]], name="Method"),
                        columns=pd.MultiIndex.from_tuples([(h, f"IPC {ipc}") for _, ipc, h in cols]), dtype=object)
@@ -171,7 +173,7 @@ def wide(table: dict[str, Any]) -> pd.DataFrame:
         out.loc[r.row, (head, f"IPC {r.ipc}")] = _cell(r)
     if table.get("paper_rule"):
         out = add_rows(out, table, cols, DASH)
-    return out
+    return paired.add_rows(out, table, cols, DASH)
 
 
 CELL_FORMAT = (f"Each cell: ours mean ± std (the paper's value; Δ = ours − paper); {DASH} (paper) = not run here; "
@@ -198,6 +200,7 @@ def notes(table: dict[str, Any]) -> list[str]:
                      f"distillation seeds ({'/'.join(map(str, models))} models from {'/'.join(map(str, seeds))} "
                      f"seed(s) per cell); {DASH} = not run or not reported.")
     lines.append(CELL_FORMAT)
+    lines.append(paired.NOTE)
     if table.get("paper_rule"):
         lines.append(NOTE)
     for line in spec.get("notes", []):

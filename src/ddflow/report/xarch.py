@@ -18,6 +18,7 @@ import pandas as pd
 from ..data import get_info
 from ..errors import DdflowError
 from ..protocols.xarch import column_protocol
+from . import paired
 from .formats import html_page, latex_table
 from .tables import DASH, _fmt, comparison_record, load_spec, pool_cells, pooled_runs, row_notes, write_outputs
 
@@ -70,19 +71,23 @@ def build_xarch_table(spec_path: str | Path, cell_paths: list[str | Path]) -> di
                      "ipc": ipc}
             records.append(comparison_record(row, spec, protocol, where, ours, (row.get("paper") or {}).get(arch)))
     presets, devices = pooled_runs(pooled)
-    return {"spec": spec, "df": pd.DataFrame.from_records(records), "presets": presets, "devices": devices}
+    return paired.add_columns({"spec": spec, "df": pd.DataFrame.from_records(records), "presets": presets,
+                               "devices": devices}, cell_paths)
 
 
 def xarch_wide(table: dict[str, Any]) -> pd.DataFrame:
-    """One row per method; per architecture the columns ours, paper, Δ."""
+    """One row per method; per architecture the columns ours, paper, Δ and the paired difference to Random
+    (report/paired.py)."""
     spec, df = table["spec"], table["df"]
     out = pd.DataFrame(index=pd.Index([r["label"] for r in spec["rows"]], name="Method"),
                        columns=pd.MultiIndex.from_tuples([(a, sub) for a in spec["architectures"]
-                                                          for sub in ("ours", "paper", "Δ")]), dtype=object)
+                                                          for sub in ("ours", "paper", "Δ", paired.LABEL)]),
+                       dtype=object)
     for r in df.itertuples():
         out.loc[r.row, (r.architecture, "ours")] = _fmt(r.ours_mean, r.ours_std)
         out.loc[r.row, (r.architecture, "paper")] = _fmt(r.paper_mean, r.paper_std)
         out.loc[r.row, (r.architecture, "Δ")] = DASH if pd.isna(r.difference) else f"{r.difference:+.1f}"
+        out.loc[r.row, (r.architecture, paired.LABEL)] = paired.cell_text(r, DASH)
     return out
 
 
@@ -103,6 +108,7 @@ def xarch_notes(table: dict[str, Any]) -> list[str]:
         lines.append(f"Ours: final-epoch test accuracy (%), mean ± std (population) over all evaluation models of all "
                      f"distillation seeds ({'/'.join(map(str, sorted(set(ran.n_models))))} models per cell); "
                      f"{DASH} = not run or not reported.")
+    lines.append(paired.NOTE)
     lines += list(spec.get("notes", []))
     if "quick" in table.get("presets", []):
         lines.append("Quick preset: reduced iterations, epochs and models (the `quick:` sections of "

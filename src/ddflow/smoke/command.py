@@ -41,7 +41,6 @@ from ..records import DistilledSet, load_distilled
 from ..records.trajectories import sampler_id
 from ..runtime import provenance
 from ..settings import distill_cell
-from ..stages.evaluate import seed_id
 from ..stages.experts import run as train_experts
 from ..stages.sampling import write_mtt_manifest
 from . import references
@@ -133,7 +132,7 @@ def _distill(ctx: Context, method: str, dataset: str, ipc: int, snapshots: bool 
 def _evaluate(ctx: Context, record: DistilledSet, overrides: dict[str, Any]) -> dict[str, Any]:
     settings = protocol_settings(record.method, record.dataset, record.ipc, "paper", "dc", ctx.hp_dir)
     return evaluate_cell(record, "dc", hparams_mod.deep_merge(settings, overrides), ctx.data(record.dataset),
-                         ctx.device, model_stream("dc", seed_id(record), record))
+                         ctx.device, model_stream("dc", record))
 
 
 def _accuracy_row(key: str, record: DistilledSet, cell: dict[str, Any], planned: int) -> dict[str, Any]:

@@ -18,6 +18,7 @@ from typing import Any
 import torch
 
 from ..data import RealData, check_ipc, get_info, load_real, normalized_as
+from ..data.paired import InitOrder, init_order
 from ..data.spaces import Prep, preprocess
 from ..data.validation import carve, load_split
 from ..data.zca import ZCA
@@ -43,13 +44,14 @@ class Built:
 
 
 def build_method(method_id: str, hp: dict[str, Any], data: RealData, ipc: int, gen: torch.Generator,
-                 device: torch.device, inputs: dict[str, str] | None = None) -> Built:
+                 device: torch.device, inputs: dict[str, str] | None = None, order: InitOrder | None = None) -> Built:
     """The method's preprocessing applied to `data` (before init(), as the paper's code does), then the method
-    constructed on it: what the runner and the speed measurements (ddflow.speed.time_method) both build."""
+    constructed on it: what the runner and the speed measurements (ddflow.speed.time_method) both build. `order`:
+    the paired initial draw of `data` (ddflow.data.paired; preprocessing keeps the rows in place)."""
     cls = get_method(method_id)
     prep = cls.preprocessing(hp, data.info)
     data, zca = preprocess(data, prep)
-    return Built(cls(hp, data, ipc, gen, device, inputs), data, prep, zca)
+    return Built(cls(hp, data, ipc, gen, device, inputs, init_order=order), data, prep, zca)
 
 
 def run(method_id: str, dataset: str, ipc: int, seed: int, preset: str, settings: dict[str, Any],
@@ -68,13 +70,14 @@ def run(method_id: str, dataset: str, ipc: int, seed: int, preset: str, settings
     hp = settings["hparams"]
     data, info, seen = load_cell_data(method_id, dataset, ipc, hp, data_path, device, inputs)
     gen = generator("distill", get_method(method_id).seed_id(), dataset, ipc, seed)
-    built = build_method(method_id, hp, data, ipc, gen, device, inputs)
+    order = init_order(data, dataset, seed)  # the initial real images are Random's for this seed (data.paired)
+    built = build_method(method_id, hp, data, ipc, gen, device, inputs, order)
     reset_peak(device)
     identity = {"method": method_id, "dataset": dataset, "ipc": ipc, "seed": seed, "preset": preset, "hparams": hp}
     resume_file = ResumeFile(resume, identity)
     start, elapsed = start_or_resume(built.method, gen, resume_file)
     wanted = [int(n) for n in settings.get("snapshots") or []] if snapshot_dir else []
-    cell = _Cell(identity, built, info, seen, device, time.time() - elapsed)
+    cell = _Cell(identity, built, info, seen, device, time.time() - elapsed, paired_init(method_id, hp, ipc, order))
     staging = staging_dir(resume, snapshot_dir) if wanted else None
     if start == 0 and 0 in wanted:
         cell.record(0).save(staging / "it0.pt")
@@ -114,6 +117,14 @@ def load_cell_data(method_id: str, dataset: str, ipc: int, hp: dict[str, Any], d
     return data, info, seen
 
 
+def paired_init(method_id: str, hp: dict[str, Any], ipc: int, order: InitOrder) -> dict[str, Any]:
+    """What the record says of its initial set against Random's (ddflow.data.paired): `paired_init` = same / nested /
+    own (Method.init_pairing); with `same`, `init_replaced` = how many of Random's images the method could not see
+    (validation images held out) and took the next ones of the order instead."""
+    pairing = get_method(method_id).init_pairing(hp, ipc)
+    return {"paired_init": pairing, **({"init_replaced": order.replaced(ipc)} if pairing == "same" else {})}
+
+
 def start_or_resume(method: Method, gen: torch.Generator, resume_file: ResumeFile) -> tuple[int, float]:
     """(first iteration, seconds already spent): the resume file's state when it is this configuration's."""
     method.init()
@@ -134,15 +145,18 @@ def staging_dir(resume: str | Path | None, snapshot_dir: str | Path) -> Path:
 class _Cell:
     """What a record of this run is made of: records of the current synthetic set at any iteration."""
 
-    def __init__(self, identity: dict[str, Any], built: Built, info, seen: str, device: torch.device, t0: float):
+    def __init__(self, identity: dict[str, Any], built: Built, info, seen: str, device: torch.device, t0: float,
+                 pairing: dict[str, Any]):
         self.identity, self.built, self.info, self.seen, self.device, self.t0 = identity, built, info, seen, device, t0
+        self.pairing = pairing
 
     def record(self, iterations: int, **extra) -> DistilledSet:
         b, i = self.built, self.identity
         res = dict(b.method.result())
         images, labels = res.pop("images"), res.pop("labels")
         lr, factor = res.pop("lr", None), int(res.pop("factor", 1))
-        extra = {**res, "prep": b.prep.kind, "seen": self.seen, "provenance": provenance(self.device), **extra}
+        extra = {**res, "prep": b.prep.kind, "seen": self.seen, **self.pairing, "provenance": provenance(self.device),
+                 **extra}
         return DistilledSet(images=images, labels=labels, method=i["method"], dataset=i["dataset"], ipc=i["ipc"],
                             seed=i["seed"], mean=self.info.mean, std=self.info.std, preset=i["preset"],
                             space="zca" if b.zca is not None else type(b.method).result_space,

@@ -2,8 +2,9 @@
 
 It runs with the protocol settings its rule resolved (ddflow.settings.eval_settings) and resolves nothing itself:
 it loads the set and the real data normalised as the set was, carves the validation split off for a protocol that
-chooses on it, hands the protocol the seed id of the set's method (ddflow.protocols never looks a method up) and
-writes the cell atomically. The whole-dataset bound (ddflow.stages.whole) evaluates through the same cell code.
+chooses on it, seeds the models from the protocol and the cell, not the method (ddflow.protocols.cell.model_stream:
+model k of every method's cell starts alike, so differences to Random are paired) and writes the cell
+atomically. The whole-dataset bound (ddflow.stages.whole) evaluates through the same cell code.
 """
 from __future__ import annotations
 
@@ -18,7 +19,6 @@ from ..data import RealData, get_info, load_real
 from ..data.validation import carve, load_split
 from ..errors import DdflowError
 from ..io import write_json
-from ..methods import REGISTRY, get_method
 from ..protocols import evaluate_cell
 from ..protocols.cell import model_stream
 from ..protocols.registry import needs_validation
@@ -27,17 +27,11 @@ from ..records import DistilledSet, load_distilled
 log = logging.getLogger(__name__)
 
 
-def seed_id(record: DistilledSet) -> str:
-    """The name the set's model draws are seeded from: its method's seed_id() (a -dream variant is evaluated by the
-    same K model draws as its base), an imported set's (ddflow.interop) own name."""
-    return get_method(record.method).seed_id() if record.method in REGISTRY else record.method
-
-
 def evaluate_record(record: DistilledSet, protocol: str, settings: dict[str, Any], real: RealData,
                     device: torch.device) -> dict[str, Any]:
     """The cell of a loaded record on loaded real data (ddflow.protocols.evaluate_cell), its models seeded from
-    its method's seed id."""
-    return evaluate_cell(record, protocol, settings, real, device, model_stream(protocol, seed_id(record), record))
+    the protocol and the cell (model_stream)."""
+    return evaluate_cell(record, protocol, settings, real, device, model_stream(protocol, record))
 
 
 def run(distilled: str | Path | DistilledSet, protocol: str, settings: dict[str, Any], data_path: str | Path,
