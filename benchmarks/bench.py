@@ -26,7 +26,7 @@ from ddflow.augment import make_augment
 from ddflow.data import get_info, load_real, prepare
 from ddflow.methods import get_method
 from ddflow.nets import build_net
-from ddflow.runtime import resolve_device
+from ddflow.runtime import resolve_device, reuse_freed_memory
 from ddflow.seeding import generator
 from ddflow.smoke.speed import sync, time_method
 from ddflow.train import NetStack, TrainSettings, train_stack
@@ -258,7 +258,11 @@ def main() -> None:
     p.add_argument("--no-dm", action="store_true", help="skip DM (time only --methods)")
     p.add_argument("--eval-models", type=int, nargs="*", default=[1, 20], help="K of the evaluation benchmark")
     p.add_argument("--eval-batching", nargs="*", default=None, help="vmap / loop (default: both)")
+    p.add_argument("--system-allocator", action="store_true",
+                   help="leave glibc's defaults (ddflow's jobs apply runtime.reuse_freed_memory)")
     a = p.parse_args()
+    if not a.system_allocator:
+        reuse_freed_memory()
     if a.threads:
         torch.set_num_threads(a.threads)
     device = resolve_device(a.device)
