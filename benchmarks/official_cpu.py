@@ -15,13 +15,16 @@ the synthetic images' optimiser (SGD, momentum 0.5), wall clock and this process
 `utils.py` times DC's evaluate_synset instead: its training epochs (utils.epoch('train')) on the first `--ipc`
 training images of each class, DSA augmentation unless `--dsa False`, one epoch of warm-up.
 
-Shims (none touches the timed computation): the dataset loader is replaced (get_dataset: ToTensor + Normalize of
+Shims (none changes what is computed): the Siamese DSA's in-place copy of sample 0's parameters reads a copy
+(torch 2.14 refuses the overlapping write; `_load_utils`); DiffAugment's output in the standard memory layout
+(the official ConvNet's `.view` fails otherwise); the dataset loader is replaced (get_dataset: ToTensor + Normalize of
 the npz arrays); wandb and kornia (MTT's logging and ZCA, neither used here) are inert modules; on a CPU-only
 machine `Tensor.cuda` returns the tensor (distill.py moves the images to CUDA to save them at iteration 0).
 """
 import argparse
 import json
 import os
+import re
 import resource
 import runpy
 import sys
@@ -55,6 +58,19 @@ def _stub_modules() -> None:
     wandb.Histogram = wandb.Image = lambda *a, **k: None
     sys.modules.setdefault("wandb", wandb)
     sys.modules.setdefault("kornia", types.ModuleType("kornia"))
+
+
+def _load_utils(path: str) -> types.ModuleType:
+    """The official utils.py as module `utils`, with one torch 2.14 shim: its Siamese DSA copies sample 0's
+    parameters onto the batch in place (`offset_x[:] = offset_x[0]`), an overlapping write that torch now refuses;
+    the right-hand side becomes a copy (`offset_x[0].clone()`), the same values."""
+    with open(path) as f:
+        source = re.sub(r"^(\s*)(\w+)\[:\] = \2\[0\]$", r"\1\2[:] = \2[0].clone()", f.read(), flags=re.M)
+    module = types.ModuleType("utils")
+    module.__file__ = path
+    sys.modules["utils"] = module
+    exec(compile(source, path, "exec"), module.__dict__)
+    return module
 
 
 def _patch_dataset(utils, npz: str, mtt: bool) -> None:
@@ -134,7 +150,7 @@ def main() -> None:
     _stub_modules()
     if not torch.cuda.is_available():
         torch.Tensor.cuda = lambda self, *a, **k: self
-    import utils  # the official utils.py
+    utils = _load_utils(os.path.join(os.path.dirname(os.path.abspath(script)), "utils.py"))
 
     # torch 2.14: DiffAugment can return 1-channel batches whose strides also read as channels-last; the conv then
     # answers channels-last and the official ConvNet's .view fails. Give the script standard-layout tensors back.
