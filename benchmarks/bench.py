@@ -6,6 +6,7 @@ seconds per iteration of DC/DSA (the official DSA code: 2.85 s per CIFAR-10 IPC 
     python benchmarks/bench.py --device cuda --dataset cifar10 --ipc 10 --idc   # IDC / DREAM s per inner loop
     python benchmarks/bench.py --device cuda --dataset cifar10 --ipc 10 --idm   # IDM s per iteration (vs DM)
     python benchmarks/bench.py --device cpu --ipc 1 --preset quick --feature    # DM, dm-isa, CAFE s per iteration
+    python benchmarks/bench.py --device cpu --trajectory --official-buffer DIR  # + MTT experts in distill.py's format
 
 Prints one JSON object per measurement. Target on a GPU: 20 models cost at most 3x one model.
 """
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import resource
 import tempfile
 import time
 from pathlib import Path
@@ -24,7 +26,7 @@ from ddflow.augment import make_augment
 from ddflow.data import get_info, load_real, prepare
 from ddflow.methods import get_method
 from ddflow.nets import build_net
-from ddflow.runtime import resolve_device
+from ddflow.runtime import resolve_device, reuse_freed_memory
 from ddflow.seeding import generator
 from ddflow.smoke.speed import sync, time_method
 from ddflow.train import NetStack, TrainSettings, train_stack
@@ -39,12 +41,15 @@ def bench_eval(data, device, ipc: int, k: int, epochs: int, batching: str) -> di
     aug = make_augment("dsa", info.dsa_strategy)
     train_stack(stack, x, y, gens, TrainSettings(epochs=2), aug)  # warm-up
     sync(device)
-    t0 = time.time()
+    t0, c0, r0 = time.time(), time.process_time(), resource.getrusage(resource.RUSAGE_SELF)
     train_stack(stack, x, y, gens, TrainSettings(epochs=epochs), aug)
     sync(device)
-    dt = time.time() - t0
+    dt, cpu, r1 = time.time() - t0, time.process_time() - c0, resource.getrusage(resource.RUSAGE_SELF)
     return {"bench": "eval_dc_dsa", "dataset": info.name, "ipc": ipc, "models": k, "batching": stack.batching,
-            "epochs": epochs, "seconds_per_epoch": dt / epochs, "model_epochs_per_s": k * epochs / dt}
+            "epochs": epochs, "seconds_per_epoch": dt / epochs, "cpu_seconds_per_epoch": cpu / epochs,
+            "system_seconds_per_epoch": (r1.ru_stime - r0.ru_stime) / epochs,
+            "page_faults_per_epoch": (r1.ru_minflt - r0.ru_minflt) / epochs,
+            "model_epochs_per_s": k * epochs / dt}
 
 
 def _hp(method: str, data, ipc: int, preset: str, batch_real: int | None) -> dict:
@@ -83,6 +88,22 @@ def _fake_experts(data, net: str, n: int, epochs: int, tmp: Path) -> list[str]:
                  "epochs": epochs, "lr": [0.01] * epochs, "params": params}, path)
         paths.append(str(path))
     return paths
+
+
+def write_official_buffer(data, net: str, n: int, epochs: int, root: Path) -> Path:
+    """The experts of `_fake_experts` (the same values) in MTT buffer.py's format, for the official distill.py:
+    root/<Dataset>/<net>/replay_buffer_0.pt = a list of trajectories, each a list per epoch of the parameter tensors
+    in the network's order (buffer.py `timestamps.append([p.detach().cpu() for p in teacher_net.parameters()])`)."""
+    names = {"mnist": "MNIST", "fashion_mnist": "FashionMNIST", "cifar10": "CIFAR10", "cifar100": "CIFAR100"}
+    out = root / names.get(data.info.name, data.info.name) / net
+    out.mkdir(parents=True, exist_ok=True)
+    buffer = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for path in _fake_experts(data, net, n, epochs, Path(tmp)):
+            params = torch.load(path, weights_only=False)["params"]
+            buffer.append([[v[e].clone() for v in params.values()] for e in range(epochs + 1)])
+    torch.save(buffer, out / "replay_buffer_0.pt")
+    return out / "replay_buffer_0.pt"
 
 
 def bench_experts(data, device, k: int, epochs: int, net: str = "ConvNet") -> dict:
@@ -131,8 +152,14 @@ def bench_trajectory_method(data, device, method: str, ipc: int, iters: int, pre
 
 
 def run_trajectory_benches(data, device, a) -> None:
-    print(json.dumps(bench_experts(data, device, a.expert_block, a.expert_epochs, a.expert_net)), flush=True)
-    for method in ("mtt", "haba", "ead"):
+    if a.official_buffer:  # MTT's paper setting: max_start_epoch + expert_epochs epochs (hparams mtt.yaml)
+        hp = hparams.resolve("mtt", data.info.name, a.ipc, a.preset)
+        need = int(hp["max_start_epoch"]) + int(hp["expert_epochs"])
+        path = write_official_buffer(data, hp["net"], 2, need, Path(a.official_buffer))
+        print(json.dumps({"bench": "official_buffer", "path": str(path), "epochs": need}), flush=True)
+    if a.expert_block:
+        print(json.dumps(bench_experts(data, device, a.expert_block, a.expert_epochs, a.expert_net)), flush=True)
+    for method in a.traj_methods:
         print(json.dumps(bench_trajectory_method(data, device, method, a.ipc, a.traj_iters, a.preset,
                                                  a.syn_steps if method != "ead" else None)), flush=True)
 
@@ -211,7 +238,9 @@ def main() -> None:
     p.add_argument("--methods", nargs="*", default=["dc", "dsa"], help="distillation methods to time (besides DM)")
     p.add_argument("--gm-iters", type=int, default=2)
     p.add_argument("--trajectory", action="store_true", help="only the trajectory family's benchmarks")
-    p.add_argument("--expert-block", type=int, default=10, help="experts trained together")
+    p.add_argument("--expert-block", type=int, default=10, help="experts trained together (0: no expert bench)")
+    p.add_argument("--traj-methods", nargs="*", default=["mtt", "haba", "ead"])
+    p.add_argument("--official-buffer", default=None, help="also write the fake experts for distill.py here")
     p.add_argument("--expert-epochs", type=int, default=1)
     p.add_argument("--expert-net", default="ConvNet")
     p.add_argument("--traj-iters", type=int, default=3)
@@ -227,7 +256,13 @@ def main() -> None:
     p.add_argument("--batch-real", type=int, default=None, help="replace the hparams' batch_real (DM, DC, DSA)")
     p.add_argument("--no-eval", action="store_true", help="skip the evaluation benchmarks (distillation only)")
     p.add_argument("--no-dm", action="store_true", help="skip DM (time only --methods)")
+    p.add_argument("--eval-models", type=int, nargs="*", default=[1, 20], help="K of the evaluation benchmark")
+    p.add_argument("--eval-batching", nargs="*", default=None, help="vmap / loop (default: both)")
+    p.add_argument("--system-allocator", action="store_true",
+                   help="leave glibc's defaults (ddflow's jobs apply runtime.reuse_freed_memory)")
     a = p.parse_args()
+    if not a.system_allocator:
+        reuse_freed_memory()
     if a.threads:
         torch.set_num_threads(a.threads)
     device = resolve_device(a.device)
@@ -254,8 +289,8 @@ def main() -> None:
         for r in bench_kernel(data, device, a.ipc, a.kernel_iters, a.preset):
             print(json.dumps(r), flush=True)
         return
-    for k in (() if a.no_eval else (1, 20)):
-        for batching in (("vmap", "loop") if device.type == "cuda" else ("loop", "vmap")):
+    for k in (() if a.no_eval else a.eval_models):
+        for batching in a.eval_batching or (("vmap", "loop") if device.type == "cuda" else ("loop", "vmap")):
             results.append(bench_eval(data, device, a.ipc, k, a.epochs, batching))
             print(json.dumps(results[-1]), flush=True)
     if not a.no_dm:
