@@ -22,7 +22,7 @@ from ..nets.bilevel import build
 from ..ops.bilevel import accuracy, baseline_checkpoints, dd_replay, params_of, train_on_base
 from ..progress import Progress
 from ..records import DistilledSet
-from .registry import desc, protocol
+from .registry import desc, joined, protocol, scored
 
 
 def _net_name(settings: dict, record_net: str | None, channels: int) -> str:
@@ -57,10 +57,10 @@ def evaluate_dd(record: DistilledSet, data: RealData, settings: dict, generators
         net = build(name, info.channels, info.classes, info.size, g, settings.get("init", extra.get("init", "xavier")),
                     float(extra.get("init_gain", 1.0)), device)
         final = dd_replay(net, params_of(net), steps)
-        accs.append(accuracy(net, final, data.x_test, data.y_test, device))
-        progress.update(len(accs), acc=accs[-1])
+        accs.append(scored(lambda x, y: [accuracy(net, final, x, y, device)], data))
+        progress.update(len(accs), acc=accs[-1][0])
     progress.close()
-    return accs
+    return joined(accs)
 
 
 def search_steps(net: torch.nn.Module, x: torch.Tensor, labels: torch.Tensor, batch: int, generator: torch.Generator,
@@ -104,7 +104,8 @@ def evaluate_ld(record: DistilledSet, data: RealData, settings: dict, generators
     for g in generators:
         net = build(name, info.channels, info.classes, info.size, g, "default", device=device)
         train_on_base(net, x, labels, int(steps), batch, g, lr)
-        accs.append(accuracy(net.eval(), None, data.x_test, data.y_test, device))
-        progress.update(len(accs), acc=accs[-1])
+        net.eval()
+        accs.append(scored(lambda xe, ye: [accuracy(net, None, xe, ye, device)], data))
+        progress.update(len(accs), acc=accs[-1][0])
     progress.close()
-    return accs
+    return joined(accs)

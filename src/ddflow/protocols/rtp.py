@@ -16,7 +16,7 @@ from ..errors import DdflowError
 from ..nets import build_net
 from ..records import DistilledSet
 from ..train import NetStack, TrainSettings, accuracy, train_stack
-from .registry import desc, protocol
+from .registry import desc, protocol, scored
 
 
 @protocol("rtp")
@@ -30,4 +30,5 @@ def evaluate_rtp(record: DistilledSet, data: RealData, settings: dict, generator
                        weight_decay=float(settings["weight_decay"]), batch=int(settings["batch"]), decay_epochs=())
     x, y = record.images, record.labels
     train_stack(stack.train(True), x.to(device), y.to(device), generators, ts, desc=desc("rtp", record))
-    return accuracy(stack.train(False), data.x_test.to(device), data.y_test.to(device))
+    stack.train(False)
+    return scored(lambda x, y: accuracy(stack, x.to(device), y.to(device)), data)
