@@ -89,7 +89,7 @@ def table_jobs(config: dict[str, Any], tables: list[str], hp_dir: Path, papers: 
         for m, p in rows:
             for d in grid["datasets"]:
                 for i in ddconfig.method_ipcs(grid, m):
-                    cadence = paper_rule(m, d, int(i), preset, hp_dir) if config.get("paper_rule") else None
+                    cadence = paper_rule(m, d, int(i), preset, hp_dir) if ddconfig.paper_rule_on(config) else None
                     for s in grid["seeds"]:
                         if spec["kind"] == "timing":
                             distill(m, d, i, s)

@@ -16,7 +16,8 @@ from ..errors import DdflowError
 from ..io import atomic_path, read_yaml_mapping
 from ..records.cell import load_cell
 from .formats import html_page, latex_table
-from .paper_rule import NOTE, add_columns, add_rows, split_cells
+from . import valrule
+from .paper_rule import NOTE, add_columns, split_cells
 
 DASH = "—"
 _PM = re.compile(r"^\s*([-+]?\d+(?:\.\d+)?)\s*(?:±\s*(\d+(?:\.\d+)?))?\s*$")
@@ -127,7 +128,10 @@ def build_table(spec_path: str | Path, cell_paths: list[str | Path], datasets: l
     df = pd.DataFrame.from_records(records)
     presets, devices = pooled_runs(pooled)
     table = {"spec": spec, "df": df, "datasets": datasets, "ipcs": ipcs, "presets": presets, "devices": devices}
-    return add_columns(table, cell_paths, rule_paths) if rule_paths else table
+    if not rule_paths:
+        return table
+    # the snapshot candidates: chosen on the test split (the paper's rule) and on the validation split
+    return valrule.add_columns(add_columns(table, cell_paths, rule_paths), cell_paths, rule_paths)
 
 
 def _fmt(mean, std, digits=1) -> str:
@@ -170,7 +174,7 @@ def wide(table: dict[str, Any]) -> pd.DataFrame:
         head = next(h for ds, ipc, h in cols if ds == r.dataset and ipc == r.ipc)
         out.loc[r.row, (head, f"IPC {r.ipc}")] = _cell(r)
     if table.get("paper_rule"):
-        out = add_rows(out, table, cols, DASH)
+        out = valrule.add_rows(out, table, cols, DASH)
     return out
 
 
@@ -200,6 +204,10 @@ def notes(table: dict[str, Any]) -> list[str]:
     lines.append(CELL_FORMAT)
     if table.get("paper_rule"):
         lines.append(NOTE)
+    if table.get("valrule"):
+        lines.append(valrule.NOTE)
+    elif len(ran):
+        lines.append(valrule.NO_CANDIDATES)
     for line in spec.get("notes", []):
         lines.append(line)
     if "quick" in table.get("presets", []):
