@@ -18,7 +18,6 @@ from ddflow import settings as ddsettings  # noqa: E402
 from ddflow.records import experts as ddexperts  # noqa: E402
 from ddflow.records import trajectories as ddsampling  # noqa: E402
 from ddflow.methods import get_method  # noqa: E402
-from ddflow.protocols import registry as ddprotocol_registry  # noqa: E402
 from ddflow.report import cost as ddcost  # noqa: E402
 from ddflow.report import robust as ddrobust  # noqa: E402
 from ddflow.report.tables import load_spec  # noqa: E402

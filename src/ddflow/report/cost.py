@@ -41,7 +41,6 @@ def table_jobs(config: dict[str, Any], tables: list[str], hp_dir: Path, papers: 
     from .. import config as ddconfig
     from ..hparams import paper_rule, resolve
     from ..methods import get_method
-    from ..protocols.registry import needs_validation
     from ..records.experts import blocks
     from ..records.trajectories import manifest_path
     from ..settings import rule_iterations
@@ -73,8 +72,8 @@ def table_jobs(config: dict[str, Any], tables: list[str], hp_dir: Path, papers: 
 
     def evaluate(p, m, d, i, s):
         distill(m, d, i, s)
-        if needs_validation(p):            # kip-nn: the validation split is the protocol's input
-            jobs[("validation_split", (d,))] = None
+        # every evaluation scores its models on the validation split (kip-nn, ld, rfad-nn also choose on it)
+        jobs[("validation_split", (d,))] = None
         jobs[("evaluate", (p, m, d, i, s))] = None
 
     for t in tables:
