@@ -111,8 +111,8 @@ def test_validation_images_are_training_images_never_trained_on_and_not_test_ima
 
 
 def test_an_evaluation_cell_scores_its_models_on_the_validation_split(mnist5k_path, tmp_path):
-    from ddflow.data.validation import write_split
     from ddflow.data.sources import load_arrays
+    from ddflow.data.validation import write_split
     from ddflow.stages.evaluate import run
 
     info = get_info("mnist5k")

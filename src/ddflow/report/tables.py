@@ -15,8 +15,8 @@ from ..data import get_info
 from ..errors import DdflowError
 from ..io import atomic_path, read_yaml_mapping
 from ..records.cell import load_cell
-from .formats import html_page, latex_table
 from . import valrule
+from .formats import html_page, latex_table
 from .paper_rule import NOTE, add_columns, split_cells
 
 DASH = "—"

@@ -5,7 +5,8 @@ it loads the set and the real data normalised as the set was, carves the validat
 chooses on it (and otherwise hands the protocol the validation images and no training image: ddflow.data.validation
 held_out), so that every cell given the split also scores its models on it (`val_accuracies`, `validation`: the
 split's file and image count; the tables' validation rule, ddflow.report.valrule), hands the protocol the seed id
-of the set's method (ddflow.protocols never looks a method up) and writes the cell atomically. The whole-dataset bound (ddflow.stages.whole) evaluates through the same cell code.
+of the set's method (ddflow.protocols never looks a method up) and writes the cell atomically. The whole-dataset
+bound (ddflow.stages.whole) evaluates through the same cell code.
 """
 from __future__ import annotations
 
