@@ -35,7 +35,7 @@ GRID = ddconfig.check(config, hparams_dir=HPARAMS, papers_dir=PAPERS)  # clear e
 # imported distilled sets (ddflow.interop.imports): their names act as method ids for paths, evaluation and tables
 IMPORTS = ddconfig.check_imports(config, GRID, hparams_dir=HPARAMS, papers_dir=PAPERS)
 PRESET = config["preset"]
-# the snapshot candidates of the papers' selection rule and of the validation rule (auto: at the quick preset only)
+# the snapshot candidates that the rows "paper's rule" and "validation rule" choose from (auto = at the quick preset)
 PAPER_RULE = ddconfig.paper_rule_on(config)
 # `--sdm conda`: the envs hold the dependencies, paths relative to a rule file; tables and figures need less
 ENV = "../../envs/ddflow.yaml"
@@ -458,7 +458,9 @@ def eval_inputs(**paths):
     base = checked_inputs(**paths)
 
     def inputs(wildcards):
-        return {**base(wildcards), "validation": validation_path(wildcards.dataset)}
+        out = base(wildcards)
+        out["validation"] = validation_path(wildcards.dataset)
+        return out
 
     return inputs
 
