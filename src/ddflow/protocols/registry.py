@@ -48,8 +48,8 @@ class Scores(list):
 def scored(acc: Callable[[Any, torch.Tensor], list[float]], data: RealData) -> Scores:
     """The scores of trained models from `acc(x, y)` (one accuracy per model on images x with labels y): on the
     test split, and on the validation split when `data` carries one."""
-    val = None if data.x_val is None else acc(data.x_val, data.y_val)
-    return Scores(acc(data.x_test, data.y_test), val)
+    test = acc(data.x_test, data.y_test)
+    return Scores(test, None if data.x_val is None else acc(data.x_val, data.y_val))
 
 
 def joined(per_model: list[Scores]) -> Scores:
