@@ -22,13 +22,15 @@ SPEC = ROOT / "workflow" / "papers" / "dream_t1.yaml"
 HP = ROOT / "workflow" / "hparams"
 
 
-def _cell(tmp_path, method, ipc, seed, accs, it=None, protocol="mtt", dataset="mnist", iterations=100):
-    """A final cell (it None) or a paper-rule snapshot cell at the workflow's paths."""
+def _cell(tmp_path, method, ipc, seed, accs, it=None, protocol="mtt", dataset="mnist", iterations=100, val=None):
+    """A final cell (it None) or a paper-rule snapshot cell at the workflow's paths; its validation accuracies `val`
+    (default: the test accuracies)."""
     base = tmp_path / "results" / "eval" / protocol / method / dataset / f"ipc{ipc}"
     p = base / f"s{seed}.json" if it is None else base / f"s{seed}" / "paper_rule" / f"it{it}.json"
     p.parent.mkdir(parents=True, exist_ok=True)
     p.write_text(json.dumps({"protocol": protocol, "method": method, "dataset": dataset, "ipc": ipc, "seed": seed,
-                             "iterations": iterations if it is None else it, "accuracies": accs}))
+                             "iterations": iterations if it is None else it, "accuracies": accs,
+                             "val_accuracies": accs if val is None else val}))
     return p
 
 
@@ -134,7 +136,7 @@ def _planned(tmp_path, paper_rule):
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump(cfg))
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run([sys.executable, "-m", "snakemake", "-n", "--cores", "1", "--directory", str(tmp_path),
+    proc = subprocess.run([sys.executable, "-m", "snakemake", "-n", "-p", "--cores", "1", "--directory", str(tmp_path),
                            "-s", str(ROOT / "Snakefile"), "--configfile", str(path)],
                           cwd=ROOT, capture_output=True, text=True, env=env, timeout=300)
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
@@ -143,15 +145,20 @@ def _planned(tmp_path, paper_rule):
 
 @pytest.mark.workflow
 def test_dry_run_evaluates_the_papers_snapshots_only_with_paper_rule_on(tmp_path):
-    off, on = _planned(tmp_path / "off", False), _planned(tmp_path / "on", True)
+    """paper_rule auto (config.yaml's default) is on at the quick preset: the default run has the candidates."""
+    off, on = _planned(tmp_path / "off", False), _planned(tmp_path / "on", "auto")
     # no such job planned (the rule's name still appears in the parse-time line listing each rule's torch threads)
     assert not re.search(r"^(rule )?evaluate_paper_rule\b", off, re.M)
     assert "paper_rule/" not in off and "--paper-rule" not in off
-    # MTT quick at IPC 1: 100 iterations, every 25 -> 0, 25, 50, 75 (its final set is its own cell); DM has no rule
-    for it in (0, 25, 50, 75):
-        assert f"results/eval/mtt/mtt/mnist5k/ipc1/s0/paper_rule/it{it}.json" in on
-    assert "paper_rule/it100.json" not in on and "/dm/mnist5k/ipc1/s0/paper_rule/" not in on
-    assert on.count("rule evaluate_paper_rule:") == 4
+    # MTT quick at IPC 1: 100 iterations, fractions [0.5] -> 50 (its final set is its own cell); DM has no rule
+    assert "results/eval/mtt/mtt/mnist5k/ipc1/s0/paper_rule/it50.json" in on
+    assert "paper_rule/it0.json" not in on and "paper_rule/it100.json" not in on
+    assert "/dm/mnist5k/ipc1/s0/paper_rule/" not in on
+    assert on.count("rule evaluate_paper_rule:") == 1
+    # every evaluation is handed the validation split (its cell scores its models on it: the validation rule)
+    for plan in (off, on):
+        evaluations = re.findall(r"python -m ddflow evaluate .*", plan)
+        assert evaluations and all("--validation results/splits/mnist5k.npz" in e for e in evaluations), evaluations
 
 
 def test_distill_with_paper_rule_adds_its_snapshots_and_changes_nothing_else(mnist5k_path, tmp_path):

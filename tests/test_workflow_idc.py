@@ -1,5 +1,6 @@
 """End to end through Snakemake on a tiny config: idc and dream -> the idc protocol -> dream_t1, dream_t2 and the
-DREAM Fig. 1 curves of the idc/dream pair."""
+DREAM Fig. 1 curves of the idc/dream pair; with their snapshot candidates (config paper_rule), the rows "ours
+(paper's rule)" and "ours (validation rule)"."""
 import json
 import re
 
@@ -21,7 +22,7 @@ METHODS = ["idc", "dream"]
 @pytest.fixture(scope="module")
 def tiny_idc_run(tmp_path_factory):
     work = tiny_workdir(tmp_path_factory.mktemp("wf_idc"), TINY_QUICK, methods=METHODS, ipcs=[1],
-                        tables=["dream_t1", "dream_t2"], figures=["dream_fig1"])
+                        tables=["dream_t1", "dream_t2"], figures=["dream_fig1"], paper_rule=True)
     _snakemake(work)
     return work
 
@@ -41,6 +42,17 @@ def test_idc_and_dream_reach_dream_t1_t2_and_fig1(tiny_idc_run):
         line = next(line for line in md.splitlines() if line.startswith(f"| {label} "))
         assert re.search(r"\d+\.\d ± \d+\.\d", line) and paper in line, line
     assert "best of periodic test evaluations" in md
+    # the snapshot candidate (quick paper_rule fractions [0.5] of 1 iteration: it0) and the final cell, each scored
+    # on the validation split too; both rule rows under each method (ddflow.report.valrule)
+    for method in METHODS:
+        for cell in (f"idc/{method}/mnist5k/ipc1/s0.json", f"idc/{method}/mnist5k/ipc1/s0/paper_rule/it0.json"):
+            c = json.loads((run / "results/eval" / cell).read_text())
+            assert len(c["val_accuracies"]) == c["n_models"] and c["validation"]["images"] == 500, c
+    for label in ("IDC", "DREAM"):
+        assert re.search(rf"^\| {label} — ours \(paper's rule\) .*\(it [01]\)", md, re.M), md
+        assert re.search(rf"^\| {label} — ours \(validation rule\) .*\(it [01]; paper's rule \+\d+\.\d\)", md,
+                         re.M), md
+    assert "ours (validation rule): per seed" in md
     t2 = (run / "results/tables/dream_t2.md").read_text()
     rows = [line for line in t2.splitlines() if line.startswith("| MNIST")]
     assert len(rows) == 2 and "IDC" in rows[0] and "DREAM" in rows[1], t2

@@ -27,7 +27,8 @@ def snakemake(workdir, *args, check=True):
 def tiny_workdir(work: Path, quick: dict[str, dict], **config) -> Path:
     """work/hparams = workflow/hparams with `quick[file]` merged into each named file's quick section (its
     quick_overrides dropped, so the tiny values hold at every IPC); work/config.yaml = the repository's config with
-    the CPU, a resume file every iteration, that hparams dir and `config` on top. Returns work."""
+    the CPU, a resume file every iteration, that hparams dir, no snapshot candidates (paper_rule false: a test that
+    shows the rule rows turns it on) and `config` on top. Returns work."""
     hp = work / "hparams"
     shutil.copytree(ROOT / "workflow" / "hparams", hp)
     for name, values in quick.items():
@@ -38,7 +39,7 @@ def tiny_workdir(work: Path, quick: dict[str, dict], **config) -> Path:
         path.write_text(yaml.safe_dump(doc))
     _snapshots_within_the_run(hp)
     cfg = yaml.safe_load((ROOT / "config.yaml").read_text())
-    cfg.update({"hparams_dir": str(hp), "device": "cpu", "save_every": 1, **config})
+    cfg.update({"hparams_dir": str(hp), "device": "cpu", "save_every": 1, "paper_rule": False, **config})
     (work / "config.yaml").write_text(yaml.safe_dump(cfg))
     return work
 

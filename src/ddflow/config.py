@@ -55,8 +55,8 @@ def coerce_cli_types(config: dict[str, Any]) -> dict[str, Any]:
             config[key] = None
     for key in ("ipcs", "seeds"):
         config[key] = ints(config.get(key))
-    if isinstance(config.get("paper_rule"), str) and config["paper_rule"].lower() in ("true", "false"):
-        config["paper_rule"] = config["paper_rule"].lower() == "true"
+    if isinstance(config.get("paper_rule"), str) and config["paper_rule"].lower() in ("true", "false", "auto"):
+        config["paper_rule"] = {"true": True, "false": False}.get(config["paper_rule"].lower(), "auto")
     if "grid" in config and not isinstance(config["grid"], dict):
         raise DdflowError(f"config key 'grid' = {config['grid']!r}: the presets' grids are required (grid.quick, "
                           f"grid.paper, as in config.yaml); to choose what runs, set datasets, methods, ipcs, seeds "
@@ -97,6 +97,19 @@ def effective_grid(config: dict[str, Any]) -> dict[str, list]:
     # set on the command line apply to every method
     grid["method_ipcs"] = {} if config.get("ipcs") is not None else dict(base.get("method_ipcs") or {})
     return grid
+
+
+def paper_rule_on(config: dict[str, Any]) -> bool:
+    """Whether the run evaluates the snapshot candidates at the paper's cadence (hparams `paper_rule`) that the rows
+    "ours (paper's rule)" and "ours (validation rule)" choose from: config `paper_rule` true / false, or auto (the
+    default) = at the quick preset only (its cadence is a few cheap evaluations; at the paper preset it multiplies a
+    cell's evaluations by up to 50)."""
+    value = config.get("paper_rule", "auto")
+    if value in (None, "auto"):
+        return config.get("preset") == "quick"
+    if not isinstance(value, bool):
+        raise DdflowError(f"config key 'paper_rule' = {value!r}; allowed: true, false, auto")
+    return value
 
 
 def method_ipcs(grid: dict[str, Any], method: str) -> list[int]:

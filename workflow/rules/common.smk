@@ -18,7 +18,6 @@ from ddflow import settings as ddsettings  # noqa: E402
 from ddflow.records import experts as ddexperts  # noqa: E402
 from ddflow.records import trajectories as ddsampling  # noqa: E402
 from ddflow.methods import get_method  # noqa: E402
-from ddflow.protocols import registry as ddprotocol_registry  # noqa: E402
 from ddflow.report import cost as ddcost  # noqa: E402
 from ddflow.report import robust as ddrobust  # noqa: E402
 from ddflow.report.tables import load_spec  # noqa: E402
@@ -36,7 +35,8 @@ GRID = ddconfig.check(config, hparams_dir=HPARAMS, papers_dir=PAPERS)  # clear e
 # imported distilled sets (ddflow.interop.imports): their names act as method ids for paths, evaluation and tables
 IMPORTS = ddconfig.check_imports(config, GRID, hparams_dir=HPARAMS, papers_dir=PAPERS)
 PRESET = config["preset"]
-PAPER_RULE = bool(config.get("paper_rule", False))  # the papers' selection rule beside ours (off by default)
+# the snapshot candidates that the rows "paper's rule" and "validation rule" choose from (auto = at the quick preset)
+PAPER_RULE = ddconfig.paper_rule_on(config)
 # `--sdm conda`: the envs hold the dependencies, paths relative to a rule file; tables and figures need less
 ENV = "../../envs/ddflow.yaml"
 REPORT_ENV = "../../envs/report.yaml"
@@ -453,13 +453,13 @@ def distill_inputs(wildcards):
 
 
 def eval_inputs(**paths):
-    """checked_inputs(**paths), plus the dataset's validation split when the protocol chooses on it."""
+    """checked_inputs(**paths), plus the dataset's validation split: a protocol that chooses on it needs it, and
+    every cell scores its models on it (val_accuracies: the tables' validation rule, ddflow.report.valrule)."""
     base = checked_inputs(**paths)
 
     def inputs(wildcards):
         out = base(wildcards)
-        if ddprotocol_registry.needs_validation(wildcards.protocol):
-            out["validation"] = validation_path(wildcards.dataset)
+        out["validation"] = validation_path(wildcards.dataset)
         return out
 
     return inputs
@@ -541,15 +541,17 @@ def snapshot_iterations(method, dataset, ipc):
 
 @functools.lru_cache(maxsize=None)
 def paper_rule(method, dataset, ipc):
-    """The method's paper rule at this cell when config paper_rule is on (workflow/hparams paper_rule), else None."""
+    """The method's paper rule at this cell when config paper_rule is on (ddflow.config.paper_rule_on; workflow/
+    hparams paper_rule), else None: the snapshot candidates of the paper's rule and of the validation rule."""
     if not PAPER_RULE:
         return None
     return ddhparams.paper_rule(method, dataset, int(ipc), PRESET, HPARAMS)
 
 
 def paper_rule_cells(method, protocol, dataset=None, ipc=None):
-    """The paper-rule snapshot cells of a table row (every configured dataset, IPC and seed, or one dataset x IPC);
-    none when config paper_rule is off or the method's paper reports its final set."""
+    """The snapshot candidates of a table row (every configured dataset, IPC and seed, or one dataset x IPC): the
+    cells both the paper's rule and the validation rule choose from; none when config paper_rule is off or the
+    method's paper reports its final set."""
     out = []
     for d in GRID["datasets"] if dataset is None else [dataset]:
         for i in ddconfig.method_ipcs(GRID, method) if ipc is None else [ipc]:

@@ -93,6 +93,17 @@ def _rows(x, idx: np.ndarray):
     return x[torch.from_numpy(idx).to(x.device)]
 
 
+def held_out(data: RealData, val_idx: np.ndarray) -> RealData:
+    """What an evaluation that chooses nothing on held-out data is handed: the validation part (x_val / y_val),
+    the test split, and an empty training split. Its protocol trains on the distilled set only, so it needs no
+    training image (none is copied), and its models are scored on the validation images they never saw."""
+    val = np.asarray(val_idx, dtype=np.int64)
+    none = np.empty(0, dtype=np.int64)
+    y = data.y_train
+    return RealData(_rows(data.x_train, none), y[:0], data.x_test, data.y_test, data.info,
+                    x_val=_rows(data.x_train, val), y_val=y[torch.from_numpy(val).to(y.device)])
+
+
 def carve(data: RealData, val_idx: np.ndarray) -> RealData:
     """`data` with its training split cut in two: x_train/y_train = the fit part (in the order of the training
     split; `train_rows` = its rows' indices in the training split), x_val/y_val = the validation part; the test

@@ -26,7 +26,7 @@ from ..ops.bilevel import accuracy, baseline_checkpoints, dd_replay, params_of
 from ..ops.ldrr import VARIANTS, base_learner
 from ..progress import Progress
 from ..records import DistilledSet
-from .registry import desc, protocol
+from .registry import desc, joined, protocol, scored
 
 
 def _net_name(settings: dict, record_net: str | None, channels: int) -> str:
@@ -61,10 +61,10 @@ def evaluate_dd(record: DistilledSet, data: RealData, settings: dict, generators
         net = build(name, info.channels, info.classes, info.size, g, settings.get("init", extra.get("init", "xavier")),
                     float(extra.get("init_gain", 1.0)), device)
         final = dd_replay(net, params_of(net), steps)
-        accs.append(accuracy(net, final, data.x_test, data.y_test, device))
-        progress.update(len(accs), acc=accs[-1])
+        accs.append(scored(lambda x, y: [accuracy(net, final, x, y, device)], data))
+        progress.update(len(accs), acc=accs[-1][0])
     progress.close()
-    return accs
+    return joined(accs)
 
 
 def search_steps(learner, x: torch.Tensor, labels: torch.Tensor, batch: int, generator: torch.Generator, x_val,
@@ -127,7 +127,7 @@ def evaluate_ld(record: DistilledSet, data: RealData, settings: dict, generators
     for g in generators:
         learner = fresh(g)
         learner.train(x, labels, int(steps), batch, g)
-        accs.append(learner.accuracy(data.x_test, data.y_test, device))
-        progress.update(len(accs), acc=accs[-1])
+        accs.append(scored(lambda xe, ye: [learner.accuracy(xe, ye, device)], data))
+        progress.update(len(accs), acc=accs[-1][0])
     progress.close()
-    return accs
+    return joined(accs)

@@ -109,14 +109,22 @@ def model_stream(protocol_name: str, record: DistilledSet) -> tuple[object, ...]
 def evaluate_cell(record: DistilledSet, protocol_name: str, settings: dict, data: RealData, device: torch.device,
                   stream: tuple[object, ...]) -> dict[str, Any]:
     """Train settings['models'] networks under the protocol on the record, model k drawing from
-    generator(*stream, k) (model_stream); the cell record (ddflow.records)."""
+    generator(*stream, k) (model_stream); the cell record (ddflow.records). When `data` carries the validation split,
+    the cell also holds `val_accuracies` (each same model on it) and their `val_mean`."""
     fn = get_protocol(protocol_name)
     k = int(settings["models"])
     gens = [generator(*stream, i) for i in range(k)]
     reset_peak(device)
     t0 = time.time()
     accs = fn(record, record.real_in_space(data), settings, gens, device)
-    out = cell_record(record, protocol_name, settings, accs, time.time() - t0, peak_memory_mb(device))
+    out = cell_record(record, protocol_name, settings, [float(a) for a in accs], time.time() - t0,
+                      peak_memory_mb(device))
+    val = getattr(accs, "val", None)
+    if data.x_val is not None and val is None:
+        raise DdflowError(f"protocol {protocol_name!r} returned no validation accuracies though the data carry the "
+                          "validation split (return registry.scored(...))")
+    if val is not None:
+        out["val_accuracies"], out["val_mean"] = val, sum(val) / len(val)
     out["provenance"] = provenance(device)
     out["date"] = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
     log.info("%s: %.2f +- %.2f over %d models (%.1f s)", record.cell, out["mean"], out["std"], k, out["seconds"])

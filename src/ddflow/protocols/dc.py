@@ -22,7 +22,7 @@ from ..nets import build_net
 from ..ops.losses import soft_ce
 from ..records import DistilledSet
 from ..train import NetStack, TrainSettings, accuracy, hard_ce, train_stack
-from .registry import desc, protocol
+from .registry import desc, protocol, scored
 
 
 def train_and_test_dc(record: DistilledSet, data: RealData, settings: dict, generators, device: torch.device,
@@ -47,7 +47,8 @@ def train_and_test_dc(record: DistilledSet, data: RealData, settings: dict, gene
     y = y if labels is None else labels
     train_stack(stack.train(True), x.to(device), y.to(device), generators, ts, augment, loss_fn=loss_fn,
                 desc=desc(name, record))
-    return accuracy(stack.train(False), data.x_test.to(device), data.y_test.to(device))
+    stack.train(False)
+    return scored(lambda x, y: accuracy(stack, x.to(device), y.to(device)), data)
 
 
 @protocol("dc")

@@ -26,7 +26,7 @@ from ..ops.hallucinator import factors_from_record, hallucinate
 from ..ops.standardize import standardize_chunks, standardize_groups
 from ..records import DistilledSet
 from ..train import NetStack, TrainSettings, accuracy, train_stack
-from .registry import desc, protocol
+from .registry import desc, protocol, scored
 
 STANDARDIZE = ("batch", "none")
 
@@ -67,7 +67,12 @@ def evaluate_haba(record: DistilledSet, data: RealData, settings: dict, generato
     augment = make_augment(settings.get("augment", "dsa"), settings.get("strategy", "none"))
     train_stack(stack.train(True), bases, labels.to(device), generators, ts, augment, desc=desc("haba", record),
                 prepare=hallucinated_batches(hals, mode == "batch"))
-    x_test = data.x_test.to(device)
-    if mode == "batch":
-        x_test = standardize_chunks(x_test, int(settings["test_batch"]))
-    return accuracy(stack.train(False), x_test, data.y_test.to(device))
+    stack.train(False)
+
+    def acc(x, y):
+        x = x.to(device)
+        if mode == "batch":
+            x = standardize_chunks(x, int(settings["test_batch"]))
+        return accuracy(stack, x, y.to(device))
+
+    return scored(acc, data)

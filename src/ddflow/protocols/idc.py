@@ -23,7 +23,7 @@ from ..nets import build_net
 from ..ops.losses import cutmix_loss
 from ..records import DistilledSet
 from ..train import NetStack, TrainSettings, accuracy, train_stack
-from .registry import desc, protocol
+from .registry import desc, protocol, scored
 
 
 class _StackAugment:
@@ -94,4 +94,5 @@ def evaluate_idc(record: DistilledSet, data: RealData, settings: dict, generator
     stack_aug = _StackAugment(aug, mixup == "cut", float(settings["cutmix_p"]), float(settings["cutmix_beta"]))
     train_stack(stack.train(True), x.to(device), y.to(device), generators, ts, stack_aug, loss_fn=stack_aug.loss,
                 desc=desc("idc", record))
-    return accuracy(stack.train(False), data.x_test.to(device), data.y_test.to(device))
+    stack.train(False)
+    return scored(lambda x, y: accuracy(stack, x.to(device), y.to(device)), data)

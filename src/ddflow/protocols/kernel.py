@@ -37,7 +37,7 @@ from ..ops.optim import warmup_cosine_lr
 from ..progress import Progress
 from ..records import DistilledSet
 from ..train import NetStack, accuracy
-from .registry import desc, protocol
+from .registry import desc, protocol, scored
 
 FREPO_AUG = DSAParams(ratio_scale=1.25, ratio_rotate=15.0, ratio_crop_pad=0.125, ratio_cutout=0.25)
 
@@ -110,7 +110,8 @@ def evaluate_frepo(record: DistilledSet, data: RealData, settings: dict, generat
     info = data.info
     stack = train_frepo(record.images, krr_targets(record.labels, info.classes), info, settings, generators, device,
                         desc("frepo", record))
-    return accuracy(stack.train(False), data.x_test.to(device), data.y_test.to(device))
+    stack.train(False)
+    return scored(lambda x, y: accuracy(stack, x.to(device), y.to(device)), data)
 
 
 @torch.no_grad()
@@ -138,5 +139,5 @@ def evaluate_krr(record: DistilledSet, data: RealData, settings: dict, generator
     targets = krr_targets(record.labels, info.classes)
     stack = train_frepo(record.images, targets, info, settings, generators, device, desc("krr", record)).train(False)
     support, y_s = flip_support(record.images.to(device), targets.to(device), _use_flip(settings, info))
-    return krr_accuracy(stack, support, y_s, data.x_test.to(device), data.y_test.to(device),
-                        float(settings.get("krr_reg", 1e-6)))
+    reg = float(settings.get("krr_reg", 1e-6))
+    return scored(lambda x, y: krr_accuracy(stack, support, y_s, x.to(device), y.to(device), reg), data)

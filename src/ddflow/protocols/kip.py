@@ -30,7 +30,7 @@ from ..ops.infinite_kernels import KernelNet, kernels
 from ..ops.krr import krr_lambda, krr_targets
 from ..progress import Progress
 from ..records import DistilledSet
-from .registry import desc, protocol
+from .registry import desc, joined, protocol, scored
 
 
 @torch.no_grad()
@@ -53,10 +53,13 @@ def evaluate_krr_inf(record: DistilledSet, data: RealData, settings: dict, gener
                      device: torch.device) -> list[float]:
     net = KernelNet.from_settings(settings)
     y_s = krr_targets(record.labels, data.info.classes).to(device)
-    acc = krr_inf_accuracy(record.images.to(device), y_s, data.x_test, data.y_test, net,
-                           str(settings.get("get", "ntk")), float(settings.get("reg", 1e-6)),
-                           max_block=int(settings.get("max_block", 2 ** 24)))
-    return [acc for _ in generators]     # deterministic: every "model" is the same kernel machine
+    x_s, get, reg = record.images.to(device), str(settings.get("get", "ntk")), float(settings.get("reg", 1e-6))
+
+    def acc(x, y):   # deterministic: every "model" is the same kernel machine
+        a = krr_inf_accuracy(x_s, y_s, x, y, net, get, reg, max_block=int(settings.get("max_block", 2 ** 24)))
+        return [a for _ in generators]
+
+    return scored(acc, data)
 
 
 def _reduced(net: torch.nn.Module, params: dict, x: torch.Tensor) -> torch.Tensor:
@@ -142,5 +145,5 @@ def evaluate_kip_nn(record: DistilledSet, data: RealData, settings: dict, genera
     accs = []
     for g in generators:
         net = train_kip_nn(record.images, targets, x_lr, info, settings, g, device, desc("kip-nn", record))
-        accs.append(net_accuracy(net, data.x_test, data.y_test, device))
-    return accs
+        accs.append(scored(lambda x, y: [net_accuracy(net, x, y, device)], data))
+    return joined(accs)

@@ -24,7 +24,7 @@ from ..progress import Progress
 from ..records import DistilledSet
 from ..train import accuracy
 from .kernel import frepo_stack
-from .registry import desc, protocol
+from .registry import desc, protocol, scored
 
 
 def rcig_schedule(n_images: int, settings: dict) -> tuple[int, int]:
@@ -73,4 +73,5 @@ def evaluate_rcig(record: DistilledSet, data: RealData, settings: dict, generato
         opt.step()
         progress.update(t + 1, loss=losses.detach().mean())
     progress.close()
-    return accuracy(stack.train(False), data.x_test.to(device), data.y_test.to(device))
+    stack.train(False)
+    return scored(lambda x, y: accuracy(stack, x.to(device), y.to(device)), data)

@@ -25,7 +25,7 @@ from ..nets.rfad import build_rfad_net
 from ..ops.krr import krr_targets
 from ..progress import Progress
 from ..records import DistilledSet
-from .registry import desc, protocol
+from .registry import desc, joined, protocol, scored
 
 MINIBATCH_LABELS = ("unscaled", "scaled")
 
@@ -110,6 +110,9 @@ def evaluate_rfad_nn(record: DistilledSet, data: RealData, settings: dict, gener
     accs = []
     for k, g in enumerate(generators):
         best, net0, _ = train_rfad_nn(x, targets, data, settings, g, device, f"{desc('rfad-nn', record)} model {k}")
-        out0 = outputs(net0, data.x_test, device) if settings["centering"] else 0.0
-        accs.append(100.0 * centred_accuracy(best, data.x_test, data.y_test, device, out0))
-    return accs
+        def acc(xe, ye):   # centring: the initial network's outputs on the same images
+            out0 = outputs(net0, xe, device) if settings["centering"] else 0.0
+            return [100.0 * centred_accuracy(best, xe, ye, device, out0)]
+
+        accs.append(scored(acc, data))
+    return joined(accs)

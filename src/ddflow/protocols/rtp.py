@@ -17,7 +17,7 @@ from ..nets import build_net
 from ..ops.rtp import interventions
 from ..records import DistilledSet
 from ..train import NetStack, TrainSettings, accuracy, train_stack
-from .registry import desc, protocol
+from .registry import desc, protocol, scored
 
 
 @protocol("rtp")
@@ -32,7 +32,8 @@ def evaluate_rtp(record: DistilledSet, data: RealData, settings: dict, generator
     x, y = record.images, record.labels
     augment = interventions(rtp_interventions(settings, record))
     train_stack(stack.train(True), x.to(device), y.to(device), generators, ts, augment, desc=desc("rtp", record))
-    return accuracy(stack.train(False), data.x_test.to(device), data.y_test.to(device))
+    stack.train(False)
+    return scored(lambda x, y: accuracy(stack, x.to(device), y.to(device)), data)
 
 
 def rtp_interventions(settings: dict, record: DistilledSet) -> str:

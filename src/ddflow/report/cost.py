@@ -41,7 +41,6 @@ def table_jobs(config: dict[str, Any], tables: list[str], hp_dir: Path, papers: 
     from .. import config as ddconfig
     from ..hparams import paper_rule, resolve
     from ..methods import get_method
-    from ..protocols.registry import needs_validation
     from ..records.experts import blocks
     from ..records.trajectories import manifest_path
     from ..settings import rule_iterations
@@ -73,8 +72,8 @@ def table_jobs(config: dict[str, Any], tables: list[str], hp_dir: Path, papers: 
 
     def evaluate(p, m, d, i, s):
         distill(m, d, i, s)
-        if needs_validation(p):            # kip-nn: the validation split is the protocol's input
-            jobs[("validation_split", (d,))] = None
+        # every evaluation scores its models on the validation split (kip-nn, ld, rfad-nn also choose on it)
+        jobs[("validation_split", (d,))] = None
         jobs[("evaluate", (p, m, d, i, s))] = None
 
     for t in tables:
@@ -89,7 +88,7 @@ def table_jobs(config: dict[str, Any], tables: list[str], hp_dir: Path, papers: 
         for m, p in rows:
             for d in grid["datasets"]:
                 for i in ddconfig.method_ipcs(grid, m):
-                    cadence = paper_rule(m, d, int(i), preset, hp_dir) if config.get("paper_rule") else None
+                    cadence = paper_rule(m, d, int(i), preset, hp_dir) if ddconfig.paper_rule_on(config) else None
                     for s in grid["seeds"]:
                         if spec["kind"] == "timing":
                             distill(m, d, i, s)

@@ -114,21 +114,3 @@ def cell_text(r, dash: str) -> str:
     if len(words) == 1:  # one seed: no spread over seeds to print
         return f"{r.paper_rule_mean:.1f} (it {its})"
     return f"{r.paper_rule_mean:.1f} ± {r.paper_rule_std:.1f} (it {its})"
-
-
-def add_rows(out, table: dict[str, Any], cols: list[tuple[str, int, str]], dash: str):
-    """The wide table with a row "{label} — ours (paper's rule)" under each row that has paper-rule values."""
-    import pandas as pd
-
-    df = table["df"]
-    labels = [r["label"] for r in table["spec"]["rows"]]
-    have = {r.row for r in df.itertuples() if r.paper_rule_mean is not None
-            and not (isinstance(r.paper_rule_mean, float) and math.isnan(r.paper_rule_mean))}
-    index = [x for label in labels for x in ([label, f"{label} — {LABEL}"] if label in have else [label])]
-    wide = pd.DataFrame(dash, index=pd.Index(index, name=out.index.name), columns=out.columns, dtype=object)
-    wide.loc[out.index] = out
-    for r in df.itertuples():
-        if r.row in have:
-            head = next(h for ds, ipc, h in cols if ds == r.dataset and ipc == r.ipc)
-            wide.loc[f"{r.row} — {LABEL}", (head, f"IPC {r.ipc}")] = cell_text(r, dash)
-    return wide

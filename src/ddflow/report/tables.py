@@ -15,9 +15,9 @@ from ..data import get_info
 from ..errors import DdflowError
 from ..io import atomic_path, read_yaml_mapping
 from ..records.cell import load_cell
-from . import paired
+from . import paired, valrule
 from .formats import html_page, latex_table
-from .paper_rule import NOTE, add_columns, add_rows, split_cells
+from .paper_rule import NOTE, add_columns, split_cells
 
 DASH = "—"
 _PM = re.compile(r"^\s*([-+]?\d+(?:\.\d+)?)\s*(?:±\s*(\d+(?:\.\d+)?))?\s*$")
@@ -129,7 +129,10 @@ def build_table(spec_path: str | Path, cell_paths: list[str | Path], datasets: l
     presets, devices = pooled_runs(pooled)
     table = paired.add_columns({"spec": spec, "df": df, "datasets": datasets, "ipcs": ipcs, "presets": presets,
                                 "devices": devices}, cell_paths)
-    return add_columns(table, cell_paths, rule_paths) if rule_paths else table
+    if not rule_paths:
+        return table
+    # the snapshot candidates: chosen on the test split (the paper's rule) and on the validation split
+    return valrule.add_columns(add_columns(table, cell_paths, rule_paths), cell_paths, rule_paths)
 
 
 def _fmt(mean, std, digits=1) -> str:
@@ -172,7 +175,7 @@ def wide(table: dict[str, Any]) -> pd.DataFrame:
         head = next(h for ds, ipc, h in cols if ds == r.dataset and ipc == r.ipc)
         out.loc[r.row, (head, f"IPC {r.ipc}")] = _cell(r)
     if table.get("paper_rule"):
-        out = add_rows(out, table, cols, DASH)
+        out = valrule.add_rows(out, table, cols, DASH)
     return paired.add_rows(out, table, cols, DASH)
 
 
@@ -203,6 +206,10 @@ def notes(table: dict[str, Any]) -> list[str]:
     lines.append(paired.NOTE)
     if table.get("paper_rule"):
         lines.append(NOTE)
+    if table.get("valrule"):
+        lines.append(valrule.NOTE)
+    elif len(ran):
+        lines.append(valrule.NO_CANDIDATES)
     for line in spec.get("notes", []):
         lines.append(line)
     if "quick" in table.get("presets", []):
