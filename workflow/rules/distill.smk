@@ -12,6 +12,7 @@ rule featnet:
     conda:
         ENV
     threads: TORCH_THREADS["featnet"]
+    priority: PRIORITY["featnet"]
     resources:
         gpu=gpu_count,
         runtime=job_runtime("gpu_job"),
@@ -38,6 +39,7 @@ rule distill:
     conda:
         ENV
     threads: TORCH_THREADS["distill"]
+    priority: distill_priority
     resources:
         gpu=gpu_count,
         runtime=job_runtime("distill"),

@@ -15,6 +15,7 @@ rule experts:
     conda:
         ENV
     threads: TORCH_THREADS["experts"]
+    priority: PRIORITY["experts"]
     resources:
         gpu=gpu_count,
         runtime=job_runtime("experts"),

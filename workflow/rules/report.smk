@@ -7,6 +7,7 @@
 localrules:
     table,
     grid_figure,
+    grid_figures,
     acc_vs_ipc,
     dream_fig1,
     isa_fig5,
@@ -44,6 +45,34 @@ rule table:
     shell:
         "python -m ddflow table --spec {params.spec:q} --datasets {params.datasets:q} --ipcs {params.ipcs:q}"
         " --extra-rows {params.extra_rows:q} --out-prefix {params.prefix:q} {input:q} > {log:q} 2>&1"
+
+
+# The image grids of the configured grid's sets, one job per dataset (rule grid_figures): a grid takes about a
+# second to draw and a process about two to start (torch), so one job per set spent most of its time starting.
+# grid_figure draws any other set (a target outside the configured grid).
+ruleorder: grid_figures > grid_figure
+
+
+rule grid_figures:
+    input:
+        grid_sets,
+    output:
+        png=[
+            report(
+                path,
+                caption="../report/grids.rst",
+                category="Distilled images",
+                subcategory=method,
+            )
+            for method, path in grid_figure_patterns("png")
+        ],
+        pdf=[path for _, path in grid_figure_patterns("pdf")],
+    log:
+        "results/logs/figures/grids/{dataset}.log",
+    conda:
+        REPORT_ENV
+    shell:
+        "python -m ddflow grid --distilled {input:q} --out {output.png:q} > {log:q} 2>&1"
 
 
 rule grid_figure:

@@ -11,6 +11,7 @@ rule mtt_windows:
         "results/logs/trajectories/{dataset}/{prep}/{net}/mtt-m{m}-t{t}.log",
     conda:
         ENV
+    priority: PRIORITY["experts"]
     params:
         experts=expert_files,
     shell:
@@ -27,6 +28,7 @@ rule ead_pool:
         "results/logs/trajectories/{dataset}/{prep}/{net}/ead-p{p}.log",
     conda:
         ENV
+    priority: PRIORITY["experts"]
     params:
         experts=expert_files,
     shell:
