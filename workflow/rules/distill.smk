@@ -9,10 +9,10 @@ rule featnet:
         "results/nets/{dataset}/{net}-full.pt",
     log:
         "results/logs/featnet/{dataset}/{net}.log",
+    priority: PRIORITY["featnet"]
     conda:
         ENV
     threads: TORCH_THREADS["featnet"]
-    priority: PRIORITY["featnet"]
     resources:
         gpu=gpu_count,
         runtime=job_runtime("gpu_job"),
@@ -36,10 +36,10 @@ rule distill:
         "results/logs/distill/{method}/{dataset}/ipc{ipc}/s{seed}.log",
     wildcard_constraints:
         method=distilled_method_names(),
+    priority: distill_priority
     conda:
         ENV
     threads: TORCH_THREADS["distill"]
-    priority: distill_priority
     resources:
         gpu=gpu_count,
         runtime=job_runtime("distill"),

@@ -12,10 +12,10 @@ rule experts:
         "results/experts/{dataset}/{prep}/{net}/block{block}.json",
     log:
         "results/logs/experts/{dataset}/{prep}/{net}/block{block}.log",
+    priority: PRIORITY["experts"]
     conda:
         ENV
     threads: TORCH_THREADS["experts"]
-    priority: PRIORITY["experts"]
     resources:
         gpu=gpu_count,
         runtime=job_runtime("experts"),

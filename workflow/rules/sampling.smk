@@ -9,9 +9,9 @@ rule mtt_windows:
         "results/trajectories/{dataset}/{prep}/{net}/mtt-m{m}-t{t}.json",
     log:
         "results/logs/trajectories/{dataset}/{prep}/{net}/mtt-m{m}-t{t}.log",
+    priority: PRIORITY["experts"]
     conda:
         ENV
-    priority: PRIORITY["experts"]
     params:
         experts=expert_files,
     shell:
@@ -26,9 +26,9 @@ rule ead_pool:
         "results/trajectories/{dataset}/{prep}/{net}/ead-p{p}.pt",
     log:
         "results/logs/trajectories/{dataset}/{prep}/{net}/ead-p{p}.log",
+    priority: PRIORITY["experts"]
     conda:
         ENV
-    priority: PRIORITY["experts"]
     params:
         experts=expert_files,
     shell:
