@@ -9,7 +9,7 @@ rule featnet:
         "results/nets/{dataset}/{net}-full.pt",
     log:
         "results/logs/featnet/{dataset}/{net}.log",
-    priority: PRIORITY["featnet"]
+    priority: PRIORITY["inputs"]
     conda:
         ENV
     threads: TORCH_THREADS["featnet"]
