@@ -1,6 +1,6 @@
-"""The default run's job graph as scheduled (dry runs): one image-grid job per dataset, and the priorities that put
-the expert chain, the distillations' inputs and the distillations before the evaluations (workflow/rules/common.smk
-PRIORITY)."""
+"""The default run's job graph as scheduled (dry runs): one image-grid job per dataset at the quick preset (one per
+set at the paper preset), and the priorities that put the expert chain, the distillations' inputs and the
+distillations before the evaluations (workflow/rules/common.smk PRIORITY)."""
 from __future__ import annotations
 
 import re
@@ -46,3 +46,9 @@ def test_default_run_draws_its_grids_in_one_job_and_runs_the_longest_chains_firs
     assert prio["distill mtt"] == prio["distill ead"] == prio["distill haba"] == {20}
     assert prio["distill dm"] == prio["distill random"] == {10}
     assert prio["evaluate"] == prio["table"] == prio["grid_figures"] == {0}
+
+
+def test_at_the_paper_preset_each_grid_follows_its_own_set(tmp_path):
+    jobs = _jobs(_dry_run(tmp_path, "--config", "preset=paper", "datasets=[mnist]", "methods=[dm]", "ipcs=[1]",
+                          "seeds=[0]", "tables=[dream_t1]", "figures=[]", "device=cpu"))
+    assert [r for r, _, _ in jobs].count("grid_figure") == 1 and "grid_figures" not in [r for r, _, _ in jobs]

@@ -242,6 +242,9 @@ def grid_figures():
     return [p.format(dataset=d) for d in GRID["datasets"] for _, p in grid_figure_patterns("png")]
 
 
+GRID_BATCHED = PRESET == "quick"  # the quick preset's image grids: one job per dataset (rule grid_figures)
+
+
 def grid_figure_patterns(ext):
     """(method, path pattern with a {dataset} wildcard) of the image grid of every configured method, IPC and seed:
     the outputs of rule grid_figures (one job draws a dataset's grids)."""
