@@ -130,3 +130,19 @@ def test_a_set_of_huge_values_everywhere_is_drawn_on_its_own_range(value):
     lo, hi, clipped, _ = display_range(x)
     assert (hi[0] > 0.9e9) if value > 0 else (lo[0] < -0.9e9)      # the range follows the set, not [0, 1]
     assert clipped < 0.05
+
+
+def test_one_grid_command_draws_each_set_into_its_own_file_and_refuses_unpaired_paths(tmp_path, capsys):
+    """Rule grid_figures draws every set of a dataset in one process: each --distilled into the --out at its place."""
+    from ddflow.cli import main
+    g = torch.Generator().manual_seed(1)
+    sets = [tmp_path / f"s{i}.pt" for i in (1, 2)]
+    for ipc, path in zip((1, 10), sets):
+        _set(torch.rand(10 * ipc, 3, 32, 32, generator=g)).save(path)
+    outs = [tmp_path / "a" / "one.png", tmp_path / "b" / "two.png"]
+    assert main(["grid", "--distilled", *map(str, sets), "--out", *map(str, outs)]) == 0
+    assert Image.open(outs[0]).size[0] < Image.open(outs[1]).size[0]  # IPC 1, then IPC 10: ten images a row
+    assert all(vector_path(p).read_bytes()[:5] == b"%PDF-" for p in outs)
+    assert main(["grid", "--distilled", *map(str, sets), "--out", str(tmp_path / "c.png")]) == 2
+    assert "2 --distilled sets but 1 --out paths" in capsys.readouterr().err
+    assert not (tmp_path / "c.png").exists()

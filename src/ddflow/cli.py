@@ -208,9 +208,9 @@ def _report_parsers(sub) -> None:
     p.add_argument("--out", default="results/RESULTS.md", help="docs/RESULTS.md: paper-scale cells only")
     p.set_defaults(fn=cmd_results_matrix)
 
-    p = sub.add_parser("grid", help="image grid of a distilled set")
-    p.add_argument("--distilled", required=True)
-    p.add_argument("--out", required=True)
+    p = sub.add_parser("grid", help="image grid of each distilled set (one process draws many: one torch start-up)")
+    p.add_argument("--distilled", required=True, nargs="+")
+    p.add_argument("--out", required=True, nargs="+", help="one PNG per --distilled, in the same order")
     p.set_defaults(fn=cmd_grid)
 
     p = sub.add_parser("acc-vs-ipc", help="accuracy vs IPC figure for one dataset")

@@ -125,8 +125,15 @@ def cmd_results_matrix(a) -> None:
 
 
 def cmd_grid(a) -> None:
+    """The image grid of each --distilled set into the --out at the same place (rule grid_figures draws every set
+    of a dataset in one job: the per-process start-up, importing torch, is most of a single grid's time)."""
     from .report.figures import distilled_grid
-    distilled_grid(a.distilled, a.out)
+    if len(a.distilled) != len(a.out):
+        raise DdflowError(f"grid: {len(a.distilled)} --distilled sets but {len(a.out)} --out paths; give one PNG "
+                          "path per set, in the same order")
+    for i, (path, out) in enumerate(zip(a.distilled, a.out), 1):
+        distilled_grid(path, out)
+        log.info("grid %d/%d: %s", i, len(a.out), out)
 
 
 def cmd_acc_vs_ipc(a) -> None:

@@ -58,6 +58,21 @@ logger.info(
     + ", ".join(f"{name} {n}" for name, n in TORCH_THREADS.items())
 )
 
+# Job priorities (Snakemake runs the ready job of highest priority first; 0 for the rules not named): the longest
+# chains first, so that no core idles at the end waiting for one: the expert trajectories and their sampling
+# (-> MTT, TESLA, EAD, HaBa distillations -> their evaluations), then the other inputs of distillations (the feature
+# net -> Herding and ISA's tables; the validation split -> LD, RFAD), every distillation before the evaluations (a
+# distillation unlocks an evaluation, an evaluation only tables), those that waited for experts first. Without
+# them the experts of the default run started after 12 of its 22 minutes and their chain ended the run. The run's
+# results do not depend on them.
+PRIORITY = {"experts": 40, "inputs": 30, "distill_after_experts": 20, "distill": 10}
+
+
+def distill_priority(wildcards):
+    if wildcards.method in IMPORTS or "trajectories" not in get_method(wildcards.method).requires:
+        return PRIORITY["distill"]
+    return PRIORITY["distill_after_experts"]
+
 
 wildcard_constraints:
     dataset="[a-z0-9-]+",
@@ -224,10 +239,28 @@ def cells(methods=None, protocol=None):
 
 
 def grid_figures():
+    return [p.format(dataset=d) for d in GRID["datasets"] for _, p in grid_figure_patterns("png")]
+
+
+GRID_BATCHED = PRESET == "quick"  # the quick preset's image grids: one job per dataset (rule grid_figures)
+
+
+def grid_figure_patterns(ext):
+    """(method, path pattern with a {dataset} wildcard) of the image grid of every configured method, IPC and seed:
+    the outputs of rule grid_figures (one job draws a dataset's grids)."""
     return [
-        f"results/figures/grids/{m}/{d}/ipc{i}/s{s}.png"
+        (m, f"results/figures/grids/{m}/{{dataset}}/ipc{i}/s{s}.{ext}")
         for m in GRID["methods"]
-        for d in GRID["datasets"]
+        for i in ddconfig.method_ipcs(GRID, m)
+        for s in GRID["seeds"]
+    ]
+
+
+def grid_sets(wildcards):
+    """The distilled sets rule grid_figures draws, in the order of its outputs."""
+    return [
+        distilled_path(m, wildcards.dataset, i, s)
+        for m in GRID["methods"]
         for i in ddconfig.method_ipcs(GRID, m)
         for s in GRID["seeds"]
     ]

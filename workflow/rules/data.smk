@@ -30,6 +30,7 @@ rule validation_split:
         "results/splits/{dataset}.npz",
     log:
         "results/logs/splits/{dataset}.log",
+    priority: PRIORITY["inputs"]
     conda:
         ENV
     params:

@@ -9,6 +9,7 @@ rule featnet:
         "results/nets/{dataset}/{net}-full.pt",
     log:
         "results/logs/featnet/{dataset}/{net}.log",
+    priority: PRIORITY["inputs"]
     conda:
         ENV
     threads: TORCH_THREADS["featnet"]
@@ -35,6 +36,7 @@ rule distill:
         "results/logs/distill/{method}/{dataset}/ipc{ipc}/s{seed}.log",
     wildcard_constraints:
         method=distilled_method_names(),
+    priority: distill_priority
     conda:
         ENV
     threads: TORCH_THREADS["distill"]

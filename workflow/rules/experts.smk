@@ -12,6 +12,7 @@ rule experts:
         "results/experts/{dataset}/{prep}/{net}/block{block}.json",
     log:
         "results/logs/experts/{dataset}/{prep}/{net}/block{block}.log",
+    priority: PRIORITY["experts"]
     conda:
         ENV
     threads: TORCH_THREADS["experts"]

@@ -46,6 +46,39 @@ rule table:
         " --extra-rows {params.extra_rows:q} --out-prefix {params.prefix:q} {input:q} > {log:q} 2>&1"
 
 
+# The image grids of the configured grid's sets at the quick preset: one job per dataset (rule grid_figures), as a
+# grid takes about a second to draw and a process about two to start (torch); such a job waits for every set of its
+# dataset. At the paper preset (days of distillation) each grid follows its set: one job per set (grid_figure), the
+# rule that also draws any set outside the configured grid.
+if GRID_BATCHED:
+
+    localrules:
+        grid_figures,
+
+    ruleorder: grid_figures > grid_figure
+
+    rule grid_figures:
+        input:
+            grid_sets,
+        output:
+            png=[
+                report(
+                    path,
+                    caption="../report/grids.rst",
+                    category="Distilled images",
+                    subcategory=method,
+                )
+                for method, path in grid_figure_patterns("png")
+            ],
+            pdf=[path for _, path in grid_figure_patterns("pdf")],
+        log:
+            "results/logs/figures/grids/{dataset}.log",
+        conda:
+            REPORT_ENV
+        shell:
+            "python -m ddflow grid --distilled {input:q} --out {output.png:q} > {log:q} 2>&1"
+
+
 rule grid_figure:
     input:
         "results/distilled/{method}/{dataset}/ipc{ipc}/s{seed}.pt",

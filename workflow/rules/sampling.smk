@@ -9,6 +9,7 @@ rule mtt_windows:
         "results/trajectories/{dataset}/{prep}/{net}/mtt-m{m}-t{t}.json",
     log:
         "results/logs/trajectories/{dataset}/{prep}/{net}/mtt-m{m}-t{t}.log",
+    priority: PRIORITY["experts"]
     conda:
         ENV
     params:
@@ -25,6 +26,7 @@ rule ead_pool:
         "results/trajectories/{dataset}/{prep}/{net}/ead-p{p}.pt",
     log:
         "results/logs/trajectories/{dataset}/{prep}/{net}/ead-p{p}.log",
+    priority: PRIORITY["experts"]
     conda:
         ENV
     params:
