@@ -155,10 +155,14 @@ def test_dry_run_evaluates_the_papers_snapshots_only_with_paper_rule_on(tmp_path
     assert "paper_rule/it0.json" not in on and "paper_rule/it100.json" not in on
     assert "/dm/mnist5k/ipc1/s0/paper_rule/" not in on
     assert on.count("rule evaluate_paper_rule:") == 1
-    # every evaluation is handed the validation split (its cell scores its models on it: the validation rule)
-    for plan in (off, on):
+    # the validation rule's candidates (MTT's final set and snapshot, with the rule on) score their models on the
+    # validation split; DM has no rule, and with the rule off no protocol here chooses on the split
+    for plan, with_split in ((off, ()), (on, ("mtt",))):
         evaluations = re.findall(r"python -m ddflow evaluate .*", plan)
-        assert evaluations and all("--validation results/splits/mnist5k.npz" in e for e in evaluations), evaluations
+        assert {m for m in ("mtt", "dm") if any(f"/{m}/mnist5k/" in e for e in evaluations)} == {"mtt", "dm"}
+        for e in evaluations:
+            method = "mtt" if "/mtt/mnist5k/" in e else "dm"
+            assert ("--validation results/splits/mnist5k.npz" in e) == (method in with_split), e
 
 
 def test_distill_with_paper_rule_adds_its_snapshots_and_changes_nothing_else(mnist5k_path, tmp_path):
