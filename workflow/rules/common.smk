@@ -18,7 +18,6 @@ from ddflow import settings as ddsettings  # noqa: E402
 from ddflow.records import experts as ddexperts  # noqa: E402
 from ddflow.records import trajectories as ddsampling  # noqa: E402
 from ddflow.methods import get_method  # noqa: E402
-from ddflow.protocols import registry as ddprotocols  # noqa: E402
 from ddflow.report import cost as ddcost  # noqa: E402
 from ddflow.report import robust as ddrobust  # noqa: E402
 from ddflow.report.tables import load_spec  # noqa: E402
@@ -487,26 +486,23 @@ def distill_inputs(wildcards):
 
 
 def eval_inputs(**paths):
-    """checked_inputs(**paths), plus the dataset's validation split where the cell uses it (scores_validation)."""
+    """checked_inputs(**paths), plus the dataset's validation split where the cell uses it. A protocol that chooses
+    on it needs it, and the validation rule's candidates score their models on it (val_accuracies,
+    ddflow.report.valrule), i.e. the final set and the snapshots of a method whose paper selected on the test split
+    (hparams paper_rule). Other cells skip that pass (about a tenth of a quick evaluation's time)."""
+    from ddflow.protocols.registry import needs_validation
+
     base = checked_inputs(**paths)
 
     def inputs(wildcards):
         out = base(wildcards)
-        if scores_validation(wildcards):
+        m = wildcards.method
+        candidate = m not in IMPORTS and paper_rule(m, wildcards.dataset, wildcards.ipc) is not None
+        if candidate or needs_validation(wildcards.protocol):
             out["validation"] = validation_path(wildcards.dataset)
         return out
 
     return inputs
-
-
-def scores_validation(wildcards):
-    """Whether an evaluation gets the validation split: a protocol that chooses on it needs it, and a candidate of
-    the validation rule (a cell of a method with a paper rule here: its final set and its snapshots) scores its
-    models on it (val_accuracies, ddflow.report.valrule). Other cells skip that pass (about a tenth of a quick
-    evaluation's time)."""
-    if ddprotocols.needs_validation(wildcards.protocol):
-        return True
-    return wildcards.method not in IMPORTS and paper_rule(wildcards.method, wildcards.dataset, wildcards.ipc) is not None
 
 
 def validation_arg(wildcards, input):
