@@ -37,6 +37,7 @@ VARIANTS = ("or2",)
 @register("ld")
 class LD(Method):
     protocols = ("ld",)
+    learned_labels = True
     requires = ("validation",)
     inits = ("real",)
     state = ("labels", "opt_labels", "model", "opt_model", "perm", "rule", "best")

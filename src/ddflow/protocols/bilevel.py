@@ -81,7 +81,7 @@ def search_steps(net: torch.nn.Module, x: torch.Tensor, labels: torch.Tensor, ba
     return int(best["steps"])
 
 
-@protocol("ld", validation=True)
+@protocol("ld", validation=True, variants=("hard",))
 def evaluate_ld(record: DistilledSet, data: RealData, settings: dict, generators, device: torch.device) -> list[float]:
     info = data.info
     extra = record.extra.get("ld") if isinstance(record.extra.get("ld"), dict) else {}

@@ -21,8 +21,10 @@ from ..io import write_json
 from ..methods import REGISTRY, get_method
 from ..protocols import evaluate_cell
 from ..protocols.cell import model_stream
+from ..protocols.regimes import VARIANT_IDS
 from ..protocols.registry import needs_validation
 from ..records import DistilledSet, load_distilled
+from ..records.featnet import load_feature_net
 
 log = logging.getLogger(__name__)
 
@@ -34,17 +36,19 @@ def seed_id(record: DistilledSet) -> str:
 
 
 def evaluate_record(record: DistilledSet, protocol: str, settings: dict[str, Any], real: RealData,
-                    device: torch.device) -> dict[str, Any]:
+                    device: torch.device, teacher: torch.nn.Module | None = None) -> dict[str, Any]:
     """The cell of a loaded record on loaded real data (ddflow.protocols.evaluate_cell), its models seeded from
     its method's seed id."""
-    return evaluate_cell(record, protocol, settings, real, device, model_stream(protocol, seed_id(record), record))
+    return evaluate_cell(record, protocol, settings, real, device, model_stream(protocol, seed_id(record), record),
+                         teacher)
 
 
 def run(distilled: str | Path | DistilledSet, protocol: str, settings: dict[str, Any], data_path: str | Path,
         device: torch.device, out: str | Path | None = None,
-        validation: str | Path | None = None) -> dict[str, Any]:
+        validation: str | Path | None = None, teacher: str | Path | None = None) -> dict[str, Any]:
     """The evaluation cell of one set (a record or its file) under `protocol` with `settings`; written to `out`
-    when given. A protocol that chooses on the validation split needs `validation` (the split's file)."""
+    when given. A protocol that chooses on the validation split needs `validation` (the split's file); a
+    `-teacher` label regime its `teacher` (a feature-net file, ddflow.records.featnet)."""
     record = distilled if isinstance(distilled, DistilledSet) else load_distilled(distilled)
     # the real data normalised as the distilled set was (a method may normalise with another dataset's statistics)
     info = dataclasses.replace(get_info(record.dataset), mean=tuple(record.mean), std=tuple(record.std))
@@ -54,7 +58,11 @@ def run(distilled: str | Path | DistilledSet, protocol: str, settings: dict[str,
             raise DdflowError(f"protocol {protocol!r} chooses on the validation split: give --validation (the file "
                               f"the validation-split command writes, e.g. results/splits/{record.dataset}.npz)")
         real = carve(real, load_split(validation, record.dataset, len(real.y_train)))
-    cell = evaluate_record(record, protocol, settings, real, device)
+    if protocol in VARIANT_IDS and VARIANT_IDS[protocol][1] == "teacher" and teacher is None:
+        raise DdflowError(f"protocol {protocol!r} labels the set with a teacher network: give --teacher (the feature "
+                          f"net, e.g. results/nets/{record.dataset}/ConvNet-full.pt)")
+    net = load_feature_net(teacher, get_info(record.dataset), device) if teacher is not None else None
+    cell = evaluate_record(record, protocol, settings, real, device, net)
     log.info("%s/%s IPC %d under %s: %.2f ± %.2f %% (%d models)", cell["method"], cell["dataset"], cell["ipc"],
              cell["protocol"], cell["mean"], cell["std"], cell["n_models"])
     if out is not None:
