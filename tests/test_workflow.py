@@ -19,6 +19,7 @@ TINY_QUICK = {  # the quick preset shrunk to seconds per job; the code paths are
     "random.yaml": EVAL,
     "herding.yaml": EVAL,
     "featnet.yaml": {"epochs": 1},
+    "regimes.yaml": {"cell_settings": {"models": 1, "epochs": 2}},   # the robust scores' variant cells (DM's)
 }
 METHODS = ["random", "herding", "dm", "dc", "dsa", "dm-dream"]
 
@@ -46,12 +47,22 @@ def test_workflow_produces_cells_table_and_figures(tiny_run):
         assert re.search(r"\d+\.\d ± \d+\.\d", line) and paper in line, line
     assert (tiny_run / "results/tables/dream_t1.csv").exists() and (tiny_run / "results/tables/dream_t1.tex").exists()
     assert (tiny_run / "results/figures/acc_vs_ipc/mnist5k.png").stat().st_size > 1000
-    # the fair-comparison outputs (docs/fair.md): a row per method, IOR against Random under dc, storage counted
+    # the fair-comparison outputs (docs/fair.md): a row per method with its label regime, HLR against the whole-dataset
+    # cell and IOR against Random under dc; LRS and ARS for DM, whose variant cells the quick preset makes (analyses.yaml
+    # robust_scores.variant_methods: the dc-aug / dc-noaug cells of DM and Random); storage counted
     robust = (tiny_run / "results/tables/fair/robust_scores.md").read_text()
     cost = (tiny_run / "results/tables/fair/cost_storage.md").read_text()
+    num = r"[+-]\d\.\d{3}"
     for method in METHODS:
-        assert re.search(rf"^\| {method} +\| dc +\| mnist5k +\| 1 +\| hard +\| — +\| [+-]\d\.\d{{3}} ", robust, re.M)
+        assert re.search(rf"^\| {method} +\| dc · hard +\| mnist5k +\| 1 +\| {num} +\| {num} ", robust, re.M), robust
         assert re.search(rf"^\| {method} +\| mnist5k +\| +1 \| images +\| +7,840 ", cost, re.M), cost
+    assert re.search(rf"^\| dm +\| dc · hard +\| mnist5k +\| 1 +\| {num} +\| {num} +\| \d\.\d{{3}} +\| \d\.\d{{3}} ",
+                     robust, re.M), robust
+    for protocol in ("dc-aug", "dc-noaug"):
+        for method in ("dm", "random"):
+            cell = json.loads((tiny_run / f"results/eval/{protocol}/{method}/mnist5k/ipc1/s0.json").read_text())
+            assert cell["n_models"] == 1 and cell["settings"]["augment"] == ("dsa" if protocol == "dc-aug" else "none")
+            assert cell["labels_used"] == {"regime": "hard"}
     assert (tiny_run / "results/figures/acc_vs_storage/mnist5k.png").stat().st_size > 1000
     # accuracy vs iteration (DREAM supp. Fig. 1): snapshots 0 and 1 and the final set of every DREAM-pair method
     for method in ("dm", "dc", "dsa", "dm-dream"):

@@ -709,7 +709,8 @@ def robust_cells(wildcards):
                         for n in (m, "random"):
                             path = eval_path(q, n, d, i, seed)
                             wanted.append(path)
-                            need = q in needed - {hard} or q == p if n == "random" else q in needed
+                            # Random: the method's protocol and its augmentation variants (its labels are hard)
+                            need = (q in needed - {hard} or q == p) if n == "random" else q in needed
                             if on and need and fits(n, q):
                                 required.add(path)
                 if on:
