@@ -47,9 +47,9 @@ def test_workflow_produces_cells_table_and_figures(tiny_run):
         assert re.search(r"\d+\.\d ± \d+\.\d", line) and paper in line, line
     assert (tiny_run / "results/tables/dream_t1.csv").exists() and (tiny_run / "results/tables/dream_t1.tex").exists()
     assert (tiny_run / "results/figures/acc_vs_ipc/mnist5k.png").stat().st_size > 1000
-    # the fair-comparison outputs (docs/fair.md): a row per method with its label regime, HLR against the whole-dataset
-    # cell and IOR against Random under dc; LRS and ARS for DM, whose variant cells the quick preset makes (analyses.yaml
-    # robust_scores.variant_methods: the dc-aug / dc-noaug cells of DM and Random); storage counted
+    # the fair-comparison outputs (docs/fair.md): a row per method with its label regime, HLR against the
+    # whole-dataset cell and IOR against Random under dc; LRS and ARS for DM, whose variant cells the quick preset
+    # makes (analyses.yaml robust_scores.variant_methods: the dc-aug / dc-noaug cells of DM and Random); storage
     robust = (tiny_run / "results/tables/fair/robust_scores.md").read_text()
     cost = (tiny_run / "results/tables/fair/cost_storage.md").read_text()
     num = r"[+-]\d\.\d{3}"

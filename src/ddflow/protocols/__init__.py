@@ -5,8 +5,7 @@ kip.py (`krr-inf`, `kip-nn`), rcig.py (`rcig`), rfad.py (`rfad-nn`), rtp.py (`rt
 regimes and augmentation variants of the protocols that admit them). Importing the package registers them all."""
 from __future__ import annotations
 
-from . import bilevel, dc, haba, idc, kernel, kip, rcig, rfad, rtp, xarch  # noqa: F401  (importing registers them)
-from . import regimes  # noqa: F401,I001  (after the bases: registers their variants)
+from . import bilevel, dc, haba, idc, kernel, kip, rcig, regimes, rfad, rtp, xarch  # noqa: F401  (importing registers them)
 from .cell import evaluate_cell, protocol_settings
 from .registry import PROTOCOLS, get_protocol, protocol
 

@@ -36,6 +36,7 @@ from ..data.real import mean_std
 from ..data.zca import ZCA
 from ..errors import DdflowError
 from ..records import DistilledSet
+from . import bilevel, haba, idc, kernel, kip, rcig, rfad, rtp  # noqa: F401  (the bases register before their variants)
 from .dc import train_and_test_dc
 from .registry import PROTOCOLS, VALIDATION, VARIANTS, protocol
 
