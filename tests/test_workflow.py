@@ -138,11 +138,14 @@ def test_paper_preset_dry_runs_the_full_p1_grid_on_slurm_with_one_gpu_per_gpu_jo
     # the paper grid's 30 methods (config.yaml) x 4 datasets (mnist, svhn, cifar10, cifar100) x 3 IPCs x 5 seeds;
     # frepo and isa are evaluated under two protocols (frepo, krr), dd under two (dd, and dc as a row of ours), kip
     # under two (kip-nn, krr-inf): 1800 + 4 x 60 evaluations; one whole-dataset cell per dataset; the validation
-    # split (LD, RFAD, kip-nn) once per dataset
+    # split (LD, RFAD, kip-nn) once per dataset. The robust scores' variant cells (docs/fair.md; analyses.yaml
+    # robust_scores.variant_methods null = all) add 3,240: `-aug` and `-noaug` of every set whose protocol admits them
+    # (dc 12 methods, mtt 3, frepo 3 with Random, soft 2, haba 1: 21 x 2 x 60 = 2,520), `-hard` of the learned-label
+    # methods (soft 2, frepo 2, rcig 2, rfad-nn 2, mtt 1, ld 1, kip-nn 1: 11 x 60 = 660) and Random under frepo (60)
     methods = yaml.safe_load((ROOT / "config.yaml").read_text())["grid"]["paper"]["methods"]
     assert len(methods) == 30 and jobs["distill"] == str(len(methods) * 60), jobs
     assert jobs["validation_split"] == "4", jobs
-    assert jobs["evaluate"] == "2040" and jobs["featnet"] == "4" and jobs["whole_dataset_cell"] == "4", jobs
+    assert jobs["evaluate"] == str(2040 + 3240) and jobs["featnet"] == "4" and jobs["whole_dataset_cell"] == "4", jobs
     assert jobs["dream_fig1"] == "4", jobs  # IPC 10 on each dataset
     # experts: mnist and svhn raw, cifar10 and cifar100 raw and kornia ZCA (MTT's per dataset x IPC choice), each in
     # 10 blocks of the one `experts` rule, and the same five again for HaBa (`<prep>-batchstd`: every batch
