@@ -62,6 +62,14 @@ def test_teacher_labels_are_the_softmax_at_temperature_computed_once_and_stored(
     assert cell["protocol"] == "dc-teacher" and len(cell["accuracies"]) == 1
     with pytest.raises(DdflowError, match="teacher"):
         evaluate_cell(rec, "dc-teacher", settings, data, CPU, ("t", 0))
+    # per batch (SRe2L train_KD.py line 213): the teacher labels each DSA-augmented batch it trains on
+    calls = []
+    net.register_forward_hook(lambda mod, inp, out: calls.append(inp[0].shape))
+    per_batch = {**settings, "augment": "dsa", "strategy": INFO.strategy("auto"),
+                 "teacher": {**TEACHER, "per_batch": True}}
+    cell = evaluate_cell(rec, "soft-teacher", per_batch, data, CPU, ("t", 0), teacher=net)
+    assert cell["labels_used"]["per_batch"] is True and len(cell["accuracies"]) == 1
+    assert calls == [(20, 1, 28, 28), (20, 1, 28, 28), (20, 1, 28, 28)]   # the stored labels, then 2 epochs' batches
 
 
 def test_kl_loss_is_sre2l_batchmean_kl_per_model():
