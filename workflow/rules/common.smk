@@ -164,11 +164,13 @@ def whole_path(dataset):
 
 def whole_cells(table):
     """The whole-dataset cells a table's "Whole dataset" row reads: at the paper preset always; at the quick preset
-    only those already made (`snakemake whole_dataset`: minutes on a CPU, so not part of the default run)."""
+    those the run makes for the robust scores (robust_whole_paths) and those already made (`snakemake
+    whole_dataset`), so that a finished run's tables do not gain an input."""
     if not any(r.get("method") == ddconfig.WHOLE for r in spec(table)["rows"]):
         return []
     paths = [whole_path(d) for d in GRID["datasets"]]
-    return paths if PRESET == "paper" else [p for p in paths if Path(p).exists()]
+    made = robust_whole_paths()
+    return paths if PRESET == "paper" else [p for p in paths if p in made or Path(p).exists()]
 
 
 def paper_rule_eval_path(protocol, method, dataset, ipc, seed, it):
@@ -713,12 +715,24 @@ def robust_cells(wildcards):
                             need = (q in needed - {hard} or q == p) if n == "random" else q in needed
                             if on and need and fits(n, q):
                                 required.add(path)
-                if on:
-                    required.add(whole_path(d))
+    required |= set(robust_whole_paths())
     optional = [p for p in dict.fromkeys(wanted) if p not in required and Path(p).exists()]
     whole = [whole_path(d) for d in GRID["datasets"]]
     existing = [p for p in whole if p not in required and (PRESET == "paper" or Path(p).exists())]
     return cells() + sorted(required - set(cells())) + optional + existing
+
+
+def robust_whole_paths():
+    """The whole-dataset cells the robust scores need (HLR's bound): those of the datasets where robust_scores'
+    `variant_methods` x `variant_ipcs` (null: all) cover a configured method and IPC."""
+    s = json.loads(robust_settings())
+    covered = [
+        m
+        for m in GRID["methods"]
+        if (s["variant_methods"] is None or m in s["variant_methods"])
+        and any(s["variant_ipcs"] is None or int(i) in s["variant_ipcs"] for i in ddconfig.method_ipcs(GRID, m))
+    ]
+    return [whole_path(d) for d in GRID["datasets"]] if covered else []
 
 
 def fits(method, protocol):
