@@ -19,6 +19,7 @@ TINY_QUICK = {  # the quick preset shrunk to seconds per job; the code paths are
     "random.yaml": EVAL,
     "herding.yaml": EVAL,
     "featnet.yaml": {"epochs": 1},
+    "regimes.yaml": {"cell_settings": {"models": 1, "epochs": 2}},   # the robust scores' variant cells (DM's)
 }
 METHODS = ["random", "herding", "dm", "dc", "dsa", "dm-dream"]
 
@@ -51,12 +52,22 @@ def test_workflow_produces_cells_table_and_figures(tiny_run):
     assert "| Random — vs Random" not in md
     assert (tiny_run / "results/tables/dream_t1.csv").exists() and (tiny_run / "results/tables/dream_t1.tex").exists()
     assert (tiny_run / "results/figures/acc_vs_ipc/mnist5k.png").stat().st_size > 1000
-    # the fair-comparison outputs (docs/fair.md): a row per method, IOR against Random under dc, storage counted
+    # the fair-comparison outputs (docs/fair.md): a row per method with its label regime, HLR against the
+    # whole-dataset cell and IOR against Random under dc; LRS and ARS for DM, whose variant cells the quick preset
+    # makes (analyses.yaml robust_scores.variant_methods: the dc-aug / dc-noaug cells of DM and Random); storage
     robust = (tiny_run / "results/tables/fair/robust_scores.md").read_text()
     cost = (tiny_run / "results/tables/fair/cost_storage.md").read_text()
+    num = r"[+-]\d\.\d{3}"
     for method in METHODS:
-        assert re.search(rf"^\| {method} +\| dc +\| mnist5k +\| 1 +\| hard +\| — +\| [+-]\d\.\d{{3}} ", robust, re.M)
+        assert re.search(rf"^\| {method} +\| dc · hard +\| mnist5k +\| 1 +\| {num} +\| {num} ", robust, re.M), robust
         assert re.search(rf"^\| {method} +\| mnist5k +\| +1 \| images +\| +7,840 ", cost, re.M), cost
+    assert re.search(rf"^\| dm +\| dc · hard +\| mnist5k +\| 1 +\| {num} +\| {num} +\| \d\.\d{{3}} +\| \d\.\d{{3}} ",
+                     robust, re.M), robust
+    for protocol in ("dc-aug", "dc-noaug"):
+        for method in ("dm", "random"):
+            cell = json.loads((tiny_run / f"results/eval/{protocol}/{method}/mnist5k/ipc1/s0.json").read_text())
+            assert cell["n_models"] == 1 and cell["settings"]["augment"] == ("dsa" if protocol == "dc-aug" else "none")
+            assert cell["labels_used"] == {"regime": "hard"}
     assert (tiny_run / "results/figures/acc_vs_storage/mnist5k.png").stat().st_size > 1000
     # accuracy vs iteration (DREAM supp. Fig. 1): snapshots 0 and 1 and the final set of every DREAM-pair method
     for method in ("dm", "dc", "dsa", "dm-dream"):
@@ -132,11 +143,14 @@ def test_paper_preset_dry_runs_the_full_p1_grid_on_slurm_with_one_gpu_per_gpu_jo
     # the paper grid's 30 methods (config.yaml) x 4 datasets (mnist, svhn, cifar10, cifar100) x 3 IPCs x 5 seeds;
     # frepo and isa are evaluated under two protocols (frepo, krr), dd under two (dd, and dc as a row of ours), kip
     # under two (kip-nn, krr-inf): 1800 + 4 x 60 evaluations; one whole-dataset cell per dataset; the validation
-    # split (LD, RFAD, kip-nn) once per dataset
+    # split (LD, RFAD, kip-nn) once per dataset. The robust scores' variant cells (docs/fair.md; analyses.yaml
+    # robust_scores.variant_methods null = all) add 3,240: `-aug` and `-noaug` of every set whose protocol admits them
+    # (dc 12 methods, mtt 3, frepo 3 with Random, soft 2, haba 1: 21 x 2 x 60 = 2,520), `-hard` of the learned-label
+    # methods (soft 2, frepo 2, rcig 2, rfad-nn 2, mtt 1, ld 1, kip-nn 1: 11 x 60 = 660) and Random under frepo (60)
     methods = yaml.safe_load((ROOT / "config.yaml").read_text())["grid"]["paper"]["methods"]
     assert len(methods) == 30 and jobs["distill"] == str(len(methods) * 60), jobs
     assert jobs["validation_split"] == "4", jobs
-    assert jobs["evaluate"] == "2040" and jobs["featnet"] == "4" and jobs["whole_dataset_cell"] == "4", jobs
+    assert jobs["evaluate"] == str(2040 + 3240) and jobs["featnet"] == "4" and jobs["whole_dataset_cell"] == "4", jobs
     assert jobs["dream_fig1"] == "4", jobs  # IPC 10 on each dataset
     # experts: mnist and svhn raw, cifar10 and cifar100 raw and kornia ZCA (MTT's per dataset x IPC choice), each in
     # 10 blocks of the one `experts` rule, and the same five again for HaBa (`<prep>-batchstd`: every batch

@@ -147,6 +147,7 @@ def _evaluate_parsers(sub) -> None:
     p.add_argument("--models", type=int, default=None, help="models to train (default: the protocol settings')")
     p.add_argument("--validation", default=None, help="the validation split: protocols that choose on it need it; "
                    "with it every cell also scores its models on it (val_accuracies)")
+    p.add_argument("--teacher", default=None, help="the teacher of a -teacher protocol (a feature-net file)")
     _stage_settings(p, "protocol settings (with --protocol and --data)")
     p.set_defaults(fn=cmd_evaluate)
 

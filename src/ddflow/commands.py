@@ -61,7 +61,7 @@ def cmd_evaluate(a) -> None:
         request = resolve_request(a.distilled, dataset=a.dataset, data=a.data, protocol=a.protocol, preset=a.preset,
                                   hp_dir=a.hparams_dir, models=a.models, fmt=a.format, space=a.space, ipc=a.ipc,
                                   lr=number_or_path(a.lr), classes=a.classes)
-    cell = run(*request, resolve_device(a.device), out=a.out, validation=a.validation)
+    cell = run(*request, resolve_device(a.device), out=a.out, validation=a.validation, teacher=a.teacher)
     if not a.out:
         print(json.dumps(cell, indent=1, default=str))
 

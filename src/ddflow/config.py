@@ -238,6 +238,7 @@ def check_target(wildcards: Mapping[str, str], config: dict[str, Any], imports: 
     a protocol that fits it. workflow/rules/common.smk calls this from the input functions, so `snakemake -n
     results/eval/dc/dm/mnist/ipc0/s0.json` is refused when the DAG is built instead of failing inside the job."""
     from .protocols import PROTOCOLS
+    from .protocols.regimes import VARIANT_IDS
     from .protocols.xarch import XARCH
     shown = ", ".join(f"{k}={v}" for k, v in dict(wildcards).items())
     dataset, ipc, method = wildcards.get("dataset"), wildcards.get("ipc"), wildcards.get("method")
@@ -263,6 +264,8 @@ def check_target(wildcards: Mapping[str, str], config: dict[str, Any], imports: 
         if protocol not in PROTOCOLS:
             raise DdflowError(f"target with {shown}: unknown protocol {protocol!r}; known: {', '.join(PROTOCOLS)}")
         fits = imports[method].protocols if method in imports else REGISTRY[method].protocols
-        if protocol not in fits and XARCH.get(protocol, ("",))[0] not in fits:
+        base = VARIANT_IDS.get(protocol, XARCH.get(protocol, ("",)))[0]
+        if protocol not in fits and base not in fits:
             raise DdflowError(f"target with {shown}: protocol {protocol!r} does not fit {method!r} (fits: "
-                              f"{', '.join(fits)} and their cross-architecture protocols)")
+                              f"{', '.join(fits)}, their cross-architecture protocols and label / augmentation "
+                              "variants)")

@@ -1,8 +1,8 @@
 """Hyperparameters as data: workflow/hparams/methods/<method>.yaml (one file per method or method family) and
 workflow/hparams/stages/<name>.yaml (the settings of the other stages and the evaluation protocols: experts,
-featnet, whole, protocols, analyses, validation). hparams_file(name) is where a name's file lives: the stage names
-(STAGE_FILES) in stages/, every other name in methods/; a variant declared in its family's file (`variants:`) has
-no file of its own.
+featnet, whole, protocols, analyses, validation, regimes). hparams_file(name) is where a name's file lives: the stage
+names (STAGE_FILES) in stages/, every other name in methods/; a variant declared in its family's file (`variants:`)
+has no file of its own.
 
 File layout (every value carries a comment naming its source in the YAML itself):
 
@@ -34,7 +34,7 @@ PRESETS = ("quick", "paper")
 ENV_VAR = "DDFLOW_HPARAMS"
 _ALLOWED_KEYS = {"inherit", "paper", "overrides", "quick", "quick_overrides", "source", "variants"}
 METHODS, STAGES = "methods", "stages"   # the folder's two subfolders
-STAGE_FILES = ("experts", "featnet", "whole", "protocols", "analyses", "validation")
+STAGE_FILES = ("experts", "featnet", "whole", "protocols", "analyses", "validation", "regimes")
 
 
 def deep_merge(base: dict, update: dict) -> dict:

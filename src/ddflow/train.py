@@ -136,11 +136,13 @@ def synthetic_epoch(net: nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor,
 def train_stack(stack: NetStack, x: torch.Tensor, y: torch.Tensor, generators: list[torch.Generator],
                 settings: TrainSettings, augment=None,
                 loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = hard_ce,
-                desc: str = "train", prepare: Callable | None = None) -> list[float]:
+                desc: str = "train", prepare: Callable | None = None,
+                targets: Callable[[torch.Tensor], torch.Tensor] | None = None) -> list[float]:
     """Train every model of `stack` on (x, y) (shared by all models; y may be hard (N,) or soft (N, C)).
     Per epoch each model draws its own permutation; per minibatch its own augmentation. `prepare(xb, k,
     generators)`, when given, maps the gathered rows of the K models' batches (K * b, ...; model after model) to
-    the images they train on, before the augmentation (HaBa: hallucinate and standardise each batch). Returns the
+    the images they train on, before the augmentation (HaBa: hallucinate and standardise each batch). `targets(xb)`,
+    when given, labels each augmented batch (K, b, ...) in place of y (a teacher network per batch). Returns the
     mean training loss of the last epoch per model."""
     n, k = len(x), stack.k
     opt = StackedSGD(stack.parameters(), settings.lr, settings.momentum, settings.weight_decay)
@@ -158,7 +160,7 @@ def train_stack(stack: NetStack, x: torch.Tensor, y: torch.Tensor, generators: l
             if augment is not None:
                 xb = augment.augment_many(xb, [b] * k, generators)
             xb = xb.view(k, b, *xb.shape[1:])
-            yb = y[idx]
+            yb = y[idx] if targets is None else targets(xb)
             losses = loss_fn(stack.forward(xb), yb)
             losses.sum().backward()
             opt.step()

@@ -18,6 +18,8 @@ from ddflow import settings as ddsettings  # noqa: E402
 from ddflow.records import experts as ddexperts  # noqa: E402
 from ddflow.records import trajectories as ddsampling  # noqa: E402
 from ddflow.methods import get_method  # noqa: E402
+from ddflow.protocols import registry as ddprotocol_registry  # noqa: E402
+from ddflow.protocols import regimes as ddregimes  # noqa: E402
 from ddflow.report import cost as ddcost  # noqa: E402
 from ddflow.report import robust as ddrobust  # noqa: E402
 from ddflow.report.tables import load_spec  # noqa: E402
@@ -178,11 +180,13 @@ def whole_path(dataset):
 
 def whole_cells(table):
     """The whole-dataset cells a table's "Whole dataset" row reads: at the paper preset always; at the quick preset
-    only those already made (`snakemake whole_dataset`: minutes on a CPU, so not part of the default run)."""
+    those the run makes for the robust scores (robust_whole_paths) and those already made (`snakemake
+    whole_dataset`), so that a finished run's tables do not gain an input."""
     if not any(r.get("method") == ddconfig.WHOLE for r in spec(table)["rows"]):
         return []
     paths = [whole_path(d) for d in GRID["datasets"]]
-    return paths if PRESET == "paper" else [p for p in paths if Path(p).exists()]
+    made = robust_whole_paths()
+    return paths if PRESET == "paper" else [p for p in paths if p in made or Path(p).exists()]
 
 
 def paper_rule_eval_path(protocol, method, dataset, ipc, seed, it):
@@ -486,27 +490,30 @@ def distill_inputs(wildcards):
 
 
 def eval_inputs(**paths):
-    """checked_inputs(**paths), plus the dataset's validation split where the cell uses it. A protocol that chooses
-    on it needs it, and the validation rule's candidates score their models on it (val_accuracies,
+    """checked_inputs(**paths), plus the dataset's validation split where the cell uses it, and the teacher (the
+    feature net its settings name) of a `-teacher` label regime (ddflow.protocols.regimes). A protocol that chooses
+    on the split needs it, and the validation rule's candidates score their models on it (val_accuracies,
     ddflow.report.valrule), i.e. the final set and the snapshots of a method whose paper selected on the test split
     (hparams paper_rule). Other cells skip that pass (about a tenth of a quick evaluation's time)."""
-    from ddflow.protocols.registry import needs_validation
-
     base = checked_inputs(**paths)
 
     def inputs(wildcards):
         out = base(wildcards)
         m = wildcards.method
         candidate = m not in IMPORTS and paper_rule(m, wildcards.dataset, wildcards.ipc) is not None
-        if candidate or needs_validation(wildcards.protocol):
+        if candidate or ddprotocol_registry.needs_validation(wildcards.protocol):
             out["validation"] = validation_path(wildcards.dataset)
+        if ddregimes.VARIANT_IDS.get(wildcards.protocol, ("", ""))[1] == "teacher":
+            out["teacher"] = featnet_path(wildcards.dataset, json.loads(eval_settings(wildcards))["teacher"]["net"])
         return out
 
     return inputs
 
 
 def validation_arg(wildcards, input):
-    return shell_args(["--validation", input.validation]) if "validation" in input.keys() else ""
+    """--validation and --teacher of an evaluation, when its inputs hold them."""
+    args = ["--validation", input.validation] if "validation" in input.keys() else []
+    return shell_args(args + (["--teacher", input.teacher] if "teacher" in input.keys() else []))
 
 
 def validation_path(dataset):
@@ -724,21 +731,55 @@ def robust_settings(wildcards=None):
 
 
 def robust_cells(wildcards):
-    """The methods' own cells; the cells only some runs make (Random under another protocol, the hard-label and
-    with/without-augmentation variants, the whole-dataset bound at the quick preset) when they exist."""
+    """The methods' own cells, and for the methods and IPCs of robust_scores' `variant_methods` / `variant_ipcs`
+    (null: all) the cells the scores need: the whole-dataset bound, Random under the method's protocol, the
+    `-hard` variant of a learned-label method's protocol, and the `-aug` / `-noaug` variants of the set and of Random
+    (ddflow.protocols.regimes), each where its protocol admits it and Random has settings for it. Other such cells
+    join when they exist."""
     s = json.loads(robust_settings())
-    wanted = []
+    wanted, required = [], set(cells())
     for m in GRID["methods"]:
         p = default_protocol(m)
-        variants = {s[k].format(protocol=p) for k in ("hard_label_protocol", "aug_protocol", "no_aug_protocol")}
+        hard = s["hard_label_protocol"].format(protocol=p)
+        variants = {s[k].format(protocol=p) for k in ("aug_protocol", "no_aug_protocol")}
+        needed = (variants | ({hard} if get_method(m).learned_labels else set())) & set(ddprotocol_registry.PROTOCOLS)
+        covered = s["variant_methods"] is None or m in s["variant_methods"]
         for d in GRID["datasets"]:
             for i in ddconfig.method_ipcs(GRID, m):
+                on = covered and (s["variant_ipcs"] is None or int(i) in s["variant_ipcs"])
                 for seed in GRID["seeds"]:
-                    wanted += [eval_path(q, n, d, i, seed) for q in variants | {p} for n in (m, "random")]
-    required = set(cells())
+                    for q in variants | {hard, p}:
+                        for n in (m, "random"):
+                            path = eval_path(q, n, d, i, seed)
+                            wanted.append(path)
+                            # Random: the method's protocol and its augmentation variants (its labels are hard)
+                            need = (q in needed - {hard} or q == p) if n == "random" else q in needed
+                            if on and need and fits(n, q):
+                                required.add(path)
+    required |= set(robust_whole_paths())
     optional = [p for p in dict.fromkeys(wanted) if p not in required and Path(p).exists()]
     whole = [whole_path(d) for d in GRID["datasets"]]
-    return cells() + optional + [p for p in whole if PRESET == "paper" or Path(p).exists()]
+    existing = [p for p in whole if p not in required and (PRESET == "paper" or Path(p).exists())]
+    return cells() + sorted(required - set(cells())) + optional + existing
+
+
+def robust_whole_paths():
+    """The whole-dataset cells the robust scores need (HLR's bound): those of the datasets where robust_scores'
+    `variant_methods` x `variant_ipcs` (null: all) cover a configured method and IPC."""
+    s = json.loads(robust_settings())
+    covered = [
+        m
+        for m in GRID["methods"]
+        if (s["variant_methods"] is None or m in s["variant_methods"])
+        and any(s["variant_ipcs"] is None or int(i) in s["variant_ipcs"] for i in ddconfig.method_ipcs(GRID, m))
+    ]
+    return [whole_path(d) for d in GRID["datasets"]] if covered else []
+
+
+def fits(method, protocol):
+    """Whether a method's sets are evaluated under a protocol: one of its own or a variant of one (Random: dc and
+    frepo, whose settings its hparams hold)."""
+    return ddregimes.VARIANT_IDS.get(protocol, (protocol,))[0] in get_method(method).protocols
 
 
 def out_prefix(wildcards, output):

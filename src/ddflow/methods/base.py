@@ -22,6 +22,9 @@ from ..hparams import check_values
 class Method:
     #: evaluation protocols that fit this method's output (the first is its default)
     protocols: ClassVar[tuple[str, ...]] = ("dc",)
+    #: whether its sets store learned labels ((N, classes)): the robust scores then ask for a `{protocol}-hard` cell
+    #: (ddflow.protocols.regimes); what a record holds is read from the record itself
+    learned_labels: ClassVar[bool] = False
     #: named extra inputs the workflow must produce first, e.g. ("feature_net",)
     requires: ClassVar[tuple[str, ...]] = ()
     #: a variant that should share its base method's random numbers in the distillation loop (networks, real

@@ -61,6 +61,7 @@ def ead_loss(net, pool_params: list[dict[str, torch.Tensor]], batches, x_s, p_s,
 @register("ead")
 class EAD(Method):
     protocols = ("soft",)
+    learned_labels = True
     requires = ("trajectories",)
     state = ("images", "label_logits", "opt")
     literal = False

@@ -58,6 +58,7 @@ def flip_on(hp: dict[str, Any], info: DatasetInfo) -> bool:
 
 class FRePoFamily(Method):
     protocols = ("frepo", "krr")
+    learned_labels = True
     state = ("images", "labels", "opt", "current", "net_steps", "nets", "net_opts")
     #: fixed options of the method id (ISA's keep/eps/reduce); the hparams may not change them for a variant
     fixed: dict[str, Any] = {}

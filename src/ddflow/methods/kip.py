@@ -59,6 +59,7 @@ def class_balanced_indices(per_class: list[torch.Tensor], size: int, generator: 
 @register("kip")
 class KIP(Method):
     protocols = ("kip-nn", "krr-inf")
+    learned_labels = True
     state = ("images", "labels", "opt")
 
     @classmethod

@@ -50,6 +50,7 @@ RR_KEYS = ("lr_calibration", "rr_alpha", "ridge_lambda")
 @register("ld")
 class LD(Method):
     protocols = ("ld",)
+    learned_labels = True
     requires = ("validation",)
     inits = ("real",)
     state = ("labels", "opt_labels", "model", "opt_model", "learner", "perm", "rule", "best")

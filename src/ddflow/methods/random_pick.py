@@ -8,5 +8,8 @@ from .registry import register
 
 @register("random")
 class RandomSelection(RealSelection):
+    #: dc (DC's Table 1); frepo: IOR's same-protocol baseline of a FRePo / ISA set (ddflow.report.robust)
+    protocols = ("dc", "frepo")
+
     def init(self) -> None:
         self.indices = self.paired_real_indices(self.ipc)

@@ -47,6 +47,7 @@ KERNEL_TANGENT = ("passthrough", "frozen")
 @register("rcig")
 class RCIG(Method):
     protocols = ("rcig",)
+    learned_labels = True
     state = ("images", "labels", "log_temp", "opt", "ema_images", "ema_labels", "pool", "inner_lr", "hvp_lr",
              "inner_stats", "tuned", "done")
 

@@ -43,6 +43,7 @@ from .registry import register
 @register("rfad")
 class RFAD(Method):
     protocols = ("rfad-nn",)
+    learned_labels = True
     requires = ("validation",)
     state = ("images", "transform", "labels", "log_temp", "opt", "best", "best_iter", "best_loss", "stopped",
              "last_valid")

@@ -40,6 +40,7 @@ IMAGE_FACTOR = {"official": 0.5, "first_order": 1.0, "exact": 1.0}
 
 @register("tesla")
 class TESLA(MTT):
+    learned_labels = True   # the experts' soft labels (teacher_label)
     state = MTT.state + ("labels",)
 
     @classmethod

@@ -98,7 +98,7 @@ def ld_variant(settings: dict, extra: dict, cell: str) -> str:
     return variant
 
 
-@protocol("ld", validation=True)
+@protocol("ld", validation=True, variants=("hard",))
 def evaluate_ld(record: DistilledSet, data: RealData, settings: dict, generators, device: torch.device) -> list[float]:
     info = data.info
     extra = record.extra.get("ld") if isinstance(record.extra.get("ld"), dict) else {}

@@ -8,7 +8,8 @@ Network: a protocol with a `net` setting (dc, mtt, soft, idc) evaluates on the m
 hparams), as the official code evaluates on the model it distils with (e.g. MTT's Tiny ImageNet ConvNetD4), unless
 the method's `eval: {protocol: {net: ...}}` names another; protocols.yaml's `net` applies to methods without a `net`
 (random, herding). The kernel protocols (frepo, krr) build FRePo's Conv from width/depth and take no `net`. A
-cross-architecture protocol (`dc-resnet18`, ddflow.protocols.xarch) takes its base's settings with its own `net`.
+cross-architecture protocol (`dc-resnet18`, ddflow.protocols.xarch) takes its base's settings with its own `net`; a
+label-regime or augmentation variant (`soft-hard`, `dc-noaug`, ddflow.protocols.regimes) its base's, changed.
 
 Steps: with `steps: auto` (frepo, krr) the method's `step_table` names one of protocols.yaml's `step_tables` (FRePo's
 or ISA's script/eval.py step_per_prototpyes); the resolved settings carry it as `steps_by_prototypes`.
@@ -30,6 +31,7 @@ from ..io import read_yaml_mapping
 from ..records import DistilledSet, cell_record
 from ..runtime import peak_memory_mb, provenance, reset_peak
 from ..seeding import generator
+from . import regimes
 from .registry import PROTOCOLS, get_protocol
 from .xarch import XARCH
 
@@ -43,6 +45,11 @@ def protocol_settings(method: str, dataset: str, ipc: int, preset: str, name: st
     if name in XARCH:  # a base protocol on another network (ddflow.protocols.xarch): the base's settings
         base, net = XARCH[name]
         return {**protocol_settings(method, dataset, ipc, preset, base, hp_dir), "net": net}
+    if name in regimes.VARIANT_IDS:  # a label regime or augmentation variant (ddflow.protocols.regimes)
+        base, variant = regimes.VARIANT_IDS[name]
+        settings = regimes.variant_settings(protocol_settings(method, dataset, ipc, preset, base, hp_dir), variant,
+                                            regimes.load_settings(dataset, ipc, preset, hp_dir))
+        return with_dsa_strategy(settings, dataset)
     hp_dir = hparams_mod.hparams_dir(hp_dir)
     doc = load_protocols(hp_dir)
     base = doc.get(name, {})
@@ -107,18 +114,25 @@ def model_stream(protocol_name: str, record: DistilledSet) -> tuple[object, ...]
 
 
 def evaluate_cell(record: DistilledSet, protocol_name: str, settings: dict, data: RealData, device: torch.device,
-                  stream: tuple[object, ...]) -> dict[str, Any]:
+                  stream: tuple[object, ...], teacher: torch.nn.Module | None = None) -> dict[str, Any]:
     """Train settings['models'] networks under the protocol on the record, model k drawing from
-    generator(*stream, k) (model_stream); the cell record (ddflow.records). When `data` carries the validation split,
-    the cell also holds `val_accuracies` (each same model on it) and their `val_mean`."""
+    generator(*stream, k) (model_stream); the cell record (ddflow.records), with `labels_used`: the label regime
+    (ddflow.protocols.regimes; a `-teacher` variant's per-image teacher labels, from `teacher`). When `data` carries
+    the validation split, the cell also holds `val_accuracies` (each same model on it) and their `val_mean`."""
     fn = get_protocol(protocol_name)
     k = int(settings["models"])
     gens = [generator(*stream, i) for i in range(k)]
     reset_peak(device)
     t0 = time.time()
-    accs = fn(record, record.real_in_space(data), settings, gens, device)
+    if protocol_name in regimes.VARIANT_IDS:
+        accs, used = regimes.evaluate(protocol_name, record, record.real_in_space(data), settings, gens, device,
+                                      teacher)
+    else:
+        accs = fn(record, record.real_in_space(data), settings, gens, device)
+        used = {"regime": regimes.label_regime(protocol_name, record.soft_labels)}
     out = cell_record(record, protocol_name, settings, [float(a) for a in accs], time.time() - t0,
                       peak_memory_mb(device))
+    out["labels_used"] = used
     val = getattr(accs, "val", None)
     if data.x_val is not None and val is None:
         raise DdflowError(f"protocol {protocol_name!r} returned no validation accuracies though the data carry the "

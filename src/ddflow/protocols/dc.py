@@ -8,6 +8,8 @@
   (TESLA's teacher labels) train with the soft-target cross-entropy (tesla utils.py evaluate_synset: CrossEntropyLoss
   on the label probabilities).
 - `soft`: `dc` trained on the distilled soft labels with the soft-target cross-entropy (EAD learns its labels).
+
+Their label regimes and augmentation variants (`mtt-hard`, `soft-teacher`, `dc-noaug`, ...): ddflow.protocols.regimes.
 """
 from __future__ import annotations
 
@@ -28,8 +30,9 @@ from .registry import desc, protocol, scored
 def train_and_test_dc(record: DistilledSet, data: RealData, settings: dict, generators, device: torch.device,
                       name: str, lr: float | None = None,
                       loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = hard_ce,
-                      labels: torch.Tensor | None = None) -> list[float]:
-    """DC's evaluate_synset on the record's images: `loss_fn` per model on `labels` (default the record's)."""
+                      labels: torch.Tensor | None = None, targets: Callable | None = None) -> list[float]:
+    """DC's evaluate_synset on the record's images: `loss_fn` per model on `labels` (default the record's), or on
+    `targets(batch)` of each augmented batch when given (a teacher labelling every batch: ddflow.protocols.regimes)."""
     info = data.info
     template = build_net(settings["net"], info.channels, info.classes, info.size)
     stack = NetStack(template, generators, device, settings.get("batching", "auto"))
@@ -46,19 +49,19 @@ def train_and_test_dc(record: DistilledSet, data: RealData, settings: dict, gene
         x, y = record.decoded()
     y = y if labels is None else labels
     train_stack(stack.train(True), x.to(device), y.to(device), generators, ts, augment, loss_fn=loss_fn,
-                desc=desc(name, record))
+                desc=desc(name, record), targets=targets)
     stack.train(False)
     return scored(lambda x, y: accuracy(stack, x.to(device), y.to(device)), data)
 
 
-@protocol("dc")
+@protocol("dc", variants=("teacher", "aug", "noaug"))
 def evaluate_dc(record: DistilledSet, data: RealData, settings: dict, generators, device: torch.device) -> list[float]:
     if record.soft_labels:
         raise DdflowError("protocol 'dc' trains on hard labels; this distilled set has soft labels")
     return train_and_test_dc(record, data, settings, generators, device, "dc")
 
 
-@protocol("mtt")
+@protocol("mtt", variants=("hard", "teacher", "aug", "noaug"))
 def evaluate_mtt(record: DistilledSet, data: RealData, settings: dict, generators,
                  device: torch.device) -> list[float]:
     if record.lr is None:
@@ -69,10 +72,11 @@ def evaluate_mtt(record: DistilledSet, data: RealData, settings: dict, generator
     return train_and_test_dc(record, data, settings, generators, device, "mtt", lr=float(record.lr))
 
 
-@protocol("soft")
+@protocol("soft", variants=("hard", "teacher", "aug", "noaug"))
 def evaluate_soft(record: DistilledSet, data: RealData, settings: dict, generators,
                   device: torch.device) -> list[float]:
-    """As `dc`, with the soft-target cross-entropy on (N, C) label probabilities."""
+    """As `dc`, with the soft-target cross-entropy on (N, C) label probabilities (`soft-hard`: one-hot rows of the
+    class index, where it is the cross-entropy)."""
     classes = data.info.classes
     if record.labels.dim() != 2 or record.labels.shape[1] != classes:
         raise DdflowError(f"protocol 'soft' needs (N, {classes}) soft labels, got {tuple(record.labels.shape)}")

@@ -45,7 +45,7 @@ def hallucinated_batches(hallucinators: torch.nn.ModuleList, standardize: bool):
     return prepare
 
 
-@protocol("haba")
+@protocol("haba", variants=("aug", "noaug"))
 def evaluate_haba(record: DistilledSet, data: RealData, settings: dict, generators,
                   device: torch.device) -> list[float]:
     if record.lr is None:

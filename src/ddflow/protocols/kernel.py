@@ -104,7 +104,7 @@ def _use_flip(settings: dict, info) -> bool:
     return bool(flag)
 
 
-@protocol("frepo")
+@protocol("frepo", variants=("hard", "aug", "noaug"))
 def evaluate_frepo(record: DistilledSet, data: RealData, settings: dict, generators,
                    device: torch.device) -> list[float]:
     info = data.info
@@ -132,7 +132,7 @@ def krr_accuracy(stack: NetStack, support: torch.Tensor, y_s: torch.Tensor, x_te
     return accs
 
 
-@protocol("krr")
+@protocol("krr", variants=("hard", "aug", "noaug"))
 def evaluate_krr(record: DistilledSet, data: RealData, settings: dict, generators,
                  device: torch.device) -> list[float]:
     info = data.info

@@ -48,7 +48,7 @@ def krr_inf_accuracy(x_s: torch.Tensor, y_s: torch.Tensor, x_test, y_test: torch
     return 100.0 * correct / len(y_test)
 
 
-@protocol("krr-inf")
+@protocol("krr-inf", variants=("hard",))
 def evaluate_krr_inf(record: DistilledSet, data: RealData, settings: dict, generators,
                      device: torch.device) -> list[float]:
     net = KernelNet.from_settings(settings)
@@ -133,7 +133,7 @@ def net_accuracy(net: torch.nn.Module, x_test, y_test: torch.Tensor, device: tor
     return 100.0 * correct / len(y_test)
 
 
-@protocol("kip-nn", validation=True)
+@protocol("kip-nn", validation=True, variants=("hard",))
 def evaluate_kip_nn(record: DistilledSet, data: RealData, settings: dict, generators,
                     device: torch.device) -> list[float]:
     info = data.info

@@ -36,7 +36,7 @@ def rcig_schedule(n_images: int, settings: dict) -> tuple[int, int]:
     return nominal, (nominal // int(settings["chunk_divisor"])) * chunk
 
 
-@protocol("rcig")
+@protocol("rcig", variants=("hard",))
 def evaluate_rcig(record: DistilledSet, data: RealData, settings: dict, generators,
                   device: torch.device) -> list[float]:
     if settings.get("augment", False):

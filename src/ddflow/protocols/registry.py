@@ -21,15 +21,20 @@ PROTOCOLS: dict[str, Protocol] = {}
 #: protocols that choose something (a step count, an early stop) on the validation split (ddflow.data.validation):
 #: the workflow makes the split their input, and `data` reaches them carved (data.x_val / data.y_val)
 VALIDATION: set[str] = set()
+#: the variants a protocol admits (ddflow.protocols.regimes): `hard` (the set's images with their class index),
+#: `teacher` (a teacher network's labels), `aug` / `noaug` (its training with / without augmentation)
+VARIANTS: dict[str, tuple[str, ...]] = {}
 
 
-def protocol(name: str, validation: bool = False) -> Callable[[Protocol], Protocol]:
+def protocol(name: str, validation: bool = False, variants: tuple[str, ...] = ()) -> Callable[[Protocol], Protocol]:
     def deco(fn: Protocol) -> Protocol:
         if name in PROTOCOLS:
             raise ValueError(f"protocol {name!r} registered twice")
         PROTOCOLS[name] = fn
         if validation:
             VALIDATION.add(name)
+        if variants:
+            VARIANTS[name] = tuple(variants)
         return fn
     return deco
 

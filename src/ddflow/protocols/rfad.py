@@ -97,7 +97,7 @@ def train_rfad_nn(x: torch.Tensor, targets: torch.Tensor, data: RealData, settin
     return best, net0, best_acc
 
 
-@protocol("rfad-nn", validation=True)
+@protocol("rfad-nn", validation=True, variants=("hard",))
 def evaluate_rfad_nn(record: DistilledSet, data: RealData, settings: dict, generators,
                      device: torch.device) -> list[float]:
     if data.x_val is None:

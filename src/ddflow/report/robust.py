@@ -19,8 +19,10 @@ for comparison. The weights w (label_weight), g (augmentation_weight) are settin
 Cells: acc(syn, any) is the method's cell under its own protocol; acc(random, any) the `random` method's cell
 under the same protocol, dataset and IPC; acc(real, hard) the whole-dataset cell (ddflow.stages.whole). A set with
 hard labels is its own hard-label evaluation; a set with learned labels needs a cell under the hard-label variant of
-its protocol; ARS needs the protocol with and without augmentation. Variant protocol names are templates
-(settings: `hard_label_protocol`, `aug_protocol`, `no_aug_protocol`); a missing cell prints "—".
+its protocol; ARS needs the protocol with and without augmentation: the `-aug` and `-noaug` variant cells when both
+exist (the same settings on both sides), else the protocol's own cell for the side it is. Variant protocol names are
+templates (settings: `hard_label_protocol`, `aug_protocol`, `no_aug_protocol`; the variants themselves:
+ddflow.protocols.regimes); a missing cell prints "—". The Protocol column prints the label regime beside the name.
 """
 from __future__ import annotations
 
@@ -38,7 +40,8 @@ from .tables import DASH, pool_cells, write_outputs
 WHOLE = "whole"
 RANDOM = "random"
 DEFAULTS = {"label_weight": 0.5, "augmentation_weight": 0.5, "hard_label_protocol": "{protocol}-hard",
-            "aug_protocol": "{protocol}-aug", "no_aug_protocol": "{protocol}-noaug"}
+            "aug_protocol": "{protocol}-aug", "no_aug_protocol": "{protocol}-noaug", "variant_methods": None,
+            "variant_ipcs": None}
 
 
 def normalise(x: float) -> float:
@@ -59,6 +62,12 @@ def check_settings(settings: dict[str, Any], where: str = "robust_scores") -> di
         if not isinstance(s[key], str) or "{protocol}" not in s[key] or s[key] == "{protocol}":
             raise DdflowError(f"{where}.{key} = {s[key]!r}; expected a protocol name template containing "
                               "'{protocol}' and more (e.g. '{protocol}-noaug')")
+    for key in ("variant_methods", "variant_ipcs"):
+        v = s[key]
+        if v is not None and not (isinstance(v, list) and all(isinstance(x, (str if key == "variant_methods" else int))
+                                                               and not isinstance(x, bool) for x in v)):
+            raise DdflowError(f"{where}.{key} = {v!r}; expected null (all) or a list of "
+                              f"{'method ids' if key == 'variant_methods' else 'IPCs'}")
     return s
 
 
@@ -137,10 +146,9 @@ def build_robust(cell_paths: list[str | Path], protocols: dict[str, str], soft: 
         real = pooled.get(("dc", WHOLE, ds, 0))
         real_hard = None if real is None else real["mean"] / 100.0
         aug_p, naug_p = s["aug_protocol"].format(protocol=p), s["no_aug_protocol"].format(protocol=p)
-        if aug[(p, m, ds, ipc)]:
-            pa, pn = p, naug_p
-        else:
-            pa, pn = aug_p, p
+        pa, pn = (p, naug_p) if aug[(p, m, ds, ipc)] else (aug_p, p)
+        if all(acc(q, n, ds, ipc) is not None for q in (aug_p, naug_p) for n in (m, RANDOM)):
+            pa, pn = aug_p, naug_p   # both variants made: the same settings on both sides (the quick preset's)
         syn_aug, rdm_aug, syn_naug, rdm_naug = (acc(pa, m, ds, ipc), acc(pa, RANDOM, ds, ipc),
                                                 acc(pn, m, ds, ipc), acc(pn, RANDOM, ds, ipc))
         needed = {f"{hard_p if is_soft else p}/{m}": syn_hard, f"whole/{ds}": real_hard, f"{p}/{RANDOM}": rdm_any,
@@ -182,11 +190,12 @@ def _f(v, digits=3, signed=False) -> str:
 
 
 def robust_view(df: pd.DataFrame) -> pd.DataFrame:
-    """The printed table: one row per method x dataset x IPC, fractions to three places, "—" where a cell is
-    missing."""
+    """The printed table: one row per method x dataset x IPC, its protocol with its label regime ("dc · hard",
+    "frepo · learned": ddflow.protocols.regimes), fractions to three places, "—" where a cell is missing."""
     out = pd.DataFrame({
-        "Method": df.method, "Protocol": df.protocol, "Dataset": df.dataset, "IPC": df.ipc.astype(str),
-        "Labels": df.labels, "HLR": [_f(v, signed=True) for v in df.hlr], "IOR": [_f(v, signed=True) for v in df.ior],
+        "Method": df.method, "Protocol": [f"{p} · {r}" for p, r in zip(df.protocol, df.labels)],
+        "Dataset": df.dataset, "IPC": df.ipc.astype(str),
+        "HLR": [_f(v, signed=True) for v in df.hlr], "IOR": [_f(v, signed=True) for v in df.ior],
         "LRS": [_f(v) for v in df.lrs], "ARS": [_f(v) for v in df.ars]})
     return out.set_index("Method")
 
@@ -206,9 +215,11 @@ def robust_notes(df: pd.DataFrame) -> list[str]:
         "its random subset is redrawn per run and evaluated with a teacher's soft labels in soft mode (ours: the "
         "Random method's cells under the method's protocol).",
         f"{DASH}: a needed cell is missing; the CSV's `missing` column names it (protocol/method). LRS needs the "
-        "whole-dataset cell (`snakemake whole_dataset`), a hard-label cell of a learned-label set and Random under "
-        "the method's protocol; ARS needs each protocol with and without augmentation (settings "
-        "robust_scores in workflow/hparams/stages/analyses.yaml name the variant protocols).",
+        "whole-dataset cell, a hard-label cell of a learned-label set (`{protocol}-hard`: its images with their "
+        "class index) and Random under the method's protocol; ARS the `{protocol}-aug` / `{protocol}-noaug` cells of "
+        "the set and of Random (both when made, else the protocol's own cell for its side). The run makes them for "
+        "robust_scores' variant_methods / variant_ipcs (workflow/hparams/stages/analyses.yaml; the quick preset: "
+        "fewer models and epochs, stages/regimes.yaml cell_settings).",
     ]
     return lines
 
