@@ -21,12 +21,23 @@ if os.environ.get("PYTEST_XDIST_WORKER_COUNT"):
     torch.set_num_threads(max(1, (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"])))
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook, which names each test's group in its node id
 def pytest_collection_modifyitems(config, items):
-    """Each test file is one xdist group (`--dist loadgroup`): its module-scoped fixtures (a tiny workflow run, a
-    trained model) then run once, on one worker, instead of once per worker its tests land on."""
+    """How pytest-xdist shares the tests out (`--dist loadgroup --no-loadscope-reorder`, pyproject.toml addopts).
+    A test that uses a module- or class-scoped fixture (a tiny workflow run, a trained model) joins its file's xdist
+    group, so that fixture runs once, on one worker; any other test is a unit of its own, so a file of slow
+    independent tests (the README's paper dry runs) spreads over the workers. The end-to-end tests (marked
+    `workflow`, the slowest units) go first: the workers then finish together on the many short tests instead of one
+    of them running a slow file alone at the end."""
     for item in items:
-        if not any(m.name == "xdist_group" for m in item.iter_markers()):
+        if any(m.name == "xdist_group" for m in item.iter_markers()):
+            continue
+        defs = getattr(item, "_fixtureinfo", None)
+        scopes = {d.scope for ds in (defs.name2fixturedefs.values() if defs else ()) for d in ds}
+        if scopes & {"module", "class", "package"}:
             item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::")[0]))
+    slow = {id(item) for item in items if item.get_closest_marker("workflow")}
+    items.sort(key=lambda item: id(item) not in slow)   # stable: the collection order within each part
 
 
 def pytest_configure(config):

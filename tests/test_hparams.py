@@ -150,3 +150,20 @@ def test_files_live_in_methods_and_stages_and_a_variant_in_its_familys_file(tmp_
     _write(tmp_path, "fam", "paper: {lr: 1.0}\nvariants: [fam-a]\n")
     with pytest.raises(DdflowError, match="variants must map each variant id"):
         hparams.variants("fam", tmp_path)
+
+
+def test_a_file_read_again_is_a_fresh_copy_and_an_edit_is_seen_at_once(tmp_path):
+    """ddflow.io parses each distinct text once (the paper grid's DAG reads the same hparams thousands of times):
+    a caller's change to what it read never reaches the next reader, and a rewrite of the file (same size, within
+    the same clock tick) is read as written."""
+    _write(tmp_path, "m", "paper: {lr: 1.0, eval: {dc: {models: 20}}}\n")
+    first = hparams.load_file("m", tmp_path)
+    first["paper"]["eval"]["dc"]["models"] = 3
+    first["paper"].pop("lr")
+    assert hparams.load_file("m", tmp_path) == {"paper": {"lr": 1.0, "eval": {"dc": {"models": 20}}}}
+    assert hparams.resolve("m", "mnist", 1, "paper", tmp_path)["eval"]["dc"]["models"] == 20
+    _write(tmp_path, "m", "paper: {lr: 2.0, eval: {dc: {models: 20}}}\n")
+    assert hparams.resolve("m", "mnist", 1, "paper", tmp_path)["lr"] == 2.0
+    _write(tmp_path, "m", "[not, a, mapping]\n")
+    with pytest.raises(DdflowError, match="an hparams file is a mapping"):
+        hparams.load_file("m", tmp_path)

@@ -6,6 +6,7 @@ import errno
 import json
 import logging
 import os
+import pickle
 import tempfile
 from pathlib import Path
 from typing import Any, Iterator
@@ -117,6 +118,20 @@ def read_json(path: str | os.PathLike, what: str = "result file") -> Any:
         raise DdflowError(f"{path}: corrupt {what} ({e})") from None
 
 
+_PARSED: dict[str, bytes] = {}
+
+
+def _parsed_yaml(text: str) -> Any:
+    """yaml.safe_load(text), a fresh copy each call, parsed once per distinct text: building the paper grid's DAG
+    resolves thousands of cells, each reading the same few hparams and protocol files (keyed by the text itself, so
+    an edited file is parsed again, however soon after its last read)."""
+    if text not in _PARSED:
+        if len(_PARSED) >= 256:
+            _PARSED.clear()
+        _PARSED[text] = pickle.dumps(yaml.safe_load(text), protocol=pickle.HIGHEST_PROTOCOL)
+    return pickle.loads(_PARSED[text])
+
+
 def read_yaml_mapping(path: str | os.PathLike, missing: str, expected: str, empty_ok: bool = True) -> dict:
     """A YAML file that must hold a mapping: a missing file, invalid YAML, another type or (unless `empty_ok`, when
     it reads as {}) an empty file is a DdflowError naming the path (`missing` says what the file is, `expected` what
@@ -125,7 +140,7 @@ def read_yaml_mapping(path: str | os.PathLike, missing: str, expected: str, empt
     if not path.exists():
         raise DdflowError(f"{path}: {missing}")
     try:
-        doc = yaml.safe_load(path.read_text())
+        doc = _parsed_yaml(path.read_text())
     except yaml.YAMLError as e:
         raise DdflowError(f"{path}: invalid YAML ({e})") from None
     if doc is None and not empty_ok:
