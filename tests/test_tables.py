@@ -98,3 +98,24 @@ def test_title_names_preset_and_device_and_a_quick_table_says_it_is_not_comparab
     assert md.splitlines()[0].endswith("— ours: preset quick, device NVIDIA H200")
     assert "NOT comparable with the paper's" in md
     assert "preset quick, device NVIDIA H200" in (tmp_path / "q.tex").read_text()
+
+
+def test_every_row_names_its_protocol_and_label_regime(tmp_path):
+    """The label regime each cell trained on (its `labels_used`, ddflow.protocols.regimes) is printed with the
+    protocol for every row that ran, and is a column of the long CSV."""
+    cells = []
+    for method, protocol, regime in (("random", "dc", "hard"), ("dm", "dc", "hard"), ("frepo", "frepo", "learned")):
+        path = _cell(tmp_path, method, "mnist", 1, 0, [80.0, 82.0], protocol=protocol)
+        c = json.loads(Path(path).read_text())
+        c["labels_used"] = {"regime": regime}
+        Path(path).write_text(json.dumps(c))
+        cells.append(path)
+    cells.append(_cell(tmp_path, "mtt", "mnist", 1, 0, [70.0], protocol="mtt"))   # an old cell: no regime recorded
+    table = build_table(SPEC, cells, datasets=["mnist"], ipcs=[1])
+    write_table(table, tmp_path / "r")
+    note = next(line for line in (tmp_path / "r.md").read_text().splitlines() if "Protocol · label regime" in line)
+    assert "Random, DM = dc · hard" in note and "FRePo = frepo · learned" in note
+    assert "MTT = mtt (regime not recorded)" in note
+    df = pd.read_csv(tmp_path / "r.csv")
+    ran = df[df.n_models > 0].set_index("method")
+    assert ran.loc["frepo", "regime"] == "learned" and ran.loc["dm", "regime"] == "hard"

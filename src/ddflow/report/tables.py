@@ -78,6 +78,8 @@ def pool_cells(cell_paths: list[str | Path]) -> dict[tuple[str, str, str, int], 
         std = math.sqrt(sum((a - mean) ** 2 for a in accs) / len(accs))
         pooled[key] = {"mean": mean, "std": std, "n_models": len(accs), "n_seeds": len(cells),
                        "seeds": sorted(c["seed"] for c in cells),
+                       "regimes": sorted({str((c.get("labels_used") or {}).get("regime")) for c in cells
+                                          if (c.get("labels_used") or {}).get("regime")}),
                        "presets": {str(c["preset"]) for c in cells if c.get("preset")},
                        "devices": {str((c.get("provenance") or {}).get("device", "unknown")) for c in cells}}
     return pooled
@@ -124,6 +126,7 @@ def build_table(spec_path: str | Path, cell_paths: list[str | Path], datasets: l
                 ours = (pooled.get(key) or pooled.get(key[:3] + (0,))) if row.get("method") else None
                 where = {"dataset": ds, "paper_dataset": paper_ds, "ipc": ipc}
                 records.append({**comparison_record(row, spec, row.get("protocol", ""), where, ours, pv.get(ipc)),
+                                "regime": "/".join(ours["regimes"]) if ours else "",
                                 "paper_note": row.get("note", "")})
     df = pd.DataFrame.from_records(records)
     presets, devices = pooled_runs(pooled)
@@ -197,6 +200,8 @@ def notes(table: dict[str, Any]) -> list[str]:
                          f"column: a smaller training set, so the values are not expected to match.")
     lines += row_notes(spec)
     ran = df[df.n_models > 0]
+    if len(ran) and "regime" in ran:
+        lines.append(protocol_regimes(ran))
     if len(ran):
         models, seeds = sorted(set(ran.n_models)), sorted(set(ran.n_seeds))
         lines.append(f"Ours: final-epoch test accuracy (%), mean ± std (population) over all evaluation models of all "
@@ -255,6 +260,18 @@ def write_table(table: dict[str, Any], out_prefix: str | Path) -> None:
     md = [f"# {title(table)}", "", flat.to_markdown(), ""] + [f"- {n}" for n in lines]
     tex = latex_table(w, title(table), f"tab:{spec['name']}", lines)   # header: dataset over its IPCs
     write_outputs(out_prefix, table["df"], md, tex, html=html_page(w, title(table), lines))
+
+
+def protocol_regimes(ran: pd.DataFrame) -> str:
+    """The note naming each row's protocol with the label regime its cells trained on (the cells' `labels_used`,
+    ddflow.protocols.regimes): "Random, DM = dc · hard; FRePo = frepo · learned"."""
+    groups: dict[str, list[str]] = defaultdict(list)
+    for r in ran.itertuples():
+        key = f"{r.protocol} · {r.regime}" if r.regime else f"{r.protocol} (regime not recorded)"
+        if r.row not in groups[key]:
+            groups[key].append(r.row)
+    return ("Protocol · label regime of ours (hard = class labels, learned = the set's own learned labels; "
+            "docs/fair.md): " + "; ".join(f"{', '.join(rows)} = {k}" for k, rows in groups.items()) + ".")
 
 
 def row_notes(spec: dict[str, Any]) -> list[str]:
