@@ -101,7 +101,7 @@ def _outside_set(tmp_path, ipc=10):
 
 
 def _fake_cell(seen):
-    def fake_cell(record, protocol, settings, data, device, stream):
+    def fake_cell(record, protocol, settings, data, device, stream, teacher=None):
         seen.update(record=record, protocol=protocol, settings=settings, n_train=len(data.x_train))
         return {"method": record.method, "dataset": record.dataset, "ipc": record.ipc, "protocol": protocol,
                 "preset": record.preset, "mean": 50.0, "std": 1.0, "n_models": settings["models"],

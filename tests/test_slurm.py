@@ -55,6 +55,11 @@ def cluster():
         _sh("bash", str(CLUSTER), "down")
 
 
+# the rules that ask for a GPU when the device is cuda or auto (workflow/rules: resources gpu=gpu_count)
+GPU_RULES = {"rule_distill", "rule_evaluate", "rule_evaluate_paper_rule", "rule_evaluate_snapshot",
+             "rule_whole_dataset_cell", "rule_featnet", "rule_experts", "rule_isa_fig6", "rule_isa_table"}
+
+
 def _jobs():
     """Every job the cluster still knows (finished ones for MinJobAge, 300 s): (id, partition, GPUs asked, state,
     comment = the plugin's rule_<rule>_wildcards_<values>)."""
@@ -93,8 +98,8 @@ def test_slurm_profile_runs_to_the_table_and_a_cancelled_distillation_resumes(cl
     while not (gpu_run / RESUME).exists() and first.poll() is None and time.time() < deadline:
         time.sleep(0.1)
     assert (gpu_run / RESUME).exists(), "no state file appeared:\n" + (gpu_run / "snakemake.out").read_text()
-    running = [job for job in _jobs() if job[0] not in before and job[4].startswith("rule_distill")
-               and job[3] in ("RUNNING", "PENDING")]
+    running = [job for job in _jobs() if job[0] not in before and job[4].startswith("rule_distill_wildcards_dm_")
+               and job[3] in ("RUNNING", "PENDING")]   # DM's (the default target also distils Random)
     cancelled = next(job for job in running if job[1] == "gpu")  # the reference's job is on the cpu partition
     assert cancelled[2].endswith("gpu:1"), running  # one GPU asked (gres:gpu:1)
     assert _sh("scancel", cancelled[0]).returncode == 0
@@ -120,9 +125,15 @@ def test_slurm_profile_runs_to_the_table_and_a_cancelled_distillation_resumes(cl
     assert torch.equal(resumed[0], reference[0]) and torch.equal(resumed[1], reference[1])
 
     # 4. where the other jobs went (a cancelled job leaves squeue after MinJobAge: checked above): the resumed
-    #    distillation and the evaluation (device auto) to the gpu partition with one GPU each, the reference's
+    #    distillation, the evaluations and every other job of a GPU rule (device auto: the robust scores' variant
+    #    cells and Random's, the whole-dataset cell) to the gpu partition with one GPU each, the reference's
     #    distillation (device cpu) to the cpu partition without (job comments: rule_<rule>_wildcards_<values>)
     jobs = [job for job in _jobs() if job[0] not in before | {cancelled[0]}]
-    on_gpu = sorted(job[4].split("_wildcards")[0] for job in jobs if job[1] == "gpu" and job[2].endswith("gpu:1"))
+    gpu_jobs = [job for job in jobs if job[1] == "gpu"]
+    assert gpu_jobs and all(job[2].endswith("gpu:1") for job in gpu_jobs), jobs
+    on_gpu = {job[4].split("_wildcards")[0] for job in gpu_jobs}
+    assert {"rule_distill", "rule_evaluate"} <= on_gpu <= GPU_RULES, jobs
+    assert any(job[4].startswith("rule_distill_wildcards_dm_mnist5k_1_0") for job in gpu_jobs), jobs
+    assert any(job[4].startswith("rule_evaluate_wildcards_dc_dm_mnist5k_1_0") for job in gpu_jobs), jobs
     on_cpu = [job[4].split("_wildcards")[0] for job in jobs if job[1] == "cpu" and job[2] in ("N/A", "")]
-    assert on_gpu == ["rule_distill", "rule_evaluate"] and on_cpu == ["rule_distill"] and len(jobs) == 3, jobs
+    assert on_cpu == ["rule_distill"] and len(jobs) == len(gpu_jobs) + 1, jobs
