@@ -15,7 +15,7 @@ import math
 import re
 from collections import defaultdict
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from ..errors import DdflowError
 from ..io import read_json
@@ -47,43 +47,63 @@ def _mean(accs: list[float]) -> float:
     return sum(accs) / len(accs)
 
 
-def best_per_seed(finals: dict[int, tuple[int, float]], snapshots: dict[int, dict[int, float]],
-                  where: str) -> dict[int, tuple[int, float]]:
-    """seed -> (chosen iteration, its mean): the maximum over the seed's snapshot means and its final mean, the
-    earliest iteration on a tie. finals: seed -> (final iteration, mean); snapshots: seed -> {iteration: mean}.
-    Every seed needs both (a seed with snapshots but no final cell, or the reverse, is an error)."""
+def choose_per_seed(finals: dict[int, tuple[int, tuple[float, float]]],
+                    snapshots: dict[int, dict[int, tuple[float, float]]], where: str,
+                    rule: str = "the paper's rule") -> dict[int, tuple[int, float]]:
+    """seed -> (chosen iteration, its reported mean). Each candidate is (criterion, reported): the one with the
+    largest criterion over the seed's snapshots and its final cell, the earliest iteration on a tie. finals: seed ->
+    (final iteration, candidate); snapshots: seed -> {iteration: candidate}. Every seed needs both (a seed with
+    snapshots but no final cell, or the reverse, is an error naming `rule`)."""
     if set(finals) != set(snapshots):
-        raise DdflowError(f"{where}: the paper's rule needs every seed's final cell and snapshot cells; final cells "
-                          f"for seeds {sorted(finals)}, snapshot cells for seeds {sorted(snapshots)}")
+        raise DdflowError(f"{where}: {rule} needs every seed's final cell and snapshot cells; final cells for seeds "
+                          f"{sorted(finals)}, snapshot cells for seeds {sorted(snapshots)}")
     out = {}
-    for seed, (final_it, final_mean) in finals.items():
-        candidates = sorted({final_it: final_mean, **snapshots[seed]}.items())  # iteration order
-        best_it, best = candidates[0]
-        for it, mean in candidates[1:]:
-            if mean > best:  # strict: an equal later evaluation does not replace the earlier one
-                best_it, best = it, mean
-        out[seed] = (best_it, best)
+    for seed, (final_it, final) in finals.items():
+        candidates = sorted({final_it: final, **snapshots[seed]}.items())  # iteration order
+        best_it, (best, reported) = candidates[0]
+        for it, (criterion, test) in candidates[1:]:
+            if criterion > best:  # strict: an equal later evaluation does not replace the earlier one
+                best_it, best, reported = it, criterion, test
+        out[seed] = (best_it, reported)
     return out
 
 
-def select(final_paths: list[str | Path], rule_paths: list[str | Path]) -> dict[tuple, dict[str, Any]]:
+def best_per_seed(finals: dict[int, tuple[int, float]], snapshots: dict[int, dict[int, float]],
+                  where: str) -> dict[int, tuple[int, float]]:
+    """The paper's rule: seed -> (chosen iteration, its mean), the maximum of the test means (choose_per_seed with
+    the test mean as criterion and report). finals: seed -> (final iteration, mean); snapshots: seed -> {iteration:
+    mean}."""
+    return choose_per_seed({s: (it, (m, m)) for s, (it, m) in finals.items()},
+                           {s: {it: (m, m) for it, m in snaps.items()} for s, snaps in snapshots.items()}, where)
+
+
+def _test_candidate(c: dict[str, Any], where: Any) -> tuple[float, float]:
+    """The paper's rule's candidate: chosen on the test mean, which it reports."""
+    return _mean(c["accuracies"]), _mean(c["accuracies"])
+
+
+def select(final_paths: list[str | Path], rule_paths: list[str | Path],
+           candidate: Callable[[dict[str, Any], Any], tuple[float, float]] = _test_candidate,
+           rule: str = "the paper's rule") -> dict[tuple, dict[str, Any]]:
     """(protocol, method, dataset, ipc) -> {mean, std (over seeds), iterations (seed -> chosen), n_seeds} for every
-    group that has paper-rule cells."""
-    snaps: dict[tuple, dict[int, dict[int, float]]] = defaultdict(lambda: defaultdict(dict))
+    group that has paper-rule cells. `candidate(cell, path)` = (criterion, reported mean) of one cell: the test mean
+    twice for the paper's rule (ddflow.report.valrule passes the validation mean as criterion)."""
+    snaps: dict[tuple, dict[int, dict[int, tuple[float, float]]]] = defaultdict(lambda: defaultdict(dict))
     for p in rule_paths:
         c = read_json(p, "evaluation cell")
         m = RULE_CELL.search(str(p).replace("\\", "/"))
         it = int(m.group(2)) if m else int(c.get("iterations", -1))
-        snaps[_key(c, p)][int(c["seed"])][it] = _mean(c["accuracies"])
-    finals: dict[tuple, dict[int, tuple[int, float]]] = defaultdict(dict)
+        key = _key(c, p)
+        snaps[key][int(c["seed"])][it] = candidate(c, p)
+    finals: dict[tuple, dict[int, tuple[int, tuple[float, float]]]] = defaultdict(dict)
     for p in final_paths:
         c = read_json(p, "evaluation cell")
         key = _key(c, p)
         if key in snaps:
-            finals[key][int(c["seed"])] = (int(c.get("iterations", 0)), _mean(c["accuracies"]))
+            finals[key][int(c["seed"])] = (int(c.get("iterations", 0)), candidate(c, p))
     out = {}
     for key, per_seed in snaps.items():
-        best = best_per_seed(finals.get(key, {}), per_seed, f"{'/'.join(map(str, key))}")
+        best = choose_per_seed(finals.get(key, {}), per_seed, "/".join(map(str, key)), rule)
         means = [b for _, b in best.values()]
         mean = sum(means) / len(means)
         out[key] = {"mean": mean, "std": math.sqrt(sum((b - mean) ** 2 for b in means) / len(means)),

@@ -15,16 +15,16 @@ the table prints no extra row for it (the note says so).
 from __future__ import annotations
 
 import math
-from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
 from ..errors import DdflowError
-from ..io import read_json
 from .paper_rule import LABEL as PAPER_LABEL
-from .paper_rule import RULE_CELL, _key, cell_text
+from .paper_rule import cell_text, choose_per_seed
+from .paper_rule import select as paper_rule_select
 
 LABEL = "ours (validation rule)"
+RULE = "the validation rule"
 NOTE = (f"{LABEL}: per seed, of the same candidates as the paper's rule (the final set and the snapshots at the "
         f"paper's cadence), the one with the best mean accuracy on the validation split (held out of the training "
         f"split, never trained on, disjoint from the test split; ties: the earliest); its test accuracy reported "
@@ -48,47 +48,20 @@ def _val_mean(c: dict[str, Any], where: Any) -> float:
 def chosen_per_seed(finals: dict[int, tuple[int, float, float]],
                     snapshots: dict[int, dict[int, tuple[float, float]]], where: str) -> dict[int, tuple[int, float]]:
     """seed -> (chosen iteration, its test mean): the candidate with the largest validation mean, the earliest
-    iteration on a tie. finals: seed -> (final iteration, val mean, test mean); snapshots: seed -> {iteration:
-    (val mean, test mean)}. Every seed needs both."""
-    if set(finals) != set(snapshots):
-        raise DdflowError(f"{where}: the validation rule needs every seed's final cell and snapshot cells; final "
-                          f"cells for seeds {sorted(finals)}, snapshot cells for seeds {sorted(snapshots)}")
-    out = {}
-    for seed, (final_it, final_val, final_test) in finals.items():
-        candidates = sorted({final_it: (final_val, final_test), **snapshots[seed]}.items())  # iteration order
-        best_it, (best_val, best_test) = candidates[0]
-        for it, (val, test) in candidates[1:]:
-            if val > best_val:  # strict: an equal later validation accuracy does not replace the earlier one
-                best_it, best_val, best_test = it, val, test
-        out[seed] = (best_it, best_test)
-    return out
+    iteration on a tie (paper_rule.choose_per_seed). finals: seed -> (final iteration, val mean, test mean);
+    snapshots: seed -> {iteration: (val mean, test mean)}. Every seed needs both."""
+    return choose_per_seed({s: (it, (val, test)) for s, (it, val, test) in finals.items()}, snapshots, where, RULE)
+
+
+def _val_candidate(c: dict[str, Any], where: Any) -> tuple[float, float]:
+    """The validation rule's candidate: chosen on the validation mean, reporting the test mean."""
+    return _val_mean(c, where), sum(c["accuracies"]) / len(c["accuracies"])
 
 
 def select(final_paths: list[str | Path], rule_paths: list[str | Path]) -> dict[tuple, dict[str, Any]]:
     """(protocol, method, dataset, ipc) -> {mean, std (over seeds), iterations (seed -> chosen), n_seeds} for every
-    group that has snapshot cells."""
-    snaps: dict[tuple, dict[int, dict[int, tuple[float, float]]]] = defaultdict(lambda: defaultdict(dict))
-    for p in rule_paths:
-        c = read_json(p, "evaluation cell")
-        m = RULE_CELL.search(str(p).replace("\\", "/"))
-        it = int(m.group(2)) if m else int(c.get("iterations", -1))
-        key = _key(c, p)
-        snaps[key][int(c["seed"])][it] = (_val_mean(c, p), sum(c["accuracies"]) / len(c["accuracies"]))
-    finals: dict[tuple, dict[int, tuple[int, float, float]]] = defaultdict(dict)
-    for p in final_paths:
-        c = read_json(p, "evaluation cell")
-        key = _key(c, p)
-        if key in snaps:
-            finals[key][int(c["seed"])] = (int(c.get("iterations", 0)), _val_mean(c, p),
-                                           sum(c["accuracies"]) / len(c["accuracies"]))
-    out = {}
-    for key, per_seed in snaps.items():
-        best = chosen_per_seed(finals.get(key, {}), per_seed, "/".join(map(str, key)))
-        means = [t for _, t in best.values()]
-        mean = sum(means) / len(means)
-        out[key] = {"mean": mean, "std": math.sqrt(sum((t - mean) ** 2 for t in means) / len(means)),
-                    "iterations": {s: it for s, (it, _) in sorted(best.items())}, "n_seeds": len(best)}
-    return out
+    group that has snapshot cells: the paper's rule's selection (paper_rule.select) on the validation mean."""
+    return paper_rule_select(final_paths, rule_paths, _val_candidate, RULE)
 
 
 def add_columns(table: dict[str, Any], final_paths: list[str | Path], rule_paths: list[str | Path]) -> dict:
