@@ -32,8 +32,6 @@ import torch.nn.functional as F
 
 from .. import hparams as hparams_mod
 from ..data import RealData
-from ..data.real import mean_std
-from ..data.zca import ZCA
 from ..errors import DdflowError
 from ..records import DistilledSet
 from . import bilevel, haba, idc, kernel, kip, rcig, rfad, rtp  # noqa: F401  (the bases register before their variants)
@@ -129,20 +127,6 @@ def trained_form(record: DistilledSet) -> DistilledSet:
     return dataclasses.replace(record, images=x, labels=y, factor=1, space="normalized", zca=None)
 
 
-def to_normalized_fn(record: DistilledSet) -> Callable[[torch.Tensor], torch.Tensor]:
-    """Images of the record's space (a batch, any device) -> the dataset's normalised space, the teacher's input."""
-    if record.space == "normalized":
-        return lambda x: x
-    zca = ZCA.from_state_dict(record.zca) if record.space == "zca" else None
-
-    def convert(x: torch.Tensor) -> torch.Tensor:
-        if zca is not None:
-            x = zca.inverse(x)
-        m, s = mean_std(record.mean, record.std, x)
-        return (x - m) / s
-    return convert
-
-
 @torch.no_grad()
 def teacher_probabilities(teacher: torch.nn.Module, x: torch.Tensor, temperature: float,
                           chunk: int = 500) -> torch.Tensor:
@@ -183,12 +167,11 @@ def evaluate(name: str, record: DistilledSet, data: RealData, settings: dict, ge
     t = settings["teacher"]
     temperature = float(t["temperature"])
     rec = trained_form(record)
-    to_norm = to_normalized_fn(rec)
-    probs = teacher_probabilities(teacher, to_norm(rec.images.float()), temperature)
+    probs = teacher_probabilities(teacher, rec.to_normalized(), temperature)
     targets = None
     if t["per_batch"]:
         def targets(xb: torch.Tensor) -> torch.Tensor:   # (K, b, ...) augmented batches -> (K, b, C)
-            return teacher_probabilities(teacher, to_norm(xb.flatten(0, 1)), temperature).view(*xb.shape[:2], -1)
+            return teacher_probabilities(teacher, rec.normalize(xb.flatten(0, 1)), temperature).view(*xb.shape[:2], -1)
     lr = float(record.lr) if base == "mtt" else None
     accs = train_and_test_dc(dataclasses.replace(rec, labels=probs), data, settings, generators, device, name, lr=lr,
                              loss_fn=kl_loss(temperature), labels=probs, targets=targets)

@@ -76,7 +76,12 @@ class DistilledSet:
 
     # ---- spaces -----------------------------------------------------------------------------------------------
     def _zca(self) -> ZCA:
-        return ZCA.from_state_dict(self.zca)
+        """The record's ZCA, built once per state (normalize() may run on every training batch)."""
+        cached = self.__dict__.get("_zca_built")
+        if cached is None or cached[0] is not self.zca:
+            cached = (self.zca, ZCA.from_state_dict(self.zca))
+            self.__dict__["_zca_built"] = cached
+        return cached[1]
 
     def to_pixels(self, clamp: bool = True) -> torch.Tensor:
         """The images as [0, 1] pixels (clamped unless `clamp` is false), for figures."""
@@ -90,7 +95,11 @@ class DistilledSet:
 
     def to_normalized(self) -> torch.Tensor:
         """The images in the dataset's normalised space (not clamped), e.g. for a feature net trained on it."""
-        x = self.images.float()
+        return self.normalize(self.images.float())
+
+    def normalize(self, x: torch.Tensor) -> torch.Tensor:
+        """Any batch of images in this record's space (e.g. augmented ones, on any device) -> the dataset's
+        normalised space."""
         if self.space == "normalized":
             return x
         m, s = mean_std(self.mean, self.std, x)
