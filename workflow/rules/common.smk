@@ -249,25 +249,21 @@ def grid_figures():
 GRID_BATCHED = PRESET == "quick"  # the quick preset's image grids: one job per dataset (rule grid_figures)
 
 
+def grid_cells():
+    """(method, IPC, seed) of every configured set, in one order: the image grids' (rule grid_figures' outputs and
+    inputs pair up by it)."""
+    return [(m, i, s) for m in GRID["methods"] for i in ddconfig.method_ipcs(GRID, m) for s in GRID["seeds"]]
+
+
 def grid_figure_patterns(ext):
-    """(method, path pattern with a {dataset} wildcard) of the image grid of every configured method, IPC and seed:
-    the outputs of rule grid_figures (one job draws a dataset's grids)."""
-    return [
-        (m, f"results/figures/grids/{m}/{{dataset}}/ipc{i}/s{s}.{ext}")
-        for m in GRID["methods"]
-        for i in ddconfig.method_ipcs(GRID, m)
-        for s in GRID["seeds"]
-    ]
+    """(method, path pattern with a {dataset} wildcard) of the image grid of every configured set (grid_cells): the
+    outputs of rule grid_figures (one job draws a dataset's grids)."""
+    return [(m, f"results/figures/grids/{m}/{{dataset}}/ipc{i}/s{s}.{ext}") for m, i, s in grid_cells()]
 
 
 def grid_sets(wildcards):
-    """The distilled sets rule grid_figures draws, in the order of its outputs."""
-    return [
-        distilled_path(m, wildcards.dataset, i, s)
-        for m in GRID["methods"]
-        for i in ddconfig.method_ipcs(GRID, m)
-        for s in GRID["seeds"]
-    ]
+    """The distilled sets rule grid_figures draws, in the order of its outputs (grid_cells)."""
+    return [distilled_path(m, wildcards.dataset, i, s) for m, i, s in grid_cells()]
 
 
 def isa_table_paths(kind):
