@@ -166,18 +166,29 @@ def accuracy(net: torch.nn.Module, params: dict | None, x, y: torch.Tensor, devi
     return 100.0 * correct / max(1, len(y))
 
 
-def train_on_base(net: torch.nn.Module, x: torch.Tensor, labels: torch.Tensor, steps: int, batch: int,
-                  generator: torch.Generator, lr: float, on_step=None) -> None:
-    """LD's training of a fresh model on the base examples (test / validate / find_best_num_steps): `steps` Adam steps,
-    each on the first `batch` of a new random permutation of the base examples, soft cross-entropy on the labels.
+def base_steps(x: torch.Tensor, labels: torch.Tensor, steps: int, batch: int, generator: torch.Generator,
+               step, on_step=None) -> None:
+    """LD's loop over the base examples (test / validate / find_best_num_steps of both variants): `steps` calls of
+    step(x_batch, labels_batch), each batch the first `batch` of a new random permutation of the base examples.
     `on_step(i)` is called after step i (0-based)."""
-    opt = torch.optim.Adam(net.parameters(), lr=lr)
-    net.train()
     for i in range(steps):
         idx = torch.randperm(len(x), generator=generator)[:batch].to(x.device)
-        loss = soft_ce(net(x[idx]), labels[idx])
+        step(x[idx], labels[idx])
+        if on_step is not None:
+            on_step(i)
+
+
+def train_on_base(net: torch.nn.Module, x: torch.Tensor, labels: torch.Tensor, steps: int, batch: int,
+                  generator: torch.Generator, lr: float, on_step=None) -> None:
+    """LD's training of a fresh model on the base examples (or2): Adam steps of soft cross-entropy on the labels over
+    base_steps' batches."""
+    opt = torch.optim.Adam(net.parameters(), lr=lr)
+    net.train()
+
+    def step(xb: torch.Tensor, yb: torch.Tensor) -> None:
+        loss = soft_ce(net(xb), yb)
         opt.zero_grad()
         loss.backward()
         opt.step()
-        if on_step is not None:
-            on_step(i)
+
+    base_steps(x, labels, steps, batch, generator, step, on_step)

@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .bilevel import accuracy, train_on_base
+from .bilevel import accuracy, base_steps, train_on_base
 from .losses import soft_ce
 
 VARIANTS = ("or2", "rr")
@@ -113,17 +113,11 @@ class RRLearner:
             correct += int((logits.argmax(1) == y[start:start + chunk].to(device)).sum())
         return 100.0 * correct / max(1, len(y))
 
-
     def train(self, x: torch.Tensor, labels: torch.Tensor, steps: int, batch: int, generator: torch.Generator,
               on_step=None) -> None:
-        """`steps` RR steps, each on the first `batch` of a new random permutation of the base examples (lines
-        736-759, 831-853, 909-931). `on_step(i)` is called after step i (0-based)."""
+        """`steps` RR steps over ddflow.ops.bilevel.base_steps' batches (lines 736-759, 831-853, 909-931)."""
         self.net.train()
-        for i in range(steps):
-            idx = torch.randperm(len(x), generator=generator)[:batch].to(x.device)
-            self.train_step(x[idx], labels[idx])
-            if on_step is not None:
-                on_step(i)
+        base_steps(x, labels, steps, batch, generator, self.train_step, on_step)
 
 
 class AdamLearner:
