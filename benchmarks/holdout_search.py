@@ -8,6 +8,11 @@ per candidate: each candidate is a set of deep-merged changes to files of workfl
     base: {}
     experts10: {experts: {quick: {epochs: 10}}}
     t05: {ead: {quick: {label_temperature: 0.5}}}
+    e100: {reuse: base, changes: {dc: {quick: {eval: {dc: {epochs: 100}}}}}}
+
+A candidate written as {reuse: <earlier candidate>, changes: {...}} changes only evaluation settings: it hard-links
+that candidate's data, experts, trajectories, feature net and distilled sets (everything under results/ but the
+evaluations, tables, figures and logs) and evaluates them again with its own settings.
 
     python benchmarks/holdout_search.py --candidates candidates.yaml --methods random ead --ipcs 1 10 \
         --work /tmp/holdout
@@ -16,7 +21,7 @@ Each candidate runs in its own directory under --work (Snakemake, the repository
 copy of workflow/hparams with the changes); a finished candidate is not rerun, and candidates with the same
 expert settings share one set of experts (hard links). The printed table (also written as
 --work/results.md) gives the held-out accuracy, mean ± std over the evaluation models, per method x IPC; the
-protocol of each method is its first (as in the default run).
+protocol of each method is its first (as in the default run) unless given as method:protocol.
 """
 from __future__ import annotations
 
@@ -80,9 +85,23 @@ def reuse_experts(src: Path, work: Path) -> None:
             shutil.copytree(src / "results" / sub, work / "results" / sub, copy_function=os.link)
 
 
+def reuse_candidate(src: Path, work: Path) -> None:
+    """Hard-link everything under src/results but its evaluations, tables, figures and logs (an evaluation-only
+    candidate evaluates the same distilled sets)."""
+    if not (src / "results").is_dir():
+        raise SystemExit(f"{src}: no results to reuse (run that candidate first)")
+    for sub in sorted((src / "results").iterdir()):
+        if sub.is_dir() and sub.name not in ("eval", "tables", "figures", "logs") \
+                and not (work / "results" / sub.name).exists():
+            shutil.copytree(sub, work / "results" / sub.name, copy_function=os.link)
+
+
 def run_candidate(name: str, changes: dict, args, npz: Path) -> dict:
     work = args.work / name
     hp = work / "hparams"
+    if "reuse" in changes:
+        reuse_candidate(args.work / changes["reuse"], work)   # a name under --work, or an absolute path
+        changes = changes.get("changes") or {}
     key = json.dumps(changes.get("experts") or {}, sort_keys=True)
     # experts of a finished candidate (this run, an earlier one or a parallel one) with the same expert settings
     same = [d.parent for d in sorted(args.work.glob("*/experts.json"))
@@ -91,13 +110,15 @@ def run_candidate(name: str, changes: dict, args, npz: Path) -> dict:
         reuse_experts(same[0], work)
     write_hparams(hp, changes)
     targets = {}  # "method ipcN" -> its evaluation record
-    for m in args.methods:
-        protocol = get_method(m).protocols[0]
+    for spec in args.methods:
+        m, _, protocol = spec.partition(":")
+        protocol = protocol or get_method(m).protocols[0]
         for i in args.ipcs:
-            targets[f"{m} ipc{i}"] = f"results/eval/{protocol}/{m}/{args.dataset}/ipc{i}/s0.json"
+            targets[f"{spec} ipc{i}"] = f"results/eval/{protocol}/{m}/{args.dataset}/ipc{i}/s0.json"
+    methods = sorted({spec.partition(":")[0] for spec in args.methods})
     cmd = ["snakemake", *targets.values(), "-s", str(ROOT / "Snakefile"), "-d", str(work),
            "--configfile", str(ROOT / "config.yaml"), "--cores", str(args.cores), "-q", "--rerun-triggers", "mtime",
-           "--config", f"hparams_dir={hp}", f"datasets=[{args.dataset}]", f"methods=[{','.join(args.methods)}]",
+           "--config", f"hparams_dir={hp}", f"datasets=[{args.dataset}]", f"methods=[{','.join(methods)}]",
            f"ipcs=[{','.join(map(str, args.ipcs))}]", "seeds=[0]", "tables=[]",
            f"data={{{args.dataset}: {{npz: {npz}}}}}"]
     print(f"candidate {name}: {changes}", flush=True)
@@ -111,7 +132,8 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--candidates", type=Path, required=True)
     p.add_argument("--dataset", default="mnist5k")
-    p.add_argument("--methods", nargs="+", default=["random", "ead"])
+    p.add_argument("--methods", nargs="+", default=["random", "ead"],
+                   help="method names, each optionally with :protocol (default: the method's first protocol)")
     p.add_argument("--ipcs", nargs="+", type=int, default=[1, 10])
     p.add_argument("--work", type=Path, default=Path("results/holdout"))
     p.add_argument("--fraction", type=float, default=0.25, help="held-out share of each class (default 0.25)")

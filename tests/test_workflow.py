@@ -25,8 +25,8 @@ METHODS = ["random", "herding", "dm", "dc", "dsa", "dm-dream"]
 
 
 @pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory):
-    work = tiny_workdir(tmp_path_factory.mktemp("wf"), TINY_QUICK, methods=METHODS, ipcs=[1],
+def tiny_run(tmp_path_factory, mnist5k_path):
+    work = tiny_workdir(tmp_path_factory.mktemp("wf"), TINY_QUICK, tiny_data=mnist5k_path, methods=METHODS, ipcs=[1],
                         figures=["dream_fig1"])
     _snakemake(work)
     return work

@@ -15,11 +15,11 @@ METHODS = ["dm", "dm-isa", "cafe"]
 
 
 @pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory):
+def tiny_run(tmp_path_factory, mnist5k_path):
     quick = {"dm.yaml": {"iterations": 2, "batch_real": 4, "snapshots": [0], "eval": EVAL},
              "cafe.yaml": {"iterations": 2, "batch_real": 4, "test_per_class": 4, "window": 2, "max_outer": 2,
                            "max_inner": 1, "eval": EVAL}}
-    work = tiny_workdir(tmp_path_factory.mktemp("wf_feature"), quick, methods=METHODS, ipcs=[1],
+    work = tiny_workdir(tmp_path_factory.mktemp("wf_feature"), quick, tiny_data=mnist5k_path, methods=METHODS, ipcs=[1],
                         tables=["isa_t8", "dream_t1"], figures=[])
     _snakemake(work, "results/tables/isa_t8.md", "results/tables/dream_t1.md")  # what the test reads: no figures
     return work

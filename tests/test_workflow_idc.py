@@ -6,8 +6,8 @@ import re
 
 import pytest
 
+from tiny_workflow import TINY_VALIDATION, tiny_workdir
 from tiny_workflow import snakemake as _snakemake
-from tiny_workflow import tiny_workdir
 
 pytestmark = pytest.mark.workflow
 
@@ -20,8 +20,9 @@ METHODS = ["idc", "dream"]
 
 
 @pytest.fixture(scope="module")
-def tiny_idc_run(tmp_path_factory):
-    work = tiny_workdir(tmp_path_factory.mktemp("wf_idc"), TINY_QUICK, methods=METHODS, ipcs=[1],
+def tiny_idc_run(tmp_path_factory, mnist5k_path):
+    work = tiny_workdir(tmp_path_factory.mktemp("wf_idc"), TINY_QUICK, tiny_data=mnist5k_path,
+                        methods=METHODS, ipcs=[1],
                         tables=["dream_t1", "dream_t2"], figures=["dream_fig1"], paper_rule=True)
     _snakemake(work)
     return work
@@ -47,7 +48,7 @@ def test_idc_and_dream_reach_dream_t1_t2_and_fig1(tiny_idc_run):
     for method in METHODS:
         for cell in (f"idc/{method}/mnist5k/ipc1/s0.json", f"idc/{method}/mnist5k/ipc1/s0/paper_rule/it0.json"):
             c = json.loads((run / "results/eval" / cell).read_text())
-            assert len(c["val_accuracies"]) == c["n_models"] and c["validation"]["images"] == 500, c
+            assert len(c["val_accuracies"]) == c["n_models"] and c["validation"]["images"] == 10 * TINY_VALIDATION, c
     for label in ("IDC", "DREAM"):
         assert re.search(rf"^\| {label} — ours \(paper's rule\) .*\(it [01]\)", md, re.M), md
         assert re.search(rf"^\| {label} — ours \(validation rule\) .*\(it [01]; paper's rule \+\d+\.\d\)", md,

@@ -24,7 +24,7 @@ def _one_per_class(data, offset):
 
 
 @pytest.fixture(scope="module")
-def imports_run(tmp_path_factory, mnist5k):
+def imports_run(tmp_path_factory, mnist5k, mnist5k_path):
     src = tmp_path_factory.mktemp("outside")
     mtt_run = src / "logged_files" / "MNIST" / "run"
     mtt_run.mkdir(parents=True)
@@ -38,7 +38,8 @@ def imports_run(tmp_path_factory, mnist5k):
                         "space": "normalized", "lr": 0.01},
         "dm-outside": {"path": str(dc_file), "format": "dc", "dataset": "mnist5k", "ipc": 1, "space": "normalized"},
     }
-    work = tiny_workdir(tmp_path_factory.mktemp("wf"), TINY_QUICK, methods=["random"], ipcs=[1], seeds=[0],
+    work = tiny_workdir(tmp_path_factory.mktemp("wf"), TINY_QUICK, tiny_data=mnist5k_path, methods=["random"], ipcs=[1],
+                        seeds=[0],
                         tables=["dream_t1"], figures=[], imports=imports)
     _snakemake(work, "results/tables/dream_t1.md")   # the table and its cells (no figures: seconds matter)
     return work

@@ -16,8 +16,9 @@ METHODS = ["frepo", "isa"]
 
 
 @pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory):
+def tiny_run(tmp_path_factory, mnist5k_path):
     work = tiny_workdir(tmp_path_factory.mktemp("wf_kernel"), {"frepo.yaml": TINY, "featnet.yaml": {"epochs": 1}},
+                        tiny_data=mnist5k_path,
                         methods=METHODS, ipcs=[1], tables=["isa_t6"], figures=[])
     # what the tests read (isa_t6 and ISA's side tables of the default run), not the grid figures and fair tables
     _snakemake(work, "results/tables/isa_t6.md", "results/tables/isa/recall_mnist5k_ipc1.md",

@@ -15,8 +15,9 @@ TINY = {"iterations": 3, "target_batch": 100, "snapshots": [0, 2],
 
 
 @pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory):
-    work = tiny_workdir(tmp_path_factory.mktemp("wf_kip"), {"kip.yaml": TINY}, methods=["kip"], ipcs=[1],
+def tiny_run(tmp_path_factory, mnist5k_path):
+    work = tiny_workdir(tmp_path_factory.mktemp("wf_kip"), {"kip.yaml": TINY}, tiny_data=mnist5k_path,
+                        methods=["kip"], ipcs=[1],
                         tables=["dream_t1"], figures=[])
     _snakemake(work, "results/tables/dream_t1.md")   # the table and its cells: what the test reads
     return work

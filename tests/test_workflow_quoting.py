@@ -2,12 +2,11 @@
 quote (the hparams folder and every output under it), from an npz whose path holds `$(touch INJECTED)`, and nothing
 is executed from that path."""
 import json
-import shutil
 
 import pytest
 
+from tiny_workflow import TINY_DATA, tiny_workdir, write_tiny_mnist5k
 from tiny_workflow import snakemake as _snakemake
-from tiny_workflow import tiny_workdir
 
 pytestmark = pytest.mark.workflow
 
@@ -16,7 +15,7 @@ def test_paths_with_spaces_quotes_and_command_substitution_run_end_to_end(tmp_pa
     work = tmp_path / "my results 'v1'"
     work.mkdir()
     npz = tmp_path / "data $(touch INJECTED) x.npz"
-    shutil.copyfile(mnist5k_path, npz)
+    write_tiny_mnist5k(mnist5k_path, npz, **TINY_DATA)   # a small copy: the test is about paths, not sizes
     tiny_workdir(work, {"random.yaml": {"eval": {"dc": {"epochs": 2, "models": 2}}}}, methods=["random"],
                  ipcs=[1], tables=["dream_t1"], figures=[], data={"mnist5k": {"npz": str(npz)}})
     _snakemake(work)

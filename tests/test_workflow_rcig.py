@@ -16,8 +16,9 @@ TINY = {"iterations": 2, "batch_real": 16, "pool": 2, "width": 4, "inner_steps":
 METHODS = ["rcig", "rcig-isa"]
 
 
-def test_rcig_and_rcig_isa_through_protocol_rcig_into_isa_t4(tmp_path):
-    work = tiny_workdir(tmp_path, {"rcig.yaml": TINY}, methods=METHODS, ipcs=[1], tables=["isa_t4"], figures=[])
+def test_rcig_and_rcig_isa_through_protocol_rcig_into_isa_t4(tmp_path, mnist5k_path):
+    work = tiny_workdir(tmp_path, {"rcig.yaml": TINY}, tiny_data=mnist5k_path,
+                        methods=METHODS, ipcs=[1], tables=["isa_t4"], figures=[])
     _snakemake(work, "results/tables/isa_t4.md")
     for method in METHODS:
         cell = json.loads((work / f"results/eval/rcig/{method}/mnist5k/ipc1/s0.json").read_text())

@@ -16,8 +16,9 @@ TINY = {"iterations": 4, "width": 8, "n_models": 1, "batch_real": 32, "n_batches
                                                 "models": 2}}}
 
 
-def test_rfad_distils_with_the_validation_split_and_evaluates_under_rfad_nn(tmp_path):
-    work = tiny_workdir(tmp_path, {"rfad.yaml": TINY}, methods=["rfad"], ipcs=[1], tables=[], figures=[])
+def test_rfad_distils_with_the_validation_split_and_evaluates_under_rfad_nn(tmp_path, mnist5k_path):
+    work = tiny_workdir(tmp_path, {"rfad.yaml": TINY}, tiny_data=mnist5k_path,
+                        methods=["rfad"], ipcs=[1], tables=[], figures=[])
     snakemake(work, "results/eval/rfad-nn/rfad/mnist5k/ipc1/s0.json")
     cell = json.loads((work / "results/eval/rfad-nn/rfad/mnist5k/ipc1/s0.json").read_text())
     assert cell["n_models"] == 2 and len(cell["accuracies"]) == 2 and 0.0 <= cell["mean"] <= 100.0

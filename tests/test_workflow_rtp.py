@@ -14,8 +14,9 @@ TINY = {"iterations": 2, "inner_steps": 2, "batch_syn": 2, "batch_real": 2,
         "eval": {"rtp": {"net": "ConvNetW32", "epochs": 1, "models": 2}}}
 
 
-def test_rtp_cell_through_snakemake_into_ead_baselines(tmp_path):
-    work = tiny_workdir(tmp_path, {"rtp.yaml": TINY}, methods=["rtp"], ipcs=[1], tables=["ead_baselines"],
+def test_rtp_cell_through_snakemake_into_ead_baselines(tmp_path, mnist5k_path):
+    work = tiny_workdir(tmp_path, {"rtp.yaml": TINY}, tiny_data=mnist5k_path,
+                        methods=["rtp"], ipcs=[1], tables=["ead_baselines"],
                         figures=[])
     _snakemake(work, "results/tables/ead_baselines.md")
     cell = json.loads((work / "results/eval/rtp/rtp/mnist5k/ipc1/s0.json").read_text())

@@ -24,11 +24,25 @@ def snakemake(workdir, *args, check=True):
     return proc
 
 
-def tiny_workdir(work: Path, quick: dict[str, dict], **config) -> Path:
+# the tiny mnist5k of tiny_workdir(tiny_data=...): training images per class, test images, and its validation split
+# per class (mnist5k's own: 50 of about 400). The data-sized jobs (the whole-dataset cell, the feature net, every
+# test pass) then take a fraction of a second instead of tens of seconds.
+TINY_DATA = {"per_class": 30, "n_test": 100}
+TINY_VALIDATION = 5
+
+
+def tiny_workdir(work: Path, quick: dict[str, dict], tiny_data: str | Path | None = None, **config) -> Path:
     """work/hparams = workflow/hparams with `quick[file]` merged into each named file's quick section (its
     quick_overrides dropped, so the tiny values hold at every IPC); work/config.yaml = the repository's config with
     the CPU, a resume file every iteration, that hparams dir, no snapshot candidates (paper_rule false: a test that
-    shows the rule rows turns it on) and `config` on top. Returns work."""
+    shows the rule rows turns it on) and `config` on top. With `tiny_data` (the prepared mnist5k, the `mnist5k_path`
+    fixture), the run reads work/tiny.npz, TINY_DATA's first images of it, with a validation split of
+    TINY_VALIDATION per class (unless `quick` sets validation.yaml). Returns work."""
+    work.mkdir(parents=True, exist_ok=True)
+    if tiny_data is not None:
+        npz = write_tiny_mnist5k(tiny_data, work / "tiny.npz", **TINY_DATA)
+        quick = {"validation.yaml": {"per_class": TINY_VALIDATION}, **quick}
+        config = {"data": {"mnist5k": {"npz": str(npz)}}, **config}
     hp = work / "hparams"
     shutil.copytree(ROOT / "workflow" / "hparams", hp)
     for name, values in quick.items():
