@@ -34,7 +34,7 @@ log = logging.getLogger("ddflow")
 
 # The commands that read only JSON, YAML and npz files (cells, specs, prepared data) and write tables, figures or
 # npz: they start without importing torch, about two CPU-seconds of each such job (tests/test_layout.py checks their
-# imports). `table` imports it for a timing spec only (it reads .pt records).
+# imports). `table` imports it for a timing spec (it reads .pt records) and an xarch spec (the protocols) only.
 WITHOUT_TORCH = ("data", "validation-split", "table", "results-matrix", "acc-vs-ipc")
 
 
