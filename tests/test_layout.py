@@ -179,6 +179,7 @@ runs = {"table": ["--spec", "workflow/papers/dream_t1.yaml", "--datasets", "mnis
 for command, args in runs.items():
     assert main([command, *args]) == 0, command
     loaded[command + " (run)"] = "torch" in sys.modules
+assert '"torch": null, "torch_threads": null' in (tmp / "t.md").read_text()  # made by: no torch (runtime.provenance)
 print(json.dumps(loaded))
 """
 
