@@ -355,12 +355,14 @@ def test_a_full_disk_under_torch_save_names_the_file(tmp_path, monkeypatch):
     goes, the error says the disk is full and names the file, and no partial file is left."""
     import os
 
+    import torch
+
     from ddflow import io
 
     def short_write(obj, f):
         raise RuntimeError("[enforce fail at inline_container.cc:603] . unexpected pos 4096 vs 4032")
 
-    monkeypatch.setattr(io.torch, "save", short_write)
+    monkeypatch.setattr(torch, "save", short_write)  # io.save_pt imports torch when called
     monkeypatch.setattr(io.os, "statvfs", lambda p: os.statvfs_result((4096, 4096, 10, 0, 0, 0, 0, 0, 0, 255)))
     with pytest.raises(DdflowError, match=r"s0\.pt: the disk is full \(0 bytes free; the writer said: .*unexpected"):
         io.save_pt({"x": 1}, tmp_path / "s0.pt")

@@ -145,3 +145,61 @@ def test_no_import_cycle_among_library_modules():
 def test_no_library_module_is_over_400_lines():
     long = {m: n for m, p in _modules().items() if (n := len(p.read_text().splitlines())) > MAX_LINES}
     assert not long, long
+
+
+# The commands that read only JSON, YAML and npz files (ddflow.cli.WITHOUT_TORCH) and the modules their handlers in
+# ddflow.commands import (`table` of a cells spec: a timing or xarch spec imports torch, reading .pt records or the
+# protocols): each job of theirs is a fresh process, and `import torch` costs about two CPU-seconds of it.
+TORCH_FREE = {"data": ("ddflow.data",), "validation-split": ("ddflow.data.validation",),
+              "table": ("ddflow.report.tables",), "results-matrix": ("ddflow.report.matrix",),
+              "acc-vs-ipc": ("ddflow.report.figures",)}
+_TORCH_FREE_SCRIPT = """
+import json, sys
+from pathlib import Path
+from ddflow.cli import build_parser, main
+from ddflow.runtime import setup, versions
+build_parser()
+setup()
+versions(None, uses_torch=False)
+commands, tmp = json.loads(sys.argv[1]), Path(sys.argv[2])
+loaded = {}
+for command, modules in commands.items():
+    for m in modules:
+        __import__(m)
+    loaded[command] = "torch" in sys.modules
+cells = []
+for i, (method, accs) in enumerate((("random", [60.0, 62.0]), ("dm", [80.0, 81.0]))):
+    cells.append(str(tmp / f"c{i}.json"))
+    Path(cells[-1]).write_text(json.dumps({"protocol": "dc", "method": method, "dataset": "mnist5k", "ipc": 1,
+                                           "seed": 0, "accuracies": accs}))
+runs = {"table": ["--spec", "workflow/papers/dream_t1.yaml", "--datasets", "mnist5k", "--ipcs", "1",
+                  "--out-prefix", str(tmp / "t"), *cells],
+        "acc-vs-ipc": ["--dataset", "mnist5k", "--out", str(tmp / "f.png"), *cells],
+        "results-matrix": ["--results", str(tmp / "none"), "--out", str(tmp / "m.md")]}
+for command, args in runs.items():
+    assert main([command, *args]) == 0, command
+    loaded[command + " (run)"] = "torch" in sys.modules
+assert '"torch": null, "torch_threads": null' in (tmp / "t.md").read_text()  # made by: no torch (runtime.provenance)
+print(json.dumps(loaded))
+"""
+
+
+def test_the_commands_that_read_only_files_start_without_torch(tmp_path):
+    """The jobs of these commands (tables, the accuracy-vs-IPC figure, the data and its validation split) never
+    import torch: imported through the command line's modules and their handlers' imports, then three of them run
+    on two cells, in a fresh process, torch is not among its modules after any of them (in command order: the first
+    marked true brought it in)."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from ddflow.cli import WITHOUT_TORCH
+    assert set(WITHOUT_TORCH) == set(TORCH_FREE)
+    env = {k: v for k, v in os.environ.items() if k != "SNAKEMAKE_THREADS"}  # it would set torch's threads
+    proc = subprocess.run([sys.executable, "-c", _TORCH_FREE_SCRIPT, json.dumps(TORCH_FREE), str(tmp_path)],
+                          cwd=SRC.parent, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    loaded = json.loads(proc.stdout.splitlines()[-1])
+    assert list(loaded) == [*TORCH_FREE, "table (run)", "acc-vs-ipc (run)", "results-matrix (run)"]
+    assert not any(loaded.values()), loaded

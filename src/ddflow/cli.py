@@ -32,6 +32,11 @@ from .errors import DdflowError
 
 log = logging.getLogger("ddflow")
 
+# The commands that read only JSON, YAML and npz files (cells, specs, prepared data) and write tables, figures or
+# npz: they start without importing torch, about two CPU-seconds of each such job (tests/test_layout.py checks their
+# imports). `table` imports it for a timing spec (it reads .pt records) and an xarch spec (the protocols) only.
+WITHOUT_TORCH = ("data", "validation-split", "table", "results-matrix", "acc-vs-ipc")
+
 
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto")
@@ -43,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     a = build_parser().parse_args(argv)
     from .runtime import setup, versions
     setup(getattr(a, "threads", None))
-    log.info("ddflow %s: %s", a.cmd, json.dumps(versions(getattr(a, "device", None))))
+    log.info("ddflow %s: %s", a.cmd, json.dumps(versions(getattr(a, "device", None), a.cmd not in WITHOUT_TORCH)))
     try:
         return a.fn(a) or 0
     except DdflowError as e:

@@ -70,9 +70,9 @@ def cmd_table(a) -> None:
     """A paper table by its spec's kind: evaluation cells (cells, or by architecture: xarch) or distilled records'
     timing (timing)."""
     from .report.tables import build_table, load_spec, write_table
-    from .report.timing import build_timing_table, write_timing_table
     kind = load_spec(a.spec)["kind"]
-    if kind == "timing":
+    if kind == "timing":  # reads .pt records: torch (the other kinds read JSON cells only)
+        from .report.timing import build_timing_table, write_timing_table
         write_timing_table(build_timing_table(a.spec, a.cells), a.out_prefix)
     elif kind == "cells":
         rows = json.loads(a.extra_rows) if a.extra_rows else []

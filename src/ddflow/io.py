@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import numpy as np
-import torch
 import yaml
 
 from .errors import DdflowError
@@ -82,12 +81,14 @@ def load_resume(path: Path, what: str = "resume file") -> dict | None:
 
 
 def save_pt(obj: Any, path: str | os.PathLike) -> None:
+    import torch  # here, not at the top: the jobs that read only JSON, YAML and npz start without torch
     with atomic_path(path) as tmp:
         torch.save(obj, tmp)
 
 
 def load_pt(path: str | os.PathLike, what: str = "ddflow file") -> Any:
     """torch.load with weights_only=True; a missing, corrupt or foreign file is a DdflowError naming the path."""
+    import torch  # as in save_pt
     path = Path(path)
     if not path.exists():
         raise DdflowError(f"{path}: missing {what}")

@@ -9,12 +9,13 @@ import resource
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from .errors import DdflowError
 from .gpu_slots import own_cuda_device
+
+if TYPE_CHECKING:
+    import torch
 
 DEVICES = ("auto", "cpu", "cuda")
 
@@ -22,6 +23,7 @@ DEVICES = ("auto", "cpu", "cuda")
 def resolve_device(name: str) -> torch.device:
     """The device of a CLI stage. CUDA: this process's own GPU where several are visible (ddflow.gpu_slots: each
     concurrent job on a multi-GPU workstation claims a free one), else `cuda`."""
+    import torch  # in each function that uses it: the commands that read only files start without torch (cli)
     if name not in DEVICES:
         raise DdflowError(f"device {name!r} unknown; allowed: {', '.join(DEVICES)}")
     if name == "auto":
@@ -58,10 +60,9 @@ def setup(threads: int | None = None) -> None:
     reuse of freed memory (reuse_freed_memory)."""
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(message)s")
     reuse_freed_memory()
-    if threads:
-        torch.set_num_threads(threads)
-    elif "SNAKEMAKE_THREADS" in os.environ:
-        torch.set_num_threads(int(os.environ["SNAKEMAKE_THREADS"]))
+    if threads or "SNAKEMAKE_THREADS" in os.environ:
+        import torch
+        torch.set_num_threads(threads or int(os.environ["SNAKEMAKE_THREADS"]))
 
 
 def to_device(t: torch.Tensor, device: torch.device | str, dtype: torch.dtype | None = None) -> torch.Tensor:
@@ -72,6 +73,7 @@ def to_device(t: torch.Tensor, device: torch.device | str, dtype: torch.dtype | 
     call returns (PyTorch tutorial "A guide on good usage of non_blocking and pin_memory()": `.to(device,
     non_blocking=True)` is also faster than pinning first); only device-to-host non_blocking copies need a
     synchronisation, and this helper makes none. On the CPU this is `t.to(dtype).to(device)`: the same values."""
+    import torch
     if dtype is not None:
         t = t.to(dtype)
     return t.to(device, non_blocking=torch.device(device).type == "cuda")
@@ -79,6 +81,7 @@ def to_device(t: torch.Tensor, device: torch.device | str, dtype: torch.dtype | 
 
 def reset_peak(device: torch.device) -> None:
     if device.type == "cuda":
+        import torch
         torch.cuda.reset_peak_memory_stats(device)
 
 
@@ -86,6 +89,7 @@ def peak_memory_mb(device: torch.device) -> dict[str, float]:
     """Peak resident memory of this process, and peak CUDA memory allocated when on a GPU."""
     out = {"peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
     if device.type == "cuda":
+        import torch
         out["peak_cuda_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
     return out
 
@@ -136,16 +140,28 @@ def provenance(device: torch.device | str = "cpu") -> dict[str, Any]:
     """What made a result: the device (the GPU model on CUDA), Python, torch and its intra-op thread count (CPU
     results depend on it), CUDA, ddflow, the package's commit (`git_commit`) and the commit of the workflow
     checkout that ran the job (`workflow_commit`), each with its uncommitted-changes mark. Every file ddflow writes
-    stores it; every CLI log starts with it."""
+    stores it; every CLI log starts with it. A CPU process that has not imported torch (a table or figure made from
+    cells, the data and validation-split jobs: cli.WITHOUT_TORCH) records torch, cuda and torch_threads as null
+    rather than import torch (seconds of start-up) for them: nothing it computed depended on torch."""
     from . import __version__
-    device = torch.device(device)
+    if "torch" in sys.modules or str(device) != "cpu":
+        import torch
+        device = torch.device(device)
+        env = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+               "python": platform.python_version(), "torch": str(torch.__version__), "cuda": torch.version.cuda,
+               "torch_threads": torch.get_num_threads()}
+    else:
+        env = {"device": "cpu", "python": platform.python_version(), "torch": None, "cuda": None,
+               "torch_threads": None}
     wf = workflow_dir()
-    return {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
-            "python": platform.python_version(), "torch": str(torch.__version__), "cuda": torch.version.cuda,
-            "torch_threads": torch.get_num_threads(), "ddflow": __version__, "git_commit": git_commit(),
+    return {**env, "ddflow": __version__, "git_commit": git_commit(),
             "workflow_dir": str(wf) if wf else None, "workflow_commit": git_state(str(wf)) if wf else None}
 
 
-def versions(device: str | None = None) -> dict[str, Any]:
-    """The provenance a log starts with, before any device is resolved: the requested device as given."""
-    return {**provenance(torch.device("cpu")), "device": device}
+def versions(device: str | None = None, uses_torch: bool = True) -> dict[str, Any]:
+    """The provenance a log starts with, before any device is resolved: the requested device as given. A command
+    that uses torch imports it here (as it would anyway), so that the line names torch's version and threads; one
+    that does not (cli.WITHOUT_TORCH) logs them as null."""
+    if uses_torch:
+        import torch  # noqa: F401
+    return {**provenance("cpu"), "device": device}

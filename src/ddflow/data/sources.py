@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from ..errors import DdflowError
 from .folders import READERS, write_imagenet_downsampled
@@ -124,6 +123,7 @@ def _mnist5k() -> dict[str, np.ndarray]:
 
 
 def _torchvision(info: DatasetInfo, root: Path, download: bool) -> dict[str, np.ndarray]:
+    import torch  # here, not at the top: preparing a file source (npz, embedded, folders) needs no torch
     import torchvision.datasets as tvd
 
     def get(train: bool):

@@ -10,15 +10,15 @@ the prepared file's train split, with the settings that drew them.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
 from ..errors import DdflowError
 from ..io import save_npz
-from .images import Images
-from .real import RealData
+
+if TYPE_CHECKING:
+    from .real import RealData
 
 FORMAT = "ddflow.validation/1"
 
@@ -83,35 +83,44 @@ def load_split(path: str | Path, dataset: str, train_size: int) -> np.ndarray:
     return idx
 
 
+def _index(t, idx: np.ndarray):
+    """t[idx] for a tensor `t`, the indices moved to its device."""
+    import torch  # here, not at the top: the validation-split job reads and writes numpy arrays only
+    return t[torch.from_numpy(idx).to(t.device)]
+
+
 def _rows(x, idx: np.ndarray):
+    from .images import Images
     if isinstance(x, Images):
         if isinstance(x.store, np.ndarray):
             store = np.ascontiguousarray(x.store[idx])   # a copy, also of a memory map
         else:
-            store = x.store[torch.from_numpy(idx).to(x.store.device)].contiguous()
+            store = _index(x.store, idx).contiguous()
         return Images(store, x.info, x.device, x.zca, x.space)
-    return x[torch.from_numpy(idx).to(x.device)]
+    return _index(x, idx)
 
 
 def held_out(data: RealData, val_idx: np.ndarray) -> RealData:
     """What an evaluation that chooses nothing on held-out data is handed: the validation part (x_val / y_val),
     the test split, and an empty training split. Its protocol trains on the distilled set only, so it needs no
     training image (none is copied), and its models are scored on the validation images they never saw."""
+    from .real import RealData
     val = np.asarray(val_idx, dtype=np.int64)
     none = np.empty(0, dtype=np.int64)
     y = data.y_train
     return RealData(_rows(data.x_train, none), y[:0], data.x_test, data.y_test, data.info,
-                    x_val=_rows(data.x_train, val), y_val=y[torch.from_numpy(val).to(y.device)])
+                    x_val=_rows(data.x_train, val), y_val=_index(y, val))
 
 
 def carve(data: RealData, val_idx: np.ndarray) -> RealData:
     """`data` with its training split cut in two: x_train/y_train = the fit part (in the order of the training
     split; `train_rows` = its rows' indices in the training split), x_val/y_val = the validation part; the test
     split unchanged."""
+    from .real import RealData
     keep = np.ones(len(data.y_train), dtype=bool)
     keep[val_idx] = False
     fit, val = np.flatnonzero(keep), np.asarray(val_idx, dtype=np.int64)
     y = data.y_train
-    return RealData(_rows(data.x_train, fit), y[torch.from_numpy(fit).to(y.device)], data.x_test, data.y_test,
-                    data.info, x_val=_rows(data.x_train, val), y_val=y[torch.from_numpy(val).to(y.device)],
+    return RealData(_rows(data.x_train, fit), _index(y, fit), data.x_test, data.y_test,
+                    data.info, x_val=_rows(data.x_train, val), y_val=_index(y, val),
                     train_rows=fit)

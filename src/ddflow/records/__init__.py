@@ -6,9 +6,19 @@
   manifest against a method's hparams;
 - featnet: the feature-net checkpoint, save_feature_net and load_feature_net.
 The stages (ddflow.stages) write them; methods, protocols and reports read them through this package only.
+The names of distilled.py (torch tensors) are imported on first use (PEP 562 `__getattr__`): a table that reads
+only cells starts without importing torch.
 """
 from .cell import CELL_KEYS, cell_record, load_cell
-from .distilled import FORMAT, SPACES, DistilledSet, check_record, load_distilled
+
+_DISTILLED = ("FORMAT", "SPACES", "DistilledSet", "check_record", "load_distilled")
 
 __all__ = ["CELL_KEYS", "FORMAT", "SPACES", "DistilledSet", "cell_record", "check_record", "load_cell",
            "load_distilled"]
+
+
+def __getattr__(name: str):
+    if name in _DISTILLED:
+        from . import distilled
+        return getattr(distilled, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -5,13 +5,13 @@ the keys every reader relies on."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from ..errors import DdflowError
 from ..io import read_json
-from .distilled import DistilledSet
+
+if TYPE_CHECKING:
+    from .distilled import DistilledSet
 
 CELL_KEYS = ("protocol", "method", "dataset", "ipc", "seed", "accuracies")
 
@@ -19,6 +19,7 @@ CELL_KEYS = ("protocol", "method", "dataset", "ipc", "seed", "accuracies")
 def cell_record(record: DistilledSet, protocol: str, settings: dict[str, Any], accuracies: list[float],
                 seconds: float, memory: dict[str, float]) -> dict[str, Any]:
     """The cell of `record` evaluated under `protocol` (written by the evaluation runner as JSON)."""
+    import torch  # here, not at the top: the tables read cells (load_cell) without torch
     t = torch.tensor(accuracies, dtype=torch.float64)
     k = len(accuracies)
     return {

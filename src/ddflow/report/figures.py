@@ -6,19 +6,23 @@ from __future__ import annotations
 
 from collections import defaultdict
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
-import torch  # noqa: E402
 
 from ..data import get_info  # noqa: E402
 from ..io import atomic_path, read_json  # noqa: E402
-from ..records import load_distilled  # noqa: E402
 from .styles import method_style  # noqa: E402
 from .tables import pool_cells  # noqa: E402
+
+if TYPE_CHECKING:
+    import torch
+
+# torch is imported by the functions that use it (a grid reads a .pt set): acc-vs-ipc starts without it (cli).
 
 MAX_PER_CLASS = 10
 MAX_CLASSES = 20
@@ -87,6 +91,9 @@ def range_note(lo: np.ndarray, hi: np.ndarray, clipped: float, nonfinite: int) -
 
 
 def distilled_grid(distilled_path: str | Path, out: str | Path) -> None:
+    import torch
+
+    from ..records import load_distilled
     d = load_distilled(distilled_path)
     x = d.to_pixels(clamp=False)
     lo, hi, clipped, nonfinite = display_range(x)
@@ -140,6 +147,7 @@ def accuracy_vs_iteration(cell_paths: list[str | Path], dataset: str, ipc: int, 
                           title: str = "") -> None:
     """DREAM supp. Figure 1: test accuracy of snapshots against the distillation iteration, one line per method
     (methods with and without DREAM's representative matching share a colour, DREAM dashed)."""
+    import torch  # the mean and std as the evaluation cells compute theirs (records.cell_record)
     points: dict[str, dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
     for p in cell_paths:
         c = read_json(p, "evaluation cell")
