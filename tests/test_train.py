@@ -92,3 +92,19 @@ def test_a_repeated_decay_epoch_applies_the_factor_once_per_occurrence_as_multis
         opt.step()
         sched.step()
     assert lrs == ref and ref[2] == pytest.approx(0.01 * 0.04)
+
+
+@pytest.mark.parametrize("name", ["ConvNet", "ConvNetW32", "ConvNetBN", "ResNet18BN"])
+def test_cpu_test_chunks_give_the_logits_and_accuracy_of_one_pass(name):
+    """accuracy() runs the CPU test split in chunks of CPU_TEST_CHUNK images (speed: the activations stay in cache);
+    the logits are the same bits as one pass over all images, so no cell depends on the chunk size."""
+    from ddflow.train import CPU_TEST_CHUNK
+    x, y = _data(n=3 * CPU_TEST_CHUNK + 5, seed=1)
+    stack = NetStack(build_net(name, 1, 10, 28), _gens(2), "cpu", "loop").train(False)
+    with torch.no_grad():
+        whole = stack.forward(x.unsqueeze(0).expand(2, *x.shape))
+        chunks = torch.cat([stack.forward(x[i:i + CPU_TEST_CHUNK].unsqueeze(0).expand(2, -1, -1, -1, -1))
+                            for i in range(0, len(x), CPU_TEST_CHUNK)], dim=1)
+    assert torch.equal(whole, chunks)
+    expected = (100.0 * (whole.argmax(-1) == y).double().sum(1) / len(x)).tolist()
+    assert accuracy(stack, x, y) == expected
