@@ -114,15 +114,20 @@ def select(final_paths: list[str | Path], rule_paths: list[str | Path],
 def add_columns(table: dict[str, Any], final_paths: list[str | Path], rule_paths: list[str | Path]) -> dict:
     """The table with the paper-rule columns in its long CSV (paper_rule_mean, paper_rule_std,
     paper_rule_iterations) and `paper_rule` set, which wide() and notes() read."""
-    chosen = select(final_paths, rule_paths)
-    df = table["df"]
-    rows = [chosen.get((r.protocol, r.method, r.dataset, r.ipc)) for r in df.itertuples()]
-    df["paper_rule_mean"] = [c["mean"] if c else None for c in rows]
-    df["paper_rule_std"] = [c["std"] if c else None for c in rows]
-    df["paper_rule_iterations"] = [" ".join(f"s{s}:it{it}" for s, it in c["iterations"].items()) if c else ""
-                                   for c in rows]
+    selection_columns(table["df"], select(final_paths, rule_paths), "paper_rule")
     table["paper_rule"] = True
     return table
+
+
+def selection_columns(df, chosen: dict[tuple, dict[str, Any]], prefix: str) -> list[dict[str, Any] | None]:
+    """Write a rule's selection (select's output) into the long table `df` as {prefix}_mean, {prefix}_std and
+    {prefix}_iterations ("s<seed>:it<iteration>" per seed); returns each row's selection (None where it has none)."""
+    rows = [chosen.get((r.protocol, r.method, r.dataset, r.ipc)) for r in df.itertuples()]
+    df[f"{prefix}_mean"] = [c["mean"] if c else None for c in rows]
+    df[f"{prefix}_std"] = [c["std"] if c else None for c in rows]
+    df[f"{prefix}_iterations"] = [" ".join(f"s{s}:it{it}" for s, it in c["iterations"].items()) if c else ""
+                                  for c in rows]
+    return rows
 
 
 def cell_text(r, dash: str) -> str:

@@ -20,7 +20,7 @@ from typing import Any
 
 from ..errors import DdflowError
 from .paper_rule import LABEL as PAPER_LABEL
-from .paper_rule import cell_text, choose_per_seed
+from .paper_rule import cell_text, choose_per_seed, selection_columns
 from .paper_rule import select as paper_rule_select
 
 LABEL = "ours (validation rule)"
@@ -67,13 +67,8 @@ def select(final_paths: list[str | Path], rule_paths: list[str | Path]) -> dict[
 def add_columns(table: dict[str, Any], final_paths: list[str | Path], rule_paths: list[str | Path]) -> dict:
     """The table with the validation-rule columns in its long CSV (valrule_mean, valrule_std, valrule_iterations,
     and rule_inflation = paper_rule_mean - valrule_mean; add after paper_rule.add_columns) and `valrule` set."""
-    chosen = select(final_paths, rule_paths)
     df = table["df"]
-    rows = [chosen.get((r.protocol, r.method, r.dataset, r.ipc)) for r in df.itertuples()]
-    df["valrule_mean"] = [c["mean"] if c else None for c in rows]
-    df["valrule_std"] = [c["std"] if c else None for c in rows]
-    df["valrule_iterations"] = [" ".join(f"s{s}:it{it}" for s, it in c["iterations"].items()) if c else ""
-                                for c in rows]
+    rows = selection_columns(df, select(final_paths, rule_paths), "valrule")
     df["rule_inflation"] = [p - c["mean"] if c and p is not None and not _missing(p) else None
                             for c, p in zip(rows, df["paper_rule_mean"])]
     table["valrule"] = True
