@@ -75,3 +75,18 @@ def test_a_paper_distillation_asks_slurm_for_its_estimate(tmp_path):
         block = proc.stdout[proc.stdout.index("rule distill:"):]
         out[method] = int(re.search(r"runtime=(\d+)", block).group(1))
     assert out == {"dream": 1500, "dm": 60}
+
+
+def test_a_jobs_memory_is_its_groups_base_plus_its_existing_inputs(tmp_path):
+    """mem_mb = the rule group's base at the preset (quick: 4,000) + the MiB of the inputs that exist (as Snakemake's
+    input.size_mb; workflow/rules/common.smk, job_mem_mb): a 3.5-MiB data file adds 3."""
+    data = tmp_path / "results/data/mnist5k.npz"
+    data.parent.mkdir(parents=True)
+    data.write_bytes(b"\0" * (7 * 2**19))
+    proc = subprocess.run([sys.executable, "-m", "snakemake", "results/distilled/dm/mnist5k/ipc1/s0.pt", "-n", "-s",
+                           str(ROOT / "Snakefile"), "--directory", str(tmp_path), "--configfile",
+                           str(ROOT / "config.yaml"), "--config", 'methods=["dm"]', "ipcs=[1]", "seeds=[0]"],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    block = proc.stdout[proc.stdout.index("rule distill:"):]
+    assert "rule data:" not in proc.stdout and int(re.search(r"mem_mb=(\d+)", block).group(1)) == 4003, block

@@ -175,10 +175,11 @@ def train_stack(stack: NetStack, x: torch.Tensor, y: torch.Tensor, generators: l
     return (total / n).cpu().tolist() if total is not None else [0.0] * k
 
 
-# Test images per forward and model on the CPU: a ConvNet-128's activations of 64 28x28 images stay in the caches,
-# where those of a whole 1,000-image test split do not (one core: 1.4-1.9 s in chunks of 32-64 against 2.8 s at
-# once; the logits are the same bits, tests/test_train.py). On a GPU one large batch is fastest.
-CPU_TEST_CHUNK = 64
+# Test images per forward and model on the CPU: a ConvNet-128's activations of 16 28x28 images stay in the caches,
+# where those of a whole 1,000-image test split do not (one core, 1,000 MNIST images: 2.8 s at once, 1.85 s in
+# chunks of 64, 1.4 s in chunks of 16 or 24, the same for ConvNetBN; ConvNetW32 0.19-0.21 s from 16 to 64). The
+# logits are the same bits whatever the chunk (tests/test_train.py). On a GPU one large batch is fastest.
+CPU_TEST_CHUNK = 16
 
 
 @torch.no_grad()

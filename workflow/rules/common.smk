@@ -3,6 +3,7 @@
 import functools
 import json
 import math
+import os
 import shlex
 import sys
 from pathlib import Path
@@ -148,12 +149,19 @@ def job_runtime(group):
 
 
 def job_mem_mb(group):
-    """The `mem_mb` resource of a rule: its group's base at this preset plus the size of its inputs."""
+    """The `mem_mb` resource of a rule: its group's base at this preset plus the size of its inputs (those that exist).
+    Summed with os.path.getsize, not Snakemake's input.size_mb, which runs an event loop per job: 7 of the 26 s of
+    a dry run of the paper grid (9,264 jobs)."""
 
     def mem_mb(wildcards, input):
-        return JOB_SIZES[PRESET][group][1] + int(input.size_mb)
+        return JOB_SIZES[PRESET][group][1] + input_mb(input)
 
     return mem_mb
+
+
+def input_mb(paths):
+    """The size of the inputs that exist, in MiB (as Snakemake's input.size_mb: a folder counts its own entry)."""
+    return int(sum(os.path.getsize(p) for p in paths if os.path.exists(p)) / 1024 / 1024)
 
 
 # ---- paths -----------------------------------------------------------------------------------------------
