@@ -83,7 +83,8 @@ def test_quick_reductions_reach_grandchildren_after_all_paper_values(tmp_path):
 
 def test_dsa_dream_quick_preset_gets_the_dc_quick_reductions():
     hp = hparams.resolve("dsa-dream", "mnist5k", 1, "quick")
-    assert hp["iterations"] == 40 and hp["batch_real"] == 16 and hp["init"] == "real"
+    assert hp["iterations"] == hparams.resolve("dc", "mnist5k", 1, "quick")["iterations"] == 30
+    assert hp["batch_real"] == 16 and hp["init"] == "real"
     assert hp["representative"]["pool"] == 64 and hp["eval"]["dc"]["augment"] == "dsa"
 
 
