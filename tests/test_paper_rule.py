@@ -150,9 +150,9 @@ def test_dry_run_evaluates_the_papers_snapshots_only_with_paper_rule_on(tmp_path
     # no such job planned (the rule's name still appears in the parse-time line listing each rule's torch threads)
     assert not re.search(r"^(rule )?evaluate_paper_rule\b", off, re.M)
     assert "paper_rule/" not in off and "--paper-rule" not in off
-    # MTT quick at IPC 1: 100 iterations, fractions [0.5] -> 50 (its final set is its own cell); DM has no rule
-    assert "results/eval/mtt/mtt/mnist5k/ipc1/s0/paper_rule/it50.json" in on
-    assert "paper_rule/it0.json" not in on and "paper_rule/it100.json" not in on
+    # MTT quick at IPC 1: 50 iterations, fractions [0.5] -> 25 (its final set is its own cell); DM has no rule
+    assert "results/eval/mtt/mtt/mnist5k/ipc1/s0/paper_rule/it25.json" in on
+    assert "paper_rule/it0.json" not in on and "paper_rule/it50.json" not in on
     assert "/dm/mnist5k/ipc1/s0/paper_rule/" not in on
     assert on.count("rule evaluate_paper_rule:") == 1
     # the validation rule's candidates (MTT's final set and snapshot, with the rule on) score their models on the

@@ -14,7 +14,8 @@ pytestmark = pytest.mark.workflow
 TINY_QUICK = {  # the quick preset shrunk to seconds per job
     "idc.yaml": {"iterations": 1, "inner_loops": 1, "n_data": 16, "batch_real": 4, "batch_syn_max": 8,
                  "snapshots": [0], "eval": {"idc": {"epochs": 2, "models": 2}}},
-    "dream.yaml": {"batch_real": 4, "representative": {"every": 1, "pool": 20, "kmeans_iters": 5}},
+    "dream.yaml": {"iterations": 1, "snapshots": [0], "batch_real": 4,  # (dream's quick sets its own iterations)
+                   "representative": {"every": 1, "pool": 20, "kmeans_iters": 5}},
 }
 METHODS = ["idc", "dream"]
 
