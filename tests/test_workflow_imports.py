@@ -38,9 +38,8 @@ def imports_run(tmp_path_factory, mnist5k, mnist5k_path):
                         "space": "normalized", "lr": 0.01},
         "dm-outside": {"path": str(dc_file), "format": "dc", "dataset": "mnist5k", "ipc": 1, "space": "normalized"},
     }
-    work = tiny_workdir(tmp_path_factory.mktemp("wf"), TINY_QUICK, tiny_data=mnist5k_path, methods=["random"], ipcs=[1],
-                        seeds=[0],
-                        tables=["dream_t1"], figures=[], imports=imports)
+    work = tiny_workdir(tmp_path_factory.mktemp("wf"), TINY_QUICK, tiny_data=mnist5k_path, methods=["random"],
+                        ipcs=[1], seeds=[0], tables=["dream_t1"], figures=[], imports=imports)
     _snakemake(work, "results/tables/dream_t1.md")   # the table and its cells (no figures: seconds matter)
     return work
 
